@@ -1,0 +1,1 @@
+"""LLaVA for small language models, with video."""

@@ -1,0 +1,378 @@
+"""The multimodal core: every line of visual logic shared by the seven language-model families.
+
+`LlavaMetaModel` is mixed into a family's base model (GPT2Model, LlamaModel, ...) and owns the vision
+tower, the resampler, the projector and the spatial/temporal embeddings. `LlavaMetaForCausalLM` is mixed
+into the family's causal-LM class and turns `images` (clips or still images) into visual tokens spliced
+into the text embeddings where `input_ids` hold IMAGE_TOKEN_INDEX.
+
+Visual inputs are given as one list over the batch, consumed in the order their placeholders appear
+(row by row), so a text-only sample simply has no placeholder and no entry. Each entry is a clip
+`(T, 3, S, S)` or an image `(3, S, S)`; an image is a one-frame clip.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+
+import torch
+from safetensors.torch import load_file
+
+from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from .multimodal_encoder import VisionTower, build_vision_tower
+from .multimodal_projector import VisualPositionEmbedding, build_vision_projector
+from .multimodal_resampler import build_vision_resampler
+
+logger = logging.getLogger(__name__)
+
+# The modules trained as "the adapter" and saved to mm_projector.bin when only they train.
+ADAPTER_MODULES = ("vision_resampler", "mm_projector", "mm_pos_embed")
+
+# Defaults of the seed configuration (DINOv2-large, 8 frames, fast 64 + slow 32 tokens).
+DEFAULT_FAST_GRID = (8, 2, 4)
+DEFAULT_SLOW_GRID = (2, 4, 4)
+
+
+def max_positions(config) -> int | None:
+    """The number of positions the language model can attend over (GPT-2 n_positions, MPT max_seq_len)."""
+    for name in ("n_positions", "max_position_embeddings", "max_seq_len"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+class LlavaMetaModel:
+    """Mixin for a family's base model: builds and owns the visual modules."""
+
+    def __init__(self, config):
+        expected = type(self).config_class
+        if not isinstance(config, expected):
+            raise TypeError(f"{type(self).__name__} needs a {expected.__name__}, got {type(config).__name__}")
+        # A config read from a stock checkpoint carries the stock model_type ('gpt2'); the llava type
+        # decides how the model is saved, reloaded and converted, so the class's own type wins.
+        config.__dict__.pop("model_type", None)
+        super().__init__(config)
+        self.mm_truncated_sequences = 0
+        if getattr(config, "mm_vision_tower", None):
+            self._build_vision_modules(build_vision_tower(config))
+
+    def _build_vision_modules(self, tower: VisionTower) -> None:
+        config = self.config
+        input_grid = (config.mm_num_frames, tower.grid_size, tower.grid_size)
+        self.vision_tower = tower
+        self.vision_resampler = build_vision_resampler(config, tower.hidden_size, input_grid)
+        self.mm_projector = build_vision_projector(config, tower.hidden_size)
+        self.mm_pos_embed = VisualPositionEmbedding(config.hidden_size, input_grid)
+
+    def get_vision_tower(self) -> VisionTower | None:
+        return getattr(self, "vision_tower", None)
+
+    def initialize_vision_modules(self, model_args) -> None:
+        """Loads the tower named by `model_args.vision_tower`, builds the rest, and records every setting
+        in the config so that a saved checkpoint rebuilds itself with no flags.
+
+        A model that already has its visual modules (a saved llava checkpoint) keeps them: its config is
+        the source of truth. `pretrain_mm_mlp_adapter` is loaded in either case.
+        """
+        config = self.config
+        if self.get_vision_tower() is None:
+            select_layer = getattr(model_args, "mm_vision_select_layer", -2)
+            tower = VisionTower.from_pretrained(model_args.vision_tower, select_layer)
+            config.mm_vision_tower = model_args.vision_tower
+            config.mm_vision_config = tower.config.to_dict()
+            config.mm_image_processor = tower.image_processor.to_dict()
+            config.mm_vision_select_layer = select_layer
+            config.mm_hidden_size = tower.hidden_size
+            config.mm_num_frames = int(getattr(model_args, "num_frames", 8))
+            config.mm_projector_type = getattr(model_args, "mm_projector_type", "mlp2x_gelu")
+            config.mm_projector_hidden_size = getattr(model_args, "mm_projector_hidden_size", None)
+            config.mm_resampler_type = getattr(model_args, "mm_resampler_type", "fast_slow_token_packer")
+            config.mm_fast_grid = list(getattr(model_args, "mm_fast_grid", DEFAULT_FAST_GRID))
+            config.mm_slow_grid = list(getattr(model_args, "mm_slow_grid", DEFAULT_SLOW_GRID))
+            config.mm_packer_num_heads = int(getattr(model_args, "mm_packer_num_heads", 8))
+            self._build_vision_modules(tower)
+            tower.requires_grad_(False)
+        else:
+            logger.info("visual modules come from the checkpoint's config (%s)", config.mm_vision_tower)
+        adapter = getattr(model_args, "pretrain_mm_mlp_adapter", None)
+        if adapter:
+            self.load_adapter_weights(adapter)
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """Resampler, projector and embedding weights, keyed relative to this model."""
+        return {
+            f"{name}.{key}": value
+            for name in ADAPTER_MODULES
+            for key, value in getattr(self, name).state_dict().items()
+        }
+
+    def load_adapter_weights(self, path: str) -> None:
+        """Loads an adapter file (mm_projector.bin or .safetensors); keys may carry any prefix before
+        the module name, as LLaVA's own files do (`model.mm_projector.0.weight`)."""
+        if path.endswith(".safetensors"):
+            weights = load_file(path)
+        else:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+        for name in ADAPTER_MODULES:
+            marker = f"{name}."
+            part = {k.split(marker, 1)[1]: v for k, v in weights.items() if marker in k}
+            if part or any(True for _ in getattr(self, name).parameters()):
+                missing, unexpected = getattr(self, name).load_state_dict(part, strict=False)
+                if missing or unexpected:
+                    raise ValueError(
+                        f"{os.path.basename(path)} does not fit {name}: missing {missing}, unexpected {unexpected}"
+                    )
+        logger.info("loaded adapter weights from %s", path)
+
+
+def _as_clips(images, modalities) -> list[torch.Tensor]:
+    """Normalizes the accepted forms of `images` into a list of (T, 3, S, S) clips."""
+    if isinstance(images, torch.Tensor):
+        images = list(images) if images.ndim in (4, 5) else [images]
+    clips = []
+    for i, item in enumerate(images):
+        modality = modalities[i] if modalities is not None and i < len(modalities) else None
+        if item.ndim == 3:
+            item = item.unsqueeze(0)
+        if item.ndim != 4:
+            raise ValueError(f"visual input {i} has shape {tuple(item.shape)}; expected (T, 3, S, S) or (3, S, S)")
+        if modality == "image" and item.shape[0] != 1:
+            raise ValueError(
+                f"visual input {i} is marked 'image' but holds {item.shape[0]} frames; "
+                "multi-patch images are not supported, mark clips as 'video'"
+            )
+        clips.append(item)
+    return clips
+
+
+@functools.cache
+def _next_definition(cls: type, name: str):
+    """The language model's own `name`: the family class holds LlavaMetaForCausalLM's function under
+    that name, and the language model's implementation is the next definition after it in the MRO."""
+    mine = getattr(LlavaMetaForCausalLM, name)
+    seen = False
+    for klass in cls.__mro__:
+        fn = klass.__dict__.get(name)
+        if fn is None:
+            continue
+        if fn is mine:
+            seen = True
+        elif seen:
+            return fn
+    raise TypeError(f"{cls.__name__} does not alias LlavaMetaForCausalLM.{name}")
+
+
+@functools.cache
+def _parameters(fn) -> frozenset[str]:
+    return frozenset(inspect.signature(fn).parameters)
+
+
+class LlavaMetaForCausalLM:
+    """Mixin for a family's causal-LM class. A family aliases `forward`, `generate` and
+    `prepare_inputs_for_generation` from here; each calls the language model's own method after the
+    visual tokens are spliced in."""
+
+    def get_model(self):
+        return getattr(self, self.base_model_prefix)
+
+    def get_vision_tower(self) -> VisionTower | None:
+        return self.get_model().get_vision_tower()
+
+    def _language_model_method(self, name: str):
+        return _next_definition(type(self), name).__get__(self, type(self))
+
+    # ----------------------------------------------------------------------------------- encoding
+    def encode_videos(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each (T, 3, S, S) clip -> (tokens, hidden) visual tokens in the LM's hidden size."""
+        model = self.get_model()
+        tower = model.get_vision_tower()
+        if tower is None:
+            raise ValueError("this model has no vision tower; call initialize_vision_modules first")
+        max_frames = self.config.mm_num_frames
+        for clip in clips:
+            if clip.shape[0] > max_frames:
+                raise ValueError(f"a clip has {clip.shape[0]} frames; this model takes at most {max_frames}")
+        frames = torch.cat([c.to(device=tower.device) for c in clips])
+        grids = tower(frames).split([c.shape[0] for c in clips])  # each (T, g, g, C)
+        embed_dtype = self.get_input_embeddings().weight.dtype
+        features: list[torch.Tensor | None] = [None] * len(clips)
+        # Clips with the same frame count share one resampler call (images and videos differ).
+        for num_frames in sorted({g.shape[0] for g in grids}):
+            index = [i for i, g in enumerate(grids) if g.shape[0] == num_frames]
+            packed = model.vision_resampler(torch.stack([grids[i] for i in index]))
+            tokens = model.mm_projector(packed.to(next(model.mm_projector.parameters(), packed).dtype))
+            positions = model.vision_resampler.positions(num_frames)
+            tokens = tokens + model.mm_pos_embed(positions).to(tokens.dtype)
+            for j, i in enumerate(index):
+                features[i] = tokens[j].to(embed_dtype)
+        return features
+
+    def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(N, 3, S, S) images -> one (tokens, hidden) tensor per image: images are one-frame clips."""
+        return self.encode_videos([image.unsqueeze(0) for image in images])
+
+    # ------------------------------------------------------------------------------------ splicing
+    def prepare_inputs_labels_for_multimodal(
+        self, input_ids, position_ids, attention_mask, past_key_values, labels, images, modalities=None
+    ):
+        """Splices visual tokens in at the placeholders; LLaVA's signature and return order:
+        `(None, position_ids, attention_mask, past_key_values, inputs_embeds, labels)`.
+
+        Visual positions get IGNORE_INDEX labels. Sequences longer than the LM's positions lose text
+        from their end, never a visual token. The output keeps the input's padding side: left-padded
+        generation prompts stay left-padded, right-padded training batches stay right-padded.
+        """
+        if images is None or input_ids is None:
+            return input_ids, position_ids, attention_mask, past_key_values, None, labels
+        clips = _as_clips(images, modalities)
+        is_placeholder = input_ids == IMAGE_TOKEN_INDEX
+        if int(is_placeholder.sum()) != len(clips):
+            raise ValueError(
+                f"the batch has {int(is_placeholder.sum())} visual placeholders but {len(clips)} visual inputs"
+            )
+        if not clips:
+            return input_ids, position_ids, attention_mask, past_key_values, None, labels
+
+        features = iter(self.encode_videos(clips))
+        text_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
+        valid = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        limit = max_positions(self.config)
+
+        sequences = []  # (embeds, labels, is_visual) per sample
+        for b in range(input_ids.shape[0]):
+            ids, embeds = input_ids[b][valid[b]], text_embeds[b][valid[b]]
+            sample_labels = labels[b][valid[b]] if labels is not None else torch.full_like(ids, IGNORE_INDEX)
+            cuts = torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist()
+            pieces_e, pieces_l, pieces_v = [], [], []
+            start = 0
+            for cut in cuts + [len(ids)]:
+                pieces_e.append(embeds[start:cut])
+                pieces_l.append(sample_labels[start:cut])
+                pieces_v.append(torch.zeros(cut - start, dtype=torch.bool, device=ids.device))
+                if cut < len(ids):
+                    visual = next(features)
+                    pieces_e.append(visual)
+                    pieces_l.append(torch.full((len(visual),), IGNORE_INDEX, dtype=sample_labels.dtype, device=ids.device))
+                    pieces_v.append(torch.ones(len(visual), dtype=torch.bool, device=ids.device))
+                start = cut + 1
+            seq = [torch.cat(pieces_e), torch.cat(pieces_l), torch.cat(pieces_v)]
+            if limit is not None and len(seq[0]) > limit:
+                seq = self._truncate_text(seq, limit)
+            sequences.append(seq)
+
+        return (None, *self._pad_outputs(sequences, attention_mask, past_key_values, labels is not None, input_ids.device))
+
+    def _truncate_text(self, seq, limit: int):
+        embeds, seq_labels, is_visual = seq
+        num_visual = int(is_visual.sum())
+        if num_visual > limit:
+            raise ValueError(
+                f"{num_visual} visual tokens do not fit the language model's {limit} positions; "
+                "use fewer frames or smaller packer grids"
+            )
+        keep = torch.ones_like(is_visual)
+        text_positions = torch.nonzero(~is_visual).flatten()
+        keep[text_positions[len(text_positions) - (len(embeds) - limit) :]] = False
+        model = self.get_model()
+        if model.mm_truncated_sequences == 0:
+            logger.warning(
+                "a sequence of %d tokens was cut to the language model's %d positions (text only); "
+                "further truncations are counted in mm_truncated_sequences",
+                len(embeds),
+                limit,
+            )
+        model.mm_truncated_sequences += 1
+        return [embeds[keep], seq_labels[keep], is_visual[keep]]
+
+    def _pad_outputs(self, sequences, attention_mask, past_key_values, has_labels: bool, device):
+        left = attention_mask is not None and not bool(attention_mask[:, 0].all())
+        batch, length = len(sequences), max(len(s[0]) for s in sequences)
+        hidden, dtype = sequences[0][0].shape[-1], sequences[0][0].dtype
+        embeds = torch.zeros(batch, length, hidden, dtype=dtype, device=device)
+        new_labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long, device=device)
+        mask_dtype = attention_mask.dtype if attention_mask is not None else torch.long
+        new_mask = torch.zeros(batch, length, dtype=mask_dtype, device=device)
+        positions = torch.zeros(batch, length, dtype=torch.long, device=device)
+        for b, (seq_embeds, seq_labels, _) in enumerate(sequences):
+            n = len(seq_embeds)
+            span = slice(length - n, length) if left else slice(0, n)
+            embeds[b, span] = seq_embeds
+            new_labels[b, span] = seq_labels
+            new_mask[b, span] = 1
+            positions[b, span] = torch.arange(n, device=device)
+        return positions, new_mask, past_key_values, embeds, (new_labels if has_labels else None)
+
+    # ----------------------------------------------------------------------- language-model calls
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        cache=None,
+        inputs_embeds=None,
+        labels=None,
+        images=None,
+        modalities=None,
+        **kwargs,
+    ):
+        if inputs_embeds is None and images is not None:
+            input_ids, position_ids, attention_mask, cache, inputs_embeds, labels = (
+                self.prepare_inputs_labels_for_multimodal(
+                    input_ids, position_ids, attention_mask, cache, labels, images, modalities
+                )
+            )
+        if position_ids is not None and not self._language_model_takes("position_ids"):
+            position_ids = None  # MPT: ALiBi needs no positions
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+        if cache is not None:
+            kwargs["cache"] = cache
+        return self._language_model_method("forward")(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, labels=labels, **kwargs
+        )
+
+    def _language_model_takes(self, argument: str) -> bool:
+        return argument in _parameters(_next_definition(type(self), "forward"))
+
+    @torch.no_grad()
+    def generate(self, inputs=None, images=None, modalities=None, **kwargs):
+        """`generate` with optional visual inputs; with them, returns only the new tokens."""
+        generate = self._language_model_method("generate")
+        if images is None:
+            return generate(inputs, **kwargs)
+        if "inputs_embeds" in kwargs:
+            raise ValueError("pass either images with input ids, or inputs_embeds, not both")
+        kwargs.pop("position_ids", None)  # recomputed from the new attention mask
+        _, _, attention_mask, _, inputs_embeds, _ = self.prepare_inputs_labels_for_multimodal(
+            inputs, None, kwargs.pop("attention_mask", None), None, None, images, modalities
+        )
+        return generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, images=None, modalities=None, **kwargs):
+        inputs = self._language_model_method("prepare_inputs_for_generation")(
+            input_ids, inputs_embeds=inputs_embeds, **kwargs
+        )
+        # Visual inputs belong to the prompt: only the first step (no cached tokens yet) splices them.
+        cache = kwargs.get("cache")
+        if images is not None and (cache is None or cache.get_seq_length() == 0):
+            inputs["images"] = images
+            inputs["modalities"] = modalities
+        return inputs
+
+
+def register_family(config_class, causal_lm_class) -> None:
+    """Registers a family with AutoConfig and AutoModelForCausalLM. Checkpoint key conversions that
+    transformers keeps for the base model type (Mixtral's expert layout, for one) are shared with the
+    llava type, so that stock checkpoints load into the wrapper and round trips keep their layout."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+
+    AutoConfig.register(config_class.model_type, config_class)
+    AutoModelForCausalLM.register(config_class, causal_lm_class)
+    base_type = next(c.model_type for c in config_class.__mro__[1:] if getattr(c, "model_type", ""))
+    conversions = get_checkpoint_conversion_mapping(base_type)
+    if conversions:
+        register_checkpoint_conversion_mapping(config_class.model_type, conversions, overwrite=True)

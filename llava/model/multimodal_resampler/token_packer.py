@@ -1,0 +1,141 @@
+"""The fast/slow TokenPacker: compresses a clip's patch grid into a few visual tokens per track.
+
+Each track has an output grid (frames x rows x columns) over the input grid (T x H x W). Every output
+token owns one region of the input grid: its query starts as the average of the region ("point") and is
+refined by cross-attention to that region's full-resolution patches only ("region-to-point injection"):
+`token = query + attn(query, region)`. Attention is computed per region, never across regions.
+
+Positions are reported in half-units of the input grid: the index of a region along an axis is
+`first + last` of the cells it covers, i.e. twice its centre. A fast and a slow token that cover the same
+place and time therefore get the same index, and every index is an exact integer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AXES = ("frames", "rows", "columns")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def validate_grid(name: str, grid, input_grid) -> tuple[int, int, int]:
+    """Refuses an output grid that does not tile the input grid, listing the valid choices."""
+    grid = tuple(int(g) for g in grid)
+    if len(grid) != 3 or min(grid) < 1:
+        raise ValueError(f"{name} must be three positive sizes (frames, rows, columns), got {grid}")
+    if any(i % g for g, i in zip(grid, input_grid)):
+        choices = "; ".join(f"{axis} in {tuple(_divisors(n))}" for axis, n in zip(AXES, input_grid))
+        raise ValueError(
+            f"{name} {'x'.join(map(str, grid))} does not divide the input grid "
+            f"{'x'.join(map(str, input_grid))} (frames x rows x columns). Valid choices: {choices}."
+        )
+    return grid
+
+
+def _region_index(count: int, size: int) -> torch.Tensor:
+    """Half-unit centre (first + last cell) of each of `count` regions of `size` cells."""
+    return torch.arange(count) * 2 * size + (size - 1)
+
+
+def grid_positions(out_grid, region, track: int) -> torch.Tensor:
+    """(tokens, 4) long tensor of [time, row, column, track] for a grid in time-row-column order."""
+    t = _region_index(out_grid[0], region[0])
+    r = _region_index(out_grid[1], region[1])
+    c = _region_index(out_grid[2], region[2])
+    tt, rr, cc = torch.meshgrid(t, r, c, indexing="ij")
+    return torch.stack([tt.flatten(), rr.flatten(), cc.flatten(), torch.full_like(tt.flatten(), track)], dim=-1)
+
+
+class PackerTrack(nn.Module):
+    """One track: region mean as the query, refined by multi-head attention inside the region."""
+
+    def __init__(self, grid, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"packer width {dim} is not divisible by mm_packer_num_heads={num_heads}")
+        self.grid = tuple(grid)
+        self.num_heads = num_heads
+        self.norm_query = nn.LayerNorm(dim)
+        self.norm_region = nn.LayerNorm(dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def effective_grid(self, num_frames: int) -> tuple[int, int, int]:
+        # A clip shorter than the track's time grid (an image is one frame) clamps the time axis.
+        frames = min(self.grid[0], num_frames)
+        if num_frames % frames:
+            raise ValueError(
+                f"a clip of {num_frames} frames cannot be split into {frames} equal time regions; "
+                f"give clips a frame count that {self.grid[0]} divides"
+            )
+        return frames, self.grid[1], self.grid[2]
+
+    def regions(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, C) -> (B, tokens, patches per region, C)."""
+        b, t, h, w, c = x.shape
+        gt, gh, gw = self.effective_grid(t)
+        x = x.reshape(b, gt, t // gt, gh, h // gh, gw, w // gw, c)
+        x = x.permute(0, 1, 3, 5, 2, 4, 6, 7)
+        return x.reshape(b, gt * gh * gw, (t // gt) * (h // gh) * (w // gw), c)
+
+    def positions(self, input_grid, track: int) -> torch.Tensor:
+        grid = self.effective_grid(input_grid[0])
+        region = tuple(i // g for i, g in zip(input_grid, grid))
+        return grid_positions(grid, region, track)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        regions = self.regions(x)  # (B, R, P, C)
+        b, r, p, c = regions.shape
+        query = regions.mean(dim=2, keepdim=True)  # (B, R, 1, C)
+        heads, head_dim = self.num_heads, c // self.num_heads
+
+        def split(t, length):  # (B, R, L, C) -> (B*R, heads, L, head_dim)
+            return t.reshape(b * r, length, heads, head_dim).transpose(1, 2)
+
+        q = split(self.q_proj(self.norm_query(query)), 1)
+        region_norm = self.norm_region(regions)
+        k = split(self.k_proj(region_norm), p)
+        v = split(self.v_proj(region_norm), p)
+        # Each (sample, region) pair is its own attention batch entry: a query sees only its region.
+        attended = F.scaled_dot_product_attention(q, k, v)  # (B*R, heads, 1, head_dim)
+        attended = attended.transpose(1, 2).reshape(b, r, c)
+        return query.squeeze(2) + self.out_proj(attended)
+
+
+class FastSlowTokenPacker(nn.Module):
+    """Two tracks over the same clip: fast (fine in time, coarse in space) then slow (the reverse)."""
+
+    def __init__(self, dim: int, input_grid, fast_grid, slow_grid, num_heads: int):
+        super().__init__()
+        self.input_grid = tuple(input_grid)
+        self.fast = PackerTrack(validate_grid("mm_fast_grid", fast_grid, input_grid), dim, num_heads)
+        self.slow = PackerTrack(validate_grid("mm_slow_grid", slow_grid, input_grid), dim, num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, C) patch grids -> (B, fast + slow tokens, C)."""
+        return torch.cat([self.fast(x), self.slow(x)], dim=1)
+
+    def positions(self, num_frames: int) -> torch.Tensor:
+        grid = (num_frames, *self.input_grid[1:])
+        return torch.cat([self.fast.positions(grid, 0), self.slow.positions(grid, 1)], dim=0)
+
+
+class PatchTokens(nn.Module):
+    """No resampling: every patch of every frame is a visual token (LLaVA's default)."""
+
+    def __init__(self, input_grid):
+        super().__init__()
+        self.input_grid = tuple(input_grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1, 3)
+
+    def positions(self, num_frames: int) -> torch.Tensor:
+        return grid_positions((num_frames, *self.input_grid[1:]), (1, 1, 1), 0)

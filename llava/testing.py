@@ -1,0 +1,95 @@
+"""Tiny random models for tests and checks: every family's language model and every tower kind, small
+enough to run in milliseconds on a CPU, saved with `save_pretrained` like the real ones."""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    BitImageProcessorPil,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    Dinov2Config,
+    Dinov2Model,
+    GemmaConfig,
+    GPT2Config,
+    LlamaConfig,
+    MistralConfig,
+    MixtralConfig,
+    MptConfig,
+    Qwen2Config,
+    SiglipImageProcessorPil,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+VOCAB = 128
+SPECIAL_IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+_DECODER = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    vocab_size=VOCAB, max_position_embeddings=256, **SPECIAL_IDS,
+)
+
+# Upstream transformers configs of each family, keyed by the llava model_type.
+TINY_LANGUAGE_CONFIGS = {
+    "llava_gpt2": lambda: GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=256, **SPECIAL_IDS),
+    "llava_llama": lambda: LlamaConfig(**_DECODER),
+    "llava_mistral": lambda: MistralConfig(**_DECODER),
+    "llava_mixtral": lambda: MixtralConfig(**_DECODER, num_local_experts=4, num_experts_per_tok=2),
+    "llava_qwen": lambda: Qwen2Config(**_DECODER),
+    "llava_gemma": lambda: GemmaConfig(**_DECODER, head_dim=8),
+    "llava_mpt": lambda: MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=VOCAB, max_seq_len=256, **SPECIAL_IDS),
+}
+
+# 56-pixel inputs in 7-pixel patches: an 8x8 grid, which the default packer grids (8x2x4, 2x4x4) tile.
+IMAGE_SIZE, PATCH_SIZE = 56, 7
+_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+
+
+def _bit_processor():
+    return BitImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+
+
+TINY_TOWERS = {
+    "dinov2": lambda: (
+        Dinov2Model(Dinov2Config(**_TOWER, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)),
+        _bit_processor(),
+    ),
+    "clip": lambda: (
+        CLIPVisionModel(CLIPVisionConfig(**_TOWER, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)),
+        CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+    ),
+    "siglip": lambda: (
+        SiglipVisionModel(SiglipVisionConfig(**_TOWER, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)),
+        SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+    ),
+}
+
+
+def save_tiny_vision_tower(folder, kind: str = "dinov2", seed: int = 0) -> str:
+    """Writes a random tower and its image processor to `folder`, as `save_pretrained` lays out a real one."""
+    torch.manual_seed(seed)
+    model, processor = TINY_TOWERS[kind]()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def tiny_vision_args(tower_path: str, **overrides):
+    """Model arguments for `initialize_vision_modules` that fit the tiny towers."""
+    from types import SimpleNamespace
+
+    args = dict(
+        vision_tower=str(tower_path),
+        mm_vision_select_layer=-2,
+        num_frames=8,
+        mm_projector_type="mlp2x_gelu",
+        mm_projector_hidden_size=48,
+        mm_resampler_type="fast_slow_token_packer",
+        mm_fast_grid=(8, 2, 4),
+        mm_slow_grid=(2, 4, 4),
+        mm_packer_num_heads=4,
+        pretrain_mm_mlp_adapter=None,
+    )
+    args.update(overrides)
+    return SimpleNamespace(**args)
