@@ -1,0 +1,173 @@
+"""A synthetic Italian video-caption data set and the tiny local models that train on it.
+
+Each clip shows one shape of one colour moving in one direction over a noisy background; its caption
+names all three ("un cerchio rosso si muove verso destra") in one of several sentence forms, so that
+only watching the clip tells which colour, shape and direction are meant. Clips are real mp4 files
+(PyAV, H.264) and the annotations are LLaVA JSON, as a real data set would be.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+COLOURS = {
+    "rosso": (220, 40, 40),
+    "verde": (40, 190, 60),
+    "blu": (50, 80, 230),
+    "giallo": (235, 215, 40),
+}
+SHAPES = ("cerchio", "quadrato", "triangolo")
+DIRECTIONS = {  # unit step in (x, y), and the Italian phrase after "verso"
+    "destra": ((1, 0), "destra"),
+    "sinistra": ((-1, 0), "sinistra"),
+    "alto": ((0, -1), "l'alto"),
+    "basso": ((0, 1), "il basso"),
+}
+TEMPLATES = (
+    "un {shape} {colour} si muove verso {direction}",
+    "c'è un {shape} {colour} che va verso {direction}",
+    "si vede un {shape} {colour} spostarsi verso {direction}",
+    "verso {direction} si sposta un {shape} {colour}",
+    "il video mostra un {shape} {colour} diretto verso {direction}",
+)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    colour: str
+    shape: str
+    direction: str
+
+    def caption(self, template: int) -> str:
+        phrase = DIRECTIONS[self.direction][1]
+        return TEMPLATES[template].format(shape=self.shape, colour=self.colour, direction=phrase)
+
+
+def _shape_mask(shape: str, size: int, cx: float, cy: float, radius: float) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    if shape == "cerchio":
+        return (x - cx) ** 2 + (y - cy) ** 2 <= radius**2
+    if shape == "quadrato":
+        return (abs(x - cx) <= radius * 0.85) & (abs(y - cy) <= radius * 0.85)
+    # triangle pointing up: inside the box and above both slanted edges
+    top, bottom = cy - radius, cy + radius
+    half_width = (y - top) / (2 * radius) * radius
+    return (y >= top) & (y <= bottom) & (abs(x - cx) <= half_width)
+
+
+def render_frames(spec: ClipSpec, num_frames: int = 16, size: int = 64, seed: int = 0) -> np.ndarray:
+    """(num_frames, size, size, 3) uint8 frames of the shape moving across the frame."""
+    rng = np.random.default_rng(seed)
+    (dx, dy), _ = DIRECTIONS[spec.direction]
+    radius = size * 0.14
+    travel = size * 0.5
+    # start so that the whole path stays inside the frame, with a random offset across the motion
+    across = rng.uniform(radius + 2, size - radius - 2)
+    start_along = size / 2 - travel / 2
+    background = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+    colour = np.array(COLOURS[spec.colour], dtype=np.uint8)
+    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        along = start_along + travel * t / max(1, num_frames - 1)
+        if dx:
+            cx, cy = (along if dx > 0 else size - along), across
+        else:
+            cx, cy = across, (along if dy > 0 else size - along)
+        frame = background.copy()
+        frame[_shape_mask(spec.shape, size, cx, cy, radius)] = colour
+        frames[t] = frame
+    return frames
+
+
+def write_clip(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264") -> None:
+    """Writes RGB frames as a real video file (H.264 in mp4 by default)."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def all_specs() -> list[ClipSpec]:
+    return [ClipSpec(c, s, d) for c in COLOURS for s in SHAPES for d in DIRECTIONS]
+
+
+def make_dataset(folder, num_train: int, num_val: int, seed: int = 0, num_frames: int = 16, size: int = 64) -> dict:
+    """Writes clips to `folder/videos` and LLaVA JSON to `folder/train.json` and `folder/val.json`.
+
+    Returns the paths and the captions. Validation clips are new renderings (other positions and
+    backgrounds) of the same attribute space.
+    """
+    folder = Path(folder)
+    (folder / "videos").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    specs = all_specs()
+    splits = {}
+    for split, count in (("train", num_train), ("val", num_val)):
+        samples = []
+        for i in range(count):
+            spec = specs[rng.randrange(len(specs))]
+            name = f"{split}_{i:05d}.mp4"
+            write_clip(folder / "videos" / name, render_frames(spec, num_frames, size, seed=rng.randrange(2**31)))
+            samples.append(
+                {
+                    "id": f"{split}_{i:05d}",
+                    "video": name,
+                    "conversations": [
+                        {"from": "human", "value": "<video>\n"},
+                        {"from": "gpt", "value": spec.caption(rng.randrange(len(TEMPLATES)))},
+                    ],
+                    "attributes": {"colour": spec.colour, "shape": spec.shape, "direction": spec.direction},
+                }
+            )
+        path = folder / f"{split}.json"
+        path.write_text(json.dumps(samples, ensure_ascii=False, indent=1))
+        splits[split] = str(path)
+    return {"video_folder": str(folder / "videos"), **splits}
+
+
+def caption_corpus() -> list[str]:
+    """Every caption the templates can produce: what the tokenizer is trained on."""
+    return [spec.caption(t) for spec in all_specs() for t in range(len(TEMPLATES))]
+
+
+def train_tokenizer(folder, texts: list[str], vocab_size: int = 512) -> str:
+    """A byte-level BPE tokenizer (the kind the BAMBI GPT-2 uses), saved as a GPT-2 tokenizer folder.
+    It has an end-of-text token and, like BAMBI's, no pad token."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Tokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(folder))
+    tokenizer = GPT2Tokenizer.from_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return str(folder)
+
+
+def save_gpt2(folder, tokenizer_folder, n_layer=2, n_embd=64, n_head=4, n_positions=256, seed=0) -> str:
+    """A small random GPT-2 with the tokenizer beside it, laid out like a BAMBI checkpoint folder."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions, vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return str(folder)
