@@ -4,6 +4,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.model.builder import causal_lm_class
 from llava.testing import IMAGE_SIZE, TINY_LANGUAGE_CONFIGS, tiny_vision_args
 
 FAMILIES = sorted(TINY_LANGUAGE_CONFIGS)
@@ -19,11 +20,8 @@ def upstream_checkpoint(family, folder):
 
 def llava_model(family, folder, tower_dir, **vision_overrides):
     """A llava model of `family` started from a plain checkpoint plus the tiny tower."""
-    from llava import model as llava_models
-
     upstream = upstream_checkpoint(family, folder)
-    cls = getattr(llava_models, llava_models.AVAILABLE_MODELS[family].split(", ")[0])
-    model = cls.from_pretrained(folder)
+    model = causal_lm_class(family).from_pretrained(folder)
     model.get_model().initialize_vision_modules(tiny_vision_args(tower_dir, **vision_overrides))
     return upstream, model.eval()
 

@@ -3,25 +3,24 @@
 import pytest
 import torch
 
+from llava.model.builder import causal_lm_class
 from llava.model.llava_arch import LlavaMetaForCausalLM
+from llava.testing import tiny_vision_args
 
 from model_helpers import FAMILIES, clip, left_padded, llava_model, prompt, right_padded, upstream_checkpoint
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_text_only_logits_equal_upstream(family, tmp_path, tower_dir):
-    from llava import model as llava_models
-
     upstream = upstream_checkpoint(family, tmp_path)
-    cls = getattr(llava_models, llava_models.AVAILABLE_MODELS[family].split(", ")[0])
-    model = cls.from_pretrained(tmp_path).eval()
+    model = causal_lm_class(family).from_pretrained(tmp_path).eval()
     assert isinstance(model, type(upstream)) and isinstance(model, LlavaMetaForCausalLM)
     ids, mask = right_padded([list(range(3, 15)), list(range(20, 27))])
     valid = mask.bool()
     with torch.no_grad():
         expected = upstream(input_ids=ids, attention_mask=mask).logits
         before = model(input_ids=ids, attention_mask=mask).logits
-        model.get_model().initialize_vision_modules(__import__("llava.testing").testing.tiny_vision_args(tower_dir))
+        model.get_model().initialize_vision_modules(tiny_vision_args(tower_dir))
         after = model(input_ids=ids, attention_mask=mask).logits
     assert (before - expected)[valid].abs().max() <= 1e-5
     assert (after - expected)[valid].abs().max() <= 1e-5

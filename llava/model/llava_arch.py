@@ -70,6 +70,10 @@ class LlavaMetaModel:
     def get_vision_tower(self) -> VisionTower | None:
         return getattr(self, "vision_tower", None)
 
+    def num_visual_tokens(self, num_frames: int) -> int:
+        """Visual tokens one input of `num_frames` frames becomes (an image is one frame)."""
+        return len(self.vision_resampler.positions(num_frames))
+
     def initialize_vision_modules(self, model_args) -> None:
         """Loads the tower named by `model_args.vision_tower`, builds the rest, and records every setting
         in the config so that a saved checkpoint rebuilds itself with no flags.
