@@ -1,0 +1,367 @@
+"""Training data: LLaVA JSON/JSONL samples -> tokenized, labelled, padded batches with clips and images.
+
+A sample is `{"id", "video" | "image" (optional), "conversations": [...]}`, the media path relative to
+`--video_folder` / `--image_folder`. Text-only, image and video samples mix in one file and one batch; a
+text-only sample stays text-only (no placeholder, no pixels). Images are one-frame clips.
+
+Unreadable media are skipped, never replaced: `__getitem__` returns a skip record, the collator drops
+it and passes it on, and the trainer hands it to `SkipTracker`, which logs each sample once, lists it
+in `skipped_samples.jsonl` and stops the run past `--max_skip_fraction`.
+
+Padding (see `ensure_pad_token`): a tokenizer without a pad token reuses EOS as pad. Nothing here
+derives anything from the pad id: the collator builds `attention_mask` from lengths and pads labels
+with IGNORE_INDEX, so a real EOS inside a sample stays attended and labelled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from ..constants import DEFAULT_VIDEO_TOKEN, DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from ..conversation import Template, get_template, to_messages
+from ..mm_utils import count_placeholders, process_images, process_video_frames
+from ..video import VideoReadError, read_video_frames
+
+logger = logging.getLogger(__name__)
+
+SKIPPED_FILE = "skipped_samples.jsonl"
+MODALITIES = ("video", "image")
+
+
+@dataclass
+class DataArguments:
+    data_path: str | None = field(
+        default=None,
+        metadata={"help": "LLaVA JSON list or JSONL file of samples; several files joined by commas."},
+    )
+    video_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'video' paths are relative to."})
+    image_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'image' paths are relative to."})
+    num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each clip."})
+    max_skip_fraction: float = field(
+        default=0.05,
+        metadata={"help": "Abort when more than this share of the samples is skipped as unreadable (0.05 = 5%)."},
+    )
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _read_file(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if text.lstrip().startswith("["):
+        samples = json.loads(text)
+    else:  # JSONL: one sample per non-empty line
+        samples = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    samples.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{number}: not a JSON line ({e})") from None
+    if not all(isinstance(s, dict) for s in samples):
+        raise ValueError(f"{path}: expected a list of sample objects")
+    return samples
+
+
+def _prepare(sample: dict, where: str) -> dict:
+    """Validates one sample and normalizes it: `{"id", "modality", "media", "conversations"}`."""
+    sample_id = str(sample.get("id", where))
+    name = f"sample {sample_id!r} ({where})"
+    conversations = sample.get("conversations")
+    if not isinstance(conversations, list) or not conversations:
+        raise ValueError(f"{name} has no 'conversations' list")
+    try:
+        messages = to_messages(conversations)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+    media = [key for key in MODALITIES if sample.get(key)]
+    if len(media) > 1:
+        raise ValueError(f"{name} has both a video and an image; one visual input per sample")
+    modality = media[0] if media else None
+    if modality and not isinstance(sample[modality], str):
+        raise ValueError(f"{name}: '{modality}' must be one path (lists of media are not supported)")
+
+    counts = [count_placeholders(m["content"]) for m in messages]
+    if any(c for c, m in zip(counts, messages) if m["role"] == "assistant"):
+        raise ValueError(f"{name} has a visual placeholder in an answer; placeholders belong to human turns")
+    placeholders = sum(counts)
+    turns = [{"from": m["role"], "value": m["content"]} for m in messages]
+    if modality is None and placeholders:
+        raise ValueError(f"{name} has {placeholders} visual placeholder(s) but no 'video' or 'image'")
+    if modality and placeholders > 1:
+        raise ValueError(f"{name} has {placeholders} visual placeholders for its one {modality}")
+    if modality and not placeholders:
+        # LLaVA behaviour: the visual block goes before the first human turn's text.
+        token = DEFAULT_VIDEO_TOKEN if modality == "video" else DEFAULT_IMAGE_TOKEN
+        first_user = next((i for i, t in enumerate(turns) if t["from"] == "user"), None)
+        if first_user is None:
+            turns.insert(0, {"from": "user", "value": token})
+        else:
+            turns[first_user] = {"from": "user", "value": f"{token}\n{turns[first_user]['value']}"}
+    return {"id": sample_id, "modality": modality, "media": sample[modality] if modality else None, "conversations": turns}
+
+
+def load_samples(data_path: str) -> list[dict]:
+    """Reads and validates every sample of one or more comma-joined JSON/JSONL files."""
+    paths = [p.strip() for p in data_path.split(",") if p.strip()]
+    if not paths:
+        raise ValueError("--data_path names no file")
+    samples = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--data_path file {path} does not exist")
+        for index, sample in enumerate(_read_file(path)):
+            samples.append(_prepare(sample, f"{os.path.basename(path)} #{index}"))
+    return samples
+
+
+# ------------------------------------------------------------------------------------------ dataset
+class MediaReadError(ValueError):
+    """An image that cannot be read (missing, empty, not an image); VideoReadError covers clips."""
+
+
+def _load_image(path: str, image_processor) -> torch.Tensor:
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise MediaReadError(f"{path}: file does not exist")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")  # forces the full decode inside the try
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise MediaReadError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    return process_images([image], image_processor)  # (1, 3, S, S): a one-frame clip
+
+
+class LazySupervisedDataset(Dataset):
+    """Samples are validated when loaded and tokenized, decoded and preprocessed on access.
+
+    `visual_tokens_per_input(num_frames)` gives the visual block's length in the LM (the packer's token
+    count); text is cut from the end so that visual + text <= `model_max_length`, never the visual block.
+    """
+
+    def __init__(
+        self,
+        data_path: str,
+        tokenizer,
+        data_args: DataArguments,
+        image_processor=None,
+        template: str | Template = "plain",
+        model_max_length: int | None = None,
+        visual_tokens_per_input: Callable[[int], int] | None = None,
+    ):
+        self.tokenizer = tokenizer
+        self.data_args = data_args
+        self.image_processor = image_processor
+        self.template = get_template(template)
+        self.model_max_length = model_max_length
+        self.visual_tokens_per_input = visual_tokens_per_input
+        self.samples = load_samples(data_path)
+        self.num_truncated = 0  # per process: DataLoader workers each count their own
+
+        present = {s["modality"] for s in self.samples} - {None}
+        if present and image_processor is None:
+            raise ValueError(f"the data holds {sorted(present)} samples but no image processor was given (no --vision_tower?)")
+        for modality in sorted(present):
+            visual = self._visual_tokens(modality)
+            if model_max_length is not None and visual >= model_max_length:
+                raise ValueError(
+                    f"a {modality} takes {visual} visual tokens, which leaves no room for text in "
+                    f"model_max_length={model_max_length}; use fewer frames, smaller packer grids or a longer context"
+                )
+        counts = {m: sum(s["modality"] == m for s in self.samples) for m in (*MODALITIES, None)}
+        logger.info(
+            "loaded %d samples from %s: %d video, %d image, %d text-only",
+            len(self.samples), data_path, counts["video"], counts["image"], counts[None],
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _visual_tokens(self, modality: str | None) -> int:
+        if modality is None or self.visual_tokens_per_input is None:
+            return 0
+        return int(self.visual_tokens_per_input(self.data_args.num_frames if modality == "video" else 1))
+
+    def media_path(self, sample: dict) -> str:
+        folder = self.data_args.video_folder if sample["modality"] == "video" else self.data_args.image_folder
+        return os.path.join(folder, sample["media"]) if folder else sample["media"]
+
+    def _pixels(self, sample: dict, path: str) -> torch.Tensor:
+        if sample["modality"] == "video":
+            frames = read_video_frames(path, self.data_args.num_frames)
+            return process_video_frames(frames, self.image_processor)
+        return _load_image(path, self.image_processor)
+
+    def _fit(self, ids: list[int], labels: list[int], modality) -> tuple[list[int], list[int], int]:
+        """Drops text tokens from the end until visual + text fits; returns how many were dropped."""
+        if self.model_max_length is None:
+            return ids, labels, 0
+        placeholders = sum(i == IMAGE_TOKEN_INDEX for i in ids)
+        length = len(ids) - placeholders + placeholders * self._visual_tokens(modality)
+        excess = length - self.model_max_length
+        if excess <= 0:
+            return ids, labels, 0
+        keep = [True] * len(ids)
+        to_drop = excess
+        for position in range(len(ids) - 1, -1, -1):  # from the end, stepping over placeholders
+            if to_drop == 0:
+                break
+            if ids[position] != IMAGE_TOKEN_INDEX:
+                keep[position] = False
+                to_drop -= 1
+        ids = [i for i, k in zip(ids, keep) if k]
+        labels = [label for label, k in zip(labels, keep) if k]
+        return ids, labels, excess
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        pixel_values = None
+        if sample["modality"]:
+            path = self.media_path(sample)
+            try:
+                pixel_values = self._pixels(sample, path)
+            except (VideoReadError, MediaReadError) as e:
+                return {"id": sample["id"], "skipped": True, "reason": str(e), "path": path}
+
+        ids, labels = self.template.tokenize(sample["conversations"], self.tokenizer)
+        ids, labels, cut = self._fit(ids, labels, sample["modality"])
+        if cut:
+            self.num_truncated += 1
+            n = self.num_truncated
+            if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th ...: visible without flooding the log
+                logger.warning(
+                    "sample %r: %d text tokens cut to fit model_max_length=%d (%d truncated samples so far in this process)",
+                    sample["id"], cut, self.model_max_length, n,
+                )
+        return {
+            "id": sample["id"],
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "pixel_values": pixel_values,
+            "modality": sample["modality"],
+            "truncated": cut,
+        }
+
+
+# ----------------------------------------------------------------------------------------- collator
+@dataclass
+class DataCollatorForSupervisedDataset:
+    """Right-pads a list of dataset items into a batch; skipped items are dropped and reported.
+
+    `images` holds the pixel tensors of the samples that have media, in sample order, and `modalities`
+    the matching 'video'/'image' per entry (the model consumes both in placeholder order).
+    """
+
+    tokenizer: object
+
+    def _pad_id(self) -> int:
+        # The value is irrelevant to the model (masked, unlabelled); it only has to be a valid id.
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return candidate
+        return 0
+
+    def __call__(self, instances: list[dict]) -> dict:
+        skipped = [{"id": i["id"], "reason": i["reason"], "path": i["path"]} for i in instances if i.get("skipped")]
+        kept = [i for i in instances if not i.get("skipped")]
+        if not kept:
+            empty = torch.zeros(0, 0, dtype=torch.long)
+            return {
+                "input_ids": empty, "attention_mask": empty.clone(), "labels": empty.clone(),
+                "images": [], "modalities": [], "skipped": skipped,
+            }
+        lengths = [len(i["input_ids"]) for i in kept]
+        width = max(lengths)
+        input_ids = torch.full((len(kept), width), self._pad_id(), dtype=torch.long)
+        labels = torch.full((len(kept), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros(len(kept), width, dtype=torch.long)
+        for row, (item, n) in enumerate(zip(kept, lengths)):
+            input_ids[row, :n] = item["input_ids"]
+            labels[row, :n] = item["labels"]
+            attention_mask[row, :n] = 1
+        with_media = [i for i in kept if i.get("pixel_values") is not None]
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "images": [i["pixel_values"] for i in with_media],
+            "modalities": [i["modality"] for i in with_media],
+            "skipped": skipped,
+        }
+
+
+# ------------------------------------------------------------------------------------------- skips
+class SkipTracker:
+    """Counts unreadable samples once each, lists them, and stops the run past `max_fraction`.
+
+    Entries already in `output_dir/skipped_samples.jsonl` (a resumed run) count as seen, so a restart
+    neither lists nor counts a sample twice. With several ranks each counts what its own batches skip.
+    """
+
+    def __init__(self, output_dir: str, dataset_size: int, max_fraction: float, rank: int = 0):
+        self.path = os.path.join(output_dir, SKIPPED_FILE)
+        self.dataset_size = dataset_size
+        self.max_fraction = max_fraction
+        self.rank = rank
+        self._seen: set[str] = set()
+        if os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                self._seen = {json.loads(line)["id"] for line in f if line.strip()}
+            if self._seen:
+                logger.info("%d skipped samples already listed in %s", len(self._seen), self.path)
+
+    @property
+    def count(self) -> int:
+        return len(self._seen)
+
+    def record(self, skipped: list[dict]) -> None:
+        new = 0
+        for item in skipped:
+            if item["id"] in self._seen:  # logged and listed already (this batch, earlier, or a resumed run)
+                continue
+            new += 1
+            self._seen.add(item["id"])
+            logger.warning("skipping sample %r (%s): %s", item["id"], item["path"], item["reason"])
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            line = json.dumps({"id": item["id"], "path": item["path"], "reason": item["reason"], "rank": self.rank})
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")  # one short append per line: ranks sharing the file do not interleave
+        share = self.count / max(self.dataset_size, 1)
+        if new and share > self.max_fraction:
+            raise RuntimeError(
+                f"{self.count} of {self.dataset_size} samples ({share:.1%}) could not be read, more than the "
+                f"allowed {self.max_fraction:.1%}. They are listed in {self.path}. Fix or remove them, or raise "
+                f"the limit with --max_skip_fraction (e.g. --max_skip_fraction {min(1.0, 2 * share):.2f})."
+            )
+
+
+# -------------------------------------------------------------------------------------------- pad
+def ensure_pad_token(tokenizer, model=None) -> int:
+    """Gives a tokenizer without a pad token one, without masking EOS; returns the pad id.
+
+    Choice: EOS doubles as pad. The vocabulary, the embeddings and a tied head stay untouched, so a
+    checkpoint keeps its original shapes, and EOS is still learned because nothing derives masks or
+    labels from the pad id (the collator uses lengths). Only a tokenizer with neither pad nor EOS gets a
+    new `<pad>` token, and then `model`'s embeddings are resized (tied heads stay tied).
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+            logger.info("the tokenizer has no pad token: EOS %r pads (masks come from lengths)", tokenizer.eos_token)
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+            logger.info("the tokenizer has neither pad nor EOS: added <pad> (id %d)", tokenizer.pad_token_id)
+            if model is not None and model.get_input_embeddings().num_embeddings < len(tokenizer):
+                model.resize_token_embeddings(len(tokenizer))
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer.pad_token_id

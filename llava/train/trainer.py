@@ -1,0 +1,94 @@
+"""The Trainer subclass: a separate learning rate for the adapter, skipped clips handled honestly, and
+saves that are complete, resumable and loadable with no flags."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from transformers import Trainer
+
+from ..model.llava_arch import ADAPTER_MODULES
+from . import checkpoints
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_FILE = "mm_projector.bin"
+
+
+def is_adapter_parameter(name: str) -> bool:
+    return any(f".{module}." in f".{name}" for module in ADAPTER_MODULES)
+
+
+class LlavaTrainer(Trainer):
+    def __init__(self, *args, skip_tracker=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip_tracker = skip_tracker
+
+    # ------------------------------------------------------------------------------- optimizer
+    def create_optimizer(self, model=None):
+        """Four groups: (adapter, language model and the rest) x (decay, no decay). The adapter
+        (resampler, projector, embeddings) takes `mm_projector_lr` where it is set."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        adapter_lr = self.args.mm_projector_lr
+        groups = {}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            adapter = adapter_lr is not None and is_adapter_parameter(name)
+            key = (adapter, name in decay)
+            if key not in groups:
+                groups[key] = {"params": [], "weight_decay": self.args.weight_decay if key[1] else 0.0}
+                if adapter:
+                    groups[key]["lr"] = adapter_lr
+            groups[key]["params"].append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
+        return self.optimizer
+
+    # ------------------------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        skipped = inputs.pop("skipped", None)
+        if skipped and self.skip_tracker is not None:
+            self.skip_tracker.record(skipped)
+        if inputs["input_ids"].shape[0] == 0:
+            # Every clip of this batch was unreadable. Other ranks still reduce gradients, so this rank
+            # runs a backward too, with a loss of exactly zero: no sample stands in for the lost ones.
+            zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+            return (zero, None) if return_outputs else zero
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    # ---------------------------------------------------------------------------------- saving
+    def _save_checkpoint(self, model, trial):
+        # Rotation waits until the new checkpoint is marked complete: a kill at any moment leaves at
+        # least one complete checkpoint behind.
+        keep, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = keep
+        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        checkpoints.mark_complete(folder, self.state.global_step)
+        if self.args.should_save:
+            checkpoints.rotate(self._get_output_dir(trial=trial), keep)
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict=state_dict)
+        output_dir = output_dir or self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        if _only_adapter_trains(model):
+            weights = model.get_model().adapter_state_dict()
+            if state_dict is not None:  # gathered weights (ZeRO-3): take the adapter's from them
+                weights = {k: state_dict[f"{model.base_model_prefix}.{k}"] for k in weights}
+            torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(output_dir, ADAPTER_FILE))
+
+
+def _only_adapter_trains(model) -> bool:
+    if model.get_vision_tower() is None:
+        return False
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    return bool(trainable) and all(is_adapter_parameter(name) for name in trainable)

@@ -1,0 +1,316 @@
+"""The training data pipeline on real clips, images and a real tokenizer written by the tests."""
+
+import json
+import logging
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, HfArgumentParser
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.demo.synthetic import ClipSpec, caption_corpus, make_dataset, render_frames, train_tokenizer
+from llava.testing import IMAGE_SIZE, TINY_TOWERS
+from llava.train.data import (
+    SKIPPED_FILE,
+    DataArguments,
+    DataCollatorForSupervisedDataset,
+    LazySupervisedDataset,
+    SkipTracker,
+    ensure_pad_token,
+    load_samples,
+)
+
+FRAMES = 8
+
+
+def visual_tokens(num_frames):
+    """The seed grids' packer token counts: 64 fast + 32 slow for 8 frames, 16 + 8 for an image."""
+    return 96 if num_frames == 8 else 24 * num_frames
+
+
+def conv(human, answer):
+    return [{"from": "human", "value": human}, {"from": "gpt", "value": answer}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    return train_tokenizer(tmp_path_factory.mktemp("tok"), caption_corpus())
+
+
+@pytest.fixture
+def tokenizer(tokenizer_dir):
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ensure_pad_token(tok)
+    return tok
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return TINY_TOWERS["dinov2"]()[1]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """Two good clips (make_dataset), one good image, and every kind of broken video."""
+    root = tmp_path_factory.mktemp("media")
+    data = make_dataset(root, num_train=2, num_val=0, num_frames=12, size=48)
+    videos = root / "videos"
+    images = root / "images"
+    images.mkdir()
+    Image.fromarray(render_frames(ClipSpec("blu", "quadrato", "alto"), 1, 48)[0]).save(images / "good.png")
+    (images / "fake.png").write_text("not an image")
+
+    (videos / "empty.mp4").write_bytes(b"")
+    good = (videos / "train_00000.mp4").read_bytes()
+    (videos / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    (videos / "text.mp4").write_text("this is a text file, not a video\n" * 20)
+    with av.open(str(videos / "audio.mp4"), "w") as c:  # an mp4 with an audio stream only
+        s = c.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for p in [*s.encode(frame), *s.encode()]:
+            c.mux(p)
+    train = json.loads(open(data["train"]).read())
+    return {"root": root, "videos": str(videos), "images": str(images), "train": train}
+
+
+def data_args(media, **overrides):
+    return DataArguments(video_folder=media["videos"], image_folder=media["images"], num_frames=FRAMES, **overrides)
+
+
+def write_json(path, samples):
+    path.write_text(json.dumps(samples, ensure_ascii=False))
+    return str(path)
+
+
+def dataset(path, tokenizer, media, processor, **kwargs):
+    kwargs.setdefault("template", "plain")
+    kwargs.setdefault("model_max_length", 256)
+    kwargs.setdefault("visual_tokens_per_input", visual_tokens)
+    return LazySupervisedDataset(path, tokenizer, data_args(media), processor, **kwargs)
+
+
+MIXED = [
+    {"id": "text", "conversations": conv("Scrivi una frase.", "un triangolo verde va verso sinistra")},
+    {"id": "vid", "video": "train_00000.mp4", "conversations": conv("<video>\nDescrivi.", "un cerchio rosso si muove verso destra")},
+    {"id": "img", "image": "good.png", "conversations": conv("<image>\nCosa vedi?", "un quadrato blu")},
+    {"id": "vid2", "video": "train_00001.mp4", "conversations": conv("Descrivi.", "un cerchio verde si muove verso il basso")},
+]
+
+
+# --------------------------------------------------------------------------------------- mixing
+def test_text_image_video_mix_in_one_file_and_one_batch(tmp_path, tokenizer, media, processor):
+    ds = dataset(write_json(tmp_path / "mixed.json", MIXED), tokenizer, media, processor)
+    items = [ds[i] for i in range(len(ds))]
+    assert [i["modality"] for i in items] == [None, "video", "image", "video"]
+    assert items[0]["pixel_values"] is None and IMAGE_TOKEN_INDEX not in items[0]["input_ids"]  # nothing fake
+    assert items[1]["pixel_values"].shape == (FRAMES, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert items[2]["pixel_values"].shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)  # a one-frame clip
+    # 'vid2' had no placeholder: one is prepended, as LLaVA does
+    assert (items[3]["input_ids"] == IMAGE_TOKEN_INDEX).sum() == 1
+
+    batch = DataCollatorForSupervisedDataset(tokenizer)(items)
+    assert batch["skipped"] == []
+    assert len(batch["images"]) == 3 == int((batch["input_ids"] == IMAGE_TOKEN_INDEX).sum())
+    assert batch["images"][0] is items[1]["pixel_values"] and batch["images"][1] is items[2]["pixel_values"]
+    assert batch["modalities"] == ["video", "image", "video"]
+    lengths = [len(i["input_ids"]) for i in items]
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    for row, item in enumerate(items):
+        n = lengths[row]
+        assert torch.equal(batch["input_ids"][row, :n], item["input_ids"])
+        assert torch.equal(batch["labels"][row, :n], item["labels"])
+        assert (batch["labels"][row, n:] == IGNORE_INDEX).all()
+        assert (batch["input_ids"][row, n:] == tokenizer.pad_token_id).all()
+
+
+def test_plain_labels_in_the_dataset(tmp_path, tokenizer, media, processor):
+    ds = dataset(write_json(tmp_path / "d.json", MIXED[1:2]), tokenizer, media, processor)
+    item = ds[0]
+    caption = tokenizer("un cerchio rosso si muove verso destra", add_special_tokens=False).input_ids
+    assert item["input_ids"].tolist() == [IMAGE_TOKEN_INDEX] + caption + [tokenizer.eos_token_id]
+    assert item["labels"].tolist() == [IGNORE_INDEX] + caption + [tokenizer.eos_token_id]
+
+
+def test_chat_template_in_the_dataset(tmp_path, tokenizer, media, processor):
+    ds = dataset(write_json(tmp_path / "d.json", MIXED[1:2]), tokenizer, media, processor, template="chatml")
+    item = ds[0]
+    labelled = item["labels"][item["labels"] != IGNORE_INDEX].tolist()
+    assert tokenizer.decode(labelled) == "un cerchio rosso si muove verso destra" + tokenizer.eos_token
+    assert item["labels"][item["input_ids"] == IMAGE_TOKEN_INDEX].tolist() == [IGNORE_INDEX]
+
+
+# ------------------------------------------------------------------------------------ truncation
+def test_truncation_cuts_text_and_keeps_the_visual_block(tmp_path, tokenizer, media, processor, caplog):
+    long = " ".join(["un cerchio rosso si muove verso destra"] * 20)
+    samples = [
+        {"id": "v", "video": "train_00000.mp4", "conversations": conv("<video>", long)},
+        {"id": "i", "image": "good.png", "conversations": conv("<image>", long)},
+        {"id": "t", "conversations": conv("", long)},
+        {"id": "short", "video": "train_00001.mp4", "conversations": conv("<video>", "un cerchio")},
+    ]
+    max_len = 120
+    ds = dataset(write_json(tmp_path / "long.json", samples), tokenizer, media, processor, model_max_length=max_len)
+    with caplog.at_level(logging.WARNING, logger="llava.train.data"):
+        items = [ds[i] for i in range(4)]
+    full = tokenizer(long, add_special_tokens=False).input_ids
+    for item, visual in zip(items[:3], (96, 24, 0)):
+        ids = item["input_ids"].tolist()
+        assert ids.count(IMAGE_TOKEN_INDEX) == (1 if visual else 0)
+        text = [i for i in ids if i != IMAGE_TOKEN_INDEX]
+        assert len(text) + visual == max_len  # exactly filled, the visual block whole
+        assert text == full[: len(text)]  # the end of the text is what goes
+        assert item["truncated"] == len(full) + 1 + visual - max_len
+        if visual:
+            assert ids[0] == IMAGE_TOKEN_INDEX and item["labels"][0] == IGNORE_INDEX
+    assert items[3]["truncated"] == 0 and items[3]["labels"][-1] == tokenizer.eos_token_id
+    assert ds.num_truncated == 3
+    assert "text tokens cut" in caplog.text
+
+
+def test_visual_block_longer_than_the_context_is_refused(tmp_path, tokenizer, media, processor):
+    path = write_json(tmp_path / "d.json", MIXED[1:2])
+    with pytest.raises(ValueError, match="96 visual tokens"):
+        dataset(path, tokenizer, media, processor, model_max_length=96)
+
+
+# --------------------------------------------------------------------------------- validation
+def test_placeholder_without_media_is_an_error_naming_the_sample(tmp_path):
+    path = write_json(tmp_path / "bad.json", [{"id": "orphan-7", "conversations": conv("<video>\nDescrivi.", "x")}])
+    with pytest.raises(ValueError, match="orphan-7.*placeholder.*no 'video' or 'image'"):
+        load_samples(path)
+
+
+def test_other_malformed_samples_are_errors(tmp_path):
+    cases = [
+        ({"id": "a", "video": "v.mp4", "conversations": conv("<video><video>", "x")}, "2 visual placeholders"),
+        ({"id": "b", "video": "v.mp4", "image": "i.png", "conversations": conv("", "x")}, "both a video and an image"),
+        ({"id": "c"}, "no 'conversations'"),
+        ({"id": "d", "video": "v.mp4", "conversations": conv("", "<video>")}, "placeholder in an answer"),
+    ]
+    for sample, message in cases:
+        with pytest.raises(ValueError, match=message):
+            load_samples(write_json(tmp_path / "bad.json", [sample]))
+
+
+def test_jsonl_and_comma_joined_paths(tmp_path):
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(s) for s in MIXED[:2]) + "\n\n")
+    write_json(tmp_path / "b.json", MIXED[2:])
+    samples = load_samples(f"{tmp_path / 'a.jsonl'}, {tmp_path / 'b.json'}")
+    assert [s["id"] for s in samples] == ["text", "vid", "img", "vid2"]
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_samples(f"{tmp_path / 'a.jsonl'},{tmp_path / 'missing.json'}")
+
+
+def test_data_arguments_parse():
+    (args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(
+        ["--data_path", "a.json,b.jsonl", "--video_folder", "v", "--num_frames", "4", "--max_skip_fraction", "0.2"]
+    )
+    assert (args.data_path, args.video_folder, args.image_folder, args.num_frames, args.max_skip_fraction) == (
+        "a.json,b.jsonl", "v", None, 4, 0.2,
+    )
+
+
+# --------------------------------------------------------------------------------- broken inputs
+BROKEN = {
+    "empty": ("video", "empty.mp4", "empty"),
+    "truncated": ("video", "truncated.mp4", "failed"),
+    "text": ("video", "text.mp4", "failed"),
+    "missing": ("video", "missing.mp4", "does not exist"),
+    "audio": ("video", "audio.mp4", "no video stream"),
+    "fake_image": ("image", "fake.png", "cannot read image"),
+    "missing_image": ("image", "nope.png", "does not exist"),
+}
+
+
+def test_broken_inputs_are_skipped_listed_once_and_limited(tmp_path, tokenizer, media, processor, caplog):
+    samples = [
+        {"id": name, modality: file, "conversations": conv("", "un cerchio")} for name, (modality, file, _) in BROKEN.items()
+    ] + MIXED
+    ds = dataset(write_json(tmp_path / "broken.json", samples), tokenizer, media, processor)
+    items = [ds[i] for i in range(len(ds))]
+    skipped = {i["id"]: i for i in items if i.get("skipped")}
+    assert set(skipped) == set(BROKEN)  # every broken one, and nothing else
+    for name, (_, file, reason) in BROKEN.items():
+        item = skipped[name]
+        assert set(item) == {"id", "skipped", "reason", "path"}
+        assert item["path"].endswith(file) and file in item["reason"] and reason in item["reason"]
+
+    collate = DataCollatorForSupervisedDataset(tokenizer)
+    batch = collate(items)
+    assert batch["input_ids"].shape[0] == len(MIXED) and len(batch["images"]) == 3
+    assert [s["id"] for s in batch["skipped"]] == list(BROKEN)
+    everything_skipped = collate([skipped["empty"], skipped["audio"]])
+    assert everything_skipped["input_ids"].shape == (0, 0) and everything_skipped["images"] == []
+    assert len(everything_skipped["skipped"]) == 2
+
+    # the tracker lists each unique sample once, even when it comes back (next epoch, resumed run)
+    out = tmp_path / "run"
+    tracker = SkipTracker(str(out), dataset_size=len(ds), max_fraction=1.0, rank=0)
+    with caplog.at_level(logging.WARNING, logger="llava.train.data"):
+        tracker.record(batch["skipped"])
+        tracker.record(batch["skipped"] + everything_skipped["skipped"])
+    assert tracker.count == len(BROKEN)
+    lines = [json.loads(line) for line in (out / SKIPPED_FILE).read_text().splitlines()]
+    assert [entry["id"] for entry in lines] == list(BROKEN)
+    assert all(set(e) == {"id", "path", "reason", "rank"} and e["rank"] == 0 for e in lines)
+    assert sum("skipping sample" in r.message for r in caplog.records) == len(BROKEN)
+    resumed = SkipTracker(str(out), dataset_size=len(ds), max_fraction=1.0)
+    resumed.record(batch["skipped"])
+    assert resumed.count == len(BROKEN) and len((out / SKIPPED_FILE).read_text().splitlines()) == len(BROKEN)
+
+    # past the limit: a clear error saying how many, the share, the limit, the list and the flag
+    strict = SkipTracker(str(tmp_path / "strict"), dataset_size=len(ds), max_fraction=0.2)
+    strict.record(batch["skipped"][:2])  # 2/11 = 18%: allowed
+    with pytest.raises(RuntimeError) as error:
+        strict.record(batch["skipped"][2:3])  # 3/11 = 27%
+    message = str(error.value)
+    assert "3 of 11" in message and "27.3%" in message and "20.0%" in message
+    assert SKIPPED_FILE in message and "--max_skip_fraction" in message
+
+
+# ---------------------------------------------------------------------------------------- padding
+def test_ensure_pad_token_keeps_eos_learned(tokenizer_dir, tmp_path, media, processor):
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert tok.pad_token is None  # like BAMBI's
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=len(tok), n_positions=64))
+    pad = ensure_pad_token(tok, model)
+    assert pad == tok.eos_token_id == model.config.pad_token_id
+    assert model.get_input_embeddings().num_embeddings == len(tok)  # vocabulary untouched
+
+    ds = dataset(write_json(tmp_path / "d.json", MIXED[:2]), tok, media, processor)
+    batch = DataCollatorForSupervisedDataset(tok)([ds[0], ds[1]])
+    for row in range(2):
+        n = int(batch["attention_mask"][row].sum())
+        eos_position = n - 1  # the answer's EOS, although it equals the pad id
+        assert batch["input_ids"][row, eos_position] == tok.eos_token_id
+        assert batch["labels"][row, eos_position] == tok.eos_token_id != IGNORE_INDEX
+        assert batch["attention_mask"][row, eos_position] == 1
+
+
+def test_ensure_pad_token_without_eos_adds_a_pad_and_keeps_the_head_tied(tokenizer_dir):
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.eos_token = None
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=len(tok), n_positions=64))
+    pad = ensure_pad_token(tok, model)
+    assert tok.pad_token == "<pad>" and pad == len(tok) - 1
+    assert model.get_input_embeddings().num_embeddings == len(tok)
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    existing = AutoTokenizer.from_pretrained(tokenizer_dir)
+    existing.pad_token = "<|endoftext|>"
+    assert ensure_pad_token(existing) == existing.pad_token_id  # a tokenizer with a pad keeps it
+
+
+def test_dataloader_workers_carry_skips_to_the_main_process(tmp_path, tokenizer, media, processor):
+    samples = MIXED + [{"id": "empty", "video": "empty.mp4", "conversations": conv("", "x")}]
+    ds = dataset(write_json(tmp_path / "d.json", samples), tokenizer, media, processor)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=3, num_workers=2, collate_fn=DataCollatorForSupervisedDataset(tokenizer), timeout=60
+    )
+    batches = list(loader)
+    assert sum(b["input_ids"].shape[0] for b in batches) == len(MIXED)
+    assert sum(len(b["images"]) for b in batches) == 3
+    assert [s["id"] for b in batches for s in b["skipped"]] == ["empty"]
