@@ -92,9 +92,10 @@ def build_model(model_args, data_args, training_args):
         settings = SimpleNamespace(**vars(model_args), num_frames=data_args.num_frames)
         model.get_model().initialize_vision_modules(settings)
     apply_tunable_parts(model, model_args.mm_tunable_parts)
-    if training_args.gradient_checkpointing:
-        if training_args.gradient_checkpointing_kwargs is None:
-            training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    # --gradient_checkpointing is transformers' older name of --activation_checkpointing; both arrive here.
+    if training_args.activation_checkpointing:
+        if training_args.activation_checkpointing_kwargs is None:
+            training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
         # A frozen LM gives checkpointed blocks inputs that need no grad; with reentrant checkpointing
         # the adapter would then get none. Requiring grad on the embeddings' output avoids that.
         model.enable_input_require_grads()

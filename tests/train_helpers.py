@@ -1,0 +1,48 @@
+"""Tiny training runs on clips written by the tests: assets and the command line that trains on them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from llava.demo.synthetic import caption_corpus, make_dataset, save_gpt2, train_tokenizer
+from llava.testing import save_tiny_vision_tower
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_assets(folder, num_train=24, num_val=4) -> dict:
+    folder = Path(folder)
+    data = make_dataset(folder / "data", num_train, num_val, seed=0)
+    tokenizer = train_tokenizer(folder / "tokenizer", caption_corpus())
+    return {
+        **data,
+        "gpt2": save_gpt2(folder / "bambi-gpt2", tokenizer, n_positions=256),
+        "tower": save_tiny_vision_tower(folder / "dinov2"),
+    }
+
+
+def train_args(assets, output_dir, *extra, steps=8, data=None):
+    """Arguments of a tiny video+text run (tiny tower: 8x8 patches, seed packer grids)."""
+    return [
+        "--model_name_or_path", assets["gpt2"], "--vision_tower", assets["tower"],
+        "--data_path", data or assets["train"], "--video_folder", assets["video_folder"],
+        "--num_frames", "8", "--mm_packer_num_heads", "4", "--mm_projector_hidden_size", "64",
+        "--output_dir", str(output_dir), "--max_steps", str(steps), "--per_device_train_batch_size", "4",
+        "--learning_rate", "2e-3", "--warmup_steps", "0", "--logging_steps", "1", "--save_steps", "2",
+        "--seed", "0", "--dataloader_num_workers", "0", "--disable_tqdm", "True",
+        *extra,
+    ]
+
+
+def run_training(args, env=None, launcher=(), timeout=600):
+    """Runs train.py in a fresh process (optionally under a launcher such as torchrun)."""
+    command = [*launcher, "-m", "llava.train.train", *args] if launcher else [sys.executable, "-m", "llava.train.train", *args]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def logged_losses(output_dir) -> dict[int, float]:
+    state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
+    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
