@@ -3,8 +3,6 @@
 import json
 import logging
 
-import av
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +11,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, HfArgumentP
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.demo.synthetic import ClipSpec, caption_corpus, make_dataset, render_frames, train_tokenizer
 from llava.testing import IMAGE_SIZE, TINY_TOWERS
+from media_helpers import write_broken_inputs
 from llava.train.data import (
     SKIPPED_FILE,
     DataArguments,
@@ -63,16 +62,7 @@ def media(tmp_path_factory):
     Image.fromarray(render_frames(ClipSpec("blu", "quadrato", "alto"), 1, 48)[0]).save(images / "good.png")
     (images / "fake.png").write_text("not an image")
 
-    (videos / "empty.mp4").write_bytes(b"")
-    good = (videos / "train_00000.mp4").read_bytes()
-    (videos / "truncated.mp4").write_bytes(good[: len(good) // 2])
-    (videos / "text.mp4").write_text("this is a text file, not a video\n" * 20)
-    with av.open(str(videos / "audio.mp4"), "w") as c:  # an mp4 with an audio stream only
-        s = c.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="flt", layout="mono")
-        frame.sample_rate = 16000
-        for p in [*s.encode(frame), *s.encode()]:
-            c.mux(p)
+    write_broken_inputs(videos, videos / "train_00000.mp4")
     train = json.loads(open(data["train"]).read())
     return {"root": root, "videos": str(videos), "images": str(images), "train": train}
 
@@ -216,7 +206,7 @@ def test_data_arguments_parse():
 
 # --------------------------------------------------------------------------------- broken inputs
 BROKEN = {
-    "empty": ("video", "empty.mp4", "empty"),
+    "empty": ("video", "zero.mp4", "empty"),
     "truncated": ("video", "truncated.mp4", "failed"),
     "text": ("video", "text.mp4", "failed"),
     "missing": ("video", "missing.mp4", "does not exist"),
@@ -305,7 +295,7 @@ def test_ensure_pad_token_without_eos_adds_a_pad_and_keeps_the_head_tied(tokeniz
 
 
 def test_dataloader_workers_carry_skips_to_the_main_process(tmp_path, tokenizer, media, processor):
-    samples = MIXED + [{"id": "empty", "video": "empty.mp4", "conversations": conv("", "x")}]
+    samples = MIXED + [{"id": "empty", "video": "zero.mp4", "conversations": conv("", "x")}]
     ds = dataset(write_json(tmp_path / "d.json", samples), tokenizer, media, processor)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=3, num_workers=2, collate_fn=DataCollatorForSupervisedDataset(tokenizer), timeout=60

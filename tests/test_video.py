@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import llava.video as video
+from media_helpers import write_audio_only
 from llava.video import VideoReadError, read_video_frames, sample_indices
 
 H, W, BITS = 48, 64, 6  # six horizontal bands of 8 rows: frame index in binary, black/white per bit
@@ -52,21 +53,6 @@ def write_clip(path, codec, n=N, fmt=None, **container_options):
     return path
 
 
-def write_audio(path):
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=44100)
-        t = np.arange(44100) / 44100
-        frame = av.AudioFrame.from_ndarray(
-            (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="flt", layout="mono"
-        )
-        frame.sample_rate = 44100
-        for p in s.encode(frame):
-            c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("clips")
@@ -86,7 +72,7 @@ def broken(tmp_path_factory, clips):
     fast = write_clip(d / "faststart.mp4", "libx264", movflags="faststart").read_bytes()
     (d / "cut_after_index.mp4").write_bytes(fast[: len(fast) // 2])  # index intact, data cut
     (d / "text.mp4").write_text("this is not a video\n")
-    write_audio(d / "audio.m4a")
+    write_audio_only(d / "audio.m4a")
     with av.open(str(d / "noframes.avi"), "w") as c:  # a video stream that holds no packets
         s = c.add_stream("mpeg4", rate=30)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
