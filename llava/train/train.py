@@ -9,7 +9,6 @@ resumes from the newest complete checkpoint in --output_dir.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -193,6 +192,12 @@ def main(argv: list[str] | None = None):
     model_args, data_args, training_args = parse_args(argv)
     _setup_logging(training_args)
     set_seed(training_args.seed)
+    if training_args.deepspeed:
+        # ZeRO-3 partitions weights while from_pretrained builds the model; DeepSpeed must know the
+        # world size by then, or its batch-size check fails.
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=None)
     family, model = build_model(model_args, data_args, training_args)
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, model_max_length=training_args.model_max_length)

@@ -1,0 +1,39 @@
+"""The tiny run under DeepSpeed with two processes on the CPU (DeepSpeed picks its CPU accelerator and
+gloo here): ZeRO-2, and ZeRO-3 with the frozen tower saved whole, not as empty partitions."""
+
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Dinov2Model
+
+from train_helpers import ROOT, logged_losses, make_assets, run_training, train_args
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return make_assets(tmp_path_factory.mktemp("assets"))
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_two_process_deepspeed_run_learns_and_saves_a_whole_model(stage, assets, tmp_path):
+    out = tmp_path / stage
+    args = train_args(assets, out, "--deepspeed", str(ROOT / "scripts" / f"{stage}.json"),
+                      "--per_device_train_batch_size", "2", "--learning_rate", "3e-3", steps=30)
+    start = time.perf_counter()
+    result = run_training(args, launcher=TORCHRUN, env={"OMP_NUM_THREADS": "1"})
+    print(f"{stage} two-process run wall time {time.perf_counter() - start:.1f} s")
+    assert result.returncode == 0, result.stderr[-4000:]
+    losses = logged_losses(out)
+    assert sum(losses[s] for s in (28, 29, 30)) / 3 < 0.6 * losses[1], losses
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tower = Dinov2Model.from_pretrained(assets["tower"]).state_dict()
+    saved = model.get_vision_tower().vision_tower.state_dict()
+    assert saved.keys() == tower.keys()
+    assert all(torch.equal(saved[k], v) for k, v in tower.items())  # frozen and whole
+    for name, param in model.named_parameters():
+        assert param.numel() > 0 and torch.isfinite(param).all(), name
