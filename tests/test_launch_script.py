@@ -1,0 +1,401 @@
+"""train_italian_video.sh: early errors, the command it builds, and real training through it, with plain
+bash (torchrun --standalone, DeepSpeed ZeRO-2, two CPU processes) and under a real SLURM (a private
+one-node cluster on loopback, started and stopped by the test: see tests/slurm_cluster.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slurm_cluster import SlurmCluster
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "train_italian_video.sh"
+TRAIN_PY = REPO / "llava" / "train" / "train.py"
+needs_train_py = pytest.mark.skipif(
+    not TRAIN_PY.exists(), reason="llava/train/train.py does not exist yet: nothing to train with"
+)
+
+# The tiny DINOv2 of llava.testing has an 8x8 patch grid: these settings fit it and a 256-position GPT-2.
+TINY_SETTINGS = {
+    "NUM_FRAMES": "8",
+    "FAST_GRID": "8 2 4",
+    "SLOW_GRID": "2 4 4",
+    "MM_PACKER_NUM_HEADS": "4",
+    "PROJECTOR_HIDDEN": "64",
+    "MODEL_MAX_LENGTH": "256",
+    "BATCH_SIZE": "2",
+    "GRAD_ACCUM": "1",
+    "MAX_STEPS": "4",
+    "SAVE_STEPS": "4",
+    "LOGGING_STEPS": "1",
+    "LEARNING_RATE": "1e-3",
+    "MM_PROJECTOR_LR": "1e-3",
+    "WARMUP_RATIO": "0.0",
+    "DATALOADER_NUM_WORKERS": "0",
+    "SEED": "0",
+}
+
+
+def clean_env(**overrides) -> dict:
+    """The environment of a launch: this interpreter, no inherited SLURM allocation or torch.distributed
+    variables, nothing downloaded."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMI_", "OMPI_"))
+        and k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                      "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID", "OMP_NUM_THREADS", "GPUS_PER_NODE", "NPROC")
+        and k not in TINY_SETTINGS
+    }
+    env.update(PYTHON=sys.executable, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def run_script(env: dict, *args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`bash train_italian_video.sh ARGS` in its own process group, which is killed whole (torchrun and its
+    ranks) if it runs past `timeout`."""
+    command = ["bash", str(SCRIPT), *args]
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                stdout, stderr = proc.communicate(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        pytest.fail(f"{' '.join(command)} did not finish within {timeout} s")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def fake_python(folder: Path) -> tuple[Path, Path]:
+    """An executable that stands in for python: records its arguments, one per line, and exits 0."""
+    record = folder / "argv.txt"
+    exe = folder / "fake-python"
+    exe.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "{record}"\n')
+    exe.chmod(0o755)
+    return exe, record
+
+
+# ------------------------------------------------------------------------------------- shared assets
+@pytest.fixture(scope="module")
+def dummy_paths(tmp_path_factory):
+    """Folders and files that pass the script's path checks without being real models or data."""
+    root = tmp_path_factory.mktemp("dummy")
+    (root / "lm").mkdir()
+    (root / "lm" / "config.json").write_text("{}")
+    (root / "tower").mkdir()
+    (root / "videos").mkdir()
+    (root / "train.json").write_text("[]")
+    return {
+        "LM_PATH": root / "lm", "VISION_TOWER": root / "tower", "VIDEO_FOLDER": root / "videos",
+        "DATA_PATH": root / "train.json",
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(tmp_path_factory):
+    """A few real clips with Italian captions, a caption-only text file, a BPE tokenizer, a small GPT-2
+    and a tiny DINOv2, all saved like the real ones."""
+    from llava.demo.synthetic import caption_corpus, make_dataset, save_gpt2, train_tokenizer
+    from llava.testing import save_tiny_vision_tower
+
+    root = tmp_path_factory.mktemp("assets")
+    data = make_dataset(root / "data", num_train=8, num_val=2, seed=0, num_frames=16, size=64)
+    samples = json.loads(Path(data["train"]).read_text())
+    text_samples = [
+        {"id": f"text_{s['id']}", "conversations": [{"from": "human", "value": ""}, s["conversations"][1]]} for s in samples
+    ]
+    text_path = root / "data" / "train_text.json"
+    text_path.write_text(json.dumps(text_samples, ensure_ascii=False))
+    tokenizer = train_tokenizer(root / "tokenizer", caption_corpus(), vocab_size=300)
+    lm = save_gpt2(root / "bambi-gpt2-tiny", tokenizer, n_layer=2, n_embd=64, n_head=4, n_positions=256)
+    tower = save_tiny_vision_tower(root / "dinov2-tiny", "dinov2")
+    return {
+        "LM_PATH": lm, "VISION_TOWER": tower, "VIDEO_FOLDER": data["video_folder"],
+        "VIDEO_DATA_PATH": data["train"], "TEXT_DATA_PATH": str(text_path),
+    }
+
+
+def assert_final_model_loads(output_dir: Path, tower_dir: str | None = None):
+    """The final model loads through AutoModelForCausalLM alone; with a tower, the frozen tower's weights
+    are the ones it started from (not empty ZeRO-3 partitions, not re-initialized)."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    import llava.model  # noqa: F401  (registers the llava families)
+
+    config = AutoConfig.from_pretrained(output_dir)
+    assert bool(getattr(config, "mm_vision_tower", None)) == (tower_dir is not None), config
+    model = AutoModelForCausalLM.from_pretrained(output_dir)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    if tower_dir is not None:
+        trained = model.get_vision_tower().vision_tower.state_dict()
+        original = AutoModel.from_pretrained(tower_dir).state_dict()
+        assert trained.keys() == original.keys()
+        for name, value in original.items():
+            assert torch.equal(trained[name], value), f"frozen tower weight {name} changed"
+    return model
+
+
+def train_log_losses(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"'loss': '?([0-9.]+(?:e-?[0-9]+)?)", text)]
+
+
+# ----------------------------------------------------------------------- (a) early errors, no training
+MISSING_CASES = {
+    "lm folder": ({"LM_PATH": "/nonexistent/bambi-gpt2"}, "LM_PATH"),
+    "lm without config.json": ({"LM_PATH": "{empty_dir}"}, "config.json"),
+    "data file": ({"DATA_PATH": "/nonexistent/train.json"}, "DATA_PATH"),
+    "video folder": ({"VIDEO_FOLDER": "/nonexistent/videos"}, "VIDEO_FOLDER"),
+    "deepspeed config": ({"DS_CONFIG": "scripts/zero9.json"}, "DS_CONFIG"),
+    "tower path": ({"VISION_TOWER": "./no/such/tower"}, "VISION_TOWER"),
+    "tower not a hub id": ({"VISION_TOWER": "dinov2 large"}, "VISION_TOWER"),
+    "hub tower offline, not cached": ({"VISION_TOWER": "facebook/dinov2-large", "HF_HOME": "{empty_dir}"}, "HF_HUB_OFFLINE"),
+    "bad grid": ({"FAST_GRID": "8 2"}, "FAST_GRID"),
+    "mode": ({"MODE": "audio"}, "MODE"),
+    "text mode data file": ({"MODE": "text", "DATA_PATH": "/nonexistent/captions.json"}, "DATA_PATH"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISSING_CASES))
+def test_missing_path_fails_early_with_a_clear_message(case, dummy_paths, tmp_path):
+    overrides, expected = MISSING_CASES[case]
+    exe, record = fake_python(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = clean_env(**dummy_paths, PYTHON=exe, NPROC=2, OUTPUT_DIR=tmp_path / "out")
+    env.update({k: v.replace("{empty_dir}", str(empty)) for k, v in overrides.items()})
+    result = run_script(env, "--max_steps", "1", timeout=30)
+    assert result.returncode != 0
+    assert "error" in result.stderr and expected in result.stderr, result.stderr
+    assert not record.exists(), "training was launched despite the error"
+    assert not Path(env["OUTPUT_DIR"]).exists()
+
+
+def test_every_missing_path_is_reported_at_once(tmp_path):
+    env = clean_env(
+        LM_PATH=tmp_path / "no-lm", DATA_PATH=tmp_path / "no.json", VIDEO_FOLDER=tmp_path / "no-videos",
+        DS_CONFIG=tmp_path / "no-ds.json", VISION_TOWER=tmp_path / "no-tower",
+    )
+    result = run_script(env, timeout=30)
+    assert result.returncode == 2
+    for name in ("LM_PATH", "DATA_PATH", "VIDEO_FOLDER", "DS_CONFIG", "VISION_TOWER"):
+        assert f"error: {name}" in result.stderr, result.stderr
+
+
+def test_text_mode_needs_no_tower_or_videos(dummy_paths, tmp_path):
+    exe, record = fake_python(tmp_path)
+    env = clean_env(**dummy_paths, PYTHON=exe, NPROC=1, MODE="text", OUTPUT_DIR=tmp_path / "out")
+    env.update(VIDEO_FOLDER=str(tmp_path / "missing"), VISION_TOWER=str(tmp_path / "missing-tower"))
+    result = run_script(env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    argv = record.read_text().splitlines()
+    assert "--vision_tower" not in argv and "--video_folder" not in argv and "--mm_fast_grid" not in argv
+    assert argv[argv.index("--mm_tunable_parts") + 1] == "mm_language_model"
+
+
+# ------------------------------------------------------------------------ the command the script builds
+def test_standalone_command(dummy_paths, tmp_path):
+    exe, record = fake_python(tmp_path)
+    env = clean_env(**dummy_paths, PYTHON=exe, NPROC=2, OUTPUT_DIR=tmp_path / "out")
+    result = run_script(env, "--max_steps", "3", "--learning_rate", "0.5", timeout=30)
+    assert result.returncode == 0, result.stderr
+    argv = record.read_text().splitlines()
+    head = argv[: argv.index("-m", 3) + 2]
+    assert head == ["-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+                    "-m", "llava.train.train"]
+
+    def value(flag, n=1):
+        i = argv.index(flag)
+        return argv[i + 1] if n == 1 else argv[i + 1 : i + 1 + n]
+
+    assert value("--deepspeed") == "scripts/zero2.json"
+    assert value("--model_name_or_path") == str(dummy_paths["LM_PATH"])
+    assert value("--vision_tower") == str(dummy_paths["VISION_TOWER"])
+    assert value("--mm_fast_grid", 3) == ["8", "2", "4"] and value("--mm_slow_grid", 3) == ["2", "4", "4"]
+    assert value("--mm_projector_hidden_size") == "2560" and value("--num_frames") == "8"
+    assert value("--num_train_epochs") == "80" and value("--version") == "plain"
+    assert value("--bf16") == "false"  # no GPU here: BF16=auto is off
+    assert argv[-4:] == ["--max_steps", "3", "--learning_rate", "0.5"]  # passed through, last wins
+    assert "MODE" in result.stdout and "scripts/zero2.json" in result.stdout  # settings printed
+
+    env["DS_CONFIG"] = "none"
+    assert run_script(env, timeout=30).returncode == 0
+    assert "--deepspeed" not in record.read_text().splitlines()
+
+
+def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):
+    """Inside a (pretend) two-node allocation: one srun task per node, each a torchrun joining a c10d
+    rendezvous on the first node."""
+    exe, record = fake_python(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/usr/bin/env bash\n[ "$1 $2" = "show hostnames" ] && printf "gpu-a01\\ngpu-a02\\n"\n')
+    (bin_dir / "srun").write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "{tmp_path}/srun.txt"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = clean_env(**dummy_paths, PYTHON=exe, PATH=f"{bin_dir}:{os.environ['PATH']}", OUTPUT_DIR=tmp_path / "out",
+                    SLURM_JOB_ID="4242", SLURM_NNODES="2", SLURM_JOB_NODELIST="gpu-a[01-02]",
+                    SLURM_GPUS_ON_NODE="4", SLURM_CPUS_PER_TASK="32", SLURM_SUBMIT_DIR=str(REPO))
+    result = run_script(env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    srun = (tmp_path / "srun.txt").read_text().splitlines()
+    assert srun[:10] == ["--nodes", "2", "--ntasks", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1",
+                         "--cpus-per-task", "32", str(exe)]
+    torchrun = srun[10:]
+    assert torchrun[:14] == [
+        "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "4", "--rdzv_backend", "c10d",
+        "--rdzv_endpoint", "gpu-a01:24242", "--rdzv_id", "4242", "-m", "llava.train.train",
+    ]
+    assert torchrun[torchrun.index("--bf16") + 1] == "true"  # GPUs in the allocation: bf16 on
+    assert re.search(r"OMP_NUM_THREADS\s+8\n", result.stdout), result.stdout
+
+
+# --------------------------------------------------------------- (b) plain bash: DeepSpeed ZeRO-2/3, 2 procs
+@needs_train_py
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_bash_trains_with_deepspeed_on_two_processes(stage, tiny_assets, tmp_path):
+    output = tmp_path / "run"
+    env = clean_env(**TINY_SETTINGS, **tiny_assets, OUTPUT_DIR=output, NPROC=2, DS_CONFIG=f"scripts/{stage}.json")
+    start = time.monotonic()
+    result = run_script(env, timeout=300)
+    elapsed = time.monotonic() - start
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    print(f"bash + torchrun + DeepSpeed {stage}, 2 CPU processes, 4 steps: {elapsed:.1f} s")
+    assert f"--deepspeed scripts/{stage}.json" in result.stdout
+    checkpoint = output / "checkpoint-4"
+    assert checkpoint.is_dir(), sorted(p.name for p in output.iterdir())
+    assert list(checkpoint.glob("global_step*")), "no DeepSpeed engine state in the checkpoint: DeepSpeed did not run"
+    assert len(train_log_losses(log)) >= 4, log[-3000:]
+    assert_final_model_loads(output, tiny_assets["VISION_TOWER"])
+
+
+# ------------------------------------------------------------------------ (d) MODE=text: the LM alone
+@needs_train_py
+def test_text_mode_trains_the_language_model_on_captions(tiny_assets, tmp_path):
+    output = tmp_path / "text-run"
+    env = clean_env(**TINY_SETTINGS, **tiny_assets, OUTPUT_DIR=output, MODE="text", NPROC=1, DS_CONFIG="none")
+    start = time.monotonic()
+    result = run_script(env, timeout=300)
+    elapsed = time.monotonic() - start
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    print(f"MODE=text, one process, no DeepSpeed, 4 steps: {elapsed:.1f} s")
+    assert "--vision_tower" not in result.stdout
+    assert (output / "checkpoint-4").is_dir()
+    losses = train_log_losses(log)
+    assert len(losses) >= 4, log[-3000:]
+    model = assert_final_model_loads(output)
+    assert model.get_vision_tower() is None
+
+
+# ------------------------------------------------------------------------------ (c) sbatch, real SLURM
+@pytest.fixture
+def slurm_cluster():
+    cluster = SlurmCluster()
+    try:
+        cluster.start()  # skips, saying why, where SLURM is missing or cannot start
+        yield cluster
+    finally:
+        cluster.stop()
+    assert not cluster.leftover_pids(), "processes of the test cluster outlived it"
+
+
+def sbatch(cluster: SlurmCluster, env: dict, log_dir: Path, *script_args: str, timeout: float = 300, cwd: Path = REPO):
+    """`sbatch --wait train_italian_video.sh` from the repository, as a user would; the #SBATCH GPU and CPU
+    requests are overridden to what this machine has. Returns (returncode, job log, job info)."""
+    log_dir.mkdir(parents=True, exist_ok=True)  # SLURM opens --output before the job runs
+    cpus = os.cpu_count() or 1
+    args = [
+        "sbatch", "--wait", "--parsable", f"--output={log_dir}/%x_%j.out", "--gpus-per-node=0",
+        f"--cpus-per-task={min(cpus, 2)}", "--time=00:15:00", str(SCRIPT), *script_args,
+    ]
+    env = {**cluster.env, **env, "SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": cluster.env["PATH"]}
+    try:
+        result = cluster.run(args, timeout=timeout, check=False, env=env, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        logs = "\n".join(p.read_text(errors="replace")[-4000:] for p in log_dir.glob("*.out"))
+        pytest.fail(f"sbatch --wait did not finish within {timeout} s\n{logs}\n{cluster.daemon_log_tails()}")
+    job_id = result.stdout.strip().split(";")[0].splitlines()[-1] if result.stdout.strip() else ""
+    logs = sorted(log_dir.glob(f"*_{job_id}.out")) if job_id else []
+    job_log = logs[0].read_text(errors="replace") if logs else "(no job log)"
+    info = cluster.job_info(job_id) if job_id else {}
+    if result.returncode != 0:
+        print(result.stdout, result.stderr, job_log[-6000:], cluster.daemon_log_tails(), sep="\n")
+    return result.returncode, job_log, info
+
+
+def test_sbatch_launches_torchrun_through_srun(slurm_cluster, dummy_paths, tmp_path):
+    """The SLURM path of the script without training: srun starts one torchrun per node, which starts
+    two ranks; each rank reports itself. Submitted from another folder, the script still runs from its
+    own (where scripts/zero2.json is)."""
+    module_dir = tmp_path / "stub"
+    module_dir.mkdir()
+    (module_dir / "stub_train.py").write_text(
+        "import json, os, sys\n"
+        "keys = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'SLURM_JOB_ID', 'SLURM_PROCID', 'MASTER_ADDR')\n"
+        "record = {k: os.environ.get(k) for k in keys}\n"
+        "record['argv'] = sys.argv[1:]\n"
+        "out = sys.argv[sys.argv.index('--output_dir') + 1]\n"
+        "os.makedirs(out, exist_ok=True)\n"
+        "with open(os.path.join(out, f\"rank{record['RANK']}.json\"), 'w') as f:\n"
+        "    json.dump(record, f)\n"
+    )
+    env = clean_env(**dummy_paths, NPROC=2, TRAIN_MODULE="stub_train", PYTHONPATH=module_dir)
+    env["OUTPUT_DIR"] = str(tmp_path / "out")
+    rc, job_log, info = sbatch(slurm_cluster, env, tmp_path / "logs", "--max_steps", "2", timeout=120, cwd=tmp_path)
+    assert rc == 0, job_log[-4000:]
+    # (the job's record lasts MinJobAge seconds after it ends: check it where it is still there)
+    assert not info or (info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0"), info
+    assert re.search(r"LAUNCHER\s+slurm", job_log) and "--rdzv_backend c10d" in job_log
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert {r["WORLD_SIZE"] for r in ranks} == {"2"} and {r["LOCAL_RANK"] for r in ranks} == {"0", "1"}
+    assert {r["SLURM_PROCID"] for r in ranks} == {"0"}  # one srun task, two torchrun ranks
+    assert ranks[0]["argv"][-2:] == ["--max_steps", "2"]
+    assert re.search(rf"RUN_DIR\s+{re.escape(str(REPO))}\n", job_log), job_log[:2000]
+    assert "scripts/zero2.json" in ranks[0]["argv"]
+
+
+@needs_train_py
+def test_sbatch_trains_and_leaves_a_checkpoint(slurm_cluster, tiny_assets, tmp_path):
+    output = tmp_path / "slurm-run"
+    env = clean_env(**TINY_SETTINGS, **tiny_assets, OUTPUT_DIR=output, NPROC=2, DS_CONFIG="scripts/zero2.json")
+    start = time.monotonic()
+    rc, job_log, info = sbatch(slurm_cluster, env, tmp_path / "logs", timeout=300)
+    elapsed = time.monotonic() - start
+    assert rc == 0, job_log[-6000:]
+    print(f"sbatch --wait, srun + torchrun + DeepSpeed ZeRO-2, 2 CPU processes, 4 steps: {elapsed:.1f} s")
+    assert not info or info.get("JobState") == "COMPLETED", info
+    assert re.search(r"LAUNCHER\s+slurm", job_log)
+    checkpoint = output / "checkpoint-4"
+    assert checkpoint.is_dir(), sorted(p.name for p in output.iterdir()) if output.exists() else job_log[-4000:]
+    assert list(checkpoint.glob("global_step*")), "no DeepSpeed engine state in the checkpoint"
+    assert_final_model_loads(output, tiny_assets["VISION_TOWER"])
+
+
+def test_slurm_cluster_helper_skips_with_a_reason_when_slurm_is_missing(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    cluster = SlurmCluster()
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        cluster.start()
+    assert not cluster.root.exists()

@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=llava-italian-video
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=4
+#SBATCH --cpus-per-task=32
+#SBATCH --time=48:00:00
+#SBATCH --output=logs/%x_%j.out
+#
+# Trains LLaVA on an Italian GPT-2 (BAMBI): video+text captioning through a frozen DINOv2, the fast/slow
+# TokenPacker and an MLP projector (MODE=video), or the language model alone on the captions (MODE=text).
+#
+#   mkdir -p logs && sbatch train_italian_video.sh              # SLURM, the #SBATCH lines above
+#   sbatch --nodes=4 train_italian_video.sh                      # several nodes: srun + torchrun (c10d)
+#   MODE=text sbatch train_italian_video.sh                      # text-only training on the captions
+#   NPROC=2 bash train_italian_video.sh --max_steps 10           # no SLURM: torchrun --standalone
+#
+# Every path and hyperparameter below is an environment variable; arguments after the script name go to
+# llava.train.train unchanged (and win over the script's own, being later on the command line). Relative
+# paths are taken from the folder of this script (under sbatch too; LLAVA_HOME overrides it).
+# The logs/ folder of the --output line must exist before sbatch (SLURM opens it before the job runs).
+# Started again with the same settings, a run resumes from the newest complete checkpoint in OUTPUT_DIR.
+#
+# Environment (defaults in brackets):
+#   MODE                    video | text                                        [video]
+#   LM_PATH                 language model folder (config.json + tokenizer)     [./models/bambi-gpt2-italian]
+#   VISION_TOWER            tower folder or hub id (video mode only)            [facebook/dinov2-large]
+#   DATA_DIR                where the prepared WebVid-Italian data lives         [./data/webvid_italian]
+#   VIDEO_DATA_PATH         LLaVA JSON of video+caption samples                 [$DATA_DIR/train_video.json]
+#   TEXT_DATA_PATH          LLaVA JSON of text-only caption samples             [$DATA_DIR/train_text.json]
+#   DATA_PATH               the data file actually used                         [by MODE: one of the two above]
+#   VIDEO_FOLDER            clips, paths in the JSON are relative to it         [$DATA_DIR/videos]
+#   IMAGE_FOLDER            images, for data files that hold image samples      [unset]
+#   OUTPUT_DIR              checkpoints and the final model                     [./checkpoints/llava-bambi-gpt2-italian-$MODE]
+#   DS_CONFIG               DeepSpeed config, or `none` to train without it     [scripts/zero2.json]
+#   VERSION                 prompt template (plain for GPT-2)                   [plain]
+#   NUM_FRAMES              frames sampled per clip                             [8]
+#   FAST_GRID / SLOW_GRID   packer output grids, frames rows columns            ["8 2 4" (64 tokens) / "2 4 4" (32)]
+#   MM_PACKER_NUM_HEADS     attention heads of each packer track                [8]
+#   MM_VISION_SELECT_LAYER  tower layer whose patch tokens are used             [-2]
+#   MM_PROJECTOR_TYPE       projector                                           [mlp2x_gelu]
+#   PROJECTOR_HIDDEN        projector hidden width (1024 -> 2560 -> 768)        [2560]
+#   MM_RESAMPLER_TYPE       resampler                                           [fast_slow_token_packer]
+#   MM_TUNABLE_PARTS        parts that train (video mode)                       [mm_vision_resampler,mm_mlp_adapter,mm_language_model]
+#   PRETRAIN_MM_MLP_ADAPTER mm_projector.bin of an adapter-only run             [unset]
+#   NUM_EPOCHS              epochs                                              [80]
+#   MAX_STEPS               stop after this many optimizer steps (-1: epochs)   [-1]
+#   BATCH_SIZE              per-device batch size                               [8]
+#   GRAD_ACCUM              gradient accumulation steps                         [1]
+#   LEARNING_RATE           learning rate (language model)                      [5e-5]
+#   MM_PROJECTOR_LR         learning rate of projector, packer, embeddings      [2e-4]
+#   WEIGHT_DECAY / WARMUP_RATIO / LR_SCHEDULER                                  [0.0 / 0.03 / cosine]
+#   WARMUP_STEPS            warmup steps, overrides WARMUP_RATIO                [unset]
+#   MODEL_MAX_LENGTH        longest sequence, visual + text tokens              [1024]
+#   MAX_SKIP_FRACTION       abort when more of the clips than this are unreadable [0.05]
+#   BF16 / FP16             mixed precision (BF16=auto: on where GPUs are)      [auto / false]
+#   GRADIENT_CHECKPOINTING  true | false                                        [false]
+#   LOGGING_STEPS / SAVE_STRATEGY / SAVE_STEPS / SAVE_TOTAL_LIMIT               [10 / steps / 1000 / 3]
+#   DATALOADER_NUM_WORKERS  data loading processes per rank                     [4]
+#   REPORT_TO / SEED                                                            [none / 42]
+#   GPUS_PER_NODE (= NPROC) training processes per node                         [visible GPUs, or 1 without GPUs]
+#   MASTER_ADDR / MASTER_PORT  rendezvous under SLURM                           [first node / 20000 + job id % 20000]
+#   LAUNCHER                auto | slurm | standalone                           [auto: slurm inside a SLURM job]
+#   PYTHON                  interpreter                                         [.venv/bin/python if present, else python]
+#   TRAIN_MODULE            module torchrun starts                              [llava.train.train]
+#   LLAVA_HOME              folder to run from                                  [this script's folder / SLURM_SUBMIT_DIR]
+
+set -euo pipefail
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '/^# Trains LLaVA/,/^set -euo pipefail/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+
+die() {
+    echo "train_italian_video.sh: error: $*" >&2
+    exit 2
+}
+
+# --- where to run from ---------------------------------------------------------------------------------
+# Under sbatch this file is a copy in slurmd's spool folder, so its own folder means nothing there: the
+# job's Command (the path sbatch was given) names the real one, and the submit folder is the fallback.
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SUBMITTED_DIR=
+if [[ -n "${SLURM_JOB_ID:-}" && ! -f "$SCRIPT_DIR/train_italian_video.sh" ]] && command -v scontrol >/dev/null 2>&1; then
+    SUBMITTED_SCRIPT=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/.* Command=\([^ ]*\).*/\1/p') || true
+    if [[ -n "${SUBMITTED_SCRIPT:-}" && -f "$SUBMITTED_SCRIPT" ]]; then
+        SUBMITTED_DIR=$(cd "$(dirname "$SUBMITTED_SCRIPT")" && pwd)
+    fi
+fi
+if [[ -n "${LLAVA_HOME:-}" ]]; then
+    RUN_DIR=$LLAVA_HOME
+elif [[ -f "$SCRIPT_DIR/train_italian_video.sh" ]]; then
+    RUN_DIR=$SCRIPT_DIR
+elif [[ -n "$SUBMITTED_DIR" && -f "$SUBMITTED_DIR/train_italian_video.sh" ]]; then
+    RUN_DIR=$SUBMITTED_DIR
+elif [[ -n "${SLURM_SUBMIT_DIR:-}" ]]; then
+    RUN_DIR=$SLURM_SUBMIT_DIR
+else
+    RUN_DIR=$PWD
+fi
+cd "$RUN_DIR" || die "cannot enter $RUN_DIR"
+
+# --- settings --------------------------------------------------------------------------------------------
+MODE=${MODE:-video}
+LM_PATH=${LM_PATH:-./models/bambi-gpt2-italian}
+VISION_TOWER=${VISION_TOWER:-facebook/dinov2-large}
+DATA_DIR=${DATA_DIR:-./data/webvid_italian}
+VIDEO_DATA_PATH=${VIDEO_DATA_PATH:-$DATA_DIR/train_video.json}
+TEXT_DATA_PATH=${TEXT_DATA_PATH:-$DATA_DIR/train_text.json}
+VIDEO_FOLDER=${VIDEO_FOLDER:-$DATA_DIR/videos}
+IMAGE_FOLDER=${IMAGE_FOLDER:-}
+DS_CONFIG=${DS_CONFIG:-scripts/zero2.json}
+VERSION=${VERSION:-plain}
+
+NUM_FRAMES=${NUM_FRAMES:-8}
+FAST_GRID=${FAST_GRID:-8 2 4}
+SLOW_GRID=${SLOW_GRID:-2 4 4}
+MM_PACKER_NUM_HEADS=${MM_PACKER_NUM_HEADS:-8}
+MM_VISION_SELECT_LAYER=${MM_VISION_SELECT_LAYER:--2}
+MM_PROJECTOR_TYPE=${MM_PROJECTOR_TYPE:-mlp2x_gelu}
+PROJECTOR_HIDDEN=${PROJECTOR_HIDDEN:-2560}
+MM_RESAMPLER_TYPE=${MM_RESAMPLER_TYPE:-fast_slow_token_packer}
+PRETRAIN_MM_MLP_ADAPTER=${PRETRAIN_MM_MLP_ADAPTER:-}
+
+NUM_EPOCHS=${NUM_EPOCHS:-80}
+MAX_STEPS=${MAX_STEPS:--1}
+BATCH_SIZE=${BATCH_SIZE:-8}
+GRAD_ACCUM=${GRAD_ACCUM:-1}
+LEARNING_RATE=${LEARNING_RATE:-5e-5}
+MM_PROJECTOR_LR=${MM_PROJECTOR_LR:-2e-4}
+WEIGHT_DECAY=${WEIGHT_DECAY:-0.0}
+WARMUP_RATIO=${WARMUP_RATIO:-0.03}
+WARMUP_STEPS=${WARMUP_STEPS:-$WARMUP_RATIO}  # transformers 5: a float below 1 is a ratio of the steps
+LR_SCHEDULER=${LR_SCHEDULER:-cosine}
+MODEL_MAX_LENGTH=${MODEL_MAX_LENGTH:-1024}
+MAX_SKIP_FRACTION=${MAX_SKIP_FRACTION:-0.05}
+BF16=${BF16:-auto}
+FP16=${FP16:-false}
+GRADIENT_CHECKPOINTING=${GRADIENT_CHECKPOINTING:-false}
+LOGGING_STEPS=${LOGGING_STEPS:-10}
+SAVE_STRATEGY=${SAVE_STRATEGY:-steps}
+SAVE_STEPS=${SAVE_STEPS:-1000}
+SAVE_TOTAL_LIMIT=${SAVE_TOTAL_LIMIT:-3}
+DATALOADER_NUM_WORKERS=${DATALOADER_NUM_WORKERS:-4}
+REPORT_TO=${REPORT_TO:-none}
+SEED=${SEED:-42}
+LAUNCHER=${LAUNCHER:-auto}
+TRAIN_MODULE=${TRAIN_MODULE:-llava.train.train}
+
+case "$MODE" in
+    video)
+        DATA_PATH=${DATA_PATH:-$VIDEO_DATA_PATH}
+        MM_TUNABLE_PARTS=${MM_TUNABLE_PARTS:-mm_vision_resampler,mm_mlp_adapter,mm_language_model}
+        ;;
+    text)
+        DATA_PATH=${DATA_PATH:-$TEXT_DATA_PATH}
+        MM_TUNABLE_PARTS=${MM_TUNABLE_PARTS:-mm_language_model}
+        ;;
+    *) die "MODE must be 'video' (video+text training) or 'text' (text-only training on the captions), not '$MODE'" ;;
+esac
+OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/llava-bambi-gpt2-italian-$MODE}
+
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=$PWD/.venv/bin/python
+    elif command -v python >/dev/null 2>&1; then PYTHON=python
+    else PYTHON=python3
+    fi
+fi
+
+# --- processes per node ------------------------------------------------------------------------------------
+visible_gpus() {
+    if [[ -n "${SLURM_GPUS_ON_NODE:-}" ]]; then
+        echo "$SLURM_GPUS_ON_NODE"
+    elif [[ -n "${CUDA_VISIBLE_DEVICES+set}" ]]; then
+        if [[ -z "$CUDA_VISIBLE_DEVICES" || "$CUDA_VISIBLE_DEVICES" == -1* || "$CUDA_VISIBLE_DEVICES" == "NoDevFiles" ]]; then
+            echo 0
+        else
+            local ids
+            IFS=, read -r -a ids <<<"$CUDA_VISIBLE_DEVICES"
+            echo "${#ids[@]}"
+        fi
+    elif command -v nvidia-smi >/dev/null 2>&1; then
+        nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true
+    else
+        echo 0
+    fi
+}
+NUM_GPUS=$(visible_gpus)
+NUM_GPUS=${NUM_GPUS:-0}
+DEFAULT_PROCS=$(( NUM_GPUS > 0 ? NUM_GPUS : 1 ))
+GPUS_PER_NODE=${GPUS_PER_NODE:-${NPROC:-$DEFAULT_PROCS}}
+NPROC=$GPUS_PER_NODE
+if [[ "$BF16" == auto ]]; then
+    if (( NUM_GPUS > 0 )); then BF16=true; else BF16=false; fi
+fi
+
+if [[ "$LAUNCHER" == auto ]]; then
+    if [[ -n "${SLURM_JOB_ID:-}" ]]; then LAUNCHER=slurm; else LAUNCHER=standalone; fi
+fi
+
+# --- checks: fail here, in a second, rather than minutes into a job --------------------------------------
+errors=()
+is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
+looks_like_hub_id() {  # owner/name, not a path that happens to be missing
+    [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$ ]] && [[ "$1" != .* ]]
+}
+
+if [[ ! -d "$LM_PATH" ]]; then
+    errors+=("LM_PATH: language model folder '$LM_PATH' not found (from $RUN_DIR); point LM_PATH at the BAMBI GPT-2 folder")
+elif [[ ! -f "$LM_PATH/config.json" ]]; then
+    errors+=("LM_PATH: '$LM_PATH' has no config.json; it is not a model folder written by save_pretrained")
+fi
+if [[ ! -f "$DATA_PATH" ]]; then
+    errors+=("DATA_PATH: data file '$DATA_PATH' not found (MODE=$MODE; set DATA_PATH, or $( [[ $MODE == video ]] && echo VIDEO_DATA_PATH || echo TEXT_DATA_PATH ) or DATA_DIR)")
+fi
+if [[ "$MODE" == video ]]; then
+    if [[ ! -d "$VIDEO_FOLDER" ]]; then
+        errors+=("VIDEO_FOLDER: video folder '$VIDEO_FOLDER' not found")
+    fi
+    if [[ -d "$VISION_TOWER" ]]; then
+        :
+    elif looks_like_hub_id "$VISION_TOWER"; then
+        if [[ "${HF_HUB_OFFLINE:-0}" =~ ^(1|true|TRUE|yes|YES|on|ON)$ ]]; then
+            hub_cache=${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}
+            if [[ ! -d "$hub_cache/models--${VISION_TOWER//\//--}" ]]; then
+                errors+=("VISION_TOWER: '$VISION_TOWER' is not a local folder, HF_HUB_OFFLINE is set and it is not in the hub cache $hub_cache; download it ahead or point VISION_TOWER at its folder")
+            fi
+        fi
+    else
+        errors+=("VISION_TOWER: '$VISION_TOWER' is neither a folder nor a hub id (owner/name)")
+    fi
+    if [[ -n "$PRETRAIN_MM_MLP_ADAPTER" && ! -f "$PRETRAIN_MM_MLP_ADAPTER" ]]; then
+        errors+=("PRETRAIN_MM_MLP_ADAPTER: '$PRETRAIN_MM_MLP_ADAPTER' not found")
+    fi
+    read -r -a FAST_GRID_ARGS <<<"${FAST_GRID//[x,]/ }"
+    read -r -a SLOW_GRID_ARGS <<<"${SLOW_GRID//[x,]/ }"
+    for grid_name in FAST_GRID SLOW_GRID; do
+        declare -n grid_ref="${grid_name}_ARGS"
+        if (( ${#grid_ref[@]} != 3 )) || ! is_int "${grid_ref[0]}" || ! is_int "${grid_ref[1]}" || ! is_int "${grid_ref[2]}"; then
+            errors+=("$grid_name: '${!grid_name}' is not three integers (frames rows columns), e.g. '8 2 4'")
+        fi
+        unset -n grid_ref
+    done
+fi
+if [[ -n "$IMAGE_FOLDER" && ! -d "$IMAGE_FOLDER" ]]; then
+    errors+=("IMAGE_FOLDER: image folder '$IMAGE_FOLDER' not found")
+fi
+if [[ "$DS_CONFIG" != none && ! -f "$DS_CONFIG" ]]; then
+    errors+=("DS_CONFIG: DeepSpeed config '$DS_CONFIG' not found (DS_CONFIG=none trains without DeepSpeed)")
+fi
+if ! is_int "$GPUS_PER_NODE" || (( GPUS_PER_NODE < 1 )); then
+    errors+=("GPUS_PER_NODE/NPROC: '$GPUS_PER_NODE' is not a positive number of processes")
+fi
+case "$LAUNCHER" in
+    slurm)
+        [[ -n "${SLURM_JOB_ID:-}" ]] || errors+=("LAUNCHER=slurm outside a SLURM job (no SLURM_JOB_ID): use sbatch, or LAUNCHER=standalone")
+        command -v srun >/dev/null 2>&1 || errors+=("LAUNCHER=slurm but srun is not on PATH")
+        ;;
+    standalone) ;;
+    *) errors+=("LAUNCHER must be auto, slurm or standalone, not '$LAUNCHER'") ;;
+esac
+if [[ "$PYTHON" == */* ]]; then
+    [[ -x "$PYTHON" ]] || errors+=("PYTHON: '$PYTHON' is not an executable")
+else
+    command -v "$PYTHON" >/dev/null 2>&1 || errors+=("PYTHON: '$PYTHON' not found on PATH")
+fi
+if (( ${#errors[@]} )); then
+    for e in "${errors[@]}"; do echo "train_italian_video.sh: error: $e" >&2; done
+    echo "train_italian_video.sh: nothing started (relative paths are taken from $RUN_DIR); see 'bash train_italian_video.sh --help'" >&2
+    exit 2
+fi
+
+# --- the training command ------------------------------------------------------------------------------------
+ARGS=(
+    --model_name_or_path "$LM_PATH"
+    --version "$VERSION"
+    --data_path "$DATA_PATH"
+    --output_dir "$OUTPUT_DIR"
+    --model_max_length "$MODEL_MAX_LENGTH"
+    --mm_tunable_parts "$MM_TUNABLE_PARTS"
+    --num_train_epochs "$NUM_EPOCHS"
+    --max_steps "$MAX_STEPS"
+    --per_device_train_batch_size "$BATCH_SIZE"
+    --gradient_accumulation_steps "$GRAD_ACCUM"
+    --learning_rate "$LEARNING_RATE"
+    --weight_decay "$WEIGHT_DECAY"
+    --warmup_steps "$WARMUP_STEPS"
+    --lr_scheduler_type "$LR_SCHEDULER"
+    --logging_steps "$LOGGING_STEPS"
+    --save_strategy "$SAVE_STRATEGY"
+    --save_steps "$SAVE_STEPS"
+    --save_total_limit "$SAVE_TOTAL_LIMIT"
+    --bf16 "$BF16"
+    --fp16 "$FP16"
+    --dataloader_num_workers "$DATALOADER_NUM_WORKERS"
+    --report_to "$REPORT_TO"
+    --seed "$SEED"
+)
+if [[ "$MODE" == video ]]; then
+    ARGS+=(
+        --video_folder "$VIDEO_FOLDER"
+        --vision_tower "$VISION_TOWER"
+        --mm_vision_select_layer "$MM_VISION_SELECT_LAYER"
+        --num_frames "$NUM_FRAMES"
+        --mm_resampler_type "$MM_RESAMPLER_TYPE"
+        --mm_fast_grid "${FAST_GRID_ARGS[@]}"
+        --mm_slow_grid "${SLOW_GRID_ARGS[@]}"
+        --mm_packer_num_heads "$MM_PACKER_NUM_HEADS"
+        --mm_projector_type "$MM_PROJECTOR_TYPE"
+        --mm_projector_hidden_size "$PROJECTOR_HIDDEN"
+        --mm_projector_lr "$MM_PROJECTOR_LR"
+        --max_skip_fraction "$MAX_SKIP_FRACTION"
+    )
+    [[ -n "$PRETRAIN_MM_MLP_ADAPTER" ]] && ARGS+=(--pretrain_mm_mlp_adapter "$PRETRAIN_MM_MLP_ADAPTER")
+fi
+[[ -n "$IMAGE_FOLDER" ]] && ARGS+=(--image_folder "$IMAGE_FOLDER")
+# only when on: transformers 5 calls the flag a deprecated alias of --activation_checkpointing
+case "${GRADIENT_CHECKPOINTING,,}" in true | 1 | yes) ARGS+=(--gradient_checkpointing True) ;; esac
+[[ "$DS_CONFIG" != none ]] && ARGS+=(--deepspeed "$DS_CONFIG")
+ARGS+=("$@")
+
+# CPU threads per training process: the job's (or machine's) cores shared among its processes.
+if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
+    CPUS=${SLURM_CPUS_PER_TASK:-$(nproc 2>/dev/null || echo 1)}
+    OMP_NUM_THREADS=$(( CPUS / GPUS_PER_NODE > 0 ? CPUS / GPUS_PER_NODE : 1 ))
+fi
+export OMP_NUM_THREADS
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUTPUT_DIR"
+
+if [[ "$LAUNCHER" == slurm ]]; then
+    NNODES=${SLURM_NNODES:-${SLURM_JOB_NUM_NODES:-1}}
+    if [[ -z "${MASTER_ADDR:-}" ]]; then
+        MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1) || true
+        [[ -n "$MASTER_ADDR" ]] || die "cannot read the first node of SLURM_JOB_NODELIST='${SLURM_JOB_NODELIST:-}' (scontrol show hostnames)"
+    fi
+    MASTER_PORT=${MASTER_PORT:-$(( 20000 + SLURM_JOB_ID % 20000 ))}
+    export MASTER_ADDR MASTER_PORT
+    SRUN=(srun --nodes "$NNODES" --ntasks "$NNODES" --ntasks-per-node 1 --kill-on-bad-exit=1)
+    [[ -n "${SLURM_CPUS_PER_TASK:-}" ]] && SRUN+=(--cpus-per-task "$SLURM_CPUS_PER_TASK")
+    LAUNCH=(
+        "${SRUN[@]}" "$PYTHON" -m torch.distributed.run
+        --nnodes "$NNODES" --nproc_per_node "$GPUS_PER_NODE"
+        --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "$SLURM_JOB_ID"
+        -m "$TRAIN_MODULE"
+    )
+else
+    NNODES=1
+    LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node "$NPROC" -m "$TRAIN_MODULE")
+fi
+
+# --- what will run ----------------------------------------------------------------------------------------------
+{
+    echo "=== train_italian_video.sh $(date '+%Y-%m-%d %H:%M:%S') on $(hostname) ==="
+    printf '  %-22s %s\n' \
+        MODE "$MODE" \
+        RUN_DIR "$RUN_DIR" \
+        LM_PATH "$LM_PATH" \
+        DATA_PATH "$DATA_PATH" \
+        OUTPUT_DIR "$OUTPUT_DIR" \
+        DS_CONFIG "$DS_CONFIG" \
+        LAUNCHER "$LAUNCHER${SLURM_JOB_ID:+ (job $SLURM_JOB_ID)}" \
+        NODES "$NNODES" \
+        GPUS_PER_NODE "$GPUS_PER_NODE (visible GPUs: $NUM_GPUS)" \
+        OMP_NUM_THREADS "$OMP_NUM_THREADS" \
+        PYTHON "$PYTHON"
+    if [[ "$LAUNCHER" == slurm ]]; then
+        printf '  %-22s %s\n' RENDEZVOUS "$MASTER_ADDR:$MASTER_PORT"
+    fi
+    if [[ "$MODE" == video ]]; then
+        printf '  %-22s %s\n' \
+            VISION_TOWER "$VISION_TOWER" \
+            VIDEO_FOLDER "$VIDEO_FOLDER" \
+            NUM_FRAMES "$NUM_FRAMES" \
+            FAST_GRID "${FAST_GRID_ARGS[*]} ($(( FAST_GRID_ARGS[0] * FAST_GRID_ARGS[1] * FAST_GRID_ARGS[2] )) tokens)" \
+            SLOW_GRID "${SLOW_GRID_ARGS[*]} ($(( SLOW_GRID_ARGS[0] * SLOW_GRID_ARGS[1] * SLOW_GRID_ARGS[2] )) tokens)" \
+            PROJECTOR "$MM_PROJECTOR_TYPE, hidden $PROJECTOR_HIDDEN" \
+            MM_PROJECTOR_LR "$MM_PROJECTOR_LR"
+    fi
+    printf '  %-22s %s\n' \
+        MM_TUNABLE_PARTS "$MM_TUNABLE_PARTS" \
+        EPOCHS "$NUM_EPOCHS (max steps $MAX_STEPS)" \
+        BATCH "$BATCH_SIZE per device x $GRAD_ACCUM accumulation x $(( NNODES * GPUS_PER_NODE )) processes" \
+        LEARNING_RATE "$LEARNING_RATE ($LR_SCHEDULER, warmup $WARMUP_STEPS, weight decay $WEIGHT_DECAY)" \
+        PRECISION "bf16=$BF16 fp16=$FP16" \
+        EXTRA_ARGS "${*:-none}"
+    echo "  command: ${LAUNCH[*]} ${ARGS[*]}"
+}
+
+exec "${LAUNCH[@]}" "${ARGS[@]}"
