@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# GPU checks, one script: CUDA paths of the model core at the seed's shapes (bf16, SDPA vs eager), then
+# tiny training runs through train_italian_video.sh with DeepSpeed ZeRO-2 and ZeRO-3 in bf16 on one GPU.
+# Wheels in .whl/ (packages the GPU machine lacks) are installed to /tmp/site first, if present.
+# Outputs go to ${OUT:-/tmp/gpu_check}.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+python3 -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__, torch.cuda.get_device_name(0))"
+nvidia-smi -L
+
+status=0
+python3 scripts/check_cuda.py 2>&1 | grep -v Warning | tee "$OUT/check_cuda.log" || status=1
+
+python3 - <<'PY'
+from llava.demo.synthetic import caption_corpus, make_dataset, save_gpt2, train_tokenizer
+from llava.testing import save_tiny_vision_tower
+make_dataset("/tmp/gpu_assets/data", 64, 8)
+save_gpt2("/tmp/gpu_assets/gpt2", train_tokenizer("/tmp/gpu_assets/tok", caption_corpus()), n_positions=256)
+save_tiny_vision_tower("/tmp/gpu_assets/dinov2")
+PY
+for stage in zero2 zero3; do
+    start=$(date +%s)
+    LM_PATH=/tmp/gpu_assets/gpt2 VISION_TOWER=/tmp/gpu_assets/dinov2 DATA_PATH=/tmp/gpu_assets/data/train.json \
+    VIDEO_FOLDER=/tmp/gpu_assets/data/videos OUTPUT_DIR=/tmp/gpu_run_$stage DS_CONFIG=scripts/$stage.json \
+    PYTHON=python3 MAX_STEPS=40 BATCH_SIZE=8 LEARNING_RATE=2e-3 MM_PROJECTOR_LR=2e-3 LOGGING_STEPS=10 SAVE_STEPS=20 \
+    MODEL_MAX_LENGTH=256 PROJECTOR_HIDDEN=64 MM_PACKER_NUM_HEADS=4 DATALOADER_NUM_WORKERS=2 \
+        bash train_italian_video.sh --disable_tqdm True > "$OUT/train_$stage.log" 2>&1
+    rc=$?
+    echo "train $stage rc=$rc in $(( $(date +%s) - start )) s"; grep -E "'loss'|bf16|Error|error" "$OUT/train_$stage.log" | head -12
+    python3 -c "
+import llava.model, torch
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained('/tmp/gpu_run_$stage')
+print('reloaded', type(m).__name__, 'finite', all(torch.isfinite(p).all().item() for p in m.parameters()))" 2>&1 | tail -1
+    [ $rc -eq 0 ] || status=1
+done
+exit $status
