@@ -65,7 +65,7 @@ def render_frames(spec: ClipSpec, num_frames: int = 16, size: int = 64, seed: in
     """(num_frames, size, size, 3) uint8 frames of the shape moving across the frame."""
     rng = np.random.default_rng(seed)
     (dx, dy), _ = DIRECTIONS[spec.direction]
-    radius = size * 0.14
+    radius = size * 0.2
     travel = size * 0.5
     # start so that the whole path stays inside the frame, with a random offset across the motion
     across = rng.uniform(radius + 2, size - radius - 2)

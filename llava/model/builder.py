@@ -58,3 +58,23 @@ def causal_lm_class(family: str):
     from .. import model as package
 
     return getattr(package, AVAILABLE_MODELS[family].split(", ")[0])
+
+
+def load_pretrained_model(model_path: str, device: str = "cpu", dtype=None):
+    """`(tokenizer, model, image_processor, context_len)` for a saved llava checkpoint of any family.
+
+    The checkpoint's config rebuilds everything (tower, packer, projector, embeddings); the image
+    processor is the tower's (None for a text-only model). The model is in eval mode on `device`.
+    """
+    from transformers import AutoTokenizer
+
+    from .llava_arch import max_positions
+
+    family = family_of(model_path)
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model = causal_lm_class(family).from_pretrained(model_path, **kwargs).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token_id is None:  # as in training: EOS pads, masks come from lengths
+        tokenizer.pad_token = tokenizer.eos_token
+    tower = model.get_vision_tower()
+    return tokenizer, model, (tower.image_processor if tower is not None else None), max_positions(model.config)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from .multimodal_encoder import VisionTower, build_vision_tower
-from .multimodal_projector import VisualPositionEmbedding, build_vision_projector
+from .multimodal_projector import VisualPositionEmbedding, build_vision_projector, match_output_scale
 from .multimodal_resampler import build_vision_resampler
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,16 @@ def max_positions(config) -> int | None:
         if isinstance(value, int):
             return value
     return None
+
+
+def _embedding_std(weight: torch.Tensor) -> float:
+    """Per-dimension spread of the LM's input embeddings (gathered first where ZeRO-3 partitioned them)."""
+    if hasattr(weight, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([weight]):
+            return float(weight.float().std())
+    return float(weight.float().std())
 
 
 class LlavaMetaModel:
@@ -98,6 +108,7 @@ class LlavaMetaModel:
             config.mm_slow_grid = list(getattr(model_args, "mm_slow_grid", DEFAULT_SLOW_GRID))
             config.mm_packer_num_heads = int(getattr(model_args, "mm_packer_num_heads", 8))
             self._build_vision_modules(tower)
+            match_output_scale(self.mm_projector, _embedding_std(self.get_input_embeddings().weight), tower.hidden_size)
             tower.requires_grad_(False)
         else:
             logger.info("visual modules come from the checkpoint's config (%s)", config.mm_vision_tower)

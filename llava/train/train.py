@@ -17,10 +17,12 @@ import torch
 import torch.distributed as dist
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers.trainer_callback import ProgressCallback
 
 from ..model.builder import causal_lm_class, family_of
 from ..model.llava_arch import DEFAULT_FAST_GRID, DEFAULT_SLOW_GRID, max_positions
 from . import checkpoints
+from .callbacks import LossProgressBar
 from .data import DataArguments, DataCollatorForSupervisedDataset, LazySupervisedDataset, SkipTracker, ensure_pad_token
 from .trainer import LlavaTrainer
 
@@ -220,6 +222,8 @@ def main(argv: list[str] | None = None):
         processing_class=tokenizer,
         skip_tracker=skip_tracker,
     )
+    trainer.remove_callback(ProgressCallback)  # replaced by a bar that shows loss and samples/s
+    trainer.add_callback(LossProgressBar())
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
     trainer.save_model(training_args.output_dir)
