@@ -157,7 +157,7 @@ def train_tokenizer(folder, texts: list[str], vocab_size: int = 512) -> str:
     return str(folder)
 
 
-def save_gpt2(folder, tokenizer_folder, n_layer=2, n_embd=64, n_head=4, n_positions=256, seed=0) -> str:
+def save_gpt2(folder, tokenizer_folder, n_layer=2, n_embd=64, n_head=4, n_positions=256, dropout=0.1, seed=0) -> str:
     """A small random GPT-2 with the tokenizer beside it, laid out like a BAMBI checkpoint folder."""
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -167,6 +167,7 @@ def save_gpt2(folder, tokenizer_folder, n_layer=2, n_embd=64, n_head=4, n_positi
     config = GPT2Config(
         n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions, vocab_size=len(tokenizer),
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
     )
     GPT2LMHeadModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))

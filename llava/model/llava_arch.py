@@ -50,8 +50,8 @@ def _embedding_std(weight: torch.Tensor) -> float:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters([weight]):
-            return float(weight.float().std())
-    return float(weight.float().std())
+            return float(weight.detach().float().std())
+    return float(weight.detach().float().std())
 
 
 class LlavaMetaModel:

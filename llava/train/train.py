@@ -23,6 +23,7 @@ from ..model.builder import causal_lm_class, family_of
 from ..model.llava_arch import DEFAULT_FAST_GRID, DEFAULT_SLOW_GRID, max_positions
 from . import checkpoints
 from .callbacks import LossProgressBar
+from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
 from .data import DataArguments, DataCollatorForSupervisedDataset, LazySupervisedDataset, SkipTracker, ensure_pad_token
 from .trainer import LlavaTrainer
 
@@ -55,6 +56,9 @@ class ModelArguments:
 class TrainingArguments(transformers.TrainingArguments):
     model_max_length: int | None = field(default=None, metadata={"help": "Longest sequence (visual + text); at most the LM's positions, which is the default."})
     mm_projector_lr: float | None = field(default=None, metadata={"help": "Learning rate of the resampler, projector and embeddings (default: --learning_rate)."})
+    babylm_word_milestones: bool = field(default=False, metadata={"help": "Save a model at every 1M words up to 10M, 10M up to 100M, 100M up to 1B (answer words trained, all ranks)."})
+    word_milestones: str | None = field(default=None, metadata={"help": "Comma-separated word counts at which to save a model (besides or instead of the BabyLM ones)."})
+    max_words: int | None = field(default=None, metadata={"help": "Stop once this many answer words have been trained."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches carry clips."})
 
 
@@ -214,6 +218,8 @@ def main(argv: list[str] | None = None):
     if resume:
         logger.info("resuming from %s", resume)
 
+    milestones = parse_milestones(training_args.babylm_word_milestones, training_args.word_milestones)
+    counting = bool(milestones) or training_args.max_words is not None
     trainer = LlavaTrainer(
         model=model,
         args=training_args,
@@ -221,16 +227,18 @@ def main(argv: list[str] | None = None):
         data_collator=collator,
         processing_class=tokenizer,
         skip_tracker=skip_tracker,
+        count_words=counting,
     )
+    if counting:
+        trainer.add_callback(WordMilestoneCallback(trainer, milestones, training_args.max_words))
+        if resume:
+            trainer.words_seen = read_word_count(resume)
     trainer.remove_callback(ProgressCallback)  # replaced by a bar that shows loss and samples/s
     trainer.add_callback(LossProgressBar())
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
     trainer.save_model(training_args.output_dir)
     if trainer.args.should_save:
-        tower = model.get_vision_tower()
-        if tower is not None:
-            tower.image_processor.save_pretrained(training_args.output_dir)
         logger.info("final model saved to %s (%d clips skipped)", training_args.output_dir, skip_tracker.count)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

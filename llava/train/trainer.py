@@ -11,6 +11,7 @@ from transformers import Trainer
 
 from ..model.llava_arch import ADAPTER_MODULES
 from . import checkpoints
+from .milestones import count_words, write_word_count
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +23,14 @@ def is_adapter_parameter(name: str) -> bool:
 
 
 class LlavaTrainer(Trainer):
-    def __init__(self, *args, skip_tracker=None, **kwargs):
+    def __init__(self, *args, skip_tracker=None, count_words=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.skip_tracker = skip_tracker
+        # Words of trained answer text (see milestones.py): this rank's since the last optimizer step,
+        # and the total over all ranks, saved in every checkpoint.
+        self.count_words = count_words
+        self.pending_words = 0
+        self.words_seen = 0
 
     # ------------------------------------------------------------------------------- optimizer
     def create_optimizer(self, model=None):
@@ -55,6 +61,8 @@ class LlavaTrainer(Trainer):
         skipped = inputs.pop("skipped", None)
         if skipped and self.skip_tracker is not None:
             self.skip_tracker.record(skipped)
+        if self.count_words and model.training and inputs["input_ids"].shape[0]:
+            self.pending_words += count_words(inputs["labels"], self.processing_class)
         if inputs["input_ids"].shape[0] == 0:
             # Every clip of this batch was unreadable. Other ranks still reduce gradients, so this rank
             # runs a backward too, with a loss of exactly zero: no sample stands in for the lost ones.
@@ -72,14 +80,28 @@ class LlavaTrainer(Trainer):
         finally:
             self.args.save_total_limit = keep
         folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        if self.args.should_save:
+            write_word_count(folder, self.words_seen)
         checkpoints.mark_complete(folder, self.state.global_step)
         if self.args.should_save:
             checkpoints.rotate(self._get_output_dir(trial=trial), keep)
+
+    def save_milestone(self, label: str) -> str:
+        """Saves the model (loadable with no flags) in `checkpoint-words-{label}`; call on every rank."""
+        folder = os.path.join(self.args.output_dir, f"checkpoint-words-{label}")
+        self.save_model(folder)
+        if self.args.should_save:
+            write_word_count(folder, self.words_seen)
+            logger.info("%s words seen: saved %s", f"{self.words_seen:,}", folder)
+        return folder
 
     def _save(self, output_dir=None, state_dict=None):
         super()._save(output_dir, state_dict=state_dict)
         output_dir = output_dir or self.args.output_dir
         model = self.accelerator.unwrap_model(self.model)
+        tower = model.get_vision_tower()
+        if tower is not None:  # every saved model carries its preprocessing
+            tower.image_processor.save_pretrained(output_dir)
         if _only_adapter_trains(model):
             weights = model.get_model().adapter_state_dict()
             if state_dict is not None:  # gathered weights (ZeRO-3): take the adapter's from them
