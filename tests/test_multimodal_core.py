@@ -107,3 +107,14 @@ def test_batched_video_tensor_is_accepted(gpt2):
         stacked = gpt2(input_ids=ids, attention_mask=mask, images=videos).logits
         listed = gpt2(input_ids=ids, attention_mask=mask, images=list(videos)).logits
     assert torch.equal(stacked, listed)
+
+
+def test_fresh_visual_tokens_start_at_the_embedding_scale(gpt2):
+    # zero-initialized position tables and a projector whose outputs match the LM's input embeddings:
+    # visual tokens must not drown the positions the LM adds to them
+    inner = gpt2.get_model()
+    assert all(torch.count_nonzero(p) == 0 for p in inner.mm_pos_embed.parameters())
+    with torch.no_grad():
+        (tokens,) = gpt2.encode_videos([clip()])
+    target = float(gpt2.get_input_embeddings().weight.std())
+    assert 0.5 * target < float(tokens.std()) < 2 * target

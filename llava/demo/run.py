@@ -37,6 +37,7 @@ class Preset:
     epochs: int
     batch_size: int = 8  # per process; two processes
     learning_rate: float = 2e-3
+    adapter_learning_rate: float = 2e-3  # resampler, projector and embeddings
     gpt2_layers: int = 4
     gpt2_width: int = 128
     select_layer: int = -2
@@ -87,7 +88,7 @@ def train(assets: dict, preset: Preset, output_dir: Path) -> float:
         "NUM_EPOCHS": str(preset.epochs),
         "BATCH_SIZE": str(preset.batch_size),
         "LEARNING_RATE": str(preset.learning_rate),
-        "MM_PROJECTOR_LR": str(preset.learning_rate),
+        "MM_PROJECTOR_LR": str(preset.adapter_learning_rate),
         "WARMUP_RATIO": "0.05",
         "MODEL_MAX_LENGTH": "256",
         "PROJECTOR_HIDDEN": "256",
