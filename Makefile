@@ -6,7 +6,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test check-wrapper clean
+.PHONY: venv test demo demo-quick check-wrapper clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,14 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(PY) -m pytest -q -rs tests
+
+# The built-in default: synthetic clips, local tokenizer and models, DeepSpeed ZeRO-2 training through
+# train_italian_video.sh, evaluation against a video-blind control (results in demo_run/).
+demo: $(STAMP)
+	$(PY) -m llava.demo.run
+
+demo-quick: $(STAMP)
+	$(PY) -m llava.demo.run --quick
 
 check-wrapper: $(STAMP)
 	$(PY) scripts_italian/test_gpt2_wrapper.py

@@ -45,8 +45,9 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset(num_train=960, num_val=96, epochs=10),
-    "quick": Preset(num_train=320, num_val=48, epochs=8),
+    # measured on 2 cores: about 8.5 min of training for the full preset, under 2 min for the quick one
+    "full": Preset(num_train=960, num_val=96, epochs=35),
+    "quick": Preset(num_train=320, num_val=48, epochs=20),
 }
 
 
