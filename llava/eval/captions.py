@@ -1,9 +1,22 @@
-"""Caption evaluation: loss with the true clips and with shuffled ones (the grounding gap), and greedy
-captions from a trained checkpoint.
+"""Caption evaluation of a trained checkpoint: loss and perplexity, BLEU-4 and CIDEr of greedy captions,
+and the grounding gap.
 
-`python -m llava.eval.captions --model-path CKPT --data VAL.json [--video-folder DIR]` prints a table and
-writes JSON. Loss is the mean negative log-likelihood per caption token (EOS included), summed over the
-whole set before dividing, so long and short captions weigh by their tokens.
+    python -m llava.eval.captions --model-path CKPT --data VAL.json --video-folder DIR [--out RESULT.json]
+
+prints a table (and with `--json` the JSON on stdout); `--out` writes the JSON with every caption.
+
+- loss: mean negative log-likelihood per caption token (nats; the answer's tokens and its EOS, as
+  training labels them), summed over the whole set before dividing, so that captions weigh by their
+  tokens; perplexity is exp(loss). Samples are built by the training data pipeline itself (template,
+  truncation to the LM's positions, frame sampling, preprocessing). As in training, the first token
+  of a text-only sample is not scored where the tokenizer adds no BOS (nothing precedes it).
+- grounding gap: the loss of the same captions given another sample's clip (a derangement: no sample
+  keeps its own) minus the loss with the true clips, over the samples that have a clip or image. Near 0
+  means the captions do not depend on what the model sees.
+- BLEU-4 (sacrebleu corpus BLEU, 0-100) and CIDEr-D (0-10, the COCO caption evaluation's number) of
+  greedy captions against each sample's last answer; see llava/eval/metrics.py.
+
+Unreadable clips are logged, listed under "skipped" and left out of every number.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ import json
 import logging
 import math
 import random
+import sys
 
 import torch
 from tqdm import tqdm
@@ -20,27 +34,38 @@ from tqdm import tqdm
 from ..constants import IGNORE_INDEX
 from ..conversation import get_template
 from ..model.builder import load_pretrained_model
-from ..train.data import DataArguments, DataCollatorForSupervisedDataset, LazySupervisedDataset
+from ..model.llava_arch import max_positions
+from ..serve import generate_texts
+from ..train.data import (
+    DataArguments,
+    DataCollatorForSupervisedDataset,
+    LazySupervisedDataset,
+)
 from .metrics import bleu4, cider
 
 logger = logging.getLogger(__name__)
 
 
-def load_items(model, tokenizer, image_processor, data_path, video_folder=None, image_folder=None, version="plain"):
+def load_items(model, tokenizer, image_processor, data_path, video_folder=None, image_folder=None, version="plain",
+               num_frames=None):
     """The evaluation set as dataset items (ids, labels, pixels), built by the training pipeline itself so
-    that tokenization and preprocessing are exactly the ones the model was trained with."""
-    args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder,
-                         num_frames=getattr(model.config, "mm_num_frames", 8))
+    that tokenization, truncation and preprocessing are exactly the ones the model was trained with.
+
+    Returns `(dataset, items)`: unreadable media are logged and left out of `items`; the dataset's
+    `skipped` attribute lists them (`{"id", "path", "reason"}`).
+    """
     tower = model.get_vision_tower()
+    args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder,
+                         num_frames=num_frames or getattr(model.config, "mm_num_frames", 8))
     dataset = LazySupervisedDataset(
         data_path, tokenizer, args, image_processor=image_processor, template=version,
-        model_max_length=getattr(tokenizer, "model_max_length", None) if tower is None else None,
+        model_max_length=max_positions(model.config),  # training's default --model_max_length
         visual_tokens_per_input=model.get_model().num_visual_tokens if tower is not None else None,
     )
     items = [dataset[i] for i in range(len(dataset))]
-    skipped = [i for i in items if i.get("skipped")]
-    for item in skipped:
-        logger.warning("skipping %s: %s", item["id"], item["reason"])
+    dataset.skipped = [{"id": i["id"], "path": i["path"], "reason": i["reason"]} for i in items if i.get("skipped")]
+    for item in dataset.skipped:
+        logger.warning("skipping %s (%s): %s", item["id"], item["path"], item["reason"])
     return dataset, [i for i in items if not i.get("skipped")]
 
 
@@ -65,95 +90,173 @@ def _to(batch: dict, device) -> dict:
 
 
 @torch.no_grad()
-def caption_loss(model, tokenizer, items, batch_size: int = 16, progress: bool = False) -> float:
+def caption_nll(model, tokenizer, items, batch_size: int = 16, progress: bool = False) -> list[tuple[float, int]]:
+    """Per item: (summed negative log-likelihood, number of tokens) over its labelled tokens (the
+    caption and its EOS under the plain template), given the item's clip, as training scores them.
+
+    The visual block is spliced in by the model's own `prepare_inputs_labels_for_multimodal`, then each
+    labelled token's log-probability is read from the logits of the position before it (in float32).
+    """
     collate = DataCollatorForSupervisedDataset(tokenizer)
     device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for start in tqdm(range(0, len(items), batch_size), desc="loss", disable=not progress):
-        batch = collate(items[start : start + batch_size])
+    results = []
+    for start in tqdm(range(0, len(items), batch_size), desc="loss", disable=not progress, file=sys.stderr):
+        chunk = items[start : start + batch_size]
+        batch = collate(chunk)
         batch.pop("skipped")
         batch = _to(batch, device)
-        # The model's loss is the mean over the batch's predicted tokens; weigh it by their number. The
-        # visual block is spliced in after position 0, so the shifted text labels count them exactly.
-        tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        total += model(**batch).loss.item() * tokens
-        count += tokens
-    return total / max(count, 1)
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        if batch["images"]:
+            _, positions, mask, _, embeds, labels = model.prepare_inputs_labels_for_multimodal(
+                ids, None, mask, None, labels, batch["images"], batch["modalities"])
+            logits = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
+        else:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        targets = labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+        counted = targets != IGNORE_INDEX
+        sums, counts = (nll * counted).sum(1), counted.sum(1)
+        results += [(float(a), int(b)) for a, b in zip(sums, counts)]
+    return results
 
 
-@torch.no_grad()
+def mean_nll(pairs) -> float:
+    """Token-weighted mean of (sum, count) pairs: long and short captions weigh by their tokens."""
+    total, count = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    if count == 0:
+        raise ValueError("no labelled tokens to score (samples without an answer?)")
+    return total / count
+
+
+def caption_loss(model, tokenizer, items, batch_size: int = 16, progress: bool = False) -> float:
+    """Mean negative log-likelihood per caption token (EOS included) over all `items`."""
+    return mean_nll(caption_nll(model, tokenizer, items, batch_size, progress))
+
+
 def generate_captions(model, tokenizer, items, conversations, version="plain", batch_size: int = 16,
                       max_new_tokens: int = 32, progress: bool = False) -> list[str]:
-    """Greedy captions: each prompt is the sample's conversation without its answer."""
+    """Greedy captions: each prompt is the sample's conversation without its answer, under `version`."""
     template = get_template(version)
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     captions = []
-    for start in tqdm(range(0, len(items), batch_size), desc="captions", disable=not progress):
+    for start in tqdm(range(0, len(items), batch_size), desc="captions", disable=not progress, file=sys.stderr):
         chunk = items[start : start + batch_size]
         prompts = [template.prompt_ids(conversations[item["id"]], tokenizer) for item in chunk]
-        width = max(map(len, prompts))
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        images = [i["pixel_values"].to(device) for i in chunk if i["pixel_values"] is not None]
-        modalities = [i["modality"] for i in chunk if i["pixel_values"] is not None]
-        out = model.generate(ids, attention_mask=mask, images=images or None, modalities=modalities or None,
-                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        captions += [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
+        captions += generate_texts(model, tokenizer, prompts, [i["pixel_values"] for i in chunk], max_new_tokens=max_new_tokens)
     return captions
 
 
+def _reference(conversations) -> str | None:
+    answers = [t["value"] for t in conversations if t["from"] in ("gpt", "assistant")]
+    return answers[-1] if answers else None
+
+
 def evaluate(model_path, data_path, video_folder=None, image_folder=None, version="plain", batch_size=16,
-             max_new_tokens=32, device="cpu", seed=0, progress=True) -> dict:
-    tokenizer, model, image_processor, _ = load_pretrained_model(model_path, device=device)
-    dataset, items = load_items(model, tokenizer, image_processor, data_path, video_folder, image_folder, version)
+             max_new_tokens=32, device="cpu", seed=0, progress=True, model_base=None, num_frames=None,
+             dtype=None, vision_tower=None) -> dict:
+    """Every number of the report (see the module docstring), with each sample's caption and loss."""
+    tokenizer, model, image_processor, _ = load_pretrained_model(model_path, model_base, device=device, dtype=dtype,
+                                                                 vision_tower=vision_tower)
+    dataset, items = load_items(model, tokenizer, image_processor, data_path, video_folder, image_folder, version, num_frames)
+    if not items:
+        raise ValueError(f"{data_path}: no readable sample to evaluate")
     conversations = {s["id"]: s["conversations"] for s in dataset.samples}
-    references = {s["id"]: [t["value"] for t in s["conversations"] if t["from"] in ("gpt", "assistant")][-1:] for s in dataset.samples}
-    loss = caption_loss(model, tokenizer, items, batch_size, progress)
-    result = {"samples": len(items), "loss": loss, "perplexity": math.exp(loss)}
-    if model.get_vision_tower() is not None:
-        shuffled = with_clips_from(items, derangement(len(items), seed))
-        result["loss_shuffled_clips"] = caption_loss(model, tokenizer, shuffled, batch_size, progress)
-        result["grounding_gap"] = result["loss_shuffled_clips"] - loss
+    references = {i: _reference(c) for i, c in conversations.items()}
+    missing = [i["id"] for i in items if references[i["id"]] is None]
+    if missing:
+        raise ValueError(f"{len(missing)} samples have no reference answer to score, e.g. {missing[:5]}")
+
+    nll = caption_nll(model, tokenizer, items, batch_size, progress)
+    loss = mean_nll(nll)
+    result = {
+        "model_path": model_path, "model_base": model_base, "data": data_path, "version": version,
+        "samples": len(items), "skipped": dataset.skipped, "caption_tokens": sum(c for _, c in nll),
+        "loss": loss, "perplexity": math.exp(loss),
+        "visual_samples": 0, "loss_true_clips": None, "loss_shuffled_clips": None, "grounding_gap": None,
+    }
+    per_sample = [{"id": i["id"], "loss": s / max(c, 1)} for i, (s, c) in zip(items, nll)]
+
+    # Grounding gap: the same captions scored with another sample's clip. Over the samples that have a
+    # clip or image (text-only samples would score the same either way); a positive gap means the
+    # captions depend on what the model sees.
+    visual = [k for k, item in enumerate(items) if item["pixel_values"] is not None]
+    result["visual_samples"] = len(visual)
+    if len(visual) >= 2 and model.get_vision_tower() is not None:
+        order = derangement(len(visual), seed)
+        shuffled = caption_nll(model, tokenizer, with_clips_from([items[k] for k in visual], order), batch_size, progress)
+        result["loss_true_clips"] = mean_nll([nll[k] for k in visual])
+        result["loss_shuffled_clips"] = mean_nll(shuffled)
+        result["grounding_gap"] = result["loss_shuffled_clips"] - result["loss_true_clips"]
+        for k, j, (s, c) in zip(visual, order, shuffled):
+            per_sample[k]["clip_from"] = items[visual[j]]["id"]
+            per_sample[k]["loss_shuffled_clip"] = s / max(c, 1)
+    elif visual:
+        logger.warning("the grounding gap needs at least two samples with a clip or image; it is left out")
+
     captions = generate_captions(model, tokenizer, items, conversations, version, batch_size, max_new_tokens, progress)
-    refs = [references[i["id"]] for i in items]
+    refs = [[references[i["id"]]] for i in items]
     result["bleu4"] = bleu4(captions, refs)
+    # CIDEr's idf comes from the corpus itself: with one clip every idf is 0.
     result["cider"] = cider(captions, refs) if len(items) > 1 else None
-    result["captions"] = [{"id": i["id"], "caption": c, "reference": r[0]} for i, c, r in zip(items, captions, refs)]
+    for entry, caption, ref in zip(per_sample, captions, refs):
+        entry.update(caption=caption, reference=ref[0])
+    result["captions"] = per_sample
     return result
 
 
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def format_table(result: dict) -> str:
-    rows = [("samples", f"{result['samples']}"), ("caption loss", f"{result['loss']:.4f}"),
-            ("perplexity", f"{result['perplexity']:.3f}")]
-    if "grounding_gap" in result:
-        rows += [("loss, shuffled clips", f"{result['loss_shuffled_clips']:.4f}"),
-                 ("grounding gap", f"{result['grounding_gap']:+.4f}")]
-    rows += [("BLEU-4", f"{result['bleu4']:.2f}"), ("CIDEr", "n/a" if result["cider"] is None else f"{result['cider']:.3f}")]
+    rows = [
+        ("samples", f"{result['samples']} ({len(result.get('skipped', []))} unreadable, skipped)"),
+        ("caption tokens", f"{result.get('caption_tokens', 'n/a')}"),
+        ("caption loss (nats/token)", _fmt(result["loss"], ".4f")),
+        ("perplexity", _fmt(result["perplexity"], ".3f")),
+        ("loss, true clips", _fmt(result.get("loss_true_clips"), ".4f")),
+        ("loss, shuffled clips", _fmt(result.get("loss_shuffled_clips"), ".4f")),
+        ("grounding gap", _fmt(result.get("grounding_gap"), "+.4f")),
+        ("BLEU-4 (0-100)", _fmt(result["bleu4"], ".2f")),
+        ("CIDEr-D (0-10)", _fmt(result["cider"], ".3f")),
+    ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m llava.eval.captions", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-path", required=True)
+    parser.add_argument("--model-base", help="the language model of an adapter-only run given as --model-path")
+    parser.add_argument("--vision-tower", help="where an adapter-only run's tower is now, if it moved")
     parser.add_argument("--data", required=True, help="LLaVA JSON/JSONL with reference captions")
     parser.add_argument("--video-folder")
     parser.add_argument("--image-folder")
-    parser.add_argument("--version", default="plain")
+    parser.add_argument("--version", default="plain", help="prompt template, as in training")
+    parser.add_argument("--num-frames", type=int, help="frames per clip (default: the model's mm_num_frames)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="of the clip shuffle")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--out", help="write the JSON result here (with every caption)")
+    parser.add_argument("--json", action="store_true", help="print the JSON result on stdout (the table goes to stderr)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     result = evaluate(args.model_path, args.data, args.video_folder, args.image_folder, args.version,
-                      args.batch_size, args.max_new_tokens, args.device)
-    print(format_table(result))
+                      args.batch_size, args.max_new_tokens, args.device, args.seed, model_base=args.model_base,
+                      num_frames=args.num_frames, dtype=getattr(torch, args.dtype) if args.dtype else None,
+                      vision_tower=args.vision_tower)
+    table = format_table(result)
+    if args.json:
+        print(table, file=sys.stderr)
+        print(json.dumps(result, ensure_ascii=False, indent=1))
+    else:
+        print(table)
     if args.out:
-        with open(args.out, "w") as f:
+        with open(args.out, "w", encoding="utf-8") as f:
             json.dump(result, f, ensure_ascii=False, indent=1)
+    return result
 
 
 if __name__ == "__main__":

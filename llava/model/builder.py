@@ -60,21 +60,161 @@ def causal_lm_class(family: str):
     return getattr(package, AVAILABLE_MODELS[family].split(", ")[0])
 
 
-def load_pretrained_model(model_path: str, device: str = "cpu", dtype=None):
-    """`(tokenizer, model, image_processor, context_len)` for a saved llava checkpoint of any family.
+ADAPTER_FILES = ("mm_projector.bin", "mm_projector.safetensors")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# Settings of the language model that an adapter was trained against; a base LM that differs in one
+# of them is not the one the adapter fits.
+_LM_SHAPE_KEYS = ("vocab_size", "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "n_layers")
+# Keys of a tower's config that say nothing about its architecture.
+_INCIDENTAL_TOWER_KEYS = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures"}
 
-    The checkpoint's config rebuilds everything (tower, packer, projector, embeddings); the image
-    processor is the tower's (None for a text-only model). The model is in eval mode on `device`.
+
+def load_pretrained_model(model_path: str, model_base: str | None = None, device: str = "cpu", dtype=None,
+                          *, vision_tower: str | None = None):
+    """`(tokenizer, model, image_processor, context_len)` for inference, any of the seven families.
+
+    - `model_base=None`: `model_path` is a full llava checkpoint (or a plain language model); its config
+      rebuilds everything (tower, packer, projector, embeddings) and its weights fill it.
+    - `model_base` given: `model_path` is the folder of an adapter-only run (or its `mm_projector.bin`
+      itself) holding the adapter and the run's `config.json`. The language model comes from
+      `model_base`; the visual modules are rebuilt from the run's `mm_*` settings, the tower's weights
+      from the folder its `mm_vision_tower` names (or from `vision_tower`, where it has moved), and the
+      adapter (resampler, projector, embeddings) from the file.
+
+    The image processor is the tower's (None for a text-only model); `context_len` is the language
+    model's number of positions. A tokenizer without a pad token pads with EOS, as in training. The model
+    is in eval mode on `device`, in `dtype` where given.
     """
     from transformers import AutoTokenizer
 
     from .llava_arch import max_positions
 
-    family = family_of(model_path)
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = causal_lm_class(family).from_pretrained(model_path, **kwargs).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if model_base is None:
+        if os.path.isdir(model_path) and not _has_weights(model_path) and _adapter_file(model_path):
+            raise ValueError(
+                f"{model_path} holds an adapter ({_adapter_file(model_path)}) but no model weights: "
+                "pass the language model it was trained on as model_base (--model-base)"
+            )
+        model = causal_lm_class(family_of(model_path)).from_pretrained(model_path, **kwargs)
+        tokenizer_path = model_path
+    else:
+        model = _model_from_base_and_adapter(model_path, model_base, vision_tower, kwargs)
+        folder = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
+        tokenizer_path = folder if os.path.isfile(os.path.join(folder, "tokenizer_config.json")) else model_base
+    model = model.to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     if tokenizer.pad_token_id is None:  # as in training: EOS pads, masks come from lengths
         tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
     tower = model.get_vision_tower()
     return tokenizer, model, (tower.image_processor if tower is not None else None), max_positions(model.config)
+
+
+def _has_weights(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, name)) for name in _WEIGHT_FILES)
+
+
+def _adapter_file(folder: str) -> str | None:
+    return next((os.path.join(folder, n) for n in ADAPTER_FILES if os.path.isfile(os.path.join(folder, n))), None)
+
+
+def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower: str | None, kwargs: dict):
+    """The base language model with the visual modules of an adapter-only run (see load_pretrained_model)."""
+    from types import SimpleNamespace
+
+    from .multimodal_encoder.builder import _processor_from_dict
+
+    if os.path.isdir(model_path):
+        folder, adapter = model_path, _adapter_file(model_path)
+        if adapter is None:
+            raise FileNotFoundError(
+                f"{model_path} holds no adapter ({' or '.join(ADAPTER_FILES)}); with model_base, model_path must be "
+                "the output folder of an adapter-only run (--mm_tunable_parts mm_vision_resampler,mm_mlp_adapter), "
+                "or a full checkpoint loaded without model_base"
+            )
+    elif os.path.isfile(model_path):
+        folder, adapter = os.path.dirname(model_path) or ".", model_path
+    else:
+        raise FileNotFoundError(f"model_path {model_path} does not exist")
+    config_file = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(
+            f"{config_file} is missing: the adapter's run writes its mm_* settings there, and without them the "
+            "visual modules cannot be rebuilt"
+        )
+    with open(config_file) as f:
+        run = json.load(f)
+    if not run.get("mm_vision_tower") or not run.get("mm_vision_config"):
+        raise ValueError(f"{config_file} has no mm_vision_tower/mm_vision_config: not the config of a visual run")
+
+    family = family_of(model_base)
+    run_family = run.get("model_type")
+    run_family = STOCK_TO_LLAVA.get(run_family, run_family)
+    if run_family in AVAILABLE_MODELS and run_family != family:
+        raise ValueError(f"the adapter in {folder} was trained on a {run_family} model, but model_base {model_base} is {family}")
+    model = causal_lm_class(family).from_pretrained(model_base, **kwargs)
+    if model.get_vision_tower() is not None:
+        raise ValueError(f"model_base {model_base} already has visual modules; pass the plain language model")
+    base = model.config.to_dict()
+    differing = {k: (base[k], run[k]) for k in _LM_SHAPE_KEYS if k in base and k in run and base[k] != run[k]}
+    if differing:
+        raise ValueError(
+            f"model_base {model_base} is not the language model the adapter in {folder} was trained on: "
+            + ", ".join(f"{k} {a} (base) vs {b} (run)" for k, (a, b) in differing.items())
+        )
+
+    tower_path = vision_tower or run["mm_vision_tower"]
+    _check_tower_available(tower_path, config_file)
+    settings = {
+        "vision_tower": tower_path,
+        "mm_vision_select_layer": run.get("mm_vision_select_layer"),
+        "num_frames": run.get("mm_num_frames"),
+        "mm_projector_type": run.get("mm_projector_type"),
+        "mm_resampler_type": run.get("mm_resampler_type"),
+        "mm_fast_grid": run.get("mm_fast_grid"),
+        "mm_slow_grid": run.get("mm_slow_grid"),
+        "mm_packer_num_heads": run.get("mm_packer_num_heads"),
+    }
+    settings = {k: v for k, v in settings.items() if v is not None}  # absent: the training defaults
+    settings["mm_projector_hidden_size"] = run.get("mm_projector_hidden_size")  # None means the LM's width
+    model.get_model().initialize_vision_modules(SimpleNamespace(**settings))
+
+    config = model.config
+    built, trained = _architecture(config.mm_vision_config), _architecture(run["mm_vision_config"])
+    changed = sorted(k for k in built.keys() & trained.keys() if built[k] != trained[k])
+    if changed:
+        raise ValueError(
+            f"the vision tower at {tower_path} is not the one the adapter was trained with: "
+            + ", ".join(f"{k} {built[k]!r} != {trained[k]!r}" for k in changed[:8])
+        )
+    if run.get("mm_image_processor") and run["mm_image_processor"] != json.loads(json.dumps(config.mm_image_processor)):
+        # Preprocess exactly as the run did: its recorded processor wins over the folder's.
+        logger.warning("the tower folder's image processor differs from the run's; using the run's")
+        model.get_vision_tower().image_processor = _processor_from_dict(run["mm_image_processor"])
+        config.mm_image_processor = run["mm_image_processor"]
+    model.get_model().load_adapter_weights(adapter)
+    if "dtype" in kwargs:
+        model = model.to(kwargs["dtype"])
+    return model
+
+
+def _architecture(tower_config: dict) -> dict:
+    """A tower config as JSON would hold it, without the keys that say nothing about the architecture."""
+    return {k: v for k, v in json.loads(json.dumps(tower_config)).items() if k not in _INCIDENTAL_TOWER_KEYS}
+
+
+def _check_tower_available(tower_path: str, config_file: str) -> None:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(tower_path)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(
+            f"the vision tower {tower_path!r} (mm_vision_tower in {config_file}) cannot be loaded: an adapter-only "
+            "run does not carry the tower's weights, they come from that folder. Make it available there, or name "
+            f"where it is now (load_pretrained_model(..., vision_tower=PATH), --vision-tower PATH). ({type(e).__name__}: {e})"
+        ) from None

@@ -1,0 +1,128 @@
+"""Export the language model of a llava checkpoint as a stock transformers model.
+
+    python -m llava.eval.export_lm --model-path CKPT --out DIR [--model-base BASE_LM]
+
+writes DIR with the family's stock causal-LM class (GPT-2: `GPT2LMHeadModel`, `model_type` "gpt2"; Llama:
+`LlamaForCausalLM`; ...), its tokenizer and its generation config: what the BabyLM evaluation pipeline
+loads with `AutoModelForCausalLM.from_pretrained(DIR)`, without this package. Every visual weight (tower,
+resampler, projector, spatial/temporal embeddings) and every `mm_*` config key is dropped; the text-only
+logits are those of the multimodal model (checked before saving).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import torch
+
+from ..model.builder import STOCK_TO_LLAVA, load_pretrained_model
+from ..model.llava_arch import ADAPTER_MODULES
+
+logger = logging.getLogger("llava.export")
+
+LLAVA_TO_STOCK = {llava: stock for stock, llava in STOCK_TO_LLAVA.items()}
+VISUAL_MODULES = ("vision_tower", *ADAPTER_MODULES)
+# Config keys that are not the stock class's: llava generation defaults (they belong in the generation
+# config) and bookkeeping that from_pretrained/save_pretrained write themselves.
+_NOT_COPIED = {"model_type", "architectures", "transformers_version", "_name_or_path", "auto_map"}
+
+
+def stock_model_type(model) -> str:
+    llava_type = model.config.model_type
+    if llava_type not in LLAVA_TO_STOCK:
+        raise ValueError(f"no stock transformers class is known for model_type {llava_type!r}")
+    return LLAVA_TO_STOCK[llava_type]
+
+
+def stock_config(model):
+    """The llava config as the family's stock config: no `mm_*` key, the stock `model_type`."""
+    from transformers import AutoConfig
+
+    stock_type = stock_model_type(model)
+    config_class = type(AutoConfig.for_model(stock_type))
+    known = set(config_class().to_dict())
+    values = model.config.to_dict()
+    kept = {k: v for k, v in values.items() if k in known and k not in _NOT_COPIED and not k.startswith("mm_")}
+    dropped = sorted(k for k in values if k not in kept and k not in _NOT_COPIED)
+    logger.info("config keys left out of the %s config: %s", stock_type, ", ".join(dropped) or "none")
+    config = config_class(**kept)
+    config.use_cache = True  # training turns the cache off; inference wants it
+    config.architectures = None
+    return config
+
+
+def language_model_state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's weights without the visual modules, under the stock class's names."""
+    inner = model.get_model()
+    prefix = next(name for name, module in model.named_modules() if module is inner)
+    visual = tuple(f"{prefix}.{name}." if prefix else f"{name}." for name in VISUAL_MODULES)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(visual)}
+
+
+def to_stock(model):
+    """A stock transformers causal LM holding `model`'s language model weights (same dtype, on the CPU)."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    config = stock_config(model)
+    dtype = model.get_input_embeddings().weight.dtype
+    stock = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    weights = {k: v.detach().to("cpu") for k, v in language_model_state_dict(model).items()}
+    missing, unexpected = stock.load_state_dict(weights, strict=False)
+    # Tied heads may appear on one side only; every other difference is an error.
+    tied = set(getattr(stock, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ValueError(f"the language model does not map onto {type(stock).__name__}: missing {missing}, unexpected {unexpected}")
+    stock.tie_weights()
+    if getattr(model, "generation_config", None) is not None:
+        stock.generation_config = GenerationConfig.from_dict(model.generation_config.to_dict())
+    return stock.eval()
+
+
+@torch.no_grad()
+def check_same_logits(model, stock, vocab_size: int, length: int = 16, atol: float = 1e-4) -> float:
+    """Max |difference| of the two models' logits on a random text-only sequence; raises beyond `atol`."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab_size, (1, length), generator=generator)
+    device = next(model.parameters()).device
+    a = model(input_ids=ids.to(device)).logits.float().cpu()
+    b = stock(input_ids=ids).logits.float()
+    diff = float((a - b).abs().max())
+    if diff > atol:
+        raise RuntimeError(f"the exported model's logits differ from the multimodal model's by {diff:.3g} (> {atol})")
+    return diff
+
+
+def export(model_path: str, out: str, model_base: str | None = None, vision_tower: str | None = None, check: bool = True):
+    """Writes the stock language model and tokenizer of `model_path` to `out`; returns the stock model."""
+    tokenizer, model, _, _ = load_pretrained_model(model_path, model_base, device="cpu", vision_tower=vision_tower)
+    stock = to_stock(model)
+    if check:
+        diff = check_same_logits(model, stock, min(model.get_input_embeddings().num_embeddings, len(tokenizer)))
+        logger.info("text-only logits of the export match the multimodal model's (max difference %.2g)", diff)
+    os.makedirs(out, exist_ok=True)
+    stock.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    logger.info("wrote %s (%s, model_type %s) with its tokenizer to %s", type(stock).__name__,
+                model.config.model_type, stock.config.model_type, out)
+    return stock
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llava.eval.export_lm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-path", required=True, help="llava checkpoint (or an adapter-only run, with --model-base)")
+    parser.add_argument("--model-base", help="the language model of an adapter-only run")
+    parser.add_argument("--vision-tower", help="where an adapter-only run's tower is now, if it moved")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--no-check", action="store_true", help="skip the logits comparison before saving")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    export(args.model_path, args.out, args.model_base, args.vision_tower, check=not args.no_check)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Inference from a trained checkpoint: `python -m llava.serve.cli` captions clips, images or whole sets.
+
+`generate_texts` is the one generation routine that the command line and the caption evaluation share:
+prompts built by the model's template (the ids training saw before the answer), left-padded into one
+batch, visual inputs in placeholder order; greedy when the temperature is 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# End-of-turn tokens of the chat templates; generation stops at any of them that the vocabulary has.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """EOS plus the end-of-turn tokens the tokenizer knows (a chat template ends answers with them)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab and vocab[t] not in ids]
+    return ids
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, prompts: list[list[int]], images: list[torch.Tensor | None],
+                   max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
+    """One batch: `prompts[i]` (ids with IMAGE_TOKEN_INDEX placeholders) with `images[i]` (a (T, 3, S, S)
+    clip, a (3, S, S) or (1, 3, S, S) image, or None for a text-only prompt) -> the generated texts.
+
+    Greedy decoding when `temperature` is 0; otherwise sampling with `temperature` and `top_p`. An empty
+    prompt starts from BOS (or EOS where there is none).
+    """
+    if len(prompts) != len(images):
+        raise ValueError(f"{len(prompts)} prompts but {len(images)} visual entries")
+    # A text-only prompt under the plain template is empty (the human text is dropped): start it the way a
+    # document starts, from BOS (GPT-2: its end-of-text token).
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    prompts = [list(p) if len(p) else [start] for p in prompts]
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    visual = [x.to(device) for x in images if x is not None]
+    modalities = ["video" if x.ndim == 4 and x.shape[0] > 1 else "image" for x in images if x is not None]
+    sampling = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)} if temperature > 0 else {
+        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    out = model.generate(ids, attention_mask=mask, images=visual or None, modalities=modalities or None,
+                         max_new_tokens=max_new_tokens, num_beams=1, pad_token_id=pad,
+                         eos_token_id=stop_token_ids(tokenizer), **sampling)
+    if not visual:  # generate from ids returns the prompt too
+        out = out[:, ids.shape[1]:]
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]

@@ -1,0 +1,215 @@
+"""Caption a clip, an image or a whole set from a trained checkpoint.
+
+    python -m llava.serve.cli --model-path CKPT --video CLIP.mp4
+    python -m llava.serve.cli --model-path CKPT --image PHOTO.jpg --prompt "..."
+    python -m llava.serve.cli --model-path RUN --model-base BASE_LM --video CLIP.mp4   # adapter-only run
+    python -m llava.serve.cli --model-path CKPT --data VAL.json --video-folder DIR --out captions.jsonl
+
+The prompt goes through the model's template (`--version`, default `plain`), exactly as training built
+it: a human turn `<video>\\n{prompt}`, and the model writes the answer. The plain template keeps only the
+visual placeholder of a human turn (LLaVA's plain template), so there the prompt text is not seen.
+Decoding is greedy unless `--temperature` is above 0.
+
+A single caption is printed on stdout, nothing else. A set (`--data`, LLaVA JSON/JSONL: each sample's own
+conversation is its prompt) is captioned in batches with a progress bar; every sample becomes one JSON
+line `{"id", "caption"}` (plus `"reference"`, the sample's last answer, where it has one). Clips or
+images that cannot be read are reported on stderr, listed in `OUT.skipped.jsonl`, and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN
+from ..conversation import get_template, to_messages
+from . import generate_texts
+
+logger = logging.getLogger("llava.serve")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def prompt_ids(template, tokenizer, prompt: str, modality: str | None) -> list[int]:
+    """Generation ids of one human turn holding the visual placeholder (if any) and `prompt`."""
+    token = {"video": DEFAULT_VIDEO_TOKEN, "image": DEFAULT_IMAGE_TOKEN}.get(modality, "")
+    text = f"{token}\n{prompt}" if token else prompt
+    return template.prompt_ids([{"from": "human", "value": text}], tokenizer)
+
+
+def reference_of(conversations: list[dict]) -> str | None:
+    answers = [m["content"] for m in to_messages(conversations) if m["role"] == "assistant"]
+    return answers[-1] if answers else None
+
+
+def load_clip(path: str, image_processor, num_frames: int) -> torch.Tensor:
+    """(T, 3, S, S) pixels of `num_frames` frames spread over the clip; VideoReadError if unreadable."""
+    from ..mm_utils import process_video_frames
+    from ..video import read_video_frames
+
+    return process_video_frames(read_video_frames(path, num_frames), image_processor)
+
+
+def load_image(path: str, image_processor) -> torch.Tensor:
+    """(1, 3, S, S) pixels (a one-frame clip); MediaReadError if unreadable."""
+    from ..train.data import _load_image
+
+    return _load_image(path, image_processor)
+
+
+class CaptionSet(Dataset):
+    """A LLaVA data file as generation inputs: `{"id", "prompt_ids", "pixels", "reference"}` per sample,
+    or the dataset's skip record (`"skipped": True`, with the reason) for unreadable media."""
+
+    def __init__(self, data_path, tokenizer, image_processor, version="plain", video_folder=None,
+                 image_folder=None, num_frames=8):
+        from ..train.data import DataArguments, LazySupervisedDataset
+
+        args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder, num_frames=num_frames)
+        self.template = get_template(version)
+        self.tokenizer = tokenizer
+        # The training dataset reads media exactly as training did, and turns bad files into skip records.
+        self.dataset = LazySupervisedDataset(data_path, tokenizer, args, image_processor=image_processor, template=self.template)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        if item.get("skipped"):
+            return item
+        conversations = self.dataset.samples[index]["conversations"]
+        return {
+            "id": item["id"],
+            "prompt_ids": self.template.prompt_ids(conversations, self.tokenizer),
+            "pixels": item["pixel_values"],
+            "reference": reference_of(conversations),
+        }
+
+
+def _as_list(items):
+    return items
+
+
+def caption_set(model, tokenizer, image_processor, data_path, out_path, *, version="plain", video_folder=None,
+                image_folder=None, num_frames=8, batch_size=8, num_workers=0, max_new_tokens=64,
+                temperature=0.0, top_p=1.0, progress=True) -> dict:
+    """Captions every readable sample of `data_path` into `out_path` (JSON lines); returns the counts."""
+    dataset = CaptionSet(data_path, tokenizer, image_processor, version, video_folder, image_folder, num_frames)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_as_list)
+    skipped_path = f"{os.path.splitext(out_path)[0]}.skipped.jsonl"
+    if os.path.exists(skipped_path):
+        os.remove(skipped_path)  # a list from an earlier run would mislead
+    written, skipped = 0, []
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as out, tqdm(total=len(dataset), desc="captioning", unit="sample",
+                                                            disable=not progress, file=sys.stderr) as bar:
+        for batch in loader:
+            bad = [item for item in batch if item.get("skipped")]
+            good = [item for item in batch if not item.get("skipped")]
+            for item in bad:
+                logger.warning("skipping %s (%s): %s", item["id"], item["path"], item["reason"])
+                skipped.append({"id": item["id"], "path": item["path"], "reason": item["reason"]})
+            if good:
+                texts = generate_texts(model, tokenizer, [i["prompt_ids"] for i in good], [i["pixels"] for i in good],
+                                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+                for item, text in zip(good, texts):
+                    line = {"id": item["id"], "caption": text}
+                    if item["reference"] is not None:
+                        line["reference"] = item["reference"]
+                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    written += 1
+                out.flush()
+            bar.update(len(batch))
+            bar.set_postfix(skipped=len(skipped))
+    if skipped:
+        with open(skipped_path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped)
+        logger.warning("%d of %d samples could not be read and were skipped; listed in %s", len(skipped), len(dataset), skipped_path)
+    return {"captioned": written, "skipped": len(skipped), "skipped_list": skipped_path if skipped else None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m llava.serve.cli", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--model-path", required=True, help="llava checkpoint folder, or the folder of an adapter-only run (with --model-base)")
+    parser.add_argument("--model-base", help="the language model an adapter-only run was trained on")
+    parser.add_argument("--vision-tower", help="where the tower of an adapter-only run is now, if it moved")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="a clip to caption")
+    source.add_argument("--image", help="an image to caption")
+    source.add_argument("--data", help="LLaVA JSON/JSONL set to caption into --out")
+    parser.add_argument("--prompt", default="", help="text of the human turn after the placeholder (default: none, as in caption training)")
+    parser.add_argument("--version", default="plain", help="prompt template, as in training: plain, chat or chatml")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--num-frames", type=int, help="frames per clip (default: the model's mm_num_frames)")
+    parser.add_argument("--seed", type=int, default=0, help="for sampling")
+    parser.add_argument("--video-folder", help="folder the --data video paths are relative to")
+    parser.add_argument("--image-folder", help="folder the --data image paths are relative to")
+    parser.add_argument("--out", help="JSON lines output of --data")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding clips for --data")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: the checkpoint's")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data and not args.out:
+        parser.error("--data needs --out FILE.jsonl")
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        parser.error("--temperature must be >= 0 and --top-p in (0, 1]")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from ..model.builder import load_pretrained_model
+
+    torch.manual_seed(args.seed)
+    tokenizer, model, image_processor, _ = load_pretrained_model(
+        args.model_path, args.model_base, device=args.device, dtype=DTYPES.get(args.dtype), vision_tower=args.vision_tower)
+    max_frames = getattr(model.config, "mm_num_frames", None)
+    num_frames = args.num_frames or max_frames or 8
+    if (args.video or args.image) and image_processor is None:
+        parser.error(f"{args.model_path} is a text-only model (no vision tower): it cannot caption media")
+    if max_frames is not None and num_frames > max_frames:
+        parser.error(f"--num-frames {num_frames}: this model takes at most {max_frames} frames per clip")
+    generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
+
+    if args.data:
+        counts = caption_set(model, tokenizer, image_processor, args.data, args.out, version=args.version,
+                             video_folder=args.video_folder, image_folder=args.image_folder, num_frames=num_frames,
+                             batch_size=args.batch_size, num_workers=args.num_workers, **generation)
+        print(f"captioned {counts['captioned']} samples into {args.out}; skipped {counts['skipped']}"
+              + (f" (listed in {counts['skipped_list']})" if counts["skipped"] else ""), file=sys.stderr)
+        return 0
+
+    from ..train.data import MediaReadError
+    from ..video import VideoReadError
+
+    template = get_template(args.version)
+    if args.prompt and template.name == "plain":
+        logger.warning("the plain template keeps only the visual placeholder of a prompt (as in training): --prompt is not seen")
+    try:
+        if args.video:
+            pixels, modality = load_clip(args.video, image_processor, num_frames), "video"
+        else:
+            pixels, modality = load_image(args.image, image_processor), "image"
+    except (VideoReadError, MediaReadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    ids = prompt_ids(template, tokenizer, args.prompt, modality)
+    print(generate_texts(model, tokenizer, [ids], [pixels], **generation)[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Inference from trained checkpoints: load_pretrained_model (full, and base LM + adapter) and the
+captioning command line (one clip, one image, a whole set with a broken clip)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.demo.synthetic import write_clip
+from llava.mm_utils import process_images, process_video_frames
+from llava.model.builder import causal_lm_class, load_pretrained_model
+from llava.serve import cli
+from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
+from llava.train import train
+from llava.video import read_video_frames
+
+from train_helpers import ROOT, make_assets, train_args
+
+MAX_NEW = 6
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return make_assets(tmp_path_factory.mktemp("assets"), num_train=8, num_val=4)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(assets, tmp_path_factory):
+    """A tiny video captioner trained for a few steps (a full checkpoint: LM, tower, adapter)."""
+    out = tmp_path_factory.mktemp("full")
+    train.main(train_args(assets, out, "--save_steps", "1000", steps=4))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    """A clip of this test's own: a white square crossing a dark background."""
+    frames = np.full((12, 64, 64, 3), 30, dtype=np.uint8)
+    for t in range(12):
+        frames[t, 20:36, 4 * t : 4 * t + 16] = 255
+    path = tmp_path_factory.mktemp("clip") / "square.mp4"
+    write_clip(path, frames, codec="mpeg4")
+    return str(path)
+
+
+def greedy_reference(model, tokenizer, pixels) -> str:
+    """The caption written by hand: the plain template's prompt (the visual block alone), greedy."""
+    ids = torch.tensor([[IMAGE_TOKEN_INDEX]])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), images=[pixels], max_new_tokens=MAX_NEW,
+                             do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+
+def test_cli_captions_a_clip(checkpoint, clip_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "llava.serve.cli", "--model-path", checkpoint, "--video", clip_path,
+         "--max-new-tokens", str(MAX_NEW)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokenizer, model, processor, context = load_pretrained_model(checkpoint)
+    assert context == 256 and tokenizer.pad_token_id == tokenizer.eos_token_id
+    expected = greedy_reference(model, tokenizer, process_video_frames(read_video_frames(clip_path, 8), processor))
+    assert result.stdout == expected + "\n"
+
+
+def test_cli_sampling_and_frame_limits(checkpoint, clip_path, capsys):
+    args = ["--model-path", checkpoint, "--video", clip_path, "--max-new-tokens", str(MAX_NEW)]
+    assert cli.main(args + ["--temperature", "0.8", "--top-p", "0.9", "--seed", "1"]) == 0
+    first = capsys.readouterr().out
+    cli.main(args + ["--temperature", "0.8", "--top-p", "0.9", "--seed", "1"])
+    assert capsys.readouterr().out == first  # seeded sampling repeats
+    with pytest.raises(SystemExit):
+        cli.main(args + ["--num-frames", "16"])
+    assert "at most 8 frames" in capsys.readouterr().err
+    assert cli.main(["--model-path", checkpoint, "--video", clip_path + ".missing"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_captions_an_image(checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(path)
+    assert cli.main(["--model-path", checkpoint, "--image", str(path), "--max-new-tokens", str(MAX_NEW)]) == 0
+    tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
+    with Image.open(path) as image:
+        pixels = process_images([image], processor)
+    assert capsys.readouterr().out == greedy_reference(model, tokenizer, pixels) + "\n"
+
+
+def test_cli_batch_mode_skips_a_broken_clip(checkpoint, assets, tmp_path, capsys, caplog):
+    samples = json.loads(Path(assets["val"]).read_text())
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("this is not a video\n")
+    samples.insert(1, {"id": "broken", "video": str(broken),
+                       "conversations": [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": "niente"}]})
+    samples.append({"id": "no-reference", "video": samples[0]["video"], "conversations": [{"from": "human", "value": "<video>\n"}]})
+    samples.append({"id": "text-only", "conversations": [{"from": "human", "value": "ciao"}, {"from": "gpt", "value": "un cerchio"}]})
+    data = tmp_path / "set.json"
+    data.write_text(json.dumps(samples))
+    out = tmp_path / "captions.jsonl"
+    code = cli.main(["--model-path", checkpoint, "--data", str(data), "--video-folder", assets["video_folder"],
+                     "--out", str(out), "--batch-size", "2", "--max-new-tokens", str(MAX_NEW)])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "captioning" in err and "captioned 6 samples" in err and "skipped 1" in err  # progress bar, summary
+    assert "skipping broken" in caplog.text and "opening/demuxing failed" in caplog.text
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == [s["id"] for s in samples if s["id"] != "broken"]
+    references = {s["id"]: s["conversations"][-1]["value"] for s in samples if len(s["conversations"]) == 2}
+    for line in lines:
+        assert isinstance(line["caption"], str)
+        assert line.get("reference") == references.get(line["id"])
+    listed = [json.loads(line) for line in (tmp_path / "captions.skipped.jsonl").read_text().splitlines()]
+    assert [entry["id"] for entry in listed] == ["broken"] and listed[0]["reason"]
+
+    # batched (and left-padded) captions are the captions of one sample at a time
+    tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
+    first = process_video_frames(read_video_frames(f"{assets['video_folder']}/{samples[0]['video']}", 8), processor)
+    assert lines[0]["caption"] == greedy_reference(model, tokenizer, first)
+    assert lines[-2]["caption"] == lines[0]["caption"]  # the same clip, without a reference
+    # a text-only sample under the plain template: generation starts from BOS, beside clips in its batch
+    ids = torch.tensor([[tokenizer.bos_token_id]])
+    with torch.no_grad():
+        text = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW, do_sample=False,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)[0, 1:]
+    assert lines[-1]["caption"] == tokenizer.decode(text, skip_special_tokens=True).strip()
+
+
+def test_batches_of_prompts_of_different_lengths_match_single_prompts(checkpoint, assets):
+    from llava.conversation import get_template
+    from llava.serve import generate_texts
+
+    tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
+    template = get_template("chatml")
+    clips = [cli.load_clip(f"{assets['video_folder']}/val_0000{i}.mp4", processor, 8) for i in range(3)]
+    prompts = [cli.prompt_ids(template, tokenizer, p, "video") for p in ("", "descrivi il video con cura", "ciao")]
+    assert len({len(p) for p in prompts}) == 3
+    batched = generate_texts(model, tokenizer, prompts, clips, max_new_tokens=MAX_NEW)
+    assert batched == [generate_texts(model, tokenizer, [p], [c], max_new_tokens=MAX_NEW)[0] for p, c in zip(prompts, clips)]
+
+
+def test_base_model_plus_adapter_gives_the_trained_model(assets, tmp_path, capsys):
+    out = tmp_path / "adapter"
+    trainer = train.main(train_args(assets, out, "--mm_tunable_parts", "mm_vision_resampler,mm_mlp_adapter",
+                                    "--save_steps", "1000", steps=4))
+    assert (out / "mm_projector.bin").exists()
+    tokenizer, model, processor, context = load_pretrained_model(str(out), model_base=assets["gpt2"])
+    assert processor is not None and context == 256 and tokenizer.pad_token_id == tokenizer.eos_token_id
+    trained = trainer.model.eval()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    batch.pop("skipped")
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, trained(**batch).logits)
+
+    # the adapter file itself works as model_path (its config.json beside it)
+    _, from_file, _, _ = load_pretrained_model(str(out / "mm_projector.bin"), model_base=assets["gpt2"])
+    for key, value in from_file.get_model().adapter_state_dict().items():
+        assert torch.equal(value, trained.get_model().adapter_state_dict()[key]), key
+
+    # the command line takes the same pair
+    clip = f"{assets['video_folder']}/val_00000.mp4"
+    capsys.readouterr()  # the training's own output
+    assert cli.main(["--model-path", str(out), "--model-base", assets["gpt2"], "--video", clip, "--max-new-tokens", str(MAX_NEW)]) == 0
+    pixels = process_video_frames(read_video_frames(clip, 8), processor)
+    assert capsys.readouterr().out == greedy_reference(trained, tokenizer, pixels) + "\n"
+
+    with pytest.raises(FileNotFoundError, match="does not carry the tower's weights"):
+        load_pretrained_model(str(out), model_base=assets["gpt2"], vision_tower=str(tmp_path / "moved-away"))
+
+
+def test_adapter_errors_are_clear(assets, tmp_path):
+    adapter_only = tmp_path / "only-adapter"
+    adapter_only.mkdir()
+    (adapter_only / "mm_projector.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="model_base"):
+        load_pretrained_model(str(adapter_only))
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        load_pretrained_model(str(adapter_only), model_base=assets["gpt2"])
+    with pytest.raises(FileNotFoundError, match="holds no adapter"):
+        load_pretrained_model(assets["gpt2"], model_base=assets["gpt2"])
+
+
+def test_base_plus_adapter_for_llama(tower_dir, tmp_path):
+    """Another family, built from a tiny config: an adapter file and the run's config beside it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llava.demo.synthetic import caption_corpus, train_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(train_tokenizer(tmp_path / "tok", caption_corpus()))
+    config = TINY_LANGUAGE_CONFIGS["llava_llama"]()
+    config.vocab_size = len(tokenizer)
+    base = tmp_path / "llama"
+    AutoModelForCausalLM.from_config(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    model = causal_lm_class("llava_llama").from_pretrained(base)
+    model.get_model().initialize_vision_modules(tiny_vision_args(tower_dir))
+    with torch.no_grad():  # "trained" adapter weights, unlike any fresh initialization
+        for name, p in model.named_parameters():
+            if "mm_pos_embed" in name or "mm_projector" in name or "vision_resampler" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    run = tmp_path / "run"
+    model.config.save_pretrained(run)
+    torch.save(model.get_model().adapter_state_dict(), run / "mm_projector.bin")
+
+    _, loaded, processor, context = load_pretrained_model(str(run), model_base=str(base))
+    assert type(loaded).__name__ == "LlavaLlamaForCausalLM" and context == 256 and processor is not None
+    ids = torch.tensor([[5, IMAGE_TOKEN_INDEX, 7, 9]])
+    clip = torch.randn(8, 3, 56, 56)
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids, images=[clip]).logits, model.eval()(input_ids=ids, images=[clip]).logits)
