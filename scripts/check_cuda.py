@@ -75,10 +75,20 @@ def main() -> int:
         eager, sdpa = build(tower_dir, "eager"), build(tower_dir, "sdpa")
 
     ids, labels, clips = batch()
+    # fp32 comparison without TF32, so that only the attention kernels differ
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     with torch.no_grad():
-        a = eager(input_ids=ids, images=clips).logits
-        b = sdpa(input_ids=ids, images=clips).logits
-    report("eager == sdpa (fp32 logits)", (a - b).abs().max().item() < 1e-3, f"max diff {(a - b).abs().max().item():.2e}")
+        text = ids[:, 1:]
+        a, b = eager(input_ids=text).logits, sdpa(input_ids=text).logits
+        report("eager == sdpa, text only (fp32 logits)", (a - b).abs().max().item() < 1e-3,
+               f"max diff {(a - b).abs().max().item():.2e}, logit scale {a.abs().max().item():.2e}")
+        fa, fb = eager.encode_videos(clips), sdpa.encode_videos(clips)
+        feature_diff = max((x - y).abs().max().item() for x, y in zip(fa, fb))
+        report("visual tokens equal", feature_diff < 1e-4, f"max diff {feature_diff:.2e}")
+        a, b = eager(input_ids=ids, images=clips).logits, sdpa(input_ids=ids, images=clips).logits
+        report("eager == sdpa, video (fp32 logits)", (a - b).abs().max().item() < 1e-3,
+               f"max diff {(a - b).abs().max().item():.2e}, logit scale {a.abs().max().item():.2e}")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     sdpa.train()
     with torch.autocast("cuda", dtype=torch.bfloat16):

@@ -27,7 +27,7 @@ make_dataset("/tmp/gpu_assets/data", 64, 8)
 save_gpt2("/tmp/gpu_assets/gpt2", train_tokenizer("/tmp/gpu_assets/tok", caption_corpus()), n_positions=256)
 save_tiny_vision_tower("/tmp/gpu_assets/dinov2")
 PY
-for stage in zero2 zero3; do
+for stage in ${STAGES:-zero2 zero3}; do
     start=$(date +%s)
     LM_PATH=/tmp/gpu_assets/gpt2 VISION_TOWER=/tmp/gpu_assets/dinov2 DATA_PATH=/tmp/gpu_assets/data/train.json \
     VIDEO_FOLDER=/tmp/gpu_assets/data/videos OUTPUT_DIR=/tmp/gpu_run_$stage DS_CONFIG=scripts/$stage.json \

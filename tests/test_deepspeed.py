@@ -18,10 +18,12 @@ def assets(tmp_path_factory):
     return make_assets(tmp_path_factory.mktemp("assets"))
 
 
-@pytest.mark.parametrize("stage", ["zero2", "zero3"])
-def test_two_process_deepspeed_run_learns_and_saves_a_whole_model(stage, assets, tmp_path):
+# ZeRO-3 runs in bf16, as on GPUs: the visual modules built after from_pretrained must join the
+# partitioned bf16 model (a mix of dtypes fails DeepSpeed's partitioning).
+@pytest.mark.parametrize("stage, precision", [("zero2", []), ("zero3", ["--bf16", "True"])])
+def test_two_process_deepspeed_run_learns_and_saves_a_whole_model(stage, precision, assets, tmp_path):
     out = tmp_path / stage
-    args = train_args(assets, out, "--deepspeed", str(ROOT / "scripts" / f"{stage}.json"),
+    args = train_args(assets, out, "--deepspeed", str(ROOT / "scripts" / f"{stage}.json"), *precision,
                       "--per_device_train_batch_size", "2", "--learning_rate", "3e-3", steps=30)
     start = time.perf_counter()
     result = run_training(args, launcher=TORCHRUN, env={"OMP_NUM_THREADS": "1"})
@@ -34,6 +36,7 @@ def test_two_process_deepspeed_run_learns_and_saves_a_whole_model(stage, assets,
     tower = Dinov2Model.from_pretrained(assets["tower"]).state_dict()
     saved = model.get_vision_tower().vision_tower.state_dict()
     assert saved.keys() == tower.keys()
-    assert all(torch.equal(saved[k], v) for k, v in tower.items())  # frozen and whole
+    # frozen and whole (bf16 training keeps the tower's values to bf16 precision)
+    assert all(torch.allclose(saved[k].float(), v, rtol=1e-2, atol=1e-2) for k, v in tower.items())
     for name, param in model.named_parameters():
         assert param.numel() > 0 and torch.isfinite(param).all(), name

@@ -12,6 +12,7 @@ Visual inputs are given as one list over the batch, consumed in the order their 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -44,14 +45,36 @@ def max_positions(config) -> int | None:
     return None
 
 
+def _zero3_init():
+    """Under ZeRO-3 the language model and the tower come partitioned (and in the run's dtype) from
+    from_pretrained; modules built after them must be created the same way, or DeepSpeed meets a mix of
+    partitioned and whole, bf16 and fp32 parameters."""
+    from transformers.integrations import deepspeed_config, is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config())
+
+
+def _gathered(module, modify: bool = False):
+    """Whole parameters of a possibly ZeRO-3-partitioned module for the duration of the block; with
+    `modify`, what rank 0 writes is what every rank keeps."""
+    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None)
+
+
 def _embedding_std(weight: torch.Tensor) -> float:
     """Per-dimension spread of the LM's input embeddings (gathered first where ZeRO-3 partitioned them)."""
-    if hasattr(weight, "ds_id"):
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters([weight]):
-            return float(weight.detach().float().std())
-    return float(weight.detach().float().std())
+    holder = torch.nn.Module()
+    holder.weight = weight
+    with _gathered(holder):
+        return float(weight.detach().float().std())
 
 
 class LlavaMetaModel:
@@ -107,8 +130,11 @@ class LlavaMetaModel:
             config.mm_fast_grid = list(getattr(model_args, "mm_fast_grid", DEFAULT_FAST_GRID))
             config.mm_slow_grid = list(getattr(model_args, "mm_slow_grid", DEFAULT_SLOW_GRID))
             config.mm_packer_num_heads = int(getattr(model_args, "mm_packer_num_heads", 8))
-            self._build_vision_modules(tower)
-            match_output_scale(self.mm_projector, _embedding_std(self.get_input_embeddings().weight), tower.hidden_size)
+            target_std = _embedding_std(self.get_input_embeddings().weight)
+            with _zero3_init():
+                self._build_vision_modules(tower)
+            with _gathered(self.mm_projector, modify=True):
+                match_output_scale(self.mm_projector, target_std, tower.hidden_size)
             tower.requires_grad_(False)
         else:
             logger.info("visual modules come from the checkpoint's config (%s)", config.mm_vision_tower)
@@ -134,8 +160,11 @@ class LlavaMetaModel:
         for name in ADAPTER_MODULES:
             marker = f"{name}."
             part = {k.split(marker, 1)[1]: v for k, v in weights.items() if marker in k}
-            if part or any(True for _ in getattr(self, name).parameters()):
-                missing, unexpected = getattr(self, name).load_state_dict(part, strict=False)
+            module = getattr(self, name)
+            if not part and not any(True for _ in module.parameters()):
+                continue
+            with _gathered(module, modify=True):
+                missing, unexpected = module.load_state_dict(part, strict=False)
                 if missing or unexpected:
                     raise ValueError(
                         f"{os.path.basename(path)} does not fit {name}: missing {missing}, unexpected {unexpected}"
