@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from copy import deepcopy
 
 import torch
 from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
@@ -31,16 +32,22 @@ def report(name, ok, detail=""):
     print(f"{'PASS' if ok else 'FAIL'}  {name} {detail}", flush=True)
 
 
-def build(tower_dir, attn):
+def build(tower_dir):
+    """One model, copied for each attention implementation: the comparison is then of kernels only
+    (two separately built random models need not get the same weights)."""
     torch.manual_seed(0)
     config = LlavaGPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=30000, n_positions=1024,
                              bos_token_id=0, eos_token_id=0)
-    config._attn_implementation = attn
     model = LlavaGPT2ForCausalLM(config)
     model.get_model().initialize_vision_modules(
         tiny_vision_args(tower_dir, mm_projector_hidden_size=2560, mm_packer_num_heads=8)
     )
-    return model.cuda()
+    copies = {}
+    for attn in ("eager", "sdpa"):
+        copy = deepcopy(model)
+        copy.set_attn_implementation(attn)
+        copies[attn] = copy.cuda()
+    return copies["eager"], copies["sdpa"]
 
 
 def batch(batch_size=4, text=48):
@@ -72,7 +79,7 @@ def main() -> int:
         Dinov2Model(Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                                  intermediate_size=4096, image_size=518, patch_size=14)).save_pretrained(tower_dir)
         BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}).save_pretrained(tower_dir)
-        eager, sdpa = build(tower_dir, "eager"), build(tower_dir, "sdpa")
+        eager, sdpa = build(tower_dir)
 
     ids, labels, clips = batch()
     # fp32 comparison without TF32, so that only the attention kernels differ
