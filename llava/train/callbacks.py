@@ -22,6 +22,9 @@ class LossProgressBar(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.loss = float(logs["loss"])
+        if self.bar is not None and logs:
+            # the logged numbers stay in the output, above the bar, as with the stock progress bar
+            self.bar.write(str({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in logs.items()}))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is None:
