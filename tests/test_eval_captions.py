@@ -13,10 +13,9 @@ from llava.eval import captions
 from llava.eval.metrics import bleu4, cider
 from llava.mm_utils import process_video_frames
 from llava.model.builder import load_pretrained_model
-from llava.train import train
 from llava.video import read_video_frames
 
-from train_helpers import make_assets, train_args
+from train_helpers import make_assets, train_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +25,7 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(assets, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt")
-    train.main(train_args(assets, out, "--save_steps", "1000", steps=4))
-    return str(out)
+    return train_tiny_checkpoint(assets, tmp_path_factory.mktemp("checkpoint"))
 
 
 @pytest.fixture(scope="module")

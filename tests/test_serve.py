@@ -20,7 +20,7 @@ from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
 from llava.train import train
 from llava.video import read_video_frames
 
-from train_helpers import ROOT, make_assets, train_args
+from train_helpers import ROOT, make_assets, train_args, train_tiny_checkpoint
 
 MAX_NEW = 6
 
@@ -32,10 +32,7 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(assets, tmp_path_factory):
-    """A tiny video captioner trained for a few steps (a full checkpoint: LM, tower, adapter)."""
-    out = tmp_path_factory.mktemp("full")
-    train.main(train_args(assets, out, "--save_steps", "1000", steps=4))
-    return str(out)
+    return train_tiny_checkpoint(assets, tmp_path_factory.mktemp("checkpoint"))
 
 
 @pytest.fixture(scope="module")

@@ -46,3 +46,11 @@ def run_training(args, env=None, launcher=(), timeout=600):
 def logged_losses(output_dir) -> dict[int, float]:
     state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
     return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+def train_tiny_checkpoint(assets, output_dir, steps=4) -> str:
+    """A full checkpoint (LM, tower, adapter) of a tiny captioner trained in-process for a few steps."""
+    from llava.train import train
+
+    train.main(train_args(assets, output_dir, "--save_steps", "1000", steps=steps))
+    return str(output_dir)
