@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None):
         data_collator=collator,
         processing_class=tokenizer,
         skip_tracker=skip_tracker,
-        count_words=counting,
+        counting_words=counting,
     )
     if counting:
         trainer.add_callback(WordMilestoneCallback(trainer, milestones, training_args.max_words))

@@ -23,12 +23,12 @@ def is_adapter_parameter(name: str) -> bool:
 
 
 class LlavaTrainer(Trainer):
-    def __init__(self, *args, skip_tracker=None, count_words=False, **kwargs):
+    def __init__(self, *args, skip_tracker=None, counting_words=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.skip_tracker = skip_tracker
         # Words of trained answer text (see milestones.py): this rank's since the last optimizer step,
         # and the total over all ranks, saved in every checkpoint.
-        self.count_words = count_words
+        self.counting_words = counting_words
         self.pending_words = 0
         self.words_seen = 0
 
@@ -61,7 +61,7 @@ class LlavaTrainer(Trainer):
         skipped = inputs.pop("skipped", None)
         if skipped and self.skip_tracker is not None:
             self.skip_tracker.record(skipped)
-        if self.count_words and model.training and inputs["input_ids"].shape[0]:
+        if self.counting_words and model.training and inputs["input_ids"].shape[0]:
             self.pending_words += count_words(inputs["labels"], self.processing_class)
         if inputs["input_ids"].shape[0] == 0:
             # Every clip of this batch was unreadable. Other ranks still reduce gradients, so this rank
