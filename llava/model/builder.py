@@ -7,6 +7,7 @@ import logging
 import os
 
 from . import AVAILABLE_MODELS
+from .multimodal_encoder import tower_architecture
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,6 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
 # Settings of the language model that an adapter was trained against; a base LM that differs in one
 # of them is not the one the adapter fits.
 _LM_SHAPE_KEYS = ("vocab_size", "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "n_layers")
-# Keys of a tower's config that say nothing about its architecture.
-_INCIDENTAL_TOWER_KEYS = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures"}
 
 
 def load_pretrained_model(model_path: str, model_base: str | None = None, device: str = "cpu", dtype=None,
@@ -184,7 +183,7 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     model.get_model().initialize_vision_modules(SimpleNamespace(**settings))
 
     config = model.config
-    built, trained = _architecture(config.mm_vision_config), _architecture(run["mm_vision_config"])
+    built, trained = tower_architecture(config.mm_vision_config), tower_architecture(run["mm_vision_config"])
     changed = sorted(k for k in built.keys() & trained.keys() if built[k] != trained[k])
     if changed:
         raise ValueError(
@@ -200,11 +199,6 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     if "dtype" in kwargs:
         model = model.to(kwargs["dtype"])
     return model
-
-
-def _architecture(tower_config: dict) -> dict:
-    """A tower config as JSON would hold it, without the keys that say nothing about the architecture."""
-    return {k: v for k, v in json.loads(json.dumps(tower_config)).items() if k not in _INCIDENTAL_TOWER_KEYS}
 
 
 def _check_tower_available(tower_path: str, config_file: str) -> None:

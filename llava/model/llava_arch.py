@@ -7,7 +7,9 @@ into the text embeddings where `input_ids` hold IMAGE_TOKEN_INDEX.
 
 Visual inputs are given as one list over the batch, consumed in the order their placeholders appear
 (row by row), so a text-only sample simply has no placeholder and no entry. Each entry is a clip
-`(T, 3, S, S)` or an image `(3, S, S)`; an image is a one-frame clip.
+`(T, 3, S, S)` or an image `(3, S, S)`; an image is a one-frame clip. An entry may instead be
+`{"patch_features": (T, grid, grid, hidden)}`, the tower's output computed beforehand (the feature
+cache): the tower is then skipped for it.
 """
 
 from __future__ import annotations
@@ -179,6 +181,14 @@ def _as_clips(images, modalities) -> list[torch.Tensor]:
     clips = []
     for i, item in enumerate(images):
         modality = modalities[i] if modalities is not None and i < len(modalities) else None
+        if isinstance(item, dict):  # tower features computed beforehand
+            grid = item["patch_features"]
+            if grid.ndim != 4:
+                raise ValueError(f"visual input {i}: patch_features of shape {tuple(grid.shape)}; expected (T, grid, grid, hidden)")
+            if modality == "image" and grid.shape[0] != 1:
+                raise ValueError(f"visual input {i} is marked 'image' but its patch_features hold {grid.shape[0]} frames")
+            clips.append(item)
+            continue
         if item.ndim == 3:
             item = item.unsqueeze(0)
         if item.ndim != 4:
@@ -229,18 +239,35 @@ class LlavaMetaForCausalLM:
         return _next_definition(type(self), name).__get__(self, type(self))
 
     # ----------------------------------------------------------------------------------- encoding
-    def encode_videos(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Each (T, 3, S, S) clip -> (tokens, hidden) visual tokens in the LM's hidden size."""
+    def encode_videos(self, clips: list) -> list[torch.Tensor]:
+        """Each (T, 3, S, S) clip, or `{"patch_features": (T, g, g, C)}`, -> (tokens, hidden) visual tokens
+        in the LM's hidden size."""
         model = self.get_model()
         tower = model.get_vision_tower()
         if tower is None:
             raise ValueError("this model has no vision tower; call initialize_vision_modules first")
         max_frames = self.config.mm_num_frames
-        for clip in clips:
-            if clip.shape[0] > max_frames:
-                raise ValueError(f"a clip has {clip.shape[0]} frames; this model takes at most {max_frames}")
-        frames = torch.cat([c.to(device=tower.device) for c in clips])
-        grids = tower(frames).split([c.shape[0] for c in clips])  # each (T, g, g, C)
+        grid_shape = (tower.grid_size, tower.grid_size, tower.hidden_size)
+        grids: list[torch.Tensor | None] = [None] * len(clips)
+        pixel_clips = []
+        for i, clip in enumerate(clips):
+            precomputed = clip["patch_features"] if isinstance(clip, dict) else None
+            num_frames = (clip if precomputed is None else precomputed).shape[0]
+            if num_frames > max_frames:
+                raise ValueError(f"a clip has {num_frames} frames; this model takes at most {max_frames}")
+            if precomputed is None:
+                pixel_clips.append(i)
+            elif tuple(precomputed.shape[1:]) != grid_shape:
+                raise ValueError(
+                    f"patch_features of shape {tuple(precomputed.shape)} do not fit this tower's (T, {', '.join(map(str, grid_shape))})"
+                )
+            else:  # what the tower would have returned: its device and dtype
+                grids[i] = precomputed.to(device=tower.device, dtype=tower.dtype)
+        if pixel_clips:
+            frames = torch.cat([clips[i].to(device=tower.device) for i in pixel_clips])
+            encoded = tower(frames).split([clips[i].shape[0] for i in pixel_clips])  # each (T, g, g, C)
+            for i, grid in zip(pixel_clips, encoded):
+                grids[i] = grid
         embed_dtype = self.get_input_embeddings().weight.dtype
         features: list[torch.Tensor | None] = [None] * len(clips)
         # Clips with the same frame count share one resampler call (images and videos differ).

@@ -44,6 +44,10 @@ class DataArguments:
     video_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'video' paths are relative to."})
     image_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'image' paths are relative to."})
     num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each clip."})
+    feature_cache: str | None = field(
+        default=None,
+        metadata={"help": "Folder written by `python -m llava.train.cache_features`: cached clips skip decoding and the tower; the rest are computed online."},
+    )
     max_skip_fraction: float = field(
         default=0.05,
         metadata={"help": "Abort when more than this share of the samples is skipped as unreadable (0.05 = 5%)."},
@@ -139,6 +143,14 @@ def _load_image(path: str, image_processor) -> torch.Tensor:
     return process_images([image], image_processor)  # (1, 3, S, S): a one-frame clip
 
 
+def load_pixels(modality: str, path: str, num_frames: int, image_processor) -> torch.Tensor:
+    """The pixels the tower sees for one medium: (num_frames, 3, S, S) for a clip, (1, 3, S, S) for an
+    image. Raises VideoReadError / MediaReadError for unreadable files."""
+    if modality == "video":
+        return process_video_frames(read_video_frames(path, num_frames), image_processor)
+    return _load_image(path, image_processor)
+
+
 class LazySupervisedDataset(Dataset):
     """Samples are validated when loaded and tokenized, decoded and preprocessed on access.
 
@@ -155,6 +167,7 @@ class LazySupervisedDataset(Dataset):
         template: str | Template = "plain",
         model_max_length: int | None = None,
         visual_tokens_per_input: Callable[[int], int] | None = None,
+        feature_cache=None,
     ):
         self.tokenizer = tokenizer
         self.data_args = data_args
@@ -175,6 +188,8 @@ class LazySupervisedDataset(Dataset):
                     f"a {modality} takes {visual} visual tokens, which leaves no room for text in "
                     f"model_max_length={model_max_length}; use fewer frames, smaller packer grids or a longer context"
                 )
+        self.feature_cache = feature_cache
+        self.cache_keys = self._find_cached() if feature_cache is not None else {}
         counts = {m: sum(s["modality"] == m for s in self.samples) for m in (*MODALITIES, None)}
         logger.info(
             "loaded %d samples from %s: %d video, %d image, %d text-only",
@@ -189,15 +204,32 @@ class LazySupervisedDataset(Dataset):
             return 0
         return int(self.visual_tokens_per_input(self.data_args.num_frames if modality == "video" else 1))
 
+    def _find_cached(self) -> dict[int, str]:
+        """Sample index -> cache entry, for the samples whose medium is in the feature cache."""
+        cache = self.feature_cache
+        with_media = [i for i, s in enumerate(self.samples) if s["modality"]]
+        keys = {}
+        for i in with_media:
+            sample = self.samples[i]
+            key = cache.key_for(sample["modality"], self.media_path(sample), self.data_args.num_frames)
+            if key is not None and key in cache:
+                keys[i] = key
+        logger.info(
+            "feature cache %s: %d of %d samples with media are cached; the other %d are decoded and encoded online",
+            cache.folder, len(keys), len(with_media), len(with_media) - len(keys),
+        )
+        if with_media and not keys:
+            others = cache.other_namespaces()
+            logger.warning(
+                "nothing of this data set is in the feature cache for this tower and these settings (namespace "
+                "%s)%s; run `python -m llava.train.cache_features` with this run's data and tower flags",
+                cache.namespace, f"; the folder holds other namespaces {others} (another tower, layer or processor?)" if others else "",
+            )
+        return keys
+
     def media_path(self, sample: dict) -> str:
         folder = self.data_args.video_folder if sample["modality"] == "video" else self.data_args.image_folder
         return os.path.join(folder, sample["media"]) if folder else sample["media"]
-
-    def _pixels(self, sample: dict, path: str) -> torch.Tensor:
-        if sample["modality"] == "video":
-            frames = read_video_frames(path, self.data_args.num_frames)
-            return process_video_frames(frames, self.image_processor)
-        return _load_image(path, self.image_processor)
 
     def _fit(self, ids: list[int], labels: list[int], modality) -> tuple[list[int], list[int], int]:
         """Drops text tokens from the end until visual + text fits; returns how many were dropped."""
@@ -222,11 +254,13 @@ class LazySupervisedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        pixel_values = None
-        if sample["modality"]:
+        pixel_values = patch_features = None
+        if index in self.cache_keys:
+            patch_features = self.feature_cache.load(self.cache_keys[index])
+        elif sample["modality"]:
             path = self.media_path(sample)
             try:
-                pixel_values = self._pixels(sample, path)
+                pixel_values = load_pixels(sample["modality"], path, self.data_args.num_frames, self.image_processor)
             except (VideoReadError, MediaReadError) as e:
                 return {"id": sample["id"], "skipped": True, "reason": str(e), "path": path}
 
@@ -245,6 +279,7 @@ class LazySupervisedDataset(Dataset):
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
             "pixel_values": pixel_values,
+            "patch_features": patch_features,
             "modality": sample["modality"],
             "truncated": cut,
         }
@@ -255,8 +290,9 @@ class LazySupervisedDataset(Dataset):
 class DataCollatorForSupervisedDataset:
     """Right-pads a list of dataset items into a batch; skipped items are dropped and reported.
 
-    `images` holds the pixel tensors of the samples that have media, in sample order, and `modalities`
-    the matching 'video'/'image' per entry (the model consumes both in placeholder order).
+    `images` holds the visual inputs of the samples that have media, in sample order: pixel tensors, or
+    `{"patch_features": grid}` for media read from the feature cache; `modalities` the matching
+    'video'/'image' per entry (the model consumes both in placeholder order).
     """
 
     tokenizer: object
@@ -286,12 +322,15 @@ class DataCollatorForSupervisedDataset:
             input_ids[row, :n] = item["input_ids"]
             labels[row, :n] = item["labels"]
             attention_mask[row, :n] = 1
-        with_media = [i for i in kept if i.get("pixel_values") is not None]
+        with_media = [i for i in kept if i.get("pixel_values") is not None or i.get("patch_features") is not None]
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
-            "images": [i["pixel_values"] for i in with_media],
+            "images": [
+                {"patch_features": i["patch_features"]} if i.get("patch_features") is not None else i["pixel_values"]
+                for i in with_media
+            ],
             "modalities": [i["modality"] for i in with_media],
             "skipped": skipped,
         }

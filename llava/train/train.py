@@ -24,6 +24,7 @@ from ..model.llava_arch import DEFAULT_FAST_GRID, DEFAULT_SLOW_GRID, max_positio
 from . import checkpoints
 from .callbacks import LossProgressBar
 from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
+from .feature_cache import FeatureCache
 from .data import DataArguments, DataCollatorForSupervisedDataset, LazySupervisedDataset, SkipTracker, ensure_pad_token
 from .trainer import LlavaTrainer
 
@@ -181,6 +182,11 @@ def build_data(model_args, data_args, training_args, tokenizer, model):
         raise ValueError("--data_path is required")
     ensure_pad_token(tokenizer, model)
     tower = model.get_vision_tower()
+    cache = None
+    if data_args.feature_cache:
+        if tower is None:
+            raise ValueError("--feature_cache needs a model with a vision tower (--vision_tower)")
+        cache = FeatureCache(data_args.feature_cache, tower)
     dataset = LazySupervisedDataset(
         data_args.data_path,
         tokenizer,
@@ -189,6 +195,7 @@ def build_data(model_args, data_args, training_args, tokenizer, model):
         template=model_args.version,
         model_max_length=training_args.model_max_length,
         visual_tokens_per_input=model.get_model().num_visual_tokens if tower is not None else None,
+        feature_cache=cache,
     )
     skips = SkipTracker(training_args.output_dir, len(dataset), data_args.max_skip_fraction, rank=training_args.process_index)
     return dataset, DataCollatorForSupervisedDataset(tokenizer), skips

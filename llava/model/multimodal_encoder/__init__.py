@@ -1,3 +1,3 @@
-from .builder import VisionTower, build_vision_tower
+from .builder import VisionTower, build_vision_tower, tower_architecture
 
-__all__ = ["VisionTower", "build_vision_tower"]
+__all__ = ["VisionTower", "build_vision_tower", "tower_architecture"]

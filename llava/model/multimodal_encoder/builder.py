@@ -136,6 +136,15 @@ class VisionTower(nn.Module):
         return tokens.reshape(n, side, side, hidden)
 
 
+# Keys of a tower's config that say nothing about its architecture.
+_INCIDENTAL_CONFIG_KEYS = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures"}
+
+
+def tower_architecture(tower_config: dict) -> dict:
+    """A tower config as JSON would hold it, without the keys that say nothing about the architecture."""
+    return {k: v for k, v in json.loads(json.dumps(tower_config)).items() if k not in _INCIDENTAL_CONFIG_KEYS}
+
+
 def processor_output_size(processor) -> int:
     size = processor.crop_size if getattr(processor, "do_center_crop", False) else processor.size
     size = dict(size)
@@ -146,6 +155,30 @@ def processor_output_size(processor) -> int:
     if "shortest_edge" in size:
         return size["shortest_edge"]
     raise ValueError(f"cannot tell the image processor's output size from {size}")
+
+
+def load_vision_tower_from_checkpoint(folder: str, config) -> VisionTower:
+    """The tower of a saved llava checkpoint with its trained weights, without loading the language
+    model (the tower's keys are read from the checkpoint's safetensors files alone)."""
+    import glob
+
+    from safetensors import safe_open
+
+    tower = build_vision_tower(config)
+    state = {}
+    for file in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
+        with safe_open(file, framework="pt") as f:
+            for key in f.keys():
+                # 'transformer.vision_tower.vision_tower.embeddings...' -> 'vision_tower.embeddings...'
+                if "vision_tower." in key:
+                    state[key.split("vision_tower.", 1)[1]] = f.get_tensor(key)
+    missing, unexpected = tower.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{folder}: the checkpoint's tower weights do not fit its config "
+            f"({len(missing)} missing, e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+        )
+    return tower
 
 
 def build_vision_tower(config) -> VisionTower:

@@ -1,0 +1,177 @@
+"""Compute the frozen tower's features of every clip and image of a data set once:
+`python -m llava.train.cache_features --feature_cache DIR` plus the training run's data and tower flags.
+
+    python -m llava.train.cache_features \\
+        --model_name_or_path ./models/bambi-gpt2-italian --vision_tower facebook/dinov2-large \\
+        --data_path data/train_video.json --video_folder data/videos --num_frames 8 \\
+        --feature_cache cache/features
+
+Then train with the same command plus `--feature_cache cache/features`. The tower is the one training
+would use: a llava checkpoint's own (`--model_name_or_path` of a saved run), otherwise `--vision_tower`.
+Flags of the training command that concern neither the data nor the tower are accepted and ignored, so
+the training command line can be reused as it is. Clips already in the cache are not computed again;
+unreadable ones are listed and left to training, which skips them. Under torchrun each process takes
+its share of the clips (on its own GPU where there are GPUs) and writes its own shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+from transformers import AutoConfig, HfArgumentParser
+
+from ..model.multimodal_encoder import VisionTower
+from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
+from ..video import VideoReadError
+from .data import DataArguments, MediaReadError, load_pixels, load_samples
+from .feature_cache import FeatureCache
+
+logger = logging.getLogger("llava.cache_features")
+
+
+@dataclass
+class CacheArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "The training run's model: a saved llava checkpoint brings its own tower."})
+    vision_tower: str | None = field(default=None, metadata={"help": "Tower folder or hub id, as in training (used unless the model brings its own)."})
+    mm_vision_select_layer: int = field(default=-2, metadata={"help": "Tower layer whose patch tokens are used, as in training."})
+    clips_per_batch: int = field(default=8, metadata={"help": "Clips per tower forward."})
+    dataloader_num_workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "Decoding processes."})
+    device: str | None = field(default=None, metadata={"help": "Where the tower runs (default: this process's GPU, else the CPU)."})
+    bf16: bool = field(default=False, metadata={"help": "Run the tower in bfloat16 (the stored features are 16-bit either way)."})
+    shard_size_mb: int = field(default=1024, metadata={"help": "Size of each safetensors shard."})
+
+
+def load_tower(args: CacheArguments) -> VisionTower:
+    """The tower a training run with the same flags would use."""
+    if args.model_name_or_path:
+        import llava.model  # noqa: F401  (registers the llava configs)
+
+        config = AutoConfig.from_pretrained(args.model_name_or_path)
+        if getattr(config, "mm_vision_tower", None):
+            if args.vision_tower:
+                logger.info("the checkpoint brings its own tower (%s); --vision_tower is not used, as in training", config.mm_vision_tower)
+            return load_vision_tower_from_checkpoint(args.model_name_or_path, config)
+    if not args.vision_tower:
+        raise ValueError("name the tower: --vision_tower, or a saved llava checkpoint as --model_name_or_path")
+    return VisionTower.from_pretrained(args.vision_tower, args.mm_vision_select_layer)
+
+
+class _Media(Dataset):
+    """(modality, path) pairs -> pixels, or the reason they cannot be read."""
+
+    def __init__(self, media: list[tuple[str, str, str]], num_frames: int, image_processor):
+        self.media, self.num_frames, self.image_processor = media, num_frames, image_processor
+
+    def __len__(self) -> int:
+        return len(self.media)
+
+    def __getitem__(self, index: int):
+        modality, path, key = self.media[index]
+        try:
+            return path, key, load_pixels(modality, path, self.num_frames, self.image_processor), None
+        except (VideoReadError, MediaReadError) as e:
+            return path, key, None, str(e)
+
+
+def _media_of(data_args: DataArguments) -> list[tuple[str, str]]:
+    """Distinct (modality, path) of the data set, in file order."""
+    seen, media = set(), []
+    for sample in load_samples(data_args.data_path):
+        if not sample["modality"]:
+            continue
+        folder = data_args.video_folder if sample["modality"] == "video" else data_args.image_folder
+        path = os.path.join(folder, sample["media"]) if folder else sample["media"]
+        if (sample["modality"], path) not in seen:
+            seen.add((sample["modality"], path))
+            media.append((sample["modality"], path))
+    return media
+
+
+def _device(args: CacheArguments) -> torch.device:
+    if args.device:
+        return torch.device(args.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def run(args: CacheArguments, data_args: DataArguments) -> dict:
+    """Caches every medium of the data set not cached yet; returns counts."""
+    if not data_args.feature_cache:
+        raise ValueError("--feature_cache DIR is required: the folder the features are written to")
+    if not data_args.data_path:
+        raise ValueError("--data_path is required")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    tower = load_tower(args).eval().requires_grad_(False)
+    cache = FeatureCache(data_args.feature_cache, tower)
+    device = _device(args)
+    tower.to(device=device, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+
+    media = _media_of(data_args)[rank::world]
+    todo, unreadable = [], []
+    for modality, path in media:
+        key = cache.key_for(modality, path, data_args.num_frames)
+        if key is None:
+            unreadable.append((path, "file cannot be opened"))
+        elif key not in cache:
+            todo.append((modality, path, key))
+    present = len(media) - len(todo) - len(unreadable)
+    logger.info(
+        "%d media for this process: %d cached already, %d to compute on %s; cache namespace %s",
+        len(media), present, len(todo), device, cache.folder,
+    )
+
+    loader = DataLoader(
+        _Media(todo, data_args.num_frames, tower.image_processor),
+        batch_size=None,  # items as they are; clips are batched below, by frame count
+        num_workers=args.dataloader_num_workers,
+    )
+    shard_bytes = args.shard_size_mb << 20
+    start, computed, batch = time.perf_counter(), 0, []
+
+    def encode(batch):
+        frames = torch.cat([pixels for _, _, pixels in batch]).to(device=device, dtype=tower.dtype)
+        with torch.inference_mode():
+            grids = tower(frames).split([len(pixels) for _, _, pixels in batch])
+        for (path, key, _), grid in zip(batch, grids):
+            cache.add(key, grid, path, shard_bytes)
+
+    for path, key, pixels, error in tqdm(loader, total=len(todo), desc="caching features", disable=rank != 0):
+        if error is not None:
+            logger.warning("cannot read %s: %s", path, error)
+            unreadable.append((path, error))
+            continue
+        batch.append((path, key, pixels))
+        computed += 1
+        if len(batch) == args.clips_per_batch:
+            encode(batch)
+            batch = []
+    if batch:
+        encode(batch)
+    cache.flush()
+    seconds = time.perf_counter() - start
+    logger.info(
+        "cached %d new media in %.1f s (%.2f per second); %d were cached already; %d unreadable%s",
+        computed, seconds, computed / max(seconds, 1e-9), present, len(unreadable),
+        " (listed above; training skips them)" if unreadable else "",
+    )
+    return {"computed": computed, "present": present, "unreadable": len(unreadable), "namespace": cache.namespace}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((CacheArguments, DataArguments))
+    args, data_args, ignored = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
+    if ignored:
+        logger.info("training flags not used for caching: %s", " ".join(a for a in ignored if a.startswith("--")))
+    return run(args, data_args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""A store of frozen vision-tower features, so that repeated epochs skip decoding and the tower.
+
+What is stored, per clip or image, is exactly what the online path feeds the resampler: the tower's
+patch-token grid of the selected layer, CLS and registers dropped, `(T, grid, grid, hidden)`, computed
+from the same frames (`read_video_frames`) and the same image processor as training. It is kept in
+16-bit: float16, or bfloat16 for the rare grid whose values overflow float16.
+
+Keys. A cache folder holds one sub-folder per *tower namespace*: a digest of the tower's architecture,
+its weights, the selected layer, the image processor's settings and the frame-sampling rule, so that a
+cache made for one tower is never read for another. Inside it an entry is named by the medium's
+modality, its frame count and a digest of the file's bytes, so a re-encoded or replaced clip is a new
+entry. The weights digest is taken over the weights rounded to bfloat16: a tower loaded in float32 and
+the same tower loaded in bfloat16 (ZeRO-3 runs) share one namespace, while a fine-tuned tower does not.
+
+Layout. Entries live in safetensors shards written atomically (a temporary name, then a rename), read
+back memory-mapped one tensor at a time; each shard's metadata lists the files it was made from (path,
+size, modification time, digest), so a training run recognizes unchanged files by `stat` and hashes only
+files it has not seen. Several processes can add shards to one namespace at once (distinct names).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import uuid
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..model.multimodal_encoder import tower_architecture
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+# The rule by which frames are picked from a clip (llava.video.sample_indices); part of the namespace.
+FRAME_SAMPLING = "segment-centres"
+MANIFEST = "manifest.json"
+SHARD_GLOB = "shard-*.safetensors"
+_FLOAT16_MAX = torch.finfo(torch.float16).max
+
+
+def _digest(chunks) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digest(path: str) -> str:
+    """Digest of a file's bytes."""
+
+    def chunks():
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                yield block
+
+    return _digest(chunks())
+
+
+def weights_digest(tower) -> str:
+    """Digest of the tower's weights rounded to bfloat16 (see the module docstring), gathered first
+    where ZeRO-3 partitioned them."""
+    from ..model.llava_arch import _gathered
+
+    with _gathered(tower):
+        state = tower.state_dict()
+        return _digest(
+            name.encode() + bytes(str(tuple(t.shape)), "ascii") + t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes()
+            for name, t in sorted(state.items())
+        )
+
+
+def describe_tower(tower) -> dict:
+    """Everything about a tower that changes its features, as JSON-ready values."""
+    processor = tower.image_processor.to_dict()
+    processor.pop("processor_class", None)
+    return {
+        "format": FORMAT_VERSION,
+        "frame_sampling": FRAME_SAMPLING,
+        "tower": tower_architecture(tower.config.to_dict()),
+        "select_layer": tower.select_layer,
+        "image_processor": json.loads(json.dumps(processor)),
+        "weights": weights_digest(tower),
+    }
+
+
+def entry_key(modality: str, num_frames: int, content_digest: str) -> str:
+    frames = num_frames if modality == "video" else 1
+    return f"{modality}-{frames}-{content_digest}"
+
+
+def to_16bit(grid: torch.Tensor) -> torch.Tensor:
+    """float16 keeps 3 more mantissa bits than bfloat16; bfloat16 only where float16 would overflow."""
+    grid = grid.detach().to("cpu")
+    if grid.float().abs().max() <= _FLOAT16_MAX:
+        return grid.to(torch.float16).contiguous()
+    return grid.to(torch.bfloat16).contiguous()
+
+
+class FeatureCache:
+    """One tower's namespace inside a cache folder: lookup, memory-mapped reads, and shard writing."""
+
+    def __init__(self, root: str, tower, description: dict | None = None):
+        self.root = root
+        self.description = description or describe_tower(tower)
+        self.namespace = _digest([json.dumps(self.description, sort_keys=True).encode()])[:20]
+        self.folder = os.path.join(root, self.namespace)
+        self.expected_grid = (tower.grid_size, tower.grid_size, tower.hidden_size)
+        self._shard_of: dict[str, str] = {}  # entry key -> shard file
+        self._known_files: dict[str, tuple[int, int, str]] = {}  # real path -> (size, mtime_ns, digest)
+        self._handles: dict[str, object] = {}
+        self._handles_pid = None
+        self._pending: dict[str, torch.Tensor] = {}
+        self._pending_sources: list[list] = []
+        self._pending_bytes = 0
+        self.refresh()
+
+    # ----------------------------------------------------------------------------------- reading
+    def refresh(self) -> None:
+        """Reads the headers of every complete shard (cheap: no tensor data)."""
+        for shard in sorted(glob.glob(os.path.join(self.folder, SHARD_GLOB))):
+            if shard in self._shard_of.values():
+                continue
+            with safe_open(shard, framework="pt") as f:
+                for key in f.keys():
+                    self._shard_of.setdefault(key, shard)
+                sources = json.loads((f.metadata() or {}).get("sources", "[]"))
+            for path, size, mtime_ns, digest in sources:
+                self._known_files[path] = (size, mtime_ns, digest)
+
+    def __len__(self) -> int:
+        return len(self._shard_of)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._shard_of
+
+    def content_digest(self, path: str) -> str:
+        """The file's digest: from the shards' records where size and modification time still match,
+        else by reading the file."""
+        real = os.path.realpath(path)
+        stat = os.stat(real)
+        known = self._known_files.get(real)
+        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            return known[2]
+        digest = file_digest(real)
+        self._known_files[real] = (stat.st_size, stat.st_mtime_ns, digest)
+        return digest
+
+    def key_for(self, modality: str, path: str, num_frames: int) -> str | None:
+        """The entry key of a medium, or None where the file cannot be read (the online path then
+        reports it)."""
+        try:
+            return entry_key(modality, num_frames, self.content_digest(path))
+        except OSError:
+            return None
+
+    def load(self, key: str) -> torch.Tensor:
+        """The stored grid `(T, grid, grid, hidden)` in its 16-bit dtype."""
+        if self._handles_pid != os.getpid():  # DataLoader workers are forked: open the files anew
+            self._handles, self._handles_pid = {}, os.getpid()
+        shard = self._shard_of[key]
+        handle = self._handles.get(shard)
+        if handle is None:
+            handle = self._handles[shard] = safe_open(shard, framework="pt")
+        return handle.get_tensor(key)
+
+    def other_namespaces(self) -> list[str]:
+        """Namespaces in the same cache folder that belong to other towers or settings."""
+        found = glob.glob(os.path.join(self.root, "*", MANIFEST))
+        return sorted(os.path.basename(os.path.dirname(p)) for p in found if os.path.dirname(p) != self.folder)
+
+    # ----------------------------------------------------------------------------------- writing
+    def add(self, key: str, grid: torch.Tensor, source_path: str, shard_bytes: int) -> None:
+        """Queues one entry; a shard is written once `shard_bytes` are queued (and at `flush`)."""
+        if tuple(grid.shape[1:]) != self.expected_grid:
+            raise ValueError(f"feature grid {tuple(grid.shape)} does not fit this tower's (T, {self.expected_grid})")
+        if key in self._shard_of or key in self._pending:
+            return
+        grid = to_16bit(grid)
+        self._pending[key] = grid
+        real = os.path.realpath(source_path)
+        size, mtime_ns, digest = self._known_files[real]
+        self._pending_sources.append([real, size, mtime_ns, digest])
+        self._pending_bytes += grid.numel() * grid.element_size()
+        if self._pending_bytes >= shard_bytes:
+            self.flush()
+
+    def flush(self) -> str | None:
+        """Writes the queued entries as one shard; returns its path."""
+        if not self._pending:
+            return None
+        os.makedirs(self.folder, exist_ok=True)
+        self._write_manifest()
+        name = f"shard-{uuid.uuid4().hex[:16]}.safetensors"
+        final = os.path.join(self.folder, name)
+        partial = os.path.join(self.folder, f".{name}.partial")
+        save_file(self._pending, partial, metadata={"sources": json.dumps(self._pending_sources)})
+        os.replace(partial, final)  # readers never see a half-written shard
+        for key in self._pending:
+            self._shard_of[key] = final
+        logger.info("wrote %d entries to %s", len(self._pending), final)
+        self._pending, self._pending_sources, self._pending_bytes = {}, [], 0
+        return final
+
+    def _write_manifest(self) -> None:
+        path = os.path.join(self.folder, MANIFEST)
+        if os.path.isfile(path):
+            return
+        partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+        with open(partial, "w", encoding="utf-8") as f:
+            json.dump(self.description, f, indent=1, sort_keys=True)
+        os.replace(partial, path)

@@ -1,0 +1,176 @@
+"""The feature cache on real clips and images: `cache_features` writes it, training reads it.
+
+Cached samples must give the online loss (within 16-bit rounding) without decoding or running the
+tower; media missing from the cache, changed since, or unreadable take the online path; a different
+tower or layer never reads another's features.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+import llava.train.data as data_module
+from llava.demo.synthetic import ClipSpec, render_frames, write_clip
+from llava.train import cache_features, train
+from llava.train.feature_cache import FeatureCache, describe_tower
+from media_helpers import write_broken_inputs
+from train_helpers import logged_losses, make_assets, train_args, train_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return make_assets(tmp_path_factory.mktemp("cache_assets"), num_train=12, num_val=0)
+
+
+def cache_args(assets, cache_dir, data=None, *extra):
+    # The training command line itself: flags that do not concern caching are ignored by cache_features.
+    return [*train_args(assets, "unused-output", data=data), "--feature_cache", str(cache_dir), "--dataloader_num_workers", "0", *extra]
+
+
+def build(assets, cache_dir=None, data=None):
+    """The model and dataset a training run with these flags builds."""
+    extra = ("--feature_cache", str(cache_dir)) if cache_dir else ()
+    model_args, data_args, training_args = train.parse_args(train_args(assets, "unused-output", *extra, data=data))
+    _, model = train.build_model(model_args, data_args, training_args)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    dataset, collator, _ = train.build_data(model_args, data_args, training_args, tokenizer, model)
+    return model.eval(), dataset, collator
+
+
+def count_tower_calls(model):
+    calls = []
+    model.get_vision_tower().register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_cached_loss_equals_online_without_decoding_or_tower(assets, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    summary = cache_features.main(cache_args(assets, cache_dir))
+    assert summary["computed"] == 12 and summary["unreadable"] == 0
+
+    model, online, collator = build(assets)
+    _, cached, _ = build(assets, cache_dir)
+    assert len(cached.cache_keys) == len(cached) == 12
+
+    online_batch = collator([online[i] for i in range(4)])
+    tower_calls = count_tower_calls(model)
+    with torch.no_grad():
+        online_loss = model(**{k: v for k, v in online_batch.items() if k != "skipped"}).loss
+    assert tower_calls == [1]
+
+    # The cached path must neither decode nor run the tower.
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a cached sample was decoded")
+
+    monkeypatch.setattr(data_module, "read_video_frames", no_decoding)
+    cached_batch = collator([cached[i] for i in range(4)])
+    assert all(isinstance(entry, dict) for entry in cached_batch["images"])
+    with torch.no_grad():
+        cached_loss = model(**{k: v for k, v in cached_batch.items() if k != "skipped"}).loss
+    assert tower_calls == [1]
+
+    # The stored grids are the tower's output rounded to 16 bits.
+    with torch.no_grad():
+        grid = model.get_vision_tower()(online_batch["images"][0])
+    stored = cached_batch["images"][0]["patch_features"]
+    assert stored.dtype == torch.float16 and stored.shape == grid.shape
+    assert torch.allclose(stored.float(), grid, rtol=2e-3, atol=1e-3)
+    assert abs(cached_loss.item() - online_loss.item()) <= 1e-3 * abs(online_loss.item())
+
+
+def test_training_with_the_cache_logs_the_online_losses(assets, tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_features.main(cache_args(assets, cache_dir))
+    online, cached = tmp_path / "online", tmp_path / "cached"
+    train.main(train_args(assets, online, "--save_steps", "1000", steps=3))
+    train.main(train_args(assets, cached, "--save_steps", "1000", "--feature_cache", str(cache_dir), steps=3))
+    a, b = logged_losses(online), logged_losses(cached)
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    for step in a:
+        assert abs(a[step] - b[step]) <= 2e-3 * abs(a[step]), (step, a[step], b[step])
+
+
+def test_missing_changed_and_unreadable_media_take_the_online_path(assets, tmp_path):
+    # A copy of the clips, so that one can be rewritten; an image sample and a broken clip beside them.
+    videos = tmp_path / "videos"
+    shutil.copytree(assets["video_folder"], videos)
+    samples = json.loads(Path(assets["train"]).read_text())[:6]
+    broken = write_broken_inputs(tmp_path / "broken", videos / samples[0]["video"])
+    Image.fromarray(render_frames(ClipSpec("rosso", "cerchio", "destra"), 1, 64)[0]).save(tmp_path / "still.png")
+    conversation = samples[0]["conversations"]
+    samples.append({"id": "image", "image": str(tmp_path / "still.png"), "conversations": conversation})
+    samples.append({"id": "broken", "video": str(broken["truncated.mp4"]), "conversations": conversation})
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(samples))
+    subset = tmp_path / "subset.json"  # the first three clips and the image
+    subset.write_text(json.dumps(samples[:3] + samples[6:]))
+    local = {**assets, "video_folder": str(videos)}
+
+    cache_dir = tmp_path / "cache"
+    summary = cache_features.main(cache_args(local, cache_dir, str(subset)))
+    assert (summary["computed"], summary["unreadable"]) == (4, 1)
+    again = cache_features.main(cache_args(local, cache_dir, str(full)))
+    assert (again["computed"], again["present"], again["unreadable"]) == (3, 4, 1)  # only the new clips
+
+    # Rewrite one cached clip: new content, new entry, so it is read online.
+    write_clip(videos / samples[1]["video"], render_frames(ClipSpec("blu", "quadrato", "sinistra"), 16, 64, seed=7))
+    model, dataset, collator = build(local, cache_dir, str(full))
+    assert set(dataset.cache_keys) == {0, 2, 3, 4, 5, 6}
+    items = [dataset[i] for i in range(len(dataset))]
+    assert items[1]["pixel_values"] is not None and items[1]["patch_features"] is None
+    assert items[6]["patch_features"].shape[0] == 1  # the image: a one-frame grid
+    assert items[7].get("skipped")  # unreadable: skipped as without a cache
+    batch = collator(items)
+    assert [isinstance(e, dict) for e in batch["images"]] == [True, False, True, True, True, True, True]
+    assert [s["id"] for s in batch["skipped"]] == ["broken"]
+    with torch.no_grad():  # a batch mixing cached and online inputs goes through the model
+        assert torch.isfinite(model(**{k: v for k, v in batch.items() if k != "skipped"}).loss)
+
+
+def test_cache_reads_in_dataloader_workers(assets, tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_features.main(cache_args(assets, cache_dir))
+    _, dataset, collator = build(assets, cache_dir)
+    batches = list(DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collator))
+    grids = [entry["patch_features"] for batch in batches for entry in batch["images"]]
+    assert len(grids) == 12 and all(g.shape[0] == 8 for g in grids)
+
+
+def test_namespace_follows_tower_layer_and_weights_not_dtype(assets, tmp_path):
+    model, _, _ = build(assets)
+    tower = model.get_vision_tower()
+    namespace = FeatureCache(str(tmp_path), tower).namespace
+
+    layer = describe_tower(tower) | {"select_layer": -1}
+    assert FeatureCache(str(tmp_path), tower, description=layer).namespace != namespace
+    tower.to(torch.bfloat16)  # a ZeRO-3 run holds the same tower in bfloat16: same features up to rounding
+    assert FeatureCache(str(tmp_path), tower).namespace == namespace
+    tower.to(torch.float32)
+    with torch.no_grad():
+        next(tower.parameters()).add_(0.1)  # a tuned tower is another tower
+    assert FeatureCache(str(tmp_path), tower).namespace != namespace
+
+
+def test_a_saved_checkpoint_caches_with_its_own_tower(assets, tmp_path):
+    checkpoint = train_tiny_checkpoint(assets, tmp_path / "run", steps=1)
+    cache_dir = tmp_path / "cache"
+    # The checkpoint's tower is the one a run from the plain LM + --vision_tower loads: one namespace.
+    from_checkpoint = cache_features.main(["--model_name_or_path", checkpoint, "--data_path", assets["train"],
+                                           "--video_folder", assets["video_folder"], "--feature_cache", str(cache_dir),
+                                           "--dataloader_num_workers", "0"])
+    from_tower = cache_features.main(cache_args(assets, cache_dir))
+    assert from_checkpoint["namespace"] == from_tower["namespace"]
+    assert (from_tower["computed"], from_tower["present"]) == (0, 12)
+
+
+def test_cache_features_explains_a_missing_tower(tmp_path, assets):
+    with pytest.raises(ValueError, match="--vision_tower"):
+        cache_features.main(["--model_name_or_path", assets["gpt2"], "--data_path", assets["train"],
+                             "--feature_cache", str(tmp_path / "cache")])
