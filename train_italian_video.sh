@@ -53,7 +53,8 @@
 #   WARMUP_STEPS            warmup steps, overrides WARMUP_RATIO                [unset]
 #   MODEL_MAX_LENGTH        longest sequence, visual + text tokens              [1024]
 #   MAX_SKIP_FRACTION       abort when more of the clips than this are unreadable [0.05]
-#   BF16 / FP16             mixed precision (BF16=auto: on where GPUs are)      [auto / false]
+#   BF16 / FP16             mixed precision; auto: bf16 on GPUs that have it,   [auto / auto]
+#                           fp16 on older GPUs (V100), none on the CPU
 #   GRADIENT_CHECKPOINTING  true | false                                        [false]
 #   LOGGING_STEPS / SAVE_STRATEGY / SAVE_STEPS / SAVE_TOTAL_LIMIT               [10 / steps / 1000 / 3]
 #   DATALOADER_NUM_WORKERS  data loading processes per rank                     [4]
@@ -136,7 +137,7 @@ LR_SCHEDULER=${LR_SCHEDULER:-cosine}
 MODEL_MAX_LENGTH=${MODEL_MAX_LENGTH:-1024}
 MAX_SKIP_FRACTION=${MAX_SKIP_FRACTION:-0.05}
 BF16=${BF16:-auto}
-FP16=${FP16:-false}
+FP16=${FP16:-auto}
 GRADIENT_CHECKPOINTING=${GRADIENT_CHECKPOINTING:-false}
 LOGGING_STEPS=${LOGGING_STEPS:-10}
 SAVE_STRATEGY=${SAVE_STRATEGY:-steps}
@@ -191,8 +192,17 @@ NUM_GPUS=${NUM_GPUS:-0}
 DEFAULT_PROCS=$(( NUM_GPUS > 0 ? NUM_GPUS : 1 ))
 GPUS_PER_NODE=${GPUS_PER_NODE:-${NPROC:-$DEFAULT_PROCS}}
 NPROC=$GPUS_PER_NODE
-if [[ "$BF16" == auto ]]; then
-    if (( NUM_GPUS > 0 )); then BF16=true; else BF16=false; fi
+gpu_has_bf16() {
+    "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 1)' 2>/dev/null
+}
+if [[ "$BF16" == auto || "$FP16" == auto ]]; then
+    HAS_BF16=false
+    if (( NUM_GPUS > 0 )) && gpu_has_bf16; then HAS_BF16=true; fi
+    if [[ "$BF16" == auto ]]; then BF16=$HAS_BF16; fi
+    if [[ "$FP16" == auto ]]; then
+        # fp16 only where there are GPUs, bf16 is off, and the GPUs lack it (an explicit BF16=false stays fp32)
+        if (( NUM_GPUS > 0 )) && [[ "$BF16" == false && "$HAS_BF16" == false ]]; then FP16=true; else FP16=false; fi
+    fi
 fi
 
 if [[ "$LAUNCHER" == auto ]]; then

@@ -233,13 +233,29 @@ def test_standalone_command(dummy_paths, tmp_path):
     assert value("--mm_fast_grid", 3) == ["8", "2", "4"] and value("--mm_slow_grid", 3) == ["2", "4", "4"]
     assert value("--mm_projector_hidden_size") == "2560" and value("--num_frames") == "8"
     assert value("--num_train_epochs") == "80" and value("--version") == "plain"
-    assert value("--bf16") == "false"  # no GPU here: BF16=auto is off
+    assert value("--bf16") == "false" and value("--fp16") == "false"  # no GPU here: no mixed precision
     assert argv[-4:] == ["--max_steps", "3", "--learning_rate", "0.5"]  # passed through, last wins
     assert "MODE" in result.stdout and "scripts/zero2.json" in result.stdout  # settings printed
 
     env["DS_CONFIG"] = "none"
     assert run_script(env, timeout=30).returncode == 0
     assert "--deepspeed" not in record.read_text().splitlines()
+
+
+@pytest.mark.parametrize("gpu_bf16, expected", [(True, ("true", "false")), (False, ("false", "true"))])
+def test_precision_follows_the_gpus(dummy_paths, tmp_path, gpu_bf16, expected):
+    """BF16/FP16=auto on a GPU node. No GPU here: CUDA_VISIBLE_DEVICES claims one, and the stand-in
+    python answers the script's bf16 probe (`python -c ...`) as an H100 (yes) or a V100 (no) would."""
+    exe, record = fake_python(tmp_path)
+    probe_answer = 0 if gpu_bf16 else 1
+    exe.write_text(
+        f'#!/usr/bin/env bash\nif [[ "$1" == -c ]]; then exit {probe_answer}; fi\nprintf "%s\\n" "$@" > "{record}"\n'
+    )
+    env = clean_env(**dummy_paths, PYTHON=exe, CUDA_VISIBLE_DEVICES="0", OUTPUT_DIR=tmp_path / "out")
+    result = run_script(env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    argv = record.read_text().splitlines()
+    assert (argv[argv.index("--bf16") + 1], argv[argv.index("--fp16") + 1]) == expected
 
 
 def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):

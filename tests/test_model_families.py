@@ -80,3 +80,27 @@ def test_left_padded_batch_generates_as_each_alone(family, tmp_path, tower_dir):
     for row, video, got in zip(rows, videos, together):
         alone = model.generate(torch.tensor([row]), images=[video], max_new_tokens=4, min_new_tokens=4, do_sample=False)
         assert got.tolist() == alone[0].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sdpa_by_default_eager_on_request_same_logits(family, tmp_path, tower_dir):
+    from llava.model.builder import from_pretrained
+
+    upstream_checkpoint(family, tmp_path)
+    default, eager = from_pretrained(family, str(tmp_path)), from_pretrained(family, str(tmp_path), "eager")
+    # transformers implements MPT's attention only eagerly; every other family gets SDPA.
+    assert default.config._attn_implementation == ("eager" if family == "llava_mpt" else "sdpa")
+    assert eager.config._attn_implementation == "eager"
+    for model in (default, eager):
+        torch.manual_seed(0)
+        model.get_model().initialize_vision_modules(tiny_vision_args(tower_dir))
+        model.eval()
+    assert default.get_vision_tower().config._attn_implementation == "sdpa"
+    ids, mask = right_padded([prompt(5, None, 6, 7, 8), prompt(9, None, 10)])
+    clips = [clip(), clip()]
+    with torch.no_grad():
+        a = default(input_ids=ids, attention_mask=mask, images=clips).logits
+        b = eager(input_ids=ids, attention_mask=mask, images=clips).logits
+    valid = torch.zeros(a.shape[:2], dtype=torch.bool)
+    valid[0, :4 + 96], valid[1, :2 + 96] = True, True
+    assert (a - b)[valid].abs().max() <= 1e-4

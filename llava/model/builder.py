@@ -61,6 +61,22 @@ def causal_lm_class(family: str):
     return getattr(package, AVAILABLE_MODELS[family].split(", ")[0])
 
 
+def attention_implementation(cls, requested: str | None = None) -> str:
+    """SDPA unless asked otherwise, where the family has it (transformers' MPT has eager attention only)."""
+    if requested:
+        return requested
+    if getattr(cls, "_supports_sdpa", False):
+        return "sdpa"
+    logger.info("%s has no SDPA attention in transformers; using eager", cls.__name__)
+    return "eager"
+
+
+def from_pretrained(family: str, path: str, attn_implementation: str | None = None, **kwargs):
+    """A family's model from a folder, with SDPA attention by default."""
+    cls = causal_lm_class(family)
+    return cls.from_pretrained(path, attn_implementation=attention_implementation(cls, attn_implementation), **kwargs)
+
+
 ADAPTER_FILES = ("mm_projector.bin", "mm_projector.safetensors")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Settings of the language model that an adapter was trained against; a base LM that differs in one
@@ -69,7 +85,7 @@ _LM_SHAPE_KEYS = ("vocab_size", "hidden_size", "n_embd", "d_model", "num_hidden_
 
 
 def load_pretrained_model(model_path: str, model_base: str | None = None, device: str = "cpu", dtype=None,
-                          *, vision_tower: str | None = None):
+                          *, vision_tower: str | None = None, attn_implementation: str | None = None):
     """`(tokenizer, model, image_processor, context_len)` for inference, any of the seven families.
 
     - `model_base=None`: `model_path` is a full llava checkpoint (or a plain language model); its config
@@ -89,13 +105,14 @@ def load_pretrained_model(model_path: str, model_base: str | None = None, device
     from .llava_arch import max_positions
 
     kwargs = {"dtype": dtype} if dtype is not None else {}
+    kwargs["attn_implementation"] = attn_implementation
     if model_base is None:
         if os.path.isdir(model_path) and not _has_weights(model_path) and _adapter_file(model_path):
             raise ValueError(
                 f"{model_path} holds an adapter ({_adapter_file(model_path)}) but no model weights: "
                 "pass the language model it was trained on as model_base (--model-base)"
             )
-        model = causal_lm_class(family_of(model_path)).from_pretrained(model_path, **kwargs)
+        model = from_pretrained(family_of(model_path), model_path, **kwargs)
         tokenizer_path = model_path
     else:
         model = _model_from_base_and_adapter(model_path, model_base, vision_tower, kwargs)
@@ -155,7 +172,7 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     run_family = STOCK_TO_LLAVA.get(run_family, run_family)
     if run_family in AVAILABLE_MODELS and run_family != family:
         raise ValueError(f"the adapter in {folder} was trained on a {run_family} model, but model_base {model_base} is {family}")
-    model = causal_lm_class(family).from_pretrained(model_base, **kwargs)
+    model = from_pretrained(family, model_base, **kwargs)
     if model.get_vision_tower() is not None:
         raise ValueError(f"model_base {model_base} already has visual modules; pass the plain language model")
     base = model.config.to_dict()

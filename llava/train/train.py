@@ -19,7 +19,7 @@ import transformers
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer_callback import ProgressCallback
 
-from ..model.builder import causal_lm_class, family_of
+from ..model.builder import family_of, from_pretrained
 from ..model.llava_arch import DEFAULT_FAST_GRID, DEFAULT_SLOW_GRID, max_positions
 from . import checkpoints
 from .callbacks import LossProgressBar
@@ -50,7 +50,7 @@ class ModelArguments:
         metadata={"help": f"Comma-separated parts to train, of: {', '.join(TUNABLE_PARTS)}."},
     )
     pretrain_mm_mlp_adapter: str | None = field(default=None, metadata={"help": "mm_projector.bin of an adapter-only run to start from."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "eager or sdpa (default: the transformers default)."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa (the default, where the family has it: all but MPT) or eager."})
 
 
 @dataclass
@@ -81,8 +81,7 @@ def _setup_logging(training_args) -> None:
 
 def build_model(model_args, data_args, training_args):
     family = family_of(model_args.model_name_or_path)
-    kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
-    model = causal_lm_class(family).from_pretrained(model_args.model_name_or_path, **kwargs)
+    model = from_pretrained(family, model_args.model_name_or_path, model_args.attn_implementation)
     model.config.use_cache = False
 
     positions = max_positions(model.config)
