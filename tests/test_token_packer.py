@@ -78,6 +78,38 @@ def test_query_is_region_mean_plus_attention():
     assert torch.allclose(out, means, atol=1e-6)
 
 
+def textbook_track(track, x, masks):
+    """The track as plain multi-head attention, one region at a time: projections on every patch."""
+    heads, head_dim = track.num_heads, DIM // track.num_heads
+    tokens = []
+    for mask in masks:
+        region = x[0][mask]  # (P, C)
+        query = region.mean(0, keepdim=True)
+        q = track.q_proj(track.norm_query(query)).view(1, heads, head_dim).transpose(0, 1)
+        patches = track.norm_region(region)
+        k = track.k_proj(patches).view(-1, heads, head_dim).transpose(0, 1)
+        v = track.v_proj(patches).view(-1, heads, head_dim).transpose(0, 1)
+        attended = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(1, DIM)
+        tokens.append(query + track.out_proj(attended))
+    return torch.cat(tokens)
+
+
+def test_tracks_compute_textbook_regional_attention_and_its_gradients():
+    p = packer()
+    with torch.no_grad():  # biases and norms away from their initial values, so every term counts
+        for param in p.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    x = torch.randn(1, *GRID, DIM)
+    out = p(x)[0]
+    expected = torch.cat([textbook_track(p.fast, x, region_masks((8, 2, 4))), textbook_track(p.slow, x, region_masks((2, 4, 4)))])
+    assert torch.allclose(out, expected, atol=1e-5)
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), list(p.parameters()))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), list(p.parameters()))
+    for (name, _), a, b in zip(p.named_parameters(), grads, expected_grads):
+        assert torch.allclose(a, b, atol=1e-4), name
+
+
 def test_positions_are_region_centres_in_half_units():
     pos = packer().positions(8)
     assert pos.shape == (96, 4)

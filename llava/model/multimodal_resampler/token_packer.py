@@ -13,7 +13,6 @@ place and time therefore get the same index, and every index is an exact integer
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 AXES = ("frames", "rows", "columns")
@@ -66,6 +65,13 @@ class PackerTrack(nn.Module):
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
+        if hasattr(self.k_proj.weight, "ds_id"):
+            # Built under ZeRO-3: forward reads these weights without calling their modules, so DeepSpeed
+            # must gather them for this module's forward and backward.
+            import deepspeed
+
+            for param in (self.k_proj.weight, self.k_proj.bias, self.v_proj.weight, self.v_proj.bias):
+                deepspeed.zero.register_external_parameter(self, param)
 
     def effective_grid(self, num_frames: int) -> tuple[int, int, int]:
         # A clip shorter than the track's time grid (an image is one frame) clamps the time axis.
@@ -93,20 +99,25 @@ class PackerTrack(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         regions = self.regions(x)  # (B, R, P, C)
         b, r, p, c = regions.shape
-        query = regions.mean(dim=2, keepdim=True)  # (B, R, 1, C)
+        query = regions.mean(dim=2)  # (B, R, C)
         heads, head_dim = self.num_heads, c // self.num_heads
-
-        def split(t, length):  # (B, R, L, C) -> (B*R, heads, L, head_dim)
-            return t.reshape(b * r, length, heads, head_dim).transpose(1, 2)
-
-        q = split(self.q_proj(self.norm_query(query)), 1)
-        region_norm = self.norm_region(regions)
-        k = split(self.k_proj(region_norm), p)
-        v = split(self.v_proj(region_norm), p)
-        # Each (sample, region) pair is its own attention batch entry: a query sees only its region.
-        attended = F.scaled_dot_product_attention(q, k, v)  # (B*R, heads, 1, head_dim)
-        attended = attended.transpose(1, 2).reshape(b, r, c)
-        return query.squeeze(2) + self.out_proj(attended)
+        q = self.q_proj(self.norm_query(query)).view(b, r, heads, head_dim)
+        patches = self.norm_region(regions)
+        # One query per region meets P patches, so the key and value projections are applied to the
+        # query and to the attention-weighted patches instead of to every patch (P times less work, the
+        # same result): q . (Wk x + bk) = (Wk^T q) . x + q . bk, and sum_p a_p (Wv x_p + bv) =
+        # Wv (sum_p a_p x_p) + bv, the weights summing to one. (q . bk is the same for every patch of a
+        # region, so the softmax ignores it; it stays, so that every weight takes part as in the usual
+        # form, which DDP without find_unused_parameters requires.) Each (sample, region) attends only to
+        # its own patches.
+        w_k = self.k_proj.weight.view(heads, head_dim, c)
+        w_v = self.v_proj.weight.view(heads, head_dim, c)
+        q_in = torch.einsum("brhd,hdc->brhc", q, w_k)
+        scores = torch.einsum("brhc,brpc->brhp", q_in, patches) + (q * self.k_proj.bias.view(heads, head_dim)).sum(-1, keepdim=True)
+        weights = (scores * head_dim**-0.5).softmax(dim=-1)
+        mixed = torch.einsum("brhp,brpc->brhc", weights, patches)
+        attended = torch.einsum("brhc,hdc->brhd", mixed, w_v) + self.v_proj.bias.view(heads, head_dim)
+        return query + self.out_proj(attended.reshape(b, r, c))
 
 
 class FastSlowTokenPacker(nn.Module):
