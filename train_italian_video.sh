@@ -31,6 +31,10 @@
 #   DATA_PATH               the data file actually used                         [by MODE: one of the two above]
 #   VIDEO_FOLDER            clips, paths in the JSON are relative to it         [$DATA_DIR/videos]
 #   IMAGE_FOLDER            images, for data files that hold image samples      [unset]
+#   FEATURE_CACHE           folder of cached tower features (video mode): the   [unset: no cache]
+#                           clips not cached yet are encoded first (one process),
+#                           then every epoch reads them instead of decoding clips
+#                           and running the frozen tower
 #   OUTPUT_DIR              checkpoints and the final model                     [./checkpoints/llava-bambi-gpt2-italian-$MODE]
 #   DS_CONFIG               DeepSpeed config, or `none` to train without it     [scripts/zero2.json]
 #   VERSION                 prompt template (plain for GPT-2)                   [plain]
@@ -111,6 +115,7 @@ VIDEO_DATA_PATH=${VIDEO_DATA_PATH:-$DATA_DIR/train_video.json}
 TEXT_DATA_PATH=${TEXT_DATA_PATH:-$DATA_DIR/train_text.json}
 VIDEO_FOLDER=${VIDEO_FOLDER:-$DATA_DIR/videos}
 IMAGE_FOLDER=${IMAGE_FOLDER:-}
+FEATURE_CACHE=${FEATURE_CACHE:-}
 DS_CONFIG=${DS_CONFIG:-scripts/zero2.json}
 VERSION=${VERSION:-plain}
 
@@ -323,6 +328,7 @@ if [[ "$MODE" == video ]]; then
         --max_skip_fraction "$MAX_SKIP_FRACTION"
     )
     [[ -n "$PRETRAIN_MM_MLP_ADAPTER" ]] && ARGS+=(--pretrain_mm_mlp_adapter "$PRETRAIN_MM_MLP_ADAPTER")
+    [[ -n "$FEATURE_CACHE" ]] && ARGS+=(--feature_cache "$FEATURE_CACHE")
 fi
 [[ -n "$IMAGE_FOLDER" ]] && ARGS+=(--image_folder "$IMAGE_FOLDER")
 # only when on: transformers 5 calls the flag a deprecated alias of --activation_checkpointing
@@ -382,6 +388,7 @@ fi
         printf '  %-22s %s\n' \
             VISION_TOWER "$VISION_TOWER" \
             VIDEO_FOLDER "$VIDEO_FOLDER" \
+            FEATURE_CACHE "${FEATURE_CACHE:-none}" \
             NUM_FRAMES "$NUM_FRAMES" \
             FAST_GRID "${FAST_GRID_ARGS[*]} ($(( FAST_GRID_ARGS[0] * FAST_GRID_ARGS[1] * FAST_GRID_ARGS[2] )) tokens)" \
             SLOW_GRID "${SLOW_GRID_ARGS[*]} ($(( SLOW_GRID_ARGS[0] * SLOW_GRID_ARGS[1] * SLOW_GRID_ARGS[2] )) tokens)" \
@@ -398,4 +405,10 @@ fi
     echo "  command: ${LAUNCH[*]} ${ARGS[*]}"
 }
 
+if [[ "$MODE" == video && -n "$FEATURE_CACHE" ]]; then
+    # The training flags as they are: the caching step takes the data and tower ones and computes only
+    # the clips not cached yet (a no-op on a resumed run).
+    echo "=== caching tower features in $FEATURE_CACHE ==="
+    "$PYTHON" -m llava.train.cache_features "${ARGS[@]}"
+fi
 exec "${LAUNCH[@]}" "${ARGS[@]}"

@@ -305,6 +305,22 @@ def test_bash_trains_with_deepspeed_on_two_processes(stage, tiny_assets, tmp_pat
     assert_final_model_loads(output, tiny_assets["VISION_TOWER"])
 
 
+@needs_train_py
+def test_feature_cache_is_filled_then_read_by_training(tiny_assets, tmp_path):
+    output, cache = tmp_path / "cached-run", tmp_path / "features"
+    env = clean_env(**TINY_SETTINGS, **tiny_assets, OUTPUT_DIR=output, NPROC=1, DS_CONFIG="none", FEATURE_CACHE=cache)
+    result = run_script(env, timeout=300)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    samples = len(json.loads(Path(tiny_assets["VIDEO_DATA_PATH"]).read_text()))
+    assert f"0 cached already, {samples} to compute" in log
+    assert f"{samples} of {samples} samples with media are cached" in log
+    assert (output / "checkpoint-4").is_dir() and len(train_log_losses(log)) >= 4
+    # Started again (a resumed run): nothing left to compute.
+    again = run_script(env, timeout=300)
+    assert again.returncode == 0 and f"{samples} cached already, 0 to compute" in again.stdout + again.stderr
+
+
 # ------------------------------------------------------------------------ (d) MODE=text: the LM alone
 @needs_train_py
 def test_text_mode_trains_the_language_model_on_captions(tiny_assets, tmp_path):

@@ -85,10 +85,13 @@ def render_frames(spec: ClipSpec, num_frames: int = 16, size: int = 64, seed: in
     return frames
 
 
-def write_clip(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264") -> None:
-    """Writes RGB frames as a real video file (H.264 in mp4 by default)."""
+def write_clip(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264", gop_size: int | None = None) -> None:
+    """Writes RGB frames as a real video file (H.264 in mp4 by default); `gop_size`: frames between
+    keyframes (the encoder's default where None)."""
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
+        if gop_size:
+            stream.codec_context.gop_size = gop_size
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         for frame in frames:
