@@ -393,6 +393,10 @@ def write_markdown(path: Path, machine: str, results: dict[str, list[tuple[str, 
         "",
         f"Measured {datetime.date.today().isoformat()} on: {machine}.",
         "Every figure comes from one run, each ratio from two measurements taken side by side in it.",
+        "Timings are medians of interleaved repetitions. 'vs tower + LM' sets two parts timed alone against",
+        "one whole step, so it moves by a few percent with the machine's noise (it can read below 1); the",
+        "core's own time (cached step minus the LM alone) is the steadier measure of what the multimodal",
+        "core adds.",
         "",
     ]
     for name, rows in results.items():
