@@ -108,7 +108,8 @@ def side_by_side(fns: dict, device, repeats: int, warmup: int = 1) -> dict[str, 
 def matmul_flops_per_second(device, dtype, n: int = 2048, repeats: int = 5) -> float:
     """The best of `repeats` square matmuls: this machine's attainable dense FLOP/s."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    best = min(timed(lambda: a @ b, device, repeats=1, warmup=1 if i == 0 else 0) for i in range(repeats))
+    a @ b  # warm-up
+    best = min(timed(lambda: a @ b, device, repeats=1, warmup=0) for _ in range(repeats))
     return 2 * n**3 / best
 
 

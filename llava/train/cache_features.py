@@ -29,7 +29,7 @@ from transformers import AutoConfig, HfArgumentParser
 from ..model.multimodal_encoder import VisionTower
 from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..video import VideoReadError
-from .data import DataArguments, MediaReadError, load_pixels, load_samples
+from .data import DataArguments, MediaReadError, load_pixels, load_samples, media_path
 from .feature_cache import FeatureCache
 
 logger = logging.getLogger("llava.cache_features")
@@ -85,8 +85,7 @@ def _media_of(data_args: DataArguments) -> list[tuple[str, str]]:
     for sample in load_samples(data_args.data_path):
         if not sample["modality"]:
             continue
-        folder = data_args.video_folder if sample["modality"] == "video" else data_args.image_folder
-        path = os.path.join(folder, sample["media"]) if folder else sample["media"]
+        path = media_path(sample, data_args)
         if (sample["modality"], path) not in seen:
             seen.add((sample["modality"], path))
             media.append((sample["modality"], path))
@@ -129,7 +128,7 @@ def run(args: CacheArguments, data_args: DataArguments) -> dict:
 
     loader = DataLoader(
         _Media(todo, data_args.num_frames, tower.image_processor),
-        batch_size=None,  # items as they are; clips are batched below, by frame count
+        batch_size=None,  # items as they are; their frames are joined into tower batches below
         num_workers=args.dataloader_num_workers,
     )
     shard_bytes = args.shard_size_mb << 20

@@ -143,6 +143,12 @@ def _load_image(path: str, image_processor) -> torch.Tensor:
     return process_images([image], image_processor)  # (1, 3, S, S): a one-frame clip
 
 
+def media_path(sample: dict, data_args: DataArguments) -> str:
+    """Where a loaded sample's medium lies: its path under --video_folder / --image_folder."""
+    folder = data_args.video_folder if sample["modality"] == "video" else data_args.image_folder
+    return os.path.join(folder, sample["media"]) if folder else sample["media"]
+
+
 def load_pixels(modality: str, path: str, num_frames: int, image_processor) -> torch.Tensor:
     """The pixels the tower sees for one medium: (num_frames, 3, S, S) for a clip, (1, 3, S, S) for an
     image. Raises VideoReadError / MediaReadError for unreadable files."""
@@ -228,8 +234,7 @@ class LazySupervisedDataset(Dataset):
         return keys
 
     def media_path(self, sample: dict) -> str:
-        folder = self.data_args.video_folder if sample["modality"] == "video" else self.data_args.image_folder
-        return os.path.join(folder, sample["media"]) if folder else sample["media"]
+        return media_path(sample, self.data_args)
 
     def _fit(self, ids: list[int], labels: list[int], modality) -> tuple[list[int], list[int], int]:
         """Drops text tokens from the end until visual + text fits; returns how many were dropped."""

@@ -117,23 +117,18 @@ class FeatureCache:
         self._pending: dict[str, torch.Tensor] = {}
         self._pending_sources: list[list] = []
         self._pending_bytes = 0
-        self.refresh()
+        self._read_shard_headers()
 
     # ----------------------------------------------------------------------------------- reading
-    def refresh(self) -> None:
-        """Reads the headers of every complete shard (cheap: no tensor data)."""
+    def _read_shard_headers(self) -> None:
+        """Indexes every complete shard from its header (cheap: no tensor data)."""
         for shard in sorted(glob.glob(os.path.join(self.folder, SHARD_GLOB))):
-            if shard in self._shard_of.values():
-                continue
             with safe_open(shard, framework="pt") as f:
                 for key in f.keys():
                     self._shard_of.setdefault(key, shard)
                 sources = json.loads((f.metadata() or {}).get("sources", "[]"))
             for path, size, mtime_ns, digest in sources:
                 self._known_files[path] = (size, mtime_ns, digest)
-
-    def __len__(self) -> int:
-        return len(self._shard_of)
 
     def __contains__(self, key: str) -> bool:
         return key in self._shard_of
