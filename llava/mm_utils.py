@@ -84,32 +84,94 @@ def process_video_frames(frames, image_processor) -> torch.FloatTensor:
     return pixels.float()
 
 
-def process_images(images, image_processor) -> torch.FloatTensor:
-    """PIL images or (H, W, 3) uint8 arrays -> (N, 3, S, S) float pixels; each image is later one frame."""
+# Values of LLaVA's `image_aspect_ratio` that preprocess an image into one tower input. LLaVA's others
+# (anyres*, highres, crop_split) cut an image into several tiles; here an image is one frame of the
+# packer's grid, so they cannot apply.
+ASPECT_RATIO_MODES = ("square", "pad")
+
+
+def image_aspect_ratio(model_cfg) -> str:
+    """The `image_aspect_ratio` a model config (or LLaVA data arguments) asks for; `square` when unset."""
+    mode = getattr(model_cfg, "image_aspect_ratio", None) if model_cfg is not None else None
+    mode = mode or "square"
+    if mode not in ASPECT_RATIO_MODES:
+        raise ValueError(
+            f"image_aspect_ratio {mode!r} is not supported: an image is one frame at the tower's input size "
+            f"here, not a set of tiles; use 'pad' (LLaVA-1.5's letterboxing) or 'square'"
+        )
+    return mode
+
+
+def expand_to_square(image, background: tuple[int, ...]):
+    """A PIL image centred on a square canvas of `background` colour (LLaVA's `pad` preprocessing)."""
     from PIL import Image
 
-    prepared = [img.convert("RGB") if isinstance(img, Image.Image) else np.asarray(img) for img in images]
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), background)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def process_images(images, image_processor, model_cfg=None) -> torch.FloatTensor:
+    """LLaVA's `process_images`: PIL images or (H, W, 3) uint8 arrays -> (N, 3, S, S) float pixels, each
+    image later one frame. `model_cfg.image_aspect_ratio == "pad"` letterboxes each image onto a square
+    of the processor's mean colour first, so that the centre crop keeps all of it."""
+    from PIL import Image
+
+    pad = image_aspect_ratio(model_cfg) == "pad"
+    prepared = []
+    for img in images:
+        img = img.convert("RGB") if isinstance(img, Image.Image) else np.asarray(img)
+        if pad:
+            if not isinstance(img, Image.Image):
+                img = Image.fromarray(img.astype(np.uint8)).convert("RGB")
+            # The mean colour as LLaVA computes it (truncated), so letterboxes match its preprocessing.
+            img = expand_to_square(img, tuple(int(255 * m) for m in image_processor.image_mean))
+        prepared.append(img)
     return image_processor(prepared, return_tensors="pt")["pixel_values"].float()
+
+
+def get_model_name_from_path(model_path: str) -> str:
+    """LLaVA's model name of a checkpoint path: its last folder, prefixed by the run's folder for a
+    `checkpoint-N` inside a run (`runs/llava-x/checkpoint-500` -> `llava-x_checkpoint-500`)."""
+    parts = str(model_path).strip("/").split("/")
+    if parts[-1].startswith("checkpoint-") and len(parts) > 1:
+        return f"{parts[-2]}_{parts[-1]}"
+    return parts[-1]
 
 
 class KeywordsStoppingCriteria(StoppingCriteria):
     """Stops a sequence once its generated text contains one of `keywords` (LLaVA's criterion, batched).
 
-    `input_ids`, where given, is the prompt: its tokens are never searched (generate with `inputs_embeds`
-    returns only new tokens, so it is usually left out). Only a short tail is decoded at each step.
+    `input_ids`, where given, is the prompt. Its tokens are never searched, whichever form `generate`
+    hands over: the prompt followed by the new tokens (generation from ids) or the new tokens alone
+    (generation with `images`, which runs from embeddings, as LLaVA's does). A row that starts with its
+    prompt is searched after it; any other row holds new tokens only. Only a short tail is decoded.
     """
 
     def __init__(self, keywords: list[str], tokenizer, input_ids=None):
-        self.keywords = list(keywords)
+        self.keywords = [keywords] if isinstance(keywords, str) else list(keywords)
         self.tokenizer = tokenizer
-        self.start_len = 0 if input_ids is None else int(input_ids.shape[-1])
+        self.prompts = None if input_ids is None else torch.as_tensor(input_ids).reshape(-1, torch.as_tensor(input_ids).shape[-1]).cpu()
         # Enough tokens to spell the longest keyword, plus slack for merges at its edges.
         self.tail = max(len(tokenizer(k, add_special_tokens=False).input_ids) for k in self.keywords) + 2
 
+    def _new_tokens(self, row: torch.Tensor, index: int) -> torch.Tensor:
+        if self.prompts is None:
+            return row
+        prompt = self.prompts[index if index < len(self.prompts) else 0]
+        n = prompt.shape[0]
+        if row.shape[0] >= n and torch.equal(row[:n].cpu(), prompt):
+            return row[n:]
+        return row
+
     def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
         done = []
-        for row in input_ids:
-            tail = row[self.start_len :][-self.tail :]
+        for index, row in enumerate(input_ids):
+            tail = self._new_tokens(row, index)[-self.tail :]
             text = self.tokenizer.decode(tail[tail >= 0], skip_special_tokens=False)
             done.append(any(k in text for k in self.keywords))
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
