@@ -96,6 +96,11 @@ class LlavaMetaModel:
 
     def _build_vision_modules(self, tower: VisionTower) -> None:
         config = self.config
+        # LLaVA clients read these to decide how to write the visual block in a prompt; checkpoints
+        # written before they were recorded never used the extra tokens.
+        for name in ("mm_use_im_start_end", "mm_use_im_patch_token"):
+            if getattr(config, name, None) is None:
+                setattr(config, name, False)
         input_grid = (config.mm_num_frames, tower.grid_size, tower.grid_size)
         self.vision_tower = tower
         self.vision_resampler = build_vision_resampler(config, tower.hidden_size, input_grid)
@@ -175,9 +180,12 @@ class LlavaMetaModel:
 
 
 def _as_clips(images, modalities) -> list[torch.Tensor]:
-    """Normalizes the accepted forms of `images` into a list of (T, 3, S, S) clips."""
+    """Normalizes the accepted forms of `images` into a list of (T, 3, S, S) clips. `modalities` is one
+    'image'/'video' per entry, or one string for all of them (lmms-eval passes `modalities="video"`)."""
     if isinstance(images, torch.Tensor):
         images = list(images) if images.ndim in (4, 5) else [images]
+    if isinstance(modalities, str):
+        modalities = [modalities] * len(images)
     clips = []
     for i, item in enumerate(images):
         modality = modalities[i] if modalities is not None and i < len(modalities) else None
@@ -224,6 +232,17 @@ def _parameters(fn) -> frozenset[str]:
     return frozenset(inspect.signature(fn).parameters)
 
 
+class _NotGiven:
+    """Default of `generate(images=...)`: tells a LLaVA-style call (images given, even None) apart from
+    a plain transformers call."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+_NOT_GIVEN = _NotGiven()
+
+
 class LlavaMetaForCausalLM:
     """Mixin for a family's causal-LM class. A family aliases `forward`, `generate` and
     `prepare_inputs_for_generation` from here; each calls the language model's own method after the
@@ -247,6 +266,7 @@ class LlavaMetaForCausalLM:
         if tower is None:
             raise ValueError("this model has no vision tower; call initialize_vision_modules first")
         max_frames = self.config.mm_num_frames
+        clips = list(clips)  # longer clips are replaced by their sampled frames below
         grid_shape = (tower.grid_size, tower.grid_size, tower.hidden_size)
         grids: list[torch.Tensor | None] = [None] * len(clips)
         pixel_clips = []
@@ -254,7 +274,8 @@ class LlavaMetaForCausalLM:
             precomputed = clip["patch_features"] if isinstance(clip, dict) else None
             num_frames = (clip if precomputed is None else precomputed).shape[0]
             if num_frames > max_frames:
-                raise ValueError(f"a clip has {num_frames} frames; this model takes at most {max_frames}")
+                clip, precomputed = self._sample_frames(clip, num_frames, max_frames)
+                clips[i] = clip
             if precomputed is None:
                 pixel_clips.append(i)
             elif tuple(precomputed.shape[1:]) != grid_shape:
@@ -281,16 +302,36 @@ class LlavaMetaForCausalLM:
                 features[i] = tokens[j].to(embed_dtype)
         return features
 
+    def _sample_frames(self, clip, num_frames: int, max_frames: int):
+        """A longer clip than the model takes (clients send 16-64 frames) keeps `max_frames` of its frames,
+        spread uniformly as the video reader spreads them over a file: the centres of equal segments."""
+        from ..video import sample_indices
+
+        keep = sample_indices(num_frames, max_frames)
+        if not getattr(self, "_logged_frame_sampling", False):
+            logger.warning(
+                "clips of %d frames are sampled uniformly down to the %d frames this model takes (frames %s); "
+                "logged once", num_frames, max_frames, ", ".join(map(str, keep)),
+            )
+            self._logged_frame_sampling = True
+        if isinstance(clip, dict):
+            clip = {**clip, "patch_features": clip["patch_features"][keep]}
+            return clip, clip["patch_features"]
+        return clip[keep], None
+
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """(N, 3, S, S) images -> one (tokens, hidden) tensor per image: images are one-frame clips."""
         return self.encode_videos([image.unsqueeze(0) for image in images])
 
     # ------------------------------------------------------------------------------------ splicing
     def prepare_inputs_labels_for_multimodal(
-        self, input_ids, position_ids, attention_mask, past_key_values, labels, images, modalities=None
+        self, input_ids, position_ids, attention_mask, past_key_values, labels, images, modalities=None,
+        image_sizes=None,
     ):
         """Splices visual tokens in at the placeholders; LLaVA's signature and return order:
-        `(None, position_ids, attention_mask, past_key_values, inputs_embeds, labels)`.
+        `(None, position_ids, attention_mask, past_key_values, inputs_embeds, labels)`. `image_sizes`
+        (LLaVA's original image sizes, for its anyres tiling) is accepted and not needed: every image is
+        one frame at the tower's input size.
 
         Visual positions get IGNORE_INDEX labels. Sequences longer than the LM's positions lose text
         from their end, never a visual token. The output keeps the input's padding side: left-padded
@@ -387,6 +428,7 @@ class LlavaMetaForCausalLM:
         labels=None,
         images=None,
         modalities=None,
+        image_sizes=None,
         **kwargs,
     ):
         if inputs_embeds is None and images is not None:
@@ -409,17 +451,30 @@ class LlavaMetaForCausalLM:
         return argument in _parameters(_next_definition(type(self), "forward"))
 
     @torch.no_grad()
-    def generate(self, inputs=None, images=None, modalities=None, **kwargs):
-        """`generate` with optional visual inputs; with them, returns only the new tokens."""
+    def generate(self, inputs=None, images=_NOT_GIVEN, modalities=None, image_sizes=None, **kwargs):
+        """Generation, two ways.
+
+        Called as LLaVA code calls it, with an `images` argument (visual inputs, or None for a text-only
+        prompt), it runs from embeddings with the visual tokens spliced in and returns only the new
+        tokens, as LLaVA's `generate` does. Called as transformers code calls it, without `images`, it is
+        the language model's own `generate` and returns the prompt followed by the new tokens.
+        """
         generate = self._language_model_method("generate")
-        if images is None:
+        if inputs is None:
+            inputs = kwargs.pop("input_ids", None)
+        if images is _NOT_GIVEN:
             return generate(inputs, **kwargs)
+        if inputs is None:
+            raise ValueError("generate(images=...) needs the prompt's input ids (with one IMAGE_TOKEN_INDEX per visual input)")
         if "inputs_embeds" in kwargs:
             raise ValueError("pass either images with input ids, or inputs_embeds, not both")
         kwargs.pop("position_ids", None)  # recomputed from the new attention mask
+        attention_mask = kwargs.pop("attention_mask", None)
         _, _, attention_mask, _, inputs_embeds, _ = self.prepare_inputs_labels_for_multimodal(
-            inputs, None, kwargs.pop("attention_mask", None), None, None, images, modalities
+            inputs, None, attention_mask, None, None, [] if images is None else images, modalities
         )
+        if inputs_embeds is None:  # no visual input: the prompt's own embeddings
+            inputs_embeds = self.get_input_embeddings()(inputs)
         return generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, images=None, modalities=None, **kwargs):

@@ -45,9 +45,8 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], images: list[torc
     modalities = ["video" if x.ndim == 4 and x.shape[0] > 1 else "image" for x in images if x is not None]
     sampling = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)} if temperature > 0 else {
         "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    # images= is always passed (None for text-only prompts): generate then returns only the new tokens.
     out = model.generate(ids, attention_mask=mask, images=visual or None, modalities=modalities or None,
                          max_new_tokens=max_new_tokens, num_beams=1, pad_token_id=pad,
                          eos_token_id=stop_token_ids(tokenizer), **sampling)
-    if not visual:  # generate from ids returns the prompt too
-        out = out[:, ids.shape[1]:]
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]

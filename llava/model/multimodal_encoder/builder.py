@@ -112,6 +112,20 @@ class VisionTower(nn.Module):
         """Patches per side of the processed input."""
         return self.image_size // self.config.patch_size
 
+    # LLaVA's tower surface, for client code that sizes prompts or buffers from it.
+    @property
+    def num_patches_per_side(self) -> int:
+        return self.grid_size
+
+    @property
+    def num_patches(self) -> int:
+        """Patch tokens of one image (one frame) before the packer."""
+        return self.grid_size**2
+
+    @property
+    def is_loaded(self) -> bool:
+        return True
+
     @property
     def dtype(self) -> torch.dtype:
         return next(self.vision_tower.parameters()).dtype
