@@ -7,6 +7,7 @@ import logging
 import os
 
 from . import AVAILABLE_MODELS
+from .load_options import apply_config_options, attention_request, quantization_config, resolve_device, resolve_dtype
 from .multimodal_encoder import tower_architecture
 
 logger = logging.getLogger(__name__)
@@ -84,9 +85,14 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
 _LM_SHAPE_KEYS = ("vocab_size", "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "n_layers")
 
 
-def load_pretrained_model(model_path: str, model_base: str | None = None, device: str = "cpu", dtype=None,
-                          *, vision_tower: str | None = None, attn_implementation: str | None = None):
+def load_pretrained_model(model_path: str, model_base: str | None = None, model_name: str | None = None,
+                          load_8bit: bool = False, load_4bit: bool = False, device_map="auto", torch_dtype=None,
+                          attn_implementation: str | None = None, customized_config=None, overwrite_config=None,
+                          *, device: str | None = None, dtype=None, vision_tower: str | None = None, **kwargs):
     """`(tokenizer, model, image_processor, context_len)` for inference, any of the seven families.
+
+    LLaVA's signature and positional order. `model_name` is accepted for LLaVA's callers and not needed:
+    the family comes from the checkpoint's config.json.
 
     - `model_base=None`: `model_path` is a full llava checkpoint (or a plain language model); its config
       rebuilds everything (tower, packer, projector, embeddings) and its weights fill it.
@@ -96,29 +102,49 @@ def load_pretrained_model(model_path: str, model_base: str | None = None, device
       from the folder its `mm_vision_tower` names (or from `vision_tower`, where it has moved), and the
       adapter (resampler, projector, embeddings) from the file.
 
+    Where it goes and how (see load_options): `device` (or LLaVA's `device_map`; "auto" is the GPU where
+    there is one, else the CPU), `dtype` (or `torch_dtype`, a dtype or its name; default the checkpoint's),
+    `load_8bit`/`load_4bit` (bitsandbytes, CUDA only), `attn_implementation` (SDPA by default; LLaVA's
+    FlashAttention-2 request falls back to SDPA where it cannot run), `customized_config` and
+    `overwrite_config` (applied to the config before the weights are loaded). Other keyword arguments go
+    to transformers' `from_pretrained`, as in LLaVA; `multimodal=` (lmms-eval) is accepted and not needed.
+
     The image processor is the tower's (None for a text-only model); `context_len` is the language
     model's number of positions. A tokenizer without a pad token pads with EOS, as in training. The model
-    is in eval mode on `device`, in `dtype` where given.
+    is in eval mode.
     """
     from transformers import AutoTokenizer
 
     from .llava_arch import max_positions
 
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    kwargs["attn_implementation"] = attn_implementation
+    del model_name  # LLaVA picks a code path by name; here config.json says what the checkpoint is
+    kwargs.pop("multimodal", None)
+    attn = attention_request(attn_implementation, bool(kwargs.pop("use_flash_attn", False) or kwargs.pop("use_flash_attention_2", False)))
+    target = resolve_device(device_map, device)
+    dtype = resolve_dtype(dtype if dtype is not None else torch_dtype)
+    quantization = quantization_config(load_8bit, load_4bit, dtype)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if quantization is not None:  # bitsandbytes places the weights itself
+        kwargs.update(quantization_config=quantization, device_map={"": target.index or 0})
+    kwargs["attn_implementation"] = attn
+    options = (customized_config, overwrite_config)
     if model_base is None:
         if os.path.isdir(model_path) and not _has_weights(model_path) and _adapter_file(model_path):
             raise ValueError(
                 f"{model_path} holds an adapter ({_adapter_file(model_path)}) but no model weights: "
                 "pass the language model it was trained on as model_base (--model-base)"
             )
-        model = from_pretrained(family_of(model_path), model_path, **kwargs)
+        family = family_of(model_path)
+        model = from_pretrained(family, model_path, config=_config(family, model_path, *options), **kwargs)
         tokenizer_path = model_path
     else:
-        model = _model_from_base_and_adapter(model_path, model_base, vision_tower, kwargs)
+        model = _model_from_base_and_adapter(model_path, model_base, vision_tower, options, kwargs)
         folder = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
         tokenizer_path = folder if os.path.isfile(os.path.join(folder, "tokenizer_config.json")) else model_base
-    model = model.to(device).eval()
+    if quantization is None:
+        model = model.to(target)
+    model = model.eval()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     if tokenizer.pad_token_id is None:  # as in training: EOS pads, masks come from lengths
         tokenizer.pad_token = tokenizer.eos_token
@@ -130,6 +156,19 @@ def load_pretrained_model(model_path: str, model_base: str | None = None, device
     return tokenizer, model, (tower.image_processor if tower is not None else None), max_positions(model.config)
 
 
+def _config(family: str, path: str, customized_config=None, overwrite_config=None):
+    """The family's config of `path` with LLaVA's config options applied (None: the checkpoint's own)."""
+    if customized_config is None and not overwrite_config:
+        return None
+    from transformers import AutoConfig
+
+    config = apply_config_options(AutoConfig.from_pretrained(path), customized_config, overwrite_config)
+    config_class = causal_lm_class(family).config_class
+    if not isinstance(config, config_class):  # a stock config (gpt2) describes the same language model
+        config = config_class.from_dict(config.to_dict())
+    return config
+
+
 def _has_weights(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, name)) for name in _WEIGHT_FILES)
 
@@ -138,7 +177,7 @@ def _adapter_file(folder: str) -> str | None:
     return next((os.path.join(folder, n) for n in ADAPTER_FILES if os.path.isfile(os.path.join(folder, n))), None)
 
 
-def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower: str | None, kwargs: dict):
+def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower: str | None, options: tuple, kwargs: dict):
     """The base language model with the visual modules of an adapter-only run (see load_pretrained_model)."""
     from types import SimpleNamespace
 
@@ -172,7 +211,7 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     run_family = STOCK_TO_LLAVA.get(run_family, run_family)
     if run_family in AVAILABLE_MODELS and run_family != family:
         raise ValueError(f"the adapter in {folder} was trained on a {run_family} model, but model_base {model_base} is {family}")
-    model = from_pretrained(family, model_base, **kwargs)
+    model = from_pretrained(family, model_base, config=_config(family, model_base, *options), **kwargs)
     if model.get_vision_tower() is not None:
         raise ValueError(f"model_base {model_base} already has visual modules; pass the plain language model")
     base = model.config.to_dict()
