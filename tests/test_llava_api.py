@@ -57,6 +57,10 @@ def test_the_names_llava_code_imports():
     assert (constants.DEFAULT_IMAGE_TOKEN, constants.DEFAULT_IMAGE_PATCH_TOKEN) == ("<image>", "<im_patch>")
     assert (constants.DEFAULT_IM_START_TOKEN, constants.DEFAULT_IM_END_TOKEN) == ("<im_start>", "<im_end>")
     assert constants.IMAGE_PLACEHOLDER == "<image-placeholder>"
+    from llava import LlavaLlamaForCausalLM  # LLaVA's package exports its model classes
+    from llava.model import LlavaQwenForCausalLM  # noqa: F401
+
+    assert LlavaLlamaForCausalLM.__name__ == "LlavaLlamaForCausalLM"
 
 
 def test_model_name_from_path():
