@@ -1,21 +1,34 @@
-"""Prompt templates: how a LLaVA conversation becomes `input_ids` and `labels`.
+"""Prompt templates: how a LLaVA conversation becomes `input_ids` and `labels`, and LLaVA's `conv_templates`.
 
 A conversation is LLaVA's list of turns, `[{"from": "human" | "gpt" | "system", "value": str}, ...]`
-("user"/"assistant" are accepted too). The `<video>` / `<image>` placeholders in human turns become one
+("user"/"assistant" are accepted too). The `<video>` / `<image>` placeholders become one
 `IMAGE_TOKEN_INDEX` each; the model splices the visual block in there. Labels are `IGNORE_INDEX`
 everywhere except on what the model must learn to write.
 
 Templates, chosen with `--version`:
 
-- `plain`: for caption language models such as GPT-2. The sequence is the visual block, then the answer,
-  then EOS: `[BOS] <placeholders> answer EOS`. Human text other than the placeholders is dropped (as
-  LLaVA's plain template does); loss on the answer and its EOS only. BOS only where the tokenizer adds
-  one by default. A text-only sample is just `answer EOS`, i.e. plain language modelling.
+- Every name of LLaVA's `conv_templates` (`vicuna_v1`, `llava_v1`, `qwen_1_5`, `chatml_direct`,
+  `mistral_instruct`, `gemma_instruct`, ...). The sample's turns are appended to that `Conversation`,
+  exactly as a LLaVA client appends its question, and the text is its `get_prompt()`, tokenized as
+  `tokenizer_image_token` does (BOS where the tokenizer adds one by default, then the text between
+  placeholders). So the prompt a client builds with `conv_templates[NAME]` is, id for id, the start of what
+  `--version NAME` trains on. Labels cover each answer and the marker that ends it (`</s>`, `###`,
+  `<|im_end|>`, `<end_of_turn>`, ...), which is also the template's `stop_strings`.
+- `plain` (and LLaVA's alias `v0_plain`): for caption language models such as GPT-2. The sequence is the
+  visual block, then the answer, then EOS: `[BOS] <placeholders> answer EOS`. Human text other than the
+  placeholders is dropped (as LLaVA's plain training does); loss on the answer and its EOS only. BOS only
+  where the tokenizer adds one by default. A text-only sample is just `answer EOS`, i.e. plain language
+  modelling. `conv_templates["plain"]` renders the same: a client's `"<image>\\nQ"` becomes `"<image>"`.
 - `chat`: for chat models. Uses the tokenizer's own `chat_template` (`apply_chat_template`); a tokenizer
   without one falls back to `chatml` (with a warning).
 - `chatml`: the built-in fallback, always: `<|im_start|>{role}\\n{content}{end_of_turn}\\n` per turn and
   `<|im_start|>assistant\\n` as the generation prompt. `end_of_turn` is `<|im_end|>` where the tokenizer
   has it as a token (Qwen), else the tokenizer's EOS, so that generation stops at a token it knows.
+
+Labels of `conv_templates` names. Each turn renders as an opening (all an open turn, `None`, renders:
+`"ASSISTANT:"`, `"<|im_start|>assistant\\n"`) followed by its text and closing, so a prompt is always a
+text prefix of the conversation it starts; an answer's labels are the tokens over its text and closing
+(trailing whitespace excluded: the newline after `<|im_end|>` is layout).
 
 Chat labels. The whole conversation is rendered once and tokenized once, with character offsets, so the
 ids are exactly what the tokenizer makes of the rendered text. Each answer's character span starts where
@@ -28,12 +41,15 @@ answer text and extended over a special token that directly follows it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from enum import Enum, auto
+from typing import Any, NamedTuple
 
 from jinja2.exceptions import TemplateError
 
 from .constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from .mm_utils import bos_prefix, count_placeholders, tokenize_with_placeholders
+from .mm_utils import PLACEHOLDER_PATTERN, bos_prefix, tokenize_with_placeholders, tokenizer_image_token
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +81,149 @@ def _without_final_answer(messages: list[dict]) -> list[dict]:
     return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
 
 
+# ------------------------------------------------------------------------- LLaVA's Conversation
+class SeparatorStyle(Enum):
+    """LLaVA's turn layouts (the members LLaVA-NeXT defines; `QWEN` has no layout there nor here)."""
+
+    SINGLE = auto()
+    TWO = auto()
+    MPT = auto()
+    PLAIN = auto()
+    CHATML = auto()
+    LLAMA_2 = auto()
+    LLAMA_3 = auto()
+    QWEN = auto()
+    GEMMA = auto()
+
+
+# The field whose text closes an assistant turn, per style: what generation stops at.
+_ANSWER_END_FIELD = {
+    SeparatorStyle.SINGLE: "sep",
+    SeparatorStyle.TWO: "sep2",
+    SeparatorStyle.MPT: "sep",
+    SeparatorStyle.PLAIN: "sep2",
+    SeparatorStyle.CHATML: "sep",
+    SeparatorStyle.LLAMA_2: "sep2",
+    SeparatorStyle.LLAMA_3: "sep",
+    SeparatorStyle.GEMMA: "sep",
+}
+
+
+class Piece(NamedTuple):
+    """A stretch of a rendered conversation; `answer_of` is the index of the message whose answer text (and
+    closing) it is, or None for prompt text."""
+
+    text: str
+    answer_of: int | None
+
+
+def _message_text(message) -> str | None:
+    """LLaVA's messages are text, None (an open turn), or `(text, image, mode)` tuples: the text counts."""
+    return message[0] if isinstance(message, tuple) else message
+
+
+@dataclasses.dataclass
+class Conversation:
+    """LLaVA's conversation: `conv = conv_templates[name].copy()`, `conv.append_message(conv.roles[0], q)`,
+    `conv.append_message(conv.roles[1], None)`, `conv.get_prompt()`.
+
+    A message whose role is `roles[1]` is an answer; any other is a user turn. Unlike LLaVA, an empty
+    string is an (empty) answer; only None leaves the turn open.
+    """
+
+    system: str
+    roles: tuple[str, str]
+    messages: list[list[Any]]
+    offset: int
+    sep_style: SeparatorStyle = SeparatorStyle.SINGLE
+    sep: str = "###"
+    sep2: str | None = None
+    version: str = "Unknown"
+
+    def append_message(self, role: str, message) -> None:
+        self.messages.append([role, message])
+
+    def copy(self) -> Conversation:
+        return dataclasses.replace(self, messages=[[role, message] for role, message in self.messages])
+
+    def dict(self) -> dict:
+        return {
+            "system": self.system,
+            "roles": self.roles,
+            "messages": [[role, _message_text(message)] for role, message in self.messages],
+            "offset": self.offset,
+            "sep": self.sep,
+            "sep2": self.sep2,
+        }
+
+    def get_prompt(self) -> str:
+        return "".join(piece.text for piece in self.pieces())
+
+    @property
+    def answer_end(self) -> str:
+        """The text that closes an answer in this layout ("" where none does)."""
+        if self.sep_style not in _ANSWER_END_FIELD:
+            raise ValueError(f"conversation {self.version!r}: SeparatorStyle.{self.sep_style.name} has no layout; use CHATML")
+        return getattr(self, _ANSWER_END_FIELD[self.sep_style]) or ""
+
+    def pieces(self) -> list[Piece]:
+        """The rendered conversation as prompt text and answer text, in order (`get_prompt` joins them)."""
+        end_of_answer = self.answer_end
+        pieces = [Piece(self._header(), None)]
+        for index, (role, message) in enumerate(self.messages):
+            text = _message_text(message)
+            is_answer = role == self.roles[1]
+            opening, rest = self._turn(index == 0, is_answer, role, "" if text is None else text, end_of_answer)
+            pieces.append(Piece(opening, None))
+            if text is not None:
+                pieces.append(Piece(rest, index if is_answer else None))
+        return [piece for piece in pieces if piece.text]
+
+    def _header(self) -> str:
+        style = self.sep_style
+        if style in (SeparatorStyle.SINGLE, SeparatorStyle.TWO, SeparatorStyle.MPT):
+            return self.system + self.sep
+        if style is SeparatorStyle.CHATML:
+            return self.system + self.sep + "\n" if self.system else ""
+        if style is SeparatorStyle.LLAMA_3:
+            return f"<|start_header_id|>system<|end_header_id|>\n\n{self.system.strip()}{self.sep}"
+        if style is SeparatorStyle.PLAIN:
+            return self.system
+        return ""  # GEMMA has no system turn; LLAMA_2 wraps the system text into the first user turn
+
+    def _turn(self, first: bool, is_answer: bool, role: str, text: str, end_of_answer: str) -> tuple[str, str]:
+        """`(opening, rest)` of one turn: the opening is all an open turn renders, `rest` its text and closing."""
+        style = self.sep_style
+        end = end_of_answer if is_answer else self.sep
+        if style in (SeparatorStyle.SINGLE, SeparatorStyle.TWO):
+            return f"{role}:", f" {text}{end}"
+        if style in (SeparatorStyle.MPT, SeparatorStyle.GEMMA):
+            return role, text + end
+        if style is SeparatorStyle.CHATML:
+            return f"{role}\n", f"{text}{end}\n"
+        if style is SeparatorStyle.LLAMA_3:  # Llama-3's chat format, which trims every message
+            return f"<|start_header_id|>{role}<|end_header_id|>\n\n", text.strip() + end
+        if style is SeparatorStyle.LLAMA_2:
+            if is_answer:
+                return "", f" {text} {end}"
+            system = f"<<SYS>>\n{self.system}\n<</SYS>>\n\n" if first and self.system else ""
+            return "", f"{'' if first else self.sep}[INST] {system}{text} [/INST]"
+        if style is SeparatorStyle.PLAIN:  # a caption LM sees the visual block, not the question
+            return "", text + end if is_answer else "".join(PLACEHOLDER_PATTERN.findall(text))
+        raise ValueError(f"conversation {self.version!r}: SeparatorStyle.{style.name} has no layout; use CHATML")
+
+
+# ------------------------------------------------------------------------------------ templates
 class Template:
     """Turns conversations into training ids/labels, and prompts into generation ids."""
 
     name: str
+
+    @property
+    def stop_strings(self) -> list[str]:
+        """Text that ends an answer: generation stops at it and strips it from the answer. Empty where an
+        answer ends with a token that generation already stops at (EOS)."""
+        return []
 
     def tokenize(self, conversations: list[dict], tokenizer) -> tuple[list[int], list[int]]:
         """`(input_ids, labels)` for training; labels only on the answers (and their end markers)."""
@@ -80,31 +235,119 @@ class Template:
         raise NotImplementedError
 
 
-class PlainTemplate(Template):
-    name = "plain"
+class ConversationTemplate(Template):
+    """Training through one of LLaVA's `Conversation`s: the sample's turns are appended to a copy of it, as
+    a client appends its question, and the text is its `get_prompt()`."""
 
-    def _ids(self, messages, tokenizer) -> tuple[list[int], list[int]]:
+    def __init__(self, name: str, conversation: Conversation):
+        self.name = name
+        self.conversation = conversation
+        self._warned = False
+
+    @property
+    def stop_strings(self) -> list[str]:
+        end = self.conversation.answer_end.strip()
+        return [end] if end else []
+
+    def build(self, conversations: list[dict], generation_prompt: bool = False) -> tuple[Conversation, int]:
+        """The `Conversation` holding these turns, and the index of the first of them (a template may start
+        with example turns of its own, which are never labelled). With `generation_prompt`, a final answer
+        is dropped and the answer turn left open, as a client leaves it."""
+        conv = self.conversation.copy()
+        first = len(conv.messages)
+        messages = to_messages(conversations)
+        if generation_prompt:
+            messages = _without_final_answer(messages)
+        for message in messages:
+            conv.append_message(self._role(message["role"], conv), message["content"])
+        if generation_prompt:
+            conv.append_message(conv.roles[1], None)
+        return conv, first
+
+    def render(self, conversations: list[dict], generation_prompt: bool = False) -> str:
+        """The text of these turns under this template (what `tokenize` or `prompt_ids` tokenizes)."""
+        return self.build(conversations, generation_prompt)[0].get_prompt()
+
+    def _role(self, role: str, conv: Conversation) -> str:
+        if role == "system":
+            raise ValueError(
+                f"--version {self.name} has its own system prompt; a conversation with a system turn needs "
+                "--version chat or chatml"
+            )
+        return conv.roles[0] if role == "user" else conv.roles[1]
+
+    def tokenize(self, conversations, tokenizer):
+        conv, first = self.build(conversations)
+        return self._encode(conv.pieces(), first, tokenizer)
+
+    def prompt_ids(self, conversations, tokenizer):
+        return tokenizer_image_token(self.render(conversations, generation_prompt=True), tokenizer)
+
+    def _encode(self, pieces: list[Piece], first: int, tokenizer) -> tuple[list[int], list[int]]:
+        text, spans = "", []
+        for piece in pieces:
+            if piece.answer_of is not None and piece.answer_of >= first:
+                spans.append((len(text), len(text) + len(piece.text.rstrip())))
+            text += piece.text
+        ids, offsets = tokenize_with_placeholders(text, tokenizer, offsets=True)
+        bos = bos_prefix(tokenizer)
+        labels = [IGNORE_INDEX] * len(bos) + [
+            token if token != IMAGE_TOKEN_INDEX and any(a < end and b > start for start, end in spans) else IGNORE_INDEX
+            for token, (a, b) in zip(ids, offsets)
+        ]
+        ids = bos + ids
+        self._check_prompts(text, spans, ids, tokenizer)
+        return ids, labels
+
+    def _check_prompts(self, text: str, spans, ids: list[int], tokenizer) -> None:
+        """Warns (once) where the text before an answer, tokenized alone as a client tokenizes its prompt, is
+        not the start of the training ids: a tokenizer that merges across the prompt's end (a `\\n\\n`
+        token before a `\\n` + answer, say) would make generation prompts differ from training."""
+        if self._warned:
+            return
+        for number, (start, _) in enumerate(spans):
+            prompt = tokenizer_image_token(text[:start], tokenizer)
+            if ids[: len(prompt)] != prompt:
+                self._warned = True
+                logger.warning(
+                    "--version %s: the tokenizer splits the prompt before answer %d differently alone than inside "
+                    "the training text (last prompt ids %s, training ids %s); generation prompts will not match "
+                    "training exactly",
+                    self.name, number, prompt[-3:], ids[max(len(prompt) - 3, 0) : len(prompt)],
+                )
+                return
+
+
+class PlainTemplate(ConversationTemplate):
+    """`plain`: rendered by its `Conversation` (placeholders of human turns, then the answer), but each
+    answer is tokenized on its own and closed with the EOS id. Tokenizing the joined text instead would
+    change these ids: a sentencepiece-style tokenizer marks a word start differently after a special token
+    than at the start of a text (a second answer after EOS), and the EOS has no text a template that does
+    not know the tokenizer could render."""
+
+    def _role(self, role, conv):
+        return conv.roles[1] if role == "assistant" else conv.roles[0]  # system text is dropped like human text
+
+    def prompt_ids(self, conversations, tokenizer):
+        conv, first = self.build(conversations, generation_prompt=True)
+        return self._encode(conv.pieces(), first, tokenizer)[0]
+
+    def _encode(self, pieces, first, tokenizer):
         eos = tokenizer.eos_token_id
         if eos is None:
             raise ValueError("the plain template ends every answer with EOS, but the tokenizer has no EOS token")
         ids = bos_prefix(tokenizer)
         labels = [IGNORE_INDEX] * len(ids)
-        for message in messages:
-            if message["role"] == "assistant":
-                answer = tokenizer(message["content"], add_special_tokens=False).input_ids + [eos]
+        for piece in pieces:
+            if piece.answer_of is None:  # the visual placeholders of human turns
+                part = tokenize_with_placeholders(piece.text, tokenizer)
+                ids += part
+                labels += [IGNORE_INDEX] * len(part)
+            else:
+                answer = tokenizer(piece.text, add_special_tokens=False).input_ids + [eos]
                 ids += answer
-                labels += answer
-            else:  # human and system text is dropped; only the visual placeholders stay
-                n = count_placeholders(message["content"])
-                ids += [IMAGE_TOKEN_INDEX] * n
-                labels += [IGNORE_INDEX] * n
+                labels += answer if piece.answer_of >= first else [IGNORE_INDEX] * len(answer)
         return ids, labels
-
-    def tokenize(self, conversations, tokenizer):
-        return self._ids(to_messages(conversations), tokenizer)
-
-    def prompt_ids(self, conversations, tokenizer):
-        return self._ids(_without_final_answer(to_messages(conversations)), tokenizer)[0]
 
 
 class ChatTemplate(Template):
@@ -201,8 +444,163 @@ def _end_after_content(text: str, start: int, content: str, tokenizer) -> int:
     return end
 
 
+# ------------------------------------------------------------------ LLaVA's conv_templates
+# Layouts and texts as LLaVA / LLaVA-NeXT define them, except `plain` (ours: the answer ends with the
+# tokenizer's EOS, which the plain template adds; `sep` is LLaVA's "\n", which is not rendered and stays
+# only for clients that read `conv.sep` as a stop keyword; its roles are named, where LLaVA's are empty,
+# because a message's role is what says it is an answer) and `llava_llama_3` (Llama-3's format written
+# out, without `<|begin_of_text|>`: the tokenizer adds that BOS itself, as it does for every template).
+_VICUNA_V0_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+_VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+_MMTAG_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant is able to understand the visual content that the user provides, and assist the user with "
+    "a variety of tasks using natural language."
+    "The visual content will be provided with the following format: <Image>visual content</Image>."
+)
+_LLAVA_SYSTEM = (
+    "You are a helpful language and vision assistant. "
+    "You are able to understand the visual content that the user provides, "
+    "and assist the user with a variety of tasks using natural language."
+)
+_LLAMA_2_SYSTEM = (
+    "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being "
+    "safe.  Your answers should not include any harmful, unethical, racist, sexist, toxic, dangerous, or "
+    "illegal content. Please ensure that your responses are socially unbiased and positive in nature.\n\n"
+    "If a question does not make any sense, or is not factually coherent, explain why instead of answering "
+    "something not correct. If you don't know the answer to a question, please don't share false information."
+)
+# vicuna_v0 starts with one example exchange (rendered in every prompt; `offset` = 2 hides it from chat UIs).
+_VICUNA_V0_EXAMPLE = [
+    ["Human", "What are the key differences between renewable and non-renewable energy sources?"],
+    [
+        "Assistant",
+        "Renewable energy sources are those that can be replenished naturally in a relatively "
+        "short amount of time, such as solar, wind, hydro, geothermal, and biomass. "
+        "Non-renewable energy sources, on the other hand, are finite and will eventually be "
+        "depleted, such as coal, oil, and natural gas. Here are some key differences between "
+        "renewable and non-renewable energy sources:\n"
+        "1. Availability: Renewable energy sources are virtually inexhaustible, while non-renewable "
+        "energy sources are finite and will eventually run out.\n"
+        "2. Environmental impact: Renewable energy sources have a much lower environmental impact "
+        "than non-renewable sources, which can lead to air and water pollution, greenhouse gas emissions, "
+        "and other negative effects.\n"
+        "3. Cost: Renewable energy sources can be more expensive to initially set up, but they typically "
+        "have lower operational costs than non-renewable sources.\n"
+        "4. Reliability: Renewable energy sources are often more reliable and can be used in more remote "
+        "locations than non-renewable sources.\n"
+        "5. Flexibility: Renewable energy sources are often more flexible and can be adapted to different "
+        "situations and needs, while non-renewable sources are more rigid and inflexible.\n"
+        "6. Sustainability: Renewable energy sources are more sustainable over the long term, while "
+        "non-renewable sources are not, and their depletion can lead to economic and social instability.\n",
+    ],
+]
+
+
+def _single(system: str, version: str = "Unknown", messages=None, offset: int = 0) -> Conversation:
+    return Conversation(system, ("Human", "Assistant"), messages or [], offset, SeparatorStyle.SINGLE, "###", None, version)
+
+
+def _two(system: str, version: str) -> Conversation:
+    return Conversation(system, ("USER", "ASSISTANT"), [], 0, SeparatorStyle.TWO, " ", "</s>", version)
+
+
+def _llama_2(system: str, version: str = "llama_v2", sep: str = "<s>") -> Conversation:
+    return Conversation(system, ("USER", "ASSISTANT"), [], 0, SeparatorStyle.LLAMA_2, sep, "</s>", version)
+
+
+def _mpt(
+    system: str, user: str = "<|im_start|>user\n", assistant: str = "<|im_start|>assistant\n", sep: str = "<|im_end|>"
+) -> Conversation:
+    return Conversation(system, (user, assistant), [], 0, SeparatorStyle.MPT, sep, None, "mpt")
+
+
+def _qwen(system: str) -> Conversation:
+    roles = ("<|im_start|>user", "<|im_start|>assistant")
+    return Conversation(f"<|im_start|>system\n{system}", roles, [], 0, SeparatorStyle.CHATML, "<|im_end|>", None, "qwen")
+
+
+conv_vicuna_v0 = _single(_VICUNA_V0_SYSTEM, messages=_VICUNA_V0_EXAMPLE, offset=2)
+conv_vicuna_v1 = _two(_VICUNA_V1_SYSTEM, "v1")
+conv_llava_v0 = _single(_VICUNA_V0_SYSTEM)
+conv_llava_v0_mmtag = _single(_MMTAG_SYSTEM, "v0_mmtag")
+conv_llava_v1 = _two(_VICUNA_V0_SYSTEM, "v1")
+conv_llava_v1_mmtag = _two(_MMTAG_SYSTEM, "v1_mmtag")
+conv_llama_2 = _llama_2(_LLAMA_2_SYSTEM)
+conv_llava_llama_2 = _llama_2(_LLAVA_SYSTEM)
+conv_llava_llama_2_simple = _llama_2("Answer the questions about the visual content that the user provides.")
+conv_llava_llama_2_mmtag = _llama_2(
+    "Answer the questions about the visual content that the user provides."
+    "The visual content will be provided with the following format: <Image>visual content</Image>.",
+    "llama_v2_mmtag",
+)
+conv_mistral_instruct = _llama_2("", sep="")
+conv_llava_llama_3 = Conversation(
+    _LLAVA_SYSTEM, ("user", "assistant"), [], 0, SeparatorStyle.LLAMA_3, "<|eot_id|>", None, "llama_v3"
+)
+conv_mpt = _mpt(
+    "<|im_start|>system\nA conversation between a user and an LLM-based AI assistant. "
+    "The assistant gives helpful and honest answers."
+)
+conv_mistral_orca = _mpt(
+    "<|im_start|>system\nYou are MistralOrca, a large language model trained by Alignment Lab AI. "
+    "Write out your reasoning step-by-step to be sure you get the right answers!"
+)
+conv_mistral_zephyr = _mpt("<|system|>\nYou are a helpful AI assistant.", "<|user|>\n", "<|assistant|>\n", "</s>")
+conv_mistral_direct = _mpt("<|im_start|>system\nAnswer the questions.")
+conv_chatml_direct = _mpt("<|im_start|>system\nAnswer the questions.")
+conv_qwen = _qwen("You are a helpful assistant.")
+conv_qwen_2_5 = _qwen("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+conv_gemma_instruct = Conversation(
+    "", ("<start_of_turn>user\n", "<start_of_turn>model\n"), [], 0, SeparatorStyle.GEMMA, "<end_of_turn>\n", None, "gemma"
+)
+conv_llava_plain = Conversation("", ("USER", "ASSISTANT"), [], 0, SeparatorStyle.PLAIN, "\n", None, "plain")
+
+default_conversation = conv_vicuna_v0
+conv_templates: dict[str, Conversation] = {
+    "default": conv_vicuna_v0,
+    "v0": conv_vicuna_v0,
+    "v1": conv_vicuna_v1,
+    "vicuna_v1": conv_vicuna_v1,
+    "llama_2": conv_llama_2,
+    "mistral_instruct": conv_mistral_instruct,
+    "mistral_orca": conv_mistral_orca,
+    "mistral_zephyr": conv_mistral_zephyr,
+    "mistral_direct": conv_mistral_direct,
+    "plain": conv_llava_plain,
+    "v0_plain": conv_llava_plain,
+    "chatml_direct": conv_chatml_direct,
+    "llava_v0": conv_llava_v0,
+    "llava_v0_mmtag": conv_llava_v0_mmtag,
+    "llava_v1": conv_llava_v1,
+    "llava_v1_mmtag": conv_llava_v1_mmtag,
+    "llava_llama_2": conv_llava_llama_2,
+    "llava_llama_3": conv_llava_llama_3,
+    "llava_llama_2_simple": conv_llava_llama_2_simple,
+    "llava_llama_2_mmtag": conv_llava_llama_2_mmtag,
+    "llava_mistral_instruct": conv_mistral_instruct,
+    "mpt": conv_mpt,
+    "qwen_1_5": conv_qwen,
+    "qwen_2": conv_qwen,
+    "qwen_2_5": conv_qwen_2_5,
+    "gemma_instruct": conv_gemma_instruct,
+}
+
+
+# ------------------------------------------------------------------------------ --version names
+def _conversation_template(name: str, conversation: Conversation) -> ConversationTemplate:
+    kind = PlainTemplate if conversation.sep_style is SeparatorStyle.PLAIN else ConversationTemplate
+    return kind(name, conversation)
+
+
 TEMPLATES: dict[str, Template] = {
-    "plain": PlainTemplate(),
+    **{name: _conversation_template(name, conversation) for name, conversation in conv_templates.items()},
     "chat": ChatTemplate("chat", use_tokenizer_template=True),
     "chatml": ChatTemplate("chatml", use_tokenizer_template=False),
 }

@@ -10,7 +10,7 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.conversation import TEMPLATES, get_template
+from llava.conversation import TEMPLATES, conv_templates, get_template
 from llava.demo.synthetic import caption_corpus, train_tokenizer
 from llava.mm_utils import (
     KeywordsStoppingCriteria,
@@ -55,10 +55,18 @@ def labelled_runs(tokenizer, labels):
     return [tokenizer.decode(list(run)) for keep, run in itertools.groupby(labels, key=lambda x: x != IGNORE_INDEX) if keep]
 
 
-def test_versions_are_few_and_named():
-    assert sorted(TEMPLATES) == ["chat", "chatml", "plain"]
-    with pytest.raises(ValueError, match="choose one of"):
-        get_template("vicuna_v1")
+def test_versions_are_llavas_names_and_ours():
+    llava_names = {
+        "default", "v0", "v1", "vicuna_v1", "llama_2", "mistral_instruct", "mistral_orca", "mistral_zephyr",
+        "mistral_direct", "plain", "v0_plain", "chatml_direct", "llava_v0", "llava_v0_mmtag", "llava_v1",
+        "llava_v1_mmtag", "llava_llama_2", "llava_llama_3", "llava_llama_2_simple", "llava_llama_2_mmtag",
+        "llava_mistral_instruct", "mpt", "qwen_1_5", "qwen_2", "qwen_2_5", "gemma_instruct",
+    }  # fmt: skip
+    assert set(conv_templates) == llava_names
+    assert set(TEMPLATES) == llava_names | {"chat", "chatml"}
+    assert all(get_template(name).name == name for name in TEMPLATES)
+    with pytest.raises(ValueError, match=r"unknown --version 'vicuna_v2'; choose one of \[.*'chatml'.*'vicuna_v1'"):
+        get_template("vicuna_v2")
 
 
 # ------------------------------------------------------------------------------------------- plain
