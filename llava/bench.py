@@ -15,7 +15,12 @@ For each it reports:
   (default workers) online and cached, against the step's consumption;
 - whole epochs, online and cached: training steps fed by the data loader, worker start-up included;
 - achieved FLOP/s of the step (torch's FLOP counter over one step, divided by the step time) as a
-  share of this machine's measured matmul FLOP/s.
+  share of this machine's measured matmul FLOP/s;
+- generation, the captioning path of evaluation clients: captions/s of greedy decoding, 32 new tokens
+  (EOS stopping off, so every call writes all 32), KV cache on, at batch 1 and 16, through the model's
+  own `generate(input_ids, images=...)`; the share of that time in the tower, the prefill and the decode
+  steps; and the forward-only bound: one forward of the language model over the prompt and the first 31
+  new tokens (logits on the last 32 positions), the same arithmetic as the cached decoding in one pass.
 
 The table goes to stdout and to docs/benchmarks.md with a description of the machine. Models and
 clips are written under --workdir (kept, so a second run skips their creation).
@@ -40,6 +45,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # The training script's DATALOADER_NUM_WORKERS default.
 DEFAULT_WORKERS = 4
+# Generation: new tokens per caption (a short caption), and the batch sizes measured.
+NEW_TOKENS = 32
+GENERATION_BATCHES = (1, 16)
+# A generation measurement whose single call would take longer than this is timed once, without a
+# warm-up (batch 1 has already warmed the code paths): at the seed's shapes a batch of 16 clips sends
+# 128 frames through the DINOv2-large tower, minutes on two CPU cores.
+SINGLE_RUN_ABOVE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -340,7 +352,85 @@ class Bench:
         for name, flops, t in (("online", flops_online, t_online), ("cached", flops_cached, t_cached)):
             achieved = flops / t
             self.report(f"achieved FLOP/s, {name} step", f"{achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.0%} of matmul {peak / 1e9:.1f} GFLOP/s ({flops / 1e9:.1f} GFLOP per step)")
+
+        self.model.eval()
+        per_call: dict[int, float] = {}
+        for batch in GENERATION_BATCHES:
+            # A call's cost, estimated from the smaller batches already measured: it grows with the clips.
+            estimate = max((seconds * batch / smaller for smaller, seconds in per_call.items()), default=0.0)
+            single = estimate > SINGLE_RUN_ABOVE_S
+            per_call[batch] = self.generation(batch, repeats=1 if single else n, warmup=0 if single else 1)
+        self.model.train()
+        first, last = GENERATION_BATCHES[0], GENERATION_BATCHES[-1]
+        speedup = (last / per_call[last]) / (first / per_call[first])
+        self.report(f"generation captions/s, batch {last} / batch {first}", f"**{speedup:.1f}x**")
         return self.rows
+
+    def generation(self, batch_size: int, repeats: int, warmup: int) -> float:
+        """Greedy captions of NEW_TOKENS tokens for `batch_size` clips through `generate(images=...)`,
+        timed side by side with its parts, each run alone: the tower on the same frames; the packer,
+        projector and splicing (from the cached tower features of the same clips); the language
+        model's own `generate` from the spliced prompt, for one token (the prefill: its forward over the
+        prompt) and for NEW_TOKENS (the difference: the decode steps); and the forward-only bound.
+        Reports the rows, returns the seconds per call."""
+        tokenizer, template = self.online.tokenizer, self.online.template
+        samples = [i % len(self.online) for i in range(batch_size)]
+        clips = [self.online[i]["pixel_values"].to(self.device) for i in samples]
+        features = [{"patch_features": self.cached[i]["patch_features"].to(self.device)} for i in samples]
+        prompts = [template.prompt_ids(self.online.samples[i]["conversations"], tokenizer) for i in samples]
+        if len(set(map(len, prompts))) != 1:
+            raise RuntimeError("generation bench: the prompts differ in length; this measurement assumes no padding")
+        ids = torch.tensor(prompts, device=self.device)
+        mask = torch.ones_like(ids)
+        # EOS stopping off (eos_token_id=None): every call writes exactly NEW_TOKENS tokens.
+        greedy = dict(do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=tokenizer.eos_token_id)
+        tower = self.model.get_vision_tower()
+        frames = torch.cat(clips)
+
+        def splice():
+            with torch.no_grad(), self._autocast():
+                return self.model.prepare_inputs_labels_for_multimodal(ids, None, mask, None, None, features)
+
+        _, _, spliced_mask, _, embeds, _ = splice()
+        # The bound's input: the spliced prompt and NEW_TOKENS - 1 more tokens (the last new token is
+        # never fed back); which tokens does not change the cost.
+        more = torch.randint(0, self.model.config.vocab_size, (batch_size, NEW_TOKENS - 1), device=self.device)
+        bound_embeds = torch.cat([embeds, self.model.get_input_embeddings()(more).to(embeds.dtype)], dim=1)
+        bound_mask = torch.ones(bound_embeds.shape[:2], dtype=spliced_mask.dtype, device=self.device)
+
+        def caption():
+            with self._autocast():
+                out = self.model.generate(ids, attention_mask=mask, images=clips, max_new_tokens=NEW_TOKENS, **greedy)
+            if tuple(out.shape) != (batch_size, NEW_TOKENS):
+                raise RuntimeError(f"generation bench: generate returned {tuple(out.shape)}, expected ({batch_size}, {NEW_TOKENS})")
+
+        def tower_forward():
+            with torch.no_grad(), self._autocast():
+                tower(frames)
+
+        def lm_generate(new_tokens: int):
+            with self._autocast():
+                self.model.generate(inputs_embeds=embeds, attention_mask=spliced_mask, max_new_tokens=new_tokens, **greedy)
+
+        def bound():
+            with torch.no_grad(), self._autocast():
+                self.model(inputs_embeds=bound_embeds, attention_mask=bound_mask, logits_to_keep=NEW_TOKENS)
+
+        t = side_by_side({"caption": caption, "tower": tower_forward, "splice": splice, "prefill": lambda: lm_generate(1),
+                          "lm": lambda: lm_generate(NEW_TOKENS), "bound": bound}, self.device, repeats, warmup)
+        runs = ("one timed run" if repeats == 1 else f"median of {repeats} runs") + (", after a warm-up" if warmup else ", no warm-up")
+        call, decode = t["caption"], t["lm"] - t["prefill"]
+        parts = {"tower": t["tower"], "packer+projector+splicing": t["splice"], "prefill": t["prefill"], "decode steps": decode}
+        shares = ", ".join(f"{name} {value / call:.0%}" for name, value in parts.items())
+        self.report(f"generation, batch {batch_size}",
+                    f"{batch_size / call:.3f} captions/s ({call:.3f} s per call, {embeds.shape[1]} prompt tokens; {runs})")
+        self.report(f"generation time shares, batch {batch_size}",
+                    f"{shares} ({decode / (NEW_TOKENS - 1) * 1e3:.1f} ms per step); the parts add up to {sum(parts.values()) / call:.0%} of the call")
+        at_bound = t["tower"] + t["splice"] + t["bound"]
+        self.report(f"LM decoding vs forward-only bound, batch {batch_size}",
+                    f"{t['lm']:.3f} s vs one forward {t['bound']:.3f} s: **{t['lm'] / t['bound']:.2f}x**; "
+                    f"whole caption at the bound {batch_size / at_bound:.3f} captions/s")
+        return call
 
     def _loader(self, dataset, min_batches: int):
         from torch.utils.data import ConcatDataset, DataLoader
@@ -386,18 +476,43 @@ def describe_machine(device: torch.device) -> str:
     return text
 
 
-def write_markdown(path: Path, machine: str, results: dict[str, list[tuple[str, str]]], argv: str) -> None:
+def describe_load(start: tuple[float, float, float], end: tuple[float, float, float]) -> str:
+    """The machine's load around the run: above the core count, other work shared the cores."""
+    return (f"Load average (1 min) {start[0]:.1f} when the run began and {end[0]:.1f} when it ended, on "
+            f"{os.cpu_count()} cores (this run alone keeps about {torch.get_num_threads()} busy).")
+
+
+def write_markdown(path: Path, machine: str, results: dict[str, list[tuple[str, str]]], argv: str, load: str) -> None:
     lines = [
         "# Benchmarks",
         "",
         f"`python -m llava.bench {argv}`".replace(" `", "`"),  # the command, as it was run
         "",
         f"Measured {datetime.date.today().isoformat()} on: {machine}.",
-        "Every figure comes from one run, each ratio from two measurements taken side by side in it.",
+        load,
+        "Absolute times depend on what else the machine runs meanwhile (a shared machine inflates them, and",
+        "many small operations, such as decode steps, suffer most); every ratio comes from measurements",
+        "taken side by side in this one run, and the ratios are the figures to compare.",
         "Timings are medians of interleaved repetitions. 'vs tower + LM' sets two parts timed alone against",
         "one whole step, so it moves by a few percent with the machine's noise (it can read below 1); the",
         "core's own time (cached step minus the LM alone) is the steadier measure of what the multimodal",
         "core adds.",
+        "",
+        "Generation is greedy decoding through the model's own `generate(input_ids, attention_mask=...,",
+        f"images=[clip, ...], max_new_tokens={NEW_TOKENS}, do_sample=False, eos_token_id=None)`, the call evaluation",
+        f"clients make: `eos_token_id=None` turns EOS stopping off, so every call writes {NEW_TOKENS} new tokens; the",
+        "KV cache is on (transformers' default). The time shares are parts timed alone, beside the whole call:",
+        "the tower on the call's frames; the packer, projector and splicing (from cached tower features of the",
+        "same clips); the prefill (the language model's `generate` of one token from the spliced prompt: its",
+        f"forward over the prompt, with `generate`'s set-up); the decode steps (its `generate` of {NEW_TOKENS}",
+        f"tokens minus that of one: {NEW_TOKENS - 1} cached steps). 'The parts add up to' says how much of the call",
+        "they account for; far from 100% means the machine's noise. The forward-only bound is one forward of",
+        f"the language model over the prompt and the first {NEW_TOKENS - 1} new tokens, logits on the last",
+        f"{NEW_TOKENS} positions: the arithmetic of the cached decoding done in one pass, a floor that decoding",
+        "one token at a time cannot beat. 'LM decoding vs forward-only bound' is what decoding token by token",
+        "costs over it; 'whole caption at the bound' is the tower, the splicing and that one forward. A",
+        f"generation call that would take over {SINGLE_RUN_ABOVE_S:g} s (the seed's batch 16: 128 frames through the",
+        "tower) is timed once, without a warm-up, as its row says.",
         "",
     ]
     for name, rows in results.items():
@@ -430,6 +545,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     machine = describe_machine(device)
     print(f"machine: {machine}", flush=True)
+    load_at_start = os.getloadavg()
     results = {}
     for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
         print(f"[{name}] {_describe_shapes(SHAPES[name])}", flush=True)
@@ -437,7 +553,9 @@ def main(argv: list[str] | None = None) -> dict:
     import sys
 
     shown = " ".join(argv if argv is not None else sys.argv[1:])
-    write_markdown(Path(args.output), machine, results, shown)
+    load = describe_load(load_at_start, os.getloadavg())
+    print(load, flush=True)
+    write_markdown(Path(args.output), machine, results, shown, load)
     print(f"written to {args.output}", flush=True)
     return results
 

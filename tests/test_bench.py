@@ -18,6 +18,9 @@ def test_bench_runs_on_the_demo_shapes_and_writes_the_table(tmp_path):
     table = output.read_text()
     for row in ("train step online", "train step cached", "cached / online step speed", "online forward+backward vs tower + LM",
                 "decode 8 frames, decord", "decode 8 frames, pyav", "data loader online", "data loader cached",
-                "epoch through the data loader", "achieved FLOP/s, online step"):
+                "epoch through the data loader", "achieved FLOP/s, online step",
+                "generation, batch 1", "generation time shares, batch 1", "LM decoding vs forward-only bound, batch 1",
+                "generation, batch 16", "generation time shares, batch 16", "LM decoding vs forward-only bound, batch 16",
+                "generation captions/s, batch 16 / batch 1"):
         assert f"| {row}" in table, row
     assert "## demo" in table and "cores" in table
