@@ -614,3 +614,9 @@ def get_template(version: str | Template) -> Template:
         return TEMPLATES[version]
     except KeyError:
         raise ValueError(f"unknown --version {version!r}; choose one of {sorted(TEMPLATES)}") from None
+
+
+def trained_version(config) -> str:
+    """The template a checkpoint was trained with (`conv_template` in its config, recorded by training),
+    `plain` for checkpoints that predate the record: the default prompt format at inference."""
+    return getattr(config, "conv_template", None) or "plain"

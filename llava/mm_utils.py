@@ -153,25 +153,27 @@ class KeywordsStoppingCriteria(StoppingCriteria):
     """
 
     def __init__(self, keywords: list[str], tokenizer, input_ids=None):
-        self.keywords = [keywords] if isinstance(keywords, str) else list(keywords)
+        # An empty keyword would match at once: LLaVA templates whose stop text is empty (mistral_instruct's
+        # `sep`) rely on EOS instead.
+        self.keywords = [k for k in ([keywords] if isinstance(keywords, str) else keywords) if k]
         self.tokenizer = tokenizer
-        self.prompts = None if input_ids is None else torch.as_tensor(input_ids).reshape(-1, torch.as_tensor(input_ids).shape[-1]).cpu()
+        prompts = None if input_ids is None else torch.as_tensor(input_ids).cpu()
+        self.prompts = prompts.unsqueeze(0) if prompts is not None and prompts.ndim == 1 else prompts
         # Enough tokens to spell the longest keyword, plus slack for merges at its edges.
-        self.tail = max(len(tokenizer(k, add_special_tokens=False).input_ids) for k in self.keywords) + 2
+        self.tail = max((len(tokenizer(k, add_special_tokens=False).input_ids) for k in self.keywords), default=0) + 2
 
     def _new_tokens(self, row: torch.Tensor, index: int) -> torch.Tensor:
         if self.prompts is None:
             return row
-        prompt = self.prompts[index if index < len(self.prompts) else 0]
+        prompt = self.prompts[min(index, len(self.prompts) - 1)]
         n = prompt.shape[0]
-        if row.shape[0] >= n and torch.equal(row[:n].cpu(), prompt):
-            return row[n:]
-        return row
+        return row[n:] if row.shape[0] >= n and torch.equal(row[:n].cpu(), prompt) else row
+
+    def _has_keyword(self, row: torch.Tensor, index: int) -> bool:
+        tail = self._new_tokens(row, index)[-self.tail :]
+        text = self.tokenizer.decode(tail[tail >= 0], skip_special_tokens=False)
+        return any(k in text for k in self.keywords)
 
     def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
-        done = []
-        for index, row in enumerate(input_ids):
-            tail = self._new_tokens(row, index)[-self.tail :]
-            text = self.tokenizer.decode(tail[tail >= 0], skip_special_tokens=False)
-            done.append(any(k in text for k in self.keywords))
+        done = [bool(self.keywords) and self._has_keyword(row, index) for index, row in enumerate(input_ids)]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -199,6 +199,8 @@ def test_keywords_stopping_criteria_stops_a_generate_with_images(loaded, frames)
     stopped = model.generate(ids, images=[clip], max_new_tokens=NEW, do_sample=False, stopping_criteria=[stop])[0]
     assert keyword in tokenizer.decode(stopped) and len(stopped) < NEW
     assert torch.equal(stopped, free[: len(stopped)])
+    never = KeywordsStoppingCriteria([""], tokenizer, ids)  # mistral_instruct's stop text is empty
+    assert never(free[None], None).tolist() == [False]
 
 
 # --------------------------------------------------------------------------------- process_images
@@ -219,3 +221,84 @@ def test_process_images_pads_as_llava_does_with_the_models_config(loaded):
     Config.image_aspect_ratio = "anyres_max_9"
     with pytest.raises(ValueError, match="image_aspect_ratio 'anyres_max_9' is not supported.*use 'pad'"):
         process_images([wide], processor, Config())
+
+
+# ------------------------------------------------------------------------------ client snippets
+def reference_caption(model, tokenizer, pixels) -> str:
+    """Greedy words of the plain template's prompt (the visual block alone), written out by hand."""
+    ids = torch.tensor([[IMAGE_TOKEN_INDEX]])
+    out = model.generate(ids, images=[pixels], max_new_tokens=NEW, do_sample=False, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+
+def test_llava_readme_quick_start(checkpoint, loaded, frames, tmp_path, capsys):
+    from llava.eval.run_llava import eval_model
+
+    image_file = tmp_path / "frame.png"
+    Image.fromarray(frames[5]).save(image_file)
+    model_path = checkpoint
+    args = type("Args", (), {
+        "model_path": model_path, "model_base": None, "model_name": get_model_name_from_path(model_path),
+        "query": "Cosa si vede?", "conv_mode": None, "image_file": str(image_file), "sep": ",",
+        "temperature": 0, "top_p": None, "num_beams": 1, "max_new_tokens": NEW,
+    })()
+    answer = eval_model(args)
+    tokenizer, model, processor, _ = loaded
+    expected = reference_caption(model, tokenizer, process_images([Image.open(image_file)], processor, model.config))
+    assert answer == expected and capsys.readouterr().out == expected + "\n"
+
+
+def test_run_llava_command_line_on_a_clip(checkpoint, loaded, assets):
+    clip = f"{assets['video_folder']}/val_00001.mp4"
+    result = subprocess.run(
+        [sys.executable, "-m", "llava.eval.run_llava", "--model-path", checkpoint, "--image-file", clip,
+         "--query", "Descrivi il video.", "--temperature", "0", "--max_new_tokens", str(NEW)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    tokenizer, model, processor, _ = loaded
+    pixels = processor.preprocess(read_video_frames(clip, 8), return_tensors="pt")["pixel_values"]
+    assert result.stdout == reference_caption(model, tokenizer, pixels) + "\n"
+    missing = subprocess.run([sys.executable, "-m", "llava.eval.run_llava", "--model-path", checkpoint, "--image-file",
+                              clip + ".missing", "--query", "?"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("does not exist")
+
+
+def test_llava_next_video_snippet_with_more_frames_than_the_model_takes(loaded, frames):
+    from llava.conversation import conv_templates
+    from llava.mm_utils import tokenizer_image_token
+
+    tokenizer, model, image_processor, _ = loaded
+    video = image_processor.preprocess(frames[:16], return_tensors="pt")["pixel_values"].half()
+    video = [video]
+    conv = conv_templates["plain"].copy()
+    conv.append_message(conv.roles[0], "<image>\nDescrivi il video in dettaglio.")
+    conv.append_message(conv.roles[1], None)
+    input_ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt").unsqueeze(0)
+    cont = model.generate(input_ids, images=video, modalities=["video"], do_sample=False, temperature=0, max_new_tokens=NEW)
+    text = tokenizer.batch_decode(cont, skip_special_tokens=True)[0].strip()
+    kept = image_processor.preprocess(frames[:16][sample_indices(16, 8)], return_tensors="pt")["pixel_values"]
+    assert text == reference_caption(model, tokenizer, kept)
+
+
+def test_generation_stops_at_a_templates_stop_text(loaded, frames):
+    from llava.serve import generate_texts
+
+    tokenizer, model, processor, _ = loaded
+    clip = processor.preprocess(frames[:8], return_tensors="pt")["pixel_values"]
+    free = generate_texts(model, tokenizer, [[IMAGE_TOKEN_INDEX]], [clip], max_new_tokens=NEW)[0]
+    words = free.split()
+    assert len(words) >= 3
+    stop = words[1]  # a stop text the model writes, as a GPT-2 model trained on vicuna_v1 writes "</s>"
+    cut = generate_texts(model, tokenizer, [[IMAGE_TOKEN_INDEX]], [clip], max_new_tokens=NEW, stop_strings=[stop])[0]
+    assert cut == free[: free.index(stop)].strip()
+
+
+def test_llava_budgets_of_new_tokens_are_fitted_to_the_models_positions(loaded, frames, caplog):
+    tokenizer, model, processor, context_len = loaded
+    clip = processor.preprocess(frames[:8], return_tensors="pt")["pixel_values"]
+    ids = torch.tensor([[IMAGE_TOKEN_INDEX]])
+    with caplog.at_level(logging.WARNING, logger="llava.model.llava_arch"):
+        out = model.generate(ids, images=[clip], max_new_tokens=1024, min_new_tokens=1024, do_sample=False)  # lmms-eval's
+    assert out.shape[1] == context_len - 96  # 96 visual tokens of an 8-frame clip fill the rest
+    assert "max_new_tokens=1024 does not fit the language model's 256 positions" in caplog.text

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from ..constants import IGNORE_INDEX
-from ..conversation import get_template
+from ..conversation import get_template, trained_version
 from ..model.builder import load_pretrained_model
 from ..model.llava_arch import max_positions
 from ..serve import generate_texts
@@ -142,7 +142,8 @@ def generate_captions(model, tokenizer, items, conversations, version="plain", b
     for start in tqdm(range(0, len(items), batch_size), desc="captions", disable=not progress, file=sys.stderr):
         chunk = items[start : start + batch_size]
         prompts = [template.prompt_ids(conversations[item["id"]], tokenizer) for item in chunk]
-        captions += generate_texts(model, tokenizer, prompts, [i["pixel_values"] for i in chunk], max_new_tokens=max_new_tokens)
+        captions += generate_texts(model, tokenizer, prompts, [i["pixel_values"] for i in chunk], max_new_tokens=max_new_tokens,
+                                   stop_strings=template.stop_strings)
     return captions
 
 
@@ -151,12 +152,13 @@ def _reference(conversations) -> str | None:
     return answers[-1] if answers else None
 
 
-def evaluate(model_path, data_path, video_folder=None, image_folder=None, version="plain", batch_size=16,
+def evaluate(model_path, data_path, video_folder=None, image_folder=None, version=None, batch_size=16,
              max_new_tokens=32, device="cpu", seed=0, progress=True, model_base=None, num_frames=None,
              dtype=None, vision_tower=None) -> dict:
     """Every number of the report (see the module docstring), with each sample's caption and loss."""
     tokenizer, model, image_processor, _ = load_pretrained_model(model_path, model_base, device=device, dtype=dtype,
                                                                  vision_tower=vision_tower)
+    version = version or trained_version(model.config)
     dataset, items = load_items(model, tokenizer, image_processor, data_path, video_folder, image_folder, version, num_frames)
     if not items:
         raise ValueError(f"{data_path}: no readable sample to evaluate")
@@ -232,7 +234,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", required=True, help="LLaVA JSON/JSONL with reference captions")
     parser.add_argument("--video-folder")
     parser.add_argument("--image-folder")
-    parser.add_argument("--version", default="plain", help="prompt template, as in training")
+    parser.add_argument("--version", help="prompt template (default: the one the checkpoint was trained with, else plain)")
     parser.add_argument("--num-frames", type=int, help="frames per clip (default: the model's mm_num_frames)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32)

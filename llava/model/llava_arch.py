@@ -475,7 +475,31 @@ class LlavaMetaForCausalLM:
         )
         if inputs_embeds is None:  # no visual input: the prompt's own embeddings
             inputs_embeds = self.get_input_embeddings()(inputs)
+        self._fit_new_tokens(inputs_embeds.shape[1], kwargs)
         return generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+
+    def _fit_new_tokens(self, prompt_length: int, kwargs: dict) -> None:
+        """Clients ask for LLaVA's budgets (lmms-eval: 1024 new tokens, run_llava: 512) whatever the model's
+        positions: a small LM (GPT-2: 1024 positions, 96 of them a clip's) gets what still fits."""
+        limit = max_positions(self.config)
+        if limit is None:
+            return
+        room = limit - prompt_length
+        if room <= 0:
+            raise ValueError(
+                f"the prompt with its visual tokens takes {prompt_length} positions; the language model has {limit}"
+            )
+        requested = kwargs.get("max_new_tokens")
+        if requested is not None and requested > room:
+            if not getattr(self, "_logged_new_token_limit", False):
+                logger.warning(
+                    "max_new_tokens=%d does not fit the language model's %d positions after a %d-token prompt; "
+                    "generating at most %d (logged once)", requested, limit, prompt_length, room,
+                )
+                self._logged_new_token_limit = True
+            kwargs["max_new_tokens"] = room
+            if kwargs.get("min_new_tokens") is not None:
+                kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], room)
 
     def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, images=None, modalities=None, **kwargs):
         inputs = self._language_model_method("prepare_inputs_for_generation")(

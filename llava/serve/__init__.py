@@ -21,14 +21,32 @@ def stop_token_ids(tokenizer) -> list[int]:
     return ids
 
 
+def _visual_inputs(entry) -> list[torch.Tensor]:
+    if entry is None:
+        return []
+    return list(entry) if isinstance(entry, (list, tuple)) else [entry]
+
+
+def cut_at_stop(text: str, stop_strings) -> str:
+    """The text before the first stop string (the template's end-of-answer text), stripped."""
+    for stop in stop_strings:
+        if stop and stop in text:
+            text = text[: text.index(stop)]
+    return text.strip()
+
+
 @torch.no_grad()
-def generate_texts(model, tokenizer, prompts: list[list[int]], images: list[torch.Tensor | None],
-                   max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
+def generate_texts(model, tokenizer, prompts: list[list[int]], images: list, max_new_tokens: int = 64,
+                   temperature: float = 0.0, top_p: float | None = 1.0, num_beams: int = 1,
+                   stop_strings=()) -> list[str]:
     """One batch: `prompts[i]` (ids with IMAGE_TOKEN_INDEX placeholders) with `images[i]` (a (T, 3, S, S)
-    clip, a (3, S, S) or (1, 3, S, S) image, or None for a text-only prompt) -> the generated texts.
+    clip, a (3, S, S) or (1, 3, S, S) image, a list of them in placeholder order, or None for a text-only
+    prompt) -> the generated texts.
 
     Greedy decoding when `temperature` is 0; otherwise sampling with `temperature` and `top_p`. An empty
-    prompt starts from BOS (or EOS where there is none).
+    prompt starts from BOS (or EOS where there is none). Generation stops at EOS, at the end-of-turn
+    tokens the vocabulary has, and at `stop_strings` (a template's end-of-answer text, such as `</s>` or
+    `###`, which a tokenizer may spell with several tokens); the text is cut before a stop string.
     """
     if len(prompts) != len(images):
         raise ValueError(f"{len(prompts)} prompts but {len(images)} visual entries")
@@ -41,12 +59,17 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], images: list[torc
     width = max(map(len, prompts))
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    visual = [x.to(device) for x in images if x is not None]
-    modalities = ["video" if x.ndim == 4 and x.shape[0] > 1 else "image" for x in images if x is not None]
-    sampling = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)} if temperature > 0 else {
+    visual = [x.to(device) for entry in images for x in _visual_inputs(entry)]
+    modalities = ["video" if x.ndim == 4 and x.shape[0] > 1 else "image" for x in visual]
+    decoding = {"do_sample": True, "temperature": float(temperature), "top_p": top_p} if temperature > 0 else {
         "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    stops = [s for s in stop_strings if s]
+    if stops:
+        decoding.update(stop_strings=stops, tokenizer=tokenizer)
     # images= is always passed (None for text-only prompts): generate then returns only the new tokens.
     out = model.generate(ids, attention_mask=mask, images=visual or None, modalities=modalities or None,
-                         max_new_tokens=max_new_tokens, num_beams=1, pad_token_id=pad,
-                         eos_token_id=stop_token_ids(tokenizer), **sampling)
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
+                         max_new_tokens=max_new_tokens, num_beams=num_beams, pad_token_id=pad,
+                         eos_token_id=stop_token_ids(tokenizer), **decoding)
+    # A stop string that is a special token (`<|im_end|>`, a Llama `</s>`) ended generation as a stop id and
+    # is skipped in decoding; one spelled with ordinary tokens (`###`, `</s>` for GPT-2) is cut here.
+    return [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops) for row in out]

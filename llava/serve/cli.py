@@ -5,7 +5,7 @@
     python -m llava.serve.cli --model-path RUN --model-base BASE_LM --video CLIP.mp4   # adapter-only run
     python -m llava.serve.cli --model-path CKPT --data VAL.json --video-folder DIR --out captions.jsonl
 
-The prompt goes through the model's template (`--version`, default `plain`), exactly as training built
+The prompt goes through the model's template (`--version`, default the one it was trained with), exactly as training built
 it: a human turn `<video>\\n{prompt}`, and the model writes the answer. The plain template keeps only the
 visual placeholder of a human turn (LLaVA's plain template), so there the prompt text is not seen.
 Decoding is greedy unless `--temperature` is above 0.
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN
-from ..conversation import get_template, to_messages
+from ..conversation import get_template, to_messages, trained_version
 from . import generate_texts
 
 logger = logging.getLogger("llava.serve")
@@ -119,7 +119,8 @@ def caption_set(model, tokenizer, image_processor, data_path, out_path, *, versi
                 skipped.append({"id": item["id"], "path": item["path"], "reason": item["reason"]})
             if good:
                 texts = generate_texts(model, tokenizer, [i["prompt_ids"] for i in good], [i["pixels"] for i in good],
-                                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+                                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                       stop_strings=dataset.template.stop_strings)
                 for item, text in zip(good, texts):
                     line = {"id": item["id"], "caption": text}
                     if item["reference"] is not None:
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--image", help="an image to caption")
     source.add_argument("--data", help="LLaVA JSON/JSONL set to caption into --out")
     parser.add_argument("--prompt", default="", help="text of the human turn after the placeholder (default: none, as in caption training)")
-    parser.add_argument("--version", default="plain", help="prompt template, as in training: plain, chat or chatml")
+    parser.add_argument("--version", help="prompt template (default: the one the checkpoint was trained with, else plain)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -176,6 +177,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     tokenizer, model, image_processor, _ = load_pretrained_model(
         args.model_path, args.model_base, device=args.device, dtype=DTYPES.get(args.dtype), vision_tower=args.vision_tower)
+    args.version = args.version or trained_version(model.config)
     max_frames = getattr(model.config, "mm_num_frames", None)
     num_frames = args.num_frames or max_frames or 8
     if (args.video or args.image) and image_processor is None:
@@ -207,7 +209,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     ids = prompt_ids(template, tokenizer, args.prompt, modality)
-    print(generate_texts(model, tokenizer, [ids], [pixels], **generation)[0])
+    print(generate_texts(model, tokenizer, [ids], [pixels], stop_strings=template.stop_strings, **generation)[0])
     return 0
 
 
