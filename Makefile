@@ -5,8 +5,13 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# lmms-eval's own environment (make lmms-env): a second venv that sees ours through a .pth file.
+LMMS_VENV ?= .venv-lmms
+LMMS_EVAL_VERSION ?= 0.7.3
+LMMS_PY := $(LMMS_VENV)/bin/python
+LMMS_STAMP := $(LMMS_VENV)/.installed
 
-.PHONY: venv test demo demo-quick check-wrapper clean
+.PHONY: venv lmms-env test demo demo-quick check-wrapper clean
 
 venv: $(STAMP)
 
@@ -18,7 +23,25 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -c $(VENV)/torch-constraint.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# lmms-eval 0.7.3 pins av<16 (ours: 18) and wandb, and pulls torchvision (a CUDA build from PyPI), so it
+# cannot join our venv. Its venv has no packages of its own for torch, transformers, av, decord or llava:
+# a .pth file adds our venv's site-packages to its path, and everything it installs is constrained to the
+# versions ours holds (pip freeze), so nothing of ours is replaced; our pip installs into it (--python),
+# so it carries no pip or setuptools of its own either. Run it as
+# `$(LMMS_PY) -m lmms_eval ...` (see llava/eval/lmms_task.py).
+lmms-env: $(LMMS_STAMP)
+
+$(LMMS_STAMP): $(STAMP) requirements-lmms-eval.txt Makefile
+	rm -rf $(LMMS_VENV)
+	$(PYTHON) -m venv --without-pip $(LMMS_VENV)
+	$(PY) -c 'import sysconfig; print("import site; site.addsitedir(%r)" % sysconfig.get_paths()["purelib"])' \
+		> "$$($(LMMS_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_llava_venv.pth"
+	$(PY) -m pip freeze --exclude-editable | grep -v '^filelock==' > $(LMMS_VENV)/constraints.txt
+	$(PY) -m pip --python $(LMMS_PY) install --quiet -c $(LMMS_VENV)/constraints.txt -r requirements-lmms-eval.txt
+	$(PY) -m pip --python $(LMMS_PY) install --quiet --no-deps lmms-eval==$(LMMS_EVAL_VERSION)
+	touch $(LMMS_STAMP)
+
+test: $(STAMP) $(LMMS_STAMP)
 	$(PY) -m pytest -q -rs tests
 
 # The built-in default: synthetic clips, local tokenizer and models, DeepSpeed ZeRO-2 training through
@@ -33,4 +56,4 @@ check-wrapper: $(STAMP)
 	$(PY) scripts_italian/test_gpt2_wrapper.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LMMS_VENV) .pytest_cache
