@@ -304,3 +304,106 @@ def test_dataloader_workers_carry_skips_to_the_main_process(tmp_path, tokenizer,
     assert sum(b["input_ids"].shape[0] for b in batches) == len(MIXED)
     assert sum(len(b["images"]) for b in batches) == 3
     assert [s["id"] for b in batches for s in b["skipped"]] == ["empty"]
+
+
+# ---------------------------------------------------------------------- LLaVA-NeXT's data options
+def test_yaml_mixture_reads_the_samples_each_strategy_names(tmp_path):
+    def file(name, count, jsonl=False):
+        samples = [{"id": f"{name}{i}", "conversations": conv("Scrivi.", f"frase {i}")} for i in range(count)]
+        path = tmp_path / "parts" / f"{name}.{'jsonl' if jsonl else 'json'}"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("\n".join(json.dumps(s) for s in samples) if jsonl else json.dumps(samples))
+        return path
+
+    file("a", 10), file("b", 8, jsonl=True), file("c", 5), file("d", 20), file("e", 7)
+    mixture = tmp_path / "mix.yaml"
+    mixture.write_text(f"""datasets:
+  - json_path: parts/a.json          # relative to the YAML file
+    sampling_strategy: "first:30%"
+  - json_path: {tmp_path}/parts/b.jsonl
+    sampling_strategy: "end:2"
+  - json_path: parts/c.json
+    sampling_strategy: all
+  - json_path: parts/d.json
+    sampling_strategy: "random:25%"
+  - json_path: parts/e.json
+""")
+    ids = [s["id"] for s in load_samples(str(mixture), seed=3)]
+    assert ids[:3] == ["a0", "a1", "a2"]  # first 30% of 10
+    assert ids[3:5] == ["b6", "b7"]  # the last 2
+    assert ids[5:10] == [f"c{i}" for i in range(5)]
+    drawn = ids[10:15]  # 25% of 20, drawn with the seed: the same on every rank and every restart
+    assert len(drawn) == 5 == len(set(drawn)) and all(i.startswith("d") for i in drawn)
+    assert [s["id"] for s in load_samples(str(mixture), seed=3)][10:15] == drawn
+    assert ids[15:] == [f"e{i}" for i in range(7)]  # no strategy: all
+
+    percent = tmp_path / "percent.yaml"  # LLaVA-NeXT rounds a share up
+    percent.write_text("datasets:\n  - json_path: parts/e.json\n    sampling_strategy: first:50%\n")
+    assert len(load_samples(str(percent))) == 4
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("  - json_path: parts/missing.json\n", r"bad.yaml: datasets\[0\]: json_path parts/missing.json does not exist"),
+    ("  - json_path: parts/a.json\n    sampling_strategy: middle:3\n", r"bad.yaml: datasets\[0\] \(parts/a.json\): sampling_strategy 'middle:3'"),
+    ("  - json_path: parts/a.json\n    sampling_strategy: first:many\n", r"'many' is not a count or a percentage"),
+    ("  - sampling_strategy: all\n", r"bad.yaml: datasets\[0\] has no json_path"),
+])
+def test_mixture_errors_name_the_file_and_the_entry(tmp_path, entry, message):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "a.json").write_text(json.dumps([{"id": "x", "conversations": conv("a", "b")}]))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets:\n" + entry)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        load_samples(str(bad))
+
+
+def test_brace_form_names_several_files(tmp_path):
+    for name in ("x", "y"):
+        write_json(tmp_path / f"{name}.json", [{"id": name, "conversations": conv("a", "b")}])
+    write_json(tmp_path / "z.json", [{"id": "z", "conversations": conv("a", "b")}])
+    assert [s["id"] for s in load_samples(f"{tmp_path}/{{x,y}}.json,{tmp_path}/z.json")] == ["x", "y", "z"]
+
+
+def test_time_instruction_and_start_end_tokens_in_the_human_turn(tmp_path, tokenizer, media, processor):
+    from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN
+    from llava.video import sample_indices
+
+    tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
+    path = write_json(tmp_path / "d.json", MIXED[1:2])
+    args = data_args(media, add_time_instruction=True)
+    ds = LazySupervisedDataset(path, tokenizer, args, processor, template="chatml", model_max_length=1024,
+                               visual_tokens_per_input=visual_tokens, im_start_end=True)
+    text = tokenizer.decode([t for t in ds[0]["input_ids"].tolist() if t != IMAGE_TOKEN_INDEX])
+    # make_dataset's clips: 12 frames at 8 fps, read at 8 frames (segment centres)
+    times = ",".join(f"{i / 8:.2f}s" for i in sample_indices(12, FRAMES))
+    expected = (f"{DEFAULT_IM_START_TOKEN}{DEFAULT_IM_END_TOKEN}\nThe video lasts for 1.50 seconds, and 8 frames are uniformly "
+                f"sampled from it. These frames are located at {times}.Please answer the following questions related to this video.\nDescrivi.")
+    assert expected in text, text
+    ids = ds[0]["input_ids"].tolist()
+    at = ids.index(IMAGE_TOKEN_INDEX)
+    assert ids[at - 1] == tokenizer.convert_tokens_to_ids(DEFAULT_IM_START_TOKEN)
+    assert ids[at + 1] == tokenizer.convert_tokens_to_ids(DEFAULT_IM_END_TOKEN)
+
+
+def test_pad_letterboxes_images_as_inference_does(tmp_path, tokenizer, media, processor):
+    from types import SimpleNamespace
+
+    from llava.mm_utils import process_images
+
+    wide = Image.new("RGB", (96, 40), (200, 30, 30))
+    wide.save(media["root"] / "images" / "wide.png")
+    path = write_json(tmp_path / "d.json", [{"id": "w", "image": "wide.png", "conversations": conv("<image>", "rosso")}])
+    padded = LazySupervisedDataset(path, tokenizer, data_args(media, image_aspect_ratio="pad"), processor,
+                                   visual_tokens_per_input=visual_tokens)[0]["pixel_values"]
+    square = LazySupervisedDataset(path, tokenizer, data_args(media), processor,
+                                   visual_tokens_per_input=visual_tokens)[0]["pixel_values"]
+    assert torch.equal(padded, process_images([wide], processor, SimpleNamespace(image_aspect_ratio="pad")))
+    assert not torch.equal(padded, square)
+
+
+def test_sample_lengths_count_words_and_visual_tokens(tmp_path, tokenizer, media, processor):
+    ds = dataset(write_json(tmp_path / "mixed.json", MIXED), tokenizer, media, processor)
+    lengths, has_media = ds.sample_lengths()
+    assert has_media == [False, True, True, True]
+    # words include the placeholder, which "vid2" gets prepended
+    assert lengths == [3 + 6, 2 + 7 + visual_tokens(FRAMES), 3 + 3 + visual_tokens(1), 2 + 8 + visual_tokens(FRAMES)]

@@ -48,9 +48,12 @@ def test_tiny_run_learns_and_the_final_model_reloads(assets, tmp_path):
     assert (out / "preprocessor_config.json").exists() and (out / "tokenizer.json").exists()
 
 
-def test_model_max_length_beyond_positions_is_refused(assets, tmp_path):
-    with pytest.raises(ValueError, match=r"--model_max_length 512 is more than the language model's 256 positions"):
-        train.main(train_args(assets, tmp_path / "out", "--model_max_length", "512"))
+def test_model_max_length_beyond_positions_is_bounded_by_them(assets, tmp_path, capsys):
+    # LLaVA's scripts pass 2048-32768 whatever the model: a warning, and the model's positions
+    args = train.parse_args(train_args(assets, tmp_path / "out", "--model_max_length", "512"))
+    train.build_model(*args)
+    assert args[2].model_max_length == 256
+    assert "--model_max_length 512 is more than the language model's 256 positions" in capsys.readouterr().err
 
 
 def test_broken_clips_are_skipped_counted_listed_and_the_run_finishes(assets, tmp_path):

@@ -114,15 +114,20 @@ class LlavaMetaModel:
         """Visual tokens one input of `num_frames` frames becomes (an image is one frame)."""
         return len(self.vision_resampler.positions(num_frames))
 
-    def initialize_vision_modules(self, model_args) -> None:
+    def initialize_vision_modules(self, model_args, fsdp=None) -> bool:
         """Loads the tower named by `model_args.vision_tower`, builds the rest, and records every setting
         in the config so that a saved checkpoint rebuilds itself with no flags.
 
         A model that already has its visual modules (a saved llava checkpoint) keeps them: its config is
-        the source of truth. `pretrain_mm_mlp_adapter` is loaded in either case.
+        the source of truth. `pretrain_mm_mlp_adapter` is loaded in either case. `fsdp` is LLaVA's
+        argument, accepted and not needed.
+
+        Returns whether the adapter (resampler, projector, embeddings) starts untrained: built here and
+        not loaded from an adapter file. Training uses it to keep a random packer from staying frozen.
         """
         config = self.config
-        if self.get_vision_tower() is None:
+        fresh = self.get_vision_tower() is None
+        if fresh:
             select_layer = getattr(model_args, "mm_vision_select_layer", -2)
             tower = VisionTower.from_pretrained(model_args.vision_tower, select_layer)
             config.mm_vision_tower = model_args.vision_tower
@@ -148,6 +153,7 @@ class LlavaMetaModel:
         adapter = getattr(model_args, "pretrain_mm_mlp_adapter", None)
         if adapter:
             self.load_adapter_weights(adapter)
+        return fresh and not adapter
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """Resampler, projector and embedding weights, keyed relative to this model."""

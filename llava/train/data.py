@@ -2,7 +2,15 @@
 
 A sample is `{"id", "video" | "image" (optional), "conversations": [...]}`, the media path relative to
 `--video_folder` / `--image_folder`. Text-only, image and video samples mix in one file and one batch; a
-text-only sample stays text-only (no placeholder, no pixels). Images are one-frame clips.
+text-only sample stays text-only (no placeholder, no pixels). Images are one-frame clips, letterboxed
+first with `--image_aspect_ratio pad`.
+
+`--data_path` is a JSON list or JSONL file, several of them joined by commas, LLaVA-NeXT's brace form
+`/data/{a,b,c}.json`, or a LLaVA-NeXT YAML mixture (see `read_mixture`).
+
+LLaVA-NeXT's prompt options: `--mm_use_im_start_end` writes the visual block `<im_start><image><im_end>`
+in the human turn; `--add_time_instruction` writes the clip's duration and its sampled frames' times
+after it, as LLaVA-NeXT and lmms-eval's llava_vid do.
 
 Unreadable media are skipped, never replaced: `__getitem__` returns a skip record, the collator drops
 it and passes it on, and the trainer hands it to `SkipTracker`, which logs each sample once, lists it
@@ -17,17 +25,27 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import random
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
 
-from ..constants import DEFAULT_VIDEO_TOKEN, DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from ..constants import (
+    DEFAULT_IM_END_TOKEN,
+    DEFAULT_IM_START_TOKEN,
+    DEFAULT_IMAGE_TOKEN,
+    DEFAULT_VIDEO_TOKEN,
+    IGNORE_INDEX,
+    IMAGE_TOKEN_INDEX,
+)
 from ..conversation import Template, get_template, to_messages
-from ..mm_utils import count_placeholders, process_images, process_video_frames
-from ..video import VideoReadError, read_video_frames
+from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio, process_images, process_video_frames
+from ..video import VideoReadError, read_video_frames, sample_indices
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +57,19 @@ MODALITIES = ("video", "image")
 class DataArguments:
     data_path: str | None = field(
         default=None,
-        metadata={"help": "LLaVA JSON list or JSONL file of samples; several files joined by commas."},
+        metadata={"help": "LLaVA JSON list or JSONL file of samples; several files joined by commas, /dir/{a,b}.json, or a LLaVA-NeXT YAML mixture."},
     )
     video_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'video' paths are relative to."})
     image_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'image' paths are relative to."})
-    num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each clip."})
+    num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each clip (LLaVA-NeXT: --frames_upbound)."})
+    image_aspect_ratio: str | None = field(
+        default=None,
+        metadata={"help": "square (resize and centre-crop) or pad (letterbox onto the processor's mean colour first, as LLaVA-1.5); default: the checkpoint's setting, else square. Recorded in the model config."},
+    )
+    add_time_instruction: bool = field(
+        default=False,
+        metadata={"help": "Write the clip's duration and its sampled frames' times into the human turn (LLaVA-NeXT's video prompt)."},
+    )
     feature_cache: str | None = field(
         default=None,
         metadata={"help": "Folder written by `python -m llava.train.cache_features`: cached clips skip decoding and the tower; the rest are computed online."},
@@ -111,17 +137,110 @@ def _prepare(sample: dict, where: str) -> dict:
     return {"id": sample_id, "modality": modality, "media": sample[modality] if modality else None, "conversations": turns}
 
 
-def load_samples(data_path: str) -> list[dict]:
-    """Reads and validates every sample of one or more comma-joined JSON/JSONL files."""
-    paths = [p.strip() for p in data_path.split(",") if p.strip()]
+def split_data_path(data_path: str) -> list[str]:
+    """The files a --data_path names: comma-joined paths, each possibly in LLaVA-NeXT's brace form
+    `/dir/{a,b,c}.json` (commas inside braces do not split)."""
+    pieces = [p.strip() for p in re.split(r",(?![^{]*})", data_path) if p.strip()]
+    paths = []
+    for piece in pieces:
+        match = re.fullmatch(r"(.*)\{([^{}]*)\}(.*)", piece)
+        if match:
+            head, names, tail = match.groups()
+            paths += [f"{head}{name.strip()}{tail}" for name in names.split(",") if name.strip()]
+        elif "{" in piece or "}" in piece:
+            raise ValueError(f"--data_path {piece}: only one {{a,b,c}} group per path is understood")
+        else:
+            paths.append(piece)
+    return paths
+
+
+def is_mixture(path: str) -> bool:
+    return path.lower().endswith((".yaml", ".yml"))
+
+
+def _sampling_count(strategy: str, total: int, where: str) -> tuple[str, int]:
+    """LLaVA-NeXT's `sampling_strategy`: `all`, or `first|end|random:N` with N a count or a percentage
+    (rounded up, as LLaVA-NeXT does)."""
+    strategy = str(strategy).strip()
+    if strategy == "all":
+        return "all", total
+    kind, sep, amount = strategy.partition(":")
+    if not sep or kind not in ("first", "end", "random"):
+        raise ValueError(f"{where}: sampling_strategy {strategy!r}; expected all, first:N, end:N or random:N (N a count or a percentage)")
+    try:
+        if amount.endswith("%"):
+            count = math.ceil(float(amount[:-1]) * total / 100)
+        else:
+            count = int(amount)
+    except ValueError:
+        raise ValueError(f"{where}: sampling_strategy {strategy!r}: {amount!r} is not a count or a percentage") from None
+    if count < 0:
+        raise ValueError(f"{where}: sampling_strategy {strategy!r} asks for a negative number of samples")
+    return kind, min(count, total)
+
+
+def read_mixture(path: str, seed: int = 0) -> list[tuple[str, int, dict]]:
+    """A LLaVA-NeXT data mixture: `datasets: [{json_path, sampling_strategy}]` in YAML. Each entry's file
+    (JSON list or JSONL; a relative path is read from the YAML file's folder, else from the working
+    directory) contributes `first`, `end` or `random` N samples (N a count or a percentage of the file)
+    or `all`. `random` draws with `seed`, so every rank and every restart reads the same samples.
+    Returns `(file, index in file, sample)` triples."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            mixture = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({e})") from None
+    entries = mixture.get("datasets") if isinstance(mixture, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a 'datasets:' list of {{json_path, sampling_strategy}} entries")
+    rng = random.Random(seed)
+    chosen = []
+    for number, entry in enumerate(entries):
+        where = f"{path}: datasets[{number}]"
+        if not isinstance(entry, dict) or not entry.get("json_path"):
+            raise ValueError(f"{where} has no json_path")
+        file = _mixture_file(path, str(entry["json_path"]), where)
+        samples = _read_file(file)
+        kind, count = _sampling_count(entry.get("sampling_strategy", "all"), len(samples), f"{where} ({entry['json_path']})")
+        if kind in ("all", "first"):
+            indices = range(count)
+        elif kind == "end":
+            indices = range(len(samples) - count, len(samples))
+        else:
+            indices = sorted(rng.sample(range(len(samples)), count))
+        chosen += [(file, i, samples[i]) for i in indices]
+        logger.info("%s: %d of %d samples (%s)", file, count, len(samples), entry.get("sampling_strategy", "all"))
+    return chosen
+
+
+def _mixture_file(mixture: str, json_path: str, where: str) -> str:
+    if os.path.isabs(json_path):
+        candidates = [json_path]
+    else:
+        candidates = [os.path.join(os.path.dirname(os.path.abspath(mixture)), json_path), json_path]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"{where}: json_path {json_path} does not exist (looked at {' and '.join(candidates)})")
+
+
+def load_samples(data_path: str, seed: int = 0) -> list[dict]:
+    """Reads and validates every sample that --data_path names (files, brace groups, YAML mixtures)."""
+    paths = split_data_path(data_path)
     if not paths:
         raise ValueError("--data_path names no file")
     samples = []
     for path in paths:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--data_path file {path} does not exist")
-        for index, sample in enumerate(_read_file(path)):
-            samples.append(_prepare(sample, f"{os.path.basename(path)} #{index}"))
+        if is_mixture(path):
+            triples = read_mixture(path, seed)
+        else:
+            triples = [(path, i, sample) for i, sample in enumerate(_read_file(path))]
+        for file, index, sample in triples:
+            samples.append(_prepare(sample, f"{os.path.basename(file)} #{index}"))
     return samples
 
 
@@ -130,7 +249,7 @@ class MediaReadError(ValueError):
     """An image that cannot be read (missing, empty, not an image); VideoReadError covers clips."""
 
 
-def _load_image(path: str, image_processor) -> torch.Tensor:
+def _load_image(path: str, image_processor, aspect_ratio: str | None = None) -> torch.Tensor:
     from PIL import Image
 
     if not os.path.isfile(path):
@@ -140,7 +259,15 @@ def _load_image(path: str, image_processor) -> torch.Tensor:
             image = image.convert("RGB")  # forces the full decode inside the try
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise MediaReadError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
-    return process_images([image], image_processor)  # (1, 3, S, S): a one-frame clip
+    # (1, 3, S, S): a one-frame clip, preprocessed as inference's process_images(..., model.config) does
+    return process_images([image], image_processor, _AspectRatio(aspect_ratio))
+
+
+@dataclass
+class _AspectRatio:
+    """The `image_aspect_ratio` setting in the shape process_images reads it (a model config's field)."""
+
+    image_aspect_ratio: str | None
 
 
 def media_path(sample: dict, data_args: DataArguments) -> str:
@@ -149,12 +276,65 @@ def media_path(sample: dict, data_args: DataArguments) -> str:
     return os.path.join(folder, sample["media"]) if folder else sample["media"]
 
 
-def load_pixels(modality: str, path: str, num_frames: int, image_processor) -> torch.Tensor:
+def load_pixels(modality: str, path: str, num_frames: int, image_processor, aspect_ratio: str | None = None) -> torch.Tensor:
     """The pixels the tower sees for one medium: (num_frames, 3, S, S) for a clip, (1, 3, S, S) for an
-    image. Raises VideoReadError / MediaReadError for unreadable files."""
+    image (`aspect_ratio` 'pad' letterboxes it first). Raises VideoReadError / MediaReadError for
+    unreadable files."""
     if modality == "video":
         return process_video_frames(read_video_frames(path, num_frames), image_processor)
-    return _load_image(path, image_processor)
+    return _load_image(path, image_processor, aspect_ratio)
+
+
+def clip_timing(path: str, num_frames: int) -> tuple[float, list[float]]:
+    """`(duration in seconds, times of the sampled frames)` of a clip read at `num_frames` frames, from
+    the container's frame count and rate (the frames read_video_frames picks: segment centres)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 0)
+            total = stream.frames
+            if total <= 0 and rate > 0:  # containers that do not declare a count (mkv, webm)
+                seconds = float(stream.duration * stream.time_base) if stream.duration else container.duration / 1e6
+                total = max(1, round(seconds * rate))
+    except (av.FFmpegError, OSError, IndexError) as e:
+        raise VideoReadError(f"{path}: cannot read the clip's frame rate ({type(e).__name__}: {e})") from e
+    if rate <= 0 or total <= 0:
+        raise VideoReadError(f"{path}: the container gives no frame rate or frame count")
+    return total / rate, [index / rate for index in sample_indices(total, num_frames)]
+
+
+def time_instruction(duration: float, times: list[float]) -> str:
+    """LLaVA-NeXT's sentence about a clip's timing (the text lmms-eval's llava_vid writes too)."""
+    stamps = ",".join(f"{t:.2f}s" for t in times)
+    return (
+        f"The video lasts for {duration:.2f} seconds, and {len(times)} frames are uniformly sampled from it. "
+        f"These frames are located at {stamps}.Please answer the following questions related to this video."
+    )
+
+
+def _first_visual_turn(turns: list[dict]) -> int | None:
+    return next((i for i, t in enumerate(turns) if t["from"] == "user" and count_placeholders(t["value"])), None)
+
+
+def with_time_instruction(turns: list[dict], instruction: str) -> list[dict]:
+    """The visual block first, then the instruction, then the rest of the turn (LLaVA-NeXT's layout)."""
+    i = _first_visual_turn(turns)
+    if i is None:
+        return turns
+    value = turns[i]["value"]
+    token = PLACEHOLDER_PATTERN.search(value).group(0)
+    rest = PLACEHOLDER_PATTERN.sub("", value, count=1).strip()
+    turns = list(turns)
+    turns[i] = {**turns[i], "value": f"{token}\n{instruction}\n{rest}"}
+    return turns
+
+
+def with_start_end_tokens(turns: list[dict]) -> list[dict]:
+    """Each placeholder as `<im_start><image><im_end>` (LLaVA's --mm_use_im_start_end)."""
+    wrap = lambda m: f"{DEFAULT_IM_START_TOKEN}{m.group(0)}{DEFAULT_IM_END_TOKEN}"  # noqa: E731
+    return [{**t, "value": PLACEHOLDER_PATTERN.sub(wrap, t["value"])} if t["from"] == "user" else t for t in turns]
 
 
 class LazySupervisedDataset(Dataset):
@@ -162,6 +342,7 @@ class LazySupervisedDataset(Dataset):
 
     `visual_tokens_per_input(num_frames)` gives the visual block's length in the LM (the packer's token
     count); text is cut from the end so that visual + text <= `model_max_length`, never the visual block.
+    `im_start_end` wraps each visual block in `<im_start>`/`<im_end>` (the tokenizer must know them).
     """
 
     def __init__(
@@ -174,6 +355,8 @@ class LazySupervisedDataset(Dataset):
         model_max_length: int | None = None,
         visual_tokens_per_input: Callable[[int], int] | None = None,
         feature_cache=None,
+        im_start_end: bool = False,
+        seed: int = 0,
     ):
         self.tokenizer = tokenizer
         self.data_args = data_args
@@ -181,7 +364,9 @@ class LazySupervisedDataset(Dataset):
         self.template = get_template(template)
         self.model_max_length = model_max_length
         self.visual_tokens_per_input = visual_tokens_per_input
-        self.samples = load_samples(data_path)
+        self.im_start_end = im_start_end
+        self.aspect_ratio = image_aspect_ratio(data_args) if getattr(data_args, "image_aspect_ratio", None) else "square"
+        self.samples = load_samples(data_path, seed)
         self.num_truncated = 0  # per process: DataLoader workers each count their own
 
         present = {s["modality"] for s in self.samples} - {None}
@@ -214,6 +399,10 @@ class LazySupervisedDataset(Dataset):
         """Sample index -> cache entry, for the samples whose medium is in the feature cache."""
         cache = self.feature_cache
         with_media = [i for i, s in enumerate(self.samples) if s["modality"]]
+        if self.aspect_ratio != "square" and any(self.samples[i]["modality"] == "image" for i in with_media):
+            # The cache holds images as the tower sees them without letterboxing.
+            logger.warning("--image_aspect_ratio %s: images are encoded online, not read from the feature cache", self.aspect_ratio)
+            with_media = [i for i in with_media if self.samples[i]["modality"] != "image"]
         keys = {}
         for i in with_media:
             sample = self.samples[i]
@@ -235,6 +424,24 @@ class LazySupervisedDataset(Dataset):
 
     def media_path(self, sample: dict) -> str:
         return media_path(sample, self.data_args)
+
+    def sample_lengths(self) -> tuple[list[int], list[bool]]:
+        """`(lengths, has_media)` per sample, without reading any medium: words of the conversation plus
+        the visual tokens of its medium (what LLaVA's --group_by_modality_length sorts by)."""
+        lengths = [
+            sum(len(t["value"].split()) for t in s["conversations"]) + self._visual_tokens(s["modality"]) for s in self.samples
+        ]
+        return lengths, [s["modality"] is not None for s in self.samples]
+
+    def _human_turns(self, sample: dict) -> list[dict]:
+        """The conversation with LLaVA-NeXT's prompt options applied to its human turns."""
+        turns = sample["conversations"]
+        if self.data_args.add_time_instruction and sample["modality"] == "video":
+            duration, times = clip_timing(self.media_path(sample), self.data_args.num_frames)
+            turns = with_time_instruction(turns, time_instruction(duration, times))
+        if self.im_start_end:
+            turns = with_start_end_tokens(turns)
+        return turns
 
     def _fit(self, ids: list[int], labels: list[int], modality) -> tuple[list[int], list[int], int]:
         """Drops text tokens from the end until visual + text fits; returns how many were dropped."""
@@ -265,11 +472,15 @@ class LazySupervisedDataset(Dataset):
         elif sample["modality"]:
             path = self.media_path(sample)
             try:
-                pixel_values = load_pixels(sample["modality"], path, self.data_args.num_frames, self.image_processor)
+                pixel_values = load_pixels(sample["modality"], path, self.data_args.num_frames, self.image_processor, self.aspect_ratio)
             except (VideoReadError, MediaReadError) as e:
                 return {"id": sample["id"], "skipped": True, "reason": str(e), "path": path}
+        try:
+            turns = self._human_turns(sample)
+        except VideoReadError as e:
+            return {"id": sample["id"], "skipped": True, "reason": str(e), "path": self.media_path(sample)}
 
-        ids, labels = self.template.tokenize(sample["conversations"], self.tokenizer)
+        ids, labels = self.template.tokenize(turns, self.tokenizer)
         ids, labels, cut = self._fit(ids, labels, sample["modality"])
         if cut:
             self.num_truncated += 1

@@ -1,6 +1,9 @@
-"""Training entry point: `python -m llava.train.train ARGS` (also under torchrun and DeepSpeed).
+"""Training entry point: `python -m llava.train.train ARGS`, or LLaVA's `llava/train/train_mem.py ARGS`
+(also under torchrun and DeepSpeed).
 
-Arguments keep LLaVA's names. The language-model family comes from the checkpoint's config.json. A run
+Arguments keep LLaVA's names, and LLaVA's and LLaVA-NeXT's published command lines run: every flag they
+pass is decided in llava_flags.py (honoured, aliased, ignored with a warning, or refused with one line
+naming the alternative). The language-model family comes from the checkpoint's config.json. A run
 started from a plain language model plus `--vision_tower` builds the visual modules; a run started from
 a saved llava checkpoint keeps the ones its config describes. Started again with the same command, a run
 resumes from the newest complete checkpoint in --output_dir.
@@ -20,10 +23,14 @@ import transformers
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer_callback import ProgressCallback
 
+from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+from ..conversation import trained_version
 from ..model.builder import family_of, from_pretrained
 from ..model.llava_arch import DEFAULT_FAST_GRID, DEFAULT_SLOW_GRID, max_positions
-from . import checkpoints
+from ..model.load_options import attention_request
+from . import checkpoints, llava_flags
 from .callbacks import LossProgressBar
+from .llava_flags import TUNABLE_PARTS, FlagError, LlavaFlagArguments
 from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
 from .feature_cache import FeatureCache
 from .data import DataArguments, DataCollatorForSupervisedDataset, LazySupervisedDataset, SkipTracker, ensure_pad_token
@@ -31,13 +38,14 @@ from .trainer import LlavaTrainer
 
 logger = logging.getLogger("llava.train")
 
-TUNABLE_PARTS = ("mm_vision_tower", "mm_vision_resampler", "mm_mlp_adapter", "mm_language_model")
-
 
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(metadata={"help": "Language model folder or hub id (GPT-2/BAMBI, Llama, ...), or a llava checkpoint."})
-    version: str = field(default="plain", metadata={"help": "Prompt template: 'plain' for caption LMs such as GPT-2, 'chat' for chat families."})
+    version: str | None = field(
+        default=None,
+        metadata={"help": "Prompt template: 'plain' for caption LMs such as GPT-2, 'chat' for chat families, or LLaVA's names (v1, qwen_1_5, ...). Default: the checkpoint's (config.conv_template), else plain. Recorded in the model config."},
+    )
     vision_tower: str | None = field(default=None, metadata={"help": "Vision tower folder or hub id (e.g. facebook/dinov2-large). Omit for text-only training."})
     mm_vision_select_layer: int = field(default=-2, metadata={"help": "Hidden layer of the tower whose patch tokens are used."})
     mm_projector_type: str = field(default="mlp2x_gelu", metadata={"help": "linear, identity or mlpNx_gelu."})
@@ -51,13 +59,18 @@ class ModelArguments:
         metadata={"help": f"Comma-separated parts to train, of: {', '.join(TUNABLE_PARTS)}."},
     )
     pretrain_mm_mlp_adapter: str | None = field(default=None, metadata={"help": "mm_projector.bin of an adapter-only run to start from."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa (the default, where the family has it: all but MPT) or eager."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa (the default, where the family has it: all but MPT) or eager; flash_attention_2 where its package and a GPU are there (else sdpa, with a warning)."})
+    model_class_name: str | None = field(default=None, metadata={"help": "LLaVA-NeXT's class choice (e.g. LlavaQwenForCausalLM): checked against the family that config.json names."})
+    mm_use_im_start_end: bool = field(default=False, metadata={"help": "Wrap the visual block in <im_start>/<im_end> tokens (added to the tokenizer); recorded in the config."})
+    mm_use_im_patch_token: bool = field(default=False, metadata={"help": "Add LLaVA's <im_patch> token to the tokenizer (LLaVA never writes it in prompts); recorded in the config."})
 
 
 @dataclass
 class TrainingArguments(transformers.TrainingArguments):
     model_max_length: int | None = field(default=None, metadata={"help": "Longest sequence (visual + text); at most the LM's positions, which is the default."})
     mm_projector_lr: float | None = field(default=None, metadata={"help": "Learning rate of the resampler, projector and embeddings (default: --learning_rate)."})
+    mm_vision_tower_lr: float | None = field(default=None, metadata={"help": "Learning rate of the vision tower where it trains (default: --learning_rate)."})
+    group_by_modality_length: bool = field(default=False, metadata={"help": "Batches of one modality (with media / text only) and similar lengths, as LLaVA's."})
     babylm_word_milestones: bool = field(default=False, metadata={"help": "Save a model at every 1M words up to 10M, 10M up to 100M, 100M up to 1B (answer words trained, all ranks)."})
     word_milestones: str | None = field(default=None, metadata={"help": "Comma-separated word counts at which to save a model (besides or instead of the BabyLM ones)."})
     max_words: int | None = field(default=None, metadata={"help": "Stop once this many answer words have been trained."})
@@ -65,13 +78,22 @@ class TrainingArguments(transformers.TrainingArguments):
 
 
 def parse_args(argv: list[str] | None = None):
+    """Parses a command line (ours, or LLaVA's / LLaVA-NeXT's: see llava_flags), sets up logging, and
+    logs what the LLaVA flags do here. Raises FlagError for a flag this trainer cannot honour."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv, notes, given = llava_flags.rewrite_argv(argv)
     # Without CUDA the Trainer would believe it has one GPU (and DeepSpeed's batch checks fail): make the
     # CPU explicit, so the same command line runs on a laptop and on a cluster.
-    if not torch.cuda.is_available() and not any(a.startswith("--use_cpu") for a in argv):
+    if not torch.cuda.is_available() and "use_cpu" not in given and "no_cuda" not in given:
         argv += ["--use_cpu", "True"]
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    return parser.parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, LlavaFlagArguments))
+    model_args, data_args, training_args, flags = parser.parse_args_into_dataclasses(args=argv)
+    _setup_logging(training_args)
+    notes += llava_flags.resolve(model_args, data_args, training_args, flags, given)
+    if training_args.process_index == 0:
+        for level, message in notes:
+            logger.log(level, "%s", message)
+    return model_args, data_args, training_args
 
 
 def _setup_logging(training_args) -> None:
@@ -82,22 +104,28 @@ def _setup_logging(training_args) -> None:
 
 def build_model(model_args, data_args, training_args):
     family = family_of(model_args.model_name_or_path)
-    model = from_pretrained(family, model_args.model_name_or_path, model_args.attn_implementation)
+    llava_flags.check_model_class_name(model_args.model_class_name, family)
+    model = from_pretrained(family, model_args.model_name_or_path, attention_request(model_args.attn_implementation))
     model.config.use_cache = False
 
     positions = max_positions(model.config)
     if training_args.model_max_length is None:
         training_args.model_max_length = positions
     elif positions is not None and training_args.model_max_length > positions:
-        raise ValueError(
-            f"--model_max_length {training_args.model_max_length} is more than the language model's "
-            f"{positions} positions ({model_args.model_name_or_path}); use at most {positions}"
+        # LLaVA's scripts pass 2048-32768 whatever the model: the language model's positions bound it.
+        logger.warning(
+            "--model_max_length %d is more than the language model's %d positions (%s): using %d",
+            training_args.model_max_length, positions, model_args.model_name_or_path, positions,
         )
+        training_args.model_max_length = positions
 
+    fresh_adapter = False
     if model_args.vision_tower or model.get_vision_tower() is not None:
         settings = SimpleNamespace(**vars(model_args), num_frames=data_args.num_frames)
-        model.get_model().initialize_vision_modules(settings)
-    apply_tunable_parts(model, model_args.mm_tunable_parts)
+        fresh_adapter = bool(model.get_model().initialize_vision_modules(settings))
+        record_prompt_settings(model, model_args, data_args)
+    model.config.conv_template = model_args.version = model_args.version or trained_version(model.config)
+    apply_tunable_parts(model, model_args.mm_tunable_parts, fresh_adapter=fresh_adapter)
     # --gradient_checkpointing is transformers' older name of --activation_checkpointing; both arrive here.
     if training_args.activation_checkpointing:
         if training_args.activation_checkpointing_kwargs is None:
@@ -108,25 +136,83 @@ def build_model(model_args, data_args, training_args):
     return family, model
 
 
-def apply_tunable_parts(model, parts: str) -> None:
+def record_prompt_settings(model, model_args, data_args) -> None:
+    """LLaVA's prompt settings, recorded in the config so that inference writes prompts the way this
+    run trains on them: `image_aspect_ratio` (process_images reads it), `mm_use_im_start_end` and
+    `mm_use_im_patch_token`. A checkpoint's own settings stay where the flags do not set them."""
+    config = model.config
+    data_args.image_aspect_ratio = data_args.image_aspect_ratio or getattr(config, "image_aspect_ratio", None) or "square"
+    config.image_aspect_ratio = data_args.image_aspect_ratio
+    for name in ("mm_use_im_start_end", "mm_use_im_patch_token"):
+        if getattr(config, name, False) and not getattr(model_args, name):
+            logger.info("%s stays on: the checkpoint was trained with it", name)
+        setattr(model_args, name, bool(getattr(model_args, name) or getattr(config, name, False)))
+        setattr(config, name, getattr(model_args, name))
+    max_frames = getattr(config, "mm_num_frames", None)
+    if max_frames is not None and data_args.num_frames > max_frames:
+        logger.warning(
+            "clips are read at %d frames, not %d: this model's packer is built for %d (mm_num_frames)",
+            max_frames, data_args.num_frames, max_frames,
+        )
+        data_args.num_frames = max_frames
+
+
+def add_visual_tokens(model, tokenizer, model_args) -> None:
+    """LLaVA's tokens for `--mm_use_im_patch_token` (<im_patch>) and `--mm_use_im_start_end`
+    (<im_start>, <im_end>): added to the tokenizer as special tokens, and the embeddings resized (new
+    rows start at the mean of the others, as transformers' mean resizing does; tied heads stay tied)."""
+    tokens = []
+    if model_args.mm_use_im_patch_token:
+        tokens.append(DEFAULT_IMAGE_PATCH_TOKEN)
+    if model_args.mm_use_im_start_end:
+        tokens += [DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
+    if not tokens:
+        return
+    added = tokenizer.add_tokens(tokens, special_tokens=True)
+    if added and model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+        logger.info("added %s to the tokenizer (%d tokens now)", ", ".join(tokens), len(tokenizer))
+        if not any(p.requires_grad for p in model.get_input_embeddings().parameters()):
+            logger.warning(
+                "%s start at the mean embedding and stay there: the language model does not train in this run "
+                "(add mm_language_model to --mm_tunable_parts to learn them)", ", ".join(tokens),
+            )
+
+
+def apply_tunable_parts(model, parts: str, fresh_adapter: bool = False) -> None:
+    """Sets what trains. The adapter is the packer (mm_vision_resampler) with the projector and the
+    embeddings (mm_mlp_adapter). Where the adapter starts untrained (`fresh_adapter`: built in this run,
+    not loaded) and only part of it is chosen, the rest of it trains too: a random frozen packer or
+    projector would make the trained part learn around noise."""
     chosen = {p.strip() for p in parts.split(",") if p.strip()}
     unknown = chosen - set(TUNABLE_PARTS)
     if unknown:
-        raise ValueError(f"unknown --mm_tunable_parts {sorted(unknown)}; choose from {', '.join(TUNABLE_PARTS)}")
+        raise FlagError(f"unknown --mm_tunable_parts {sorted(unknown)}; choose from {', '.join(TUNABLE_PARTS)}")
     model.requires_grad_("mm_language_model" in chosen)
     inner = model.get_model()
     if inner.get_vision_tower() is not None:
+        adapter = {"mm_vision_resampler", "mm_mlp_adapter"}
+        if fresh_adapter and chosen & adapter and not adapter <= chosen:
+            missing = sorted(adapter - chosen)
+            logger.info("the adapter starts untrained in this run: %s trains too (packer, projector and embeddings train together)", ", ".join(missing))
+            chosen |= adapter
+        elif fresh_adapter and not chosen & adapter:
+            logger.warning("the packer and the projector start untrained and do not train (--mm_tunable_parts %s)", parts)
         inner.vision_tower.requires_grad_("mm_vision_tower" in chosen)
         inner.vision_resampler.requires_grad_("mm_vision_resampler" in chosen)
         inner.mm_projector.requires_grad_("mm_mlp_adapter" in chosen)
         inner.mm_pos_embed.requires_grad_("mm_mlp_adapter" in chosen)
     if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError(f"--mm_tunable_parts {parts!r} leaves nothing to train in this model")
+        raise FlagError(f"--mm_tunable_parts {parts!r} leaves nothing to train in this model")
+
+
+def _numel(param) -> int:
+    return getattr(param, "ds_numel", None) or param.numel()  # ZeRO-3 partitions leave numel() at 0
 
 
 def _count(module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in module.parameters()) - trainable
+    trainable = sum(_numel(p) for p in module.parameters() if p.requires_grad)
+    return trainable, sum(_numel(p) for p in module.parameters()) - trainable
 
 
 def describe(family, model, model_args, data_args, training_args) -> None:
@@ -168,8 +254,8 @@ def describe(family, model, model_args, data_args, training_args) -> None:
     else:
         lines.append(f"text only; sequence budget {training_args.model_max_length} (positions: {positions})")
     visual_ids = {id(p) for m in parts.values() for p in m.parameters()}
-    lm_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in visual_ids)
-    lm_total = sum(p.numel() for p in model.parameters() if id(p) not in visual_ids)
+    lm_trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad and id(p) not in visual_ids)
+    lm_total = sum(_numel(p) for p in model.parameters() if id(p) not in visual_ids)
     counts = {name: _count(m) for name, m in parts.items()}
     counts["language model"] = (lm_trainable, lm_total - lm_trainable)
     for name, (trainable, frozen) in counts.items():
@@ -187,6 +273,12 @@ def build_data(model_args, data_args, training_args, tokenizer, model):
         if tower is None:
             raise ValueError("--feature_cache needs a model with a vision tower (--vision_tower)")
         cache = FeatureCache(data_args.feature_cache, tower)
+    add_visual_tokens(model, tokenizer, model_args)
+    visual_tokens = None
+    if tower is not None:
+        inner, max_frames = model.get_model(), model.config.mm_num_frames
+        # A longer clip reaches the model sampled down to its frame count: count the tokens it gets.
+        visual_tokens = lambda frames: inner.num_visual_tokens(min(frames, max_frames))  # noqa: E731
     dataset = LazySupervisedDataset(
         data_args.data_path,
         tokenizer,
@@ -194,16 +286,18 @@ def build_data(model_args, data_args, training_args, tokenizer, model):
         image_processor=tower.image_processor if tower is not None else None,
         template=model_args.version,
         model_max_length=training_args.model_max_length,
-        visual_tokens_per_input=model.get_model().num_visual_tokens if tower is not None else None,
+        visual_tokens_per_input=visual_tokens,
         feature_cache=cache,
+        im_start_end=bool(model_args.mm_use_im_start_end) and tower is not None,
+        seed=training_args.seed,
     )
     skips = SkipTracker(training_args.output_dir, len(dataset), data_args.max_skip_fraction, rank=training_args.process_index)
     return dataset, DataCollatorForSupervisedDataset(tokenizer), skips
 
 
-def main(argv: list[str] | None = None):
+def build_trainer(argv: list[str] | None = None) -> tuple[LlavaTrainer, str | None]:
+    """Everything a run needs, from its command line: the trainer, and the checkpoint to resume from."""
     model_args, data_args, training_args = parse_args(argv)
-    _setup_logging(training_args)
     set_seed(training_args.seed)
     if training_args.deepspeed:
         # ZeRO-3 partitions weights while from_pretrained builds the model; DeepSpeed must know the
@@ -242,14 +336,23 @@ def main(argv: list[str] | None = None):
             trainer.words_seen = read_word_count(resume)
     trainer.remove_callback(ProgressCallback)  # replaced by a bar that shows loss and samples/s
     trainer.add_callback(LossProgressBar())
+    return trainer, resume
+
+
+def train_and_save(trainer: LlavaTrainer, resume: str | None = None) -> LlavaTrainer:
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
-    trainer.save_model(training_args.output_dir)
+    trainer.save_model(trainer.args.output_dir)
     if trainer.args.should_save:
-        logger.info("final model saved to %s (%d clips skipped)", training_args.output_dir, skip_tracker.count)
+        count = trainer.skip_tracker.count if trainer.skip_tracker is not None else 0
+        logger.info("final model saved to %s (%d clips skipped)", trainer.args.output_dir, count)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     return trainer
+
+
+def main(argv: list[str] | None = None) -> LlavaTrainer:
+    return train_and_save(*build_trainer(argv))
 
 
 def cli() -> None:
@@ -257,6 +360,10 @@ def cli() -> None:
     try:
         main()
         distributed = dist.is_available() and dist.is_initialized()
+    except FlagError as e:
+        # A flag this trainer cannot honour: one line, no traceback (every rank says the same).
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     finally:
         # Ending every rank together avoids most of the aborts at exit seen with ZeRO-3 on the CPU.
         if dist.is_available() and dist.is_initialized():

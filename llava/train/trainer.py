@@ -1,5 +1,6 @@
-"""The Trainer subclass: a separate learning rate for the adapter, skipped clips handled honestly, and
-saves that are complete, resumable and loadable with no flags."""
+"""The Trainer subclass: separate learning rates for the adapter and the vision tower, batches grouped by
+modality and length, skipped clips handled honestly, and saves that are complete, resumable and
+loadable with no flags."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from transformers import Trainer
 from ..model.llava_arch import ADAPTER_MODULES
 from . import checkpoints
 from .milestones import count_words, write_word_count
+from .sampler import ModalityLengthGroupedSampler
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,10 @@ ADAPTER_FILE = "mm_projector.bin"
 
 def is_adapter_parameter(name: str) -> bool:
     return any(f".{module}." in f".{name}" for module in ADAPTER_MODULES)
+
+
+def is_tower_parameter(name: str) -> bool:
+    return ".vision_tower." in f".{name}"
 
 
 class LlavaTrainer(Trainer):
@@ -33,28 +39,47 @@ class LlavaTrainer(Trainer):
         self.words_seen = 0
 
     # ------------------------------------------------------------------------------- optimizer
+    def _parameter_group(self, name: str) -> str:
+        if self.args.mm_vision_tower_lr is not None and is_tower_parameter(name):
+            return "tower"
+        if self.args.mm_projector_lr is not None and is_adapter_parameter(name):
+            return "adapter"
+        return "rest"
+
     def create_optimizer(self, model=None):
-        """Four groups: (adapter, language model and the rest) x (decay, no decay). The adapter
-        (resampler, projector, embeddings) takes `mm_projector_lr` where it is set."""
+        """Groups of (tower, adapter, the rest) x (decay, no decay). The tower takes `mm_vision_tower_lr`
+        and the adapter (resampler, projector, embeddings) `mm_projector_lr`, where they are set."""
         if self.optimizer is not None:
             return self.optimizer
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        adapter_lr = self.args.mm_projector_lr
+        rates = {"tower": self.args.mm_vision_tower_lr, "adapter": self.args.mm_projector_lr, "rest": None}
         groups = {}
         for name, param in opt_model.named_parameters():
             if not param.requires_grad:
                 continue
-            adapter = adapter_lr is not None and is_adapter_parameter(name)
-            key = (adapter, name in decay)
+            key = (self._parameter_group(name), name in decay)
             if key not in groups:
                 groups[key] = {"params": [], "weight_decay": self.args.weight_decay if key[1] else 0.0}
-                if adapter:
-                    groups[key]["lr"] = adapter_lr
+                if rates[key[0]] is not None:
+                    groups[key]["lr"] = rates[key[0]]
             groups[key]["params"].append(param)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
         return self.optimizer
+
+    # -------------------------------------------------------------------------------- sampling
+    def _get_train_sampler(self, train_dataset=None):
+        """LLaVA's --group_by_modality_length (and --group_by_length) with lengths the dataset knows
+        without reading any medium; transformers' own length grouping would load every sample."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        by_modality = self.args.group_by_modality_length
+        if not (by_modality or self.args.train_sampling_strategy == "group_by_length") or not hasattr(dataset, "sample_lengths"):
+            return super()._get_train_sampler(train_dataset)
+        lengths, has_media = dataset.sample_lengths()
+        return ModalityLengthGroupedSampler(
+            lengths, has_media if by_modality else None, self.args.train_batch_size, self.args.world_size, seed=self.args.seed
+        )
 
     # ------------------------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
