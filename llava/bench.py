@@ -478,8 +478,12 @@ def describe_machine(device: torch.device) -> str:
 
 def describe_load(start: tuple[float, float, float], end: tuple[float, float, float]) -> str:
     """The machine's load around the run: above the core count, other work shared the cores."""
-    return (f"Load average (1 min) {start[0]:.1f} when the run began and {end[0]:.1f} when it ended, on "
-            f"{os.cpu_count()} cores (this run alone keeps about {torch.get_num_threads()} busy).")
+    cores = os.cpu_count()
+    text = (f"Load average (1 min) {start[0]:.1f} when the run began and {end[0]:.1f} when it ended, on "
+            f"{cores} cores (this run alone keeps about {torch.get_num_threads()} busy).")
+    if max(start[0], end[0]) > cores:
+        text += f" Other work shared this {cores}-core machine during the run: its absolute times are inflated."
+    return text
 
 
 def write_markdown(path: Path, machine: str, results: dict[str, list[tuple[str, str]]], argv: str, load: str) -> None:

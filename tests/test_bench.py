@@ -23,4 +23,4 @@ def test_bench_runs_on_the_demo_shapes_and_writes_the_table(tmp_path):
                 "generation, batch 16", "generation time shares, batch 16", "LM decoding vs forward-only bound, batch 16",
                 "generation captions/s, batch 16 / batch 1"):
         assert f"| {row}" in table, row
-    assert "## demo" in table and "cores" in table
+    assert "## demo" in table and "cores" in table and "Load average" in table
