@@ -435,6 +435,7 @@ class LlavaMetaForCausalLM:
         images=None,
         modalities=None,
         image_sizes=None,
+        logits_to_keep=0,
         **kwargs,
     ):
         if inputs_embeds is None and images is not None:
@@ -449,6 +450,10 @@ class LlavaMetaForCausalLM:
             kwargs["position_ids"] = position_ids
         if cache is not None:
             kwargs["cache"] = cache
+        # In the signature so that generate's prefill asks for the last position's logits only (it checks the
+        # signature); passed on where the family's forward takes it.
+        if logits_to_keep and self._language_model_takes("logits_to_keep"):
+            kwargs["logits_to_keep"] = logits_to_keep
         return self._language_model_method("forward")(
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, labels=labels, **kwargs
         )
