@@ -137,6 +137,7 @@ ARGV_RULES = {
     "evaluation_strategy": "alias of --eval_strategy (renamed in transformers 5)",
     "warmup_ratio": "alias: --warmup_steps R, which transformers 5 reads as a share of the steps when R < 1",
     "no_cuda": "alias of --use_cpu (renamed in transformers 5)",
+    "gradient_checkpointing": "alias of --activation_checkpointing (its transformers 5 name; the old one warns)",
     "group_by_length": "alias of --train_sampling_strategy group_by_length (batches of similar lengths)",
     "save_safetensors": "accepted: weights are always saved as safetensors",
     "overwrite_output_dir": "ignored (as in LLaVA): a run resumes from the newest complete checkpoint in --output_dir; give a new --output_dir to start afresh",
@@ -218,6 +219,8 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], list[tuple[int, str]], set
             out.append(("eval_strategy", value))
         elif name == "no_cuda":
             out.append(("use_cpu", value))
+        elif name in ("gradient_checkpointing", "gradient_checkpointing_kwargs"):
+            out.append((name.replace("gradient", "activation"), value))
         elif name == "warmup_ratio":
             ratio = float(value)
             if not 0 <= ratio < 1:
@@ -287,6 +290,7 @@ def resolve(model_args, data_args, training_args, flags: LlavaFlagArguments, giv
     """Applies FLAG_RULES (and the checks of this trainer's own fields that LLaVA scripts set to values
     it cannot honour) to the parsed arguments. Raises FlagError; returns the notes to log."""
     notes: list[tuple[int, str]] = []
+    _check_own_fields(model_args, data_args)
     for name, rule in FLAG_RULES.items():
         value, default = getattr(flags, name), FLAG_DEFAULTS[name]
         if value == default or rule.kind in ("accepted", "honoured"):
@@ -295,8 +299,6 @@ def resolve(model_args, data_args, training_args, flags: LlavaFlagArguments, giv
             raise FlagError(f"--{name} {value} is not supported: {rule.why}")
         if rule.kind == "ignored":
             notes.append((logging.WARNING, f"--{name} {value} has no effect: {rule.why}"))
-
-    _check_own_fields(model_args, data_args)
     model_args.mm_tunable_parts = tunable_parts(model_args, flags, given, notes)
     _frames(data_args, flags, given, notes)
     _sampling(training_args, flags, notes)
