@@ -53,13 +53,13 @@ def test_machine_dependent_flags_are_dropped_with_a_warning_here(capsys):
     (["--vision_tower_pretrained", "x.bin"], "--vision_tower"),
     (["--rope_scaling_factor", "2"], "config.json"),
     (["--frames_upbound", "16", "--num_frames", "8"], "give one"),
+    (["--version", "v9"], "choose one of"),
 ])
 def test_what_cannot_be_honoured_is_refused_in_one_line_naming_the_alternative(flags, alternative):
     with pytest.raises(FlagError) as refused:
         parse(*flags)
     message = str(refused.value)
-    assert "\n" not in message and alternative in message, message
-    assert message.startswith(f"--{flags[0].lstrip('-')}") or "--" in message
+    assert "\n" not in message and alternative in message and flags[0] in message, message
 
 
 def test_video_pooling_flags_warn_that_the_packer_sets_the_tokens(capsys):

@@ -309,8 +309,14 @@ def resolve(model_args, data_args, training_args, flags: LlavaFlagArguments, giv
 
 
 def _check_own_fields(model_args, data_args) -> None:
+    from ..conversation import get_template
     from ..mm_utils import image_aspect_ratio
 
+    if model_args.version:
+        try:
+            get_template(model_args.version)
+        except ValueError as e:
+            raise FlagError(str(e)) from None
     if data_args.image_aspect_ratio is not None:
         try:
             image_aspect_ratio(data_args)

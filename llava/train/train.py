@@ -159,8 +159,9 @@ def record_prompt_settings(model, model_args, data_args) -> None:
 
 def add_visual_tokens(model, tokenizer, model_args) -> None:
     """LLaVA's tokens for `--mm_use_im_patch_token` (<im_patch>) and `--mm_use_im_start_end`
-    (<im_start>, <im_end>): added to the tokenizer as special tokens, and the embeddings resized (new
-    rows start at the mean of the others, as transformers' mean resizing does; tied heads stay tied)."""
+    (<im_start>, <im_end>): added to the tokenizer as special tokens, and the embeddings resized where the
+    vocabulary has no spare rows (transformers' mean resizing: new rows drawn around the others' mean;
+    tied heads stay tied)."""
     tokens = []
     if model_args.mm_use_im_patch_token:
         tokens.append(DEFAULT_IMAGE_PATCH_TOKEN)
@@ -169,14 +170,16 @@ def add_visual_tokens(model, tokenizer, model_args) -> None:
     if not tokens:
         return
     added = tokenizer.add_tokens(tokens, special_tokens=True)
-    if added and model.get_input_embeddings().num_embeddings < len(tokenizer):
+    if not added:  # a checkpoint trained with them has them
+        return
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
-        logger.info("added %s to the tokenizer (%d tokens now)", ", ".join(tokens), len(tokenizer))
-        if not any(p.requires_grad for p in model.get_input_embeddings().parameters()):
-            logger.warning(
-                "%s start at the mean embedding and stay there: the language model does not train in this run "
-                "(add mm_language_model to --mm_tunable_parts to learn them)", ", ".join(tokens),
-            )
+    logger.info("added %s to the tokenizer (%d tokens now)", ", ".join(tokens), len(tokenizer))
+    if not any(p.requires_grad for p in model.get_input_embeddings().parameters()):
+        logger.warning(
+            "the embeddings of %s do not train in this run (the language model is frozen): they keep their "
+            "initial values; add mm_language_model to --mm_tunable_parts to learn them", ", ".join(tokens),
+        )
 
 
 def apply_tunable_parts(model, parts: str, fresh_adapter: bool = False) -> None:
