@@ -143,7 +143,7 @@ ARGV_RULES = {
     "overwrite_output_dir": "ignored (as in LLaVA): a run resumes from the newest complete checkpoint in --output_dir; give a new --output_dir to start afresh",
     "logging_dir": "alias: the TENSORBOARD_LOGGING_DIR environment variable, where transformers 5 reads it",
     "tf32": "machine: kept where the GPU has TF32, dropped with a warning elsewhere (a CPU)",
-    "torch_compile": "honoured, except under DeepSpeed ZeRO-3, where it is dropped with a warning (see ZERO3_COMPILE)",
+    "torch_compile": "honoured, except under DeepSpeed ZeRO-3: dropped with a warning there (dynamo traces the partitioned parameters as empty tensors)",
     "report_to": "machine: integrations that are not installed are dropped with a warning",
 }
 
@@ -431,5 +431,24 @@ def flag_table() -> list[tuple[str, str]]:
     """`(flag, what it does here)` for every LLaVA flag decided here (for documentation)."""
     rows = [(f"--{name}", text) for name, text in ARGV_RULES.items()]
     rows += [(f"--{name}", text) for name, text in OWN_FLAGS.items()]
-    rows += [(f"--{name}", f"{rule.kind}: {rule.why}") for name, rule in FLAG_RULES.items()]
+    rows += [(f"--{name}", f"{KIND_TEXT[rule.kind]}: {rule.why}") for name, rule in FLAG_RULES.items()]
     return rows
+
+
+KIND_TEXT = {
+    "honoured": "honoured",
+    "accepted": "accepted, no effect",
+    "ignored": "no effect (a value other than LLaVA's default is warned about)",
+    "refused": "refused unless at LLaVA's default",
+}
+
+
+def markdown_table() -> str:
+    """The flag table as Markdown: `python -m llava.train.llava_flags`."""
+    lines = ["| LLaVA flag | here |", "| --- | --- |"]
+    lines += [f"| `{flag}` | {text.replace('|', '/')} |" for flag, text in flag_table()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
