@@ -222,7 +222,10 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], list[tuple[int, str]], set
         elif name in ("gradient_checkpointing", "gradient_checkpointing_kwargs"):
             out.append((name.replace("gradient", "activation"), value))
         elif name == "warmup_ratio":
-            ratio = float(value)
+            try:
+                ratio = float(value)
+            except (TypeError, ValueError):
+                raise FlagError(f"--warmup_ratio needs a number below 1, got {value!r}") from None
             if not 0 <= ratio < 1:
                 raise FlagError(f"--warmup_ratio {value} must be at least 0 and below 1 (a share of the training steps)")
             out.append(("warmup_steps", value))
@@ -236,7 +239,8 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], list[tuple[int, str]], set
             if _true(value):
                 notes.append((logging.WARNING, f"--overwrite_output_dir is ignored: {ARGV_RULES['overwrite_output_dir'].split(': ', 1)[1]}"))
         elif name == "logging_dir":
-            os.environ.setdefault("TENSORBOARD_LOGGING_DIR", value)
+            if value:
+                os.environ.setdefault("TENSORBOARD_LOGGING_DIR", value)
         elif name == "tf32" and _true(value) and not _tf32_available():
             notes.append((logging.WARNING, "--tf32 True is dropped: this machine has no GPU with TF32 (it is kept on one that has)"))
         elif name == "report_to":
