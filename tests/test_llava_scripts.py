@@ -265,3 +265,22 @@ def test_group_by_modality_length_under_two_processes(assets, tmp_path):
         assert (a[0] == 0) == (b[0] == 0), (step, a, b)  # and the two ranks' batches of a step alike
     assert sum(a[0] for a, _ in zip(*ranks)) + sum(b[0] for _, b in zip(*ranks)) == 16  # 8 images + 8 clips
     assert (out / "model.safetensors").exists()
+
+
+def test_letterboxed_images_are_encoded_online_not_read_from_the_feature_cache(assets, tmp_path, capsys):
+    from llava.train import cache_features
+
+    base = [*without(llava15_pretrain_args(assets, tmp_path / "unused", steps=1), "--deepspeed"),
+            "--feature_cache", str(tmp_path / "cache")]
+    assert cache_features.main(base)["computed"] == 12  # images as the tower sees them, square
+
+    def dataset(*extra):
+        model_args, data_args, training_args = train.parse_args([*base, *extra])
+        _, model = train.build_model(model_args, data_args, training_args)
+        tokenizer = AutoTokenizer.from_pretrained(assets["gpt2"])
+        return train.build_data(model_args, data_args, training_args, tokenizer, model)[0]
+
+    assert len(dataset().cache_keys) == 12
+    padded = dataset("--image_aspect_ratio", "pad")
+    assert padded.cache_keys == {} and padded[0]["pixel_values"] is not None
+    assert "--image_aspect_ratio pad: images are encoded online" in capsys.readouterr().err
