@@ -6,7 +6,7 @@ text-only sample stays text-only (no placeholder, no pixels). Images are one-fra
 first with `--image_aspect_ratio pad`.
 
 `--data_path` is a JSON list or JSONL file, several of them joined by commas, LLaVA-NeXT's brace form
-`/data/{a,b,c}.json`, or a LLaVA-NeXT YAML mixture (see `read_mixture`).
+`/data/{a,b,c}.json`, or a LLaVA-NeXT YAML mixture (see data_files.py).
 
 LLaVA-NeXT's prompt options: `--mm_use_im_start_end` writes the visual block `<im_start><image><im_end>`
 in the human turn; `--add_time_instruction` writes the clip's duration and its sampled frames' times
@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import random
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -46,6 +43,7 @@ from ..constants import (
 from ..conversation import Template, get_template, to_messages
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio, process_images, process_video_frames
 from ..video import VideoReadError, read_video_frames, sample_indices
+from .data_files import is_mixture, read_mixture, read_sample_file, split_data_path
 
 logger = logging.getLogger(__name__)
 
@@ -81,24 +79,6 @@ class DataArguments:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def _read_file(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if text.lstrip().startswith("["):
-        samples = json.loads(text)
-    else:  # JSONL: one sample per non-empty line
-        samples = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    samples.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{number}: not a JSON line ({e})") from None
-    if not all(isinstance(s, dict) for s in samples):
-        raise ValueError(f"{path}: expected a list of sample objects")
-    return samples
-
-
 def _prepare(sample: dict, where: str) -> dict:
     """Validates one sample and normalizes it: `{"id", "modality", "media", "conversations"}`."""
     sample_id = str(sample.get("id", where))
@@ -137,95 +117,6 @@ def _prepare(sample: dict, where: str) -> dict:
     return {"id": sample_id, "modality": modality, "media": sample[modality] if modality else None, "conversations": turns}
 
 
-def split_data_path(data_path: str) -> list[str]:
-    """The files a --data_path names: comma-joined paths, each possibly in LLaVA-NeXT's brace form
-    `/dir/{a,b,c}.json` (commas inside braces do not split)."""
-    pieces = [p.strip() for p in re.split(r",(?![^{]*})", data_path) if p.strip()]
-    paths = []
-    for piece in pieces:
-        match = re.fullmatch(r"(.*)\{([^{}]*)\}(.*)", piece)
-        if match:
-            head, names, tail = match.groups()
-            paths += [f"{head}{name.strip()}{tail}" for name in names.split(",") if name.strip()]
-        elif "{" in piece or "}" in piece:
-            raise ValueError(f"--data_path {piece}: only one {{a,b,c}} group per path is understood")
-        else:
-            paths.append(piece)
-    return paths
-
-
-def is_mixture(path: str) -> bool:
-    return path.lower().endswith((".yaml", ".yml"))
-
-
-def _sampling_count(strategy: str, total: int, where: str) -> tuple[str, int]:
-    """LLaVA-NeXT's `sampling_strategy`: `all`, or `first|end|random:N` with N a count or a percentage
-    (rounded up, as LLaVA-NeXT does)."""
-    strategy = str(strategy).strip()
-    if strategy == "all":
-        return "all", total
-    kind, sep, amount = strategy.partition(":")
-    if not sep or kind not in ("first", "end", "random"):
-        raise ValueError(f"{where}: sampling_strategy {strategy!r}; expected all, first:N, end:N or random:N (N a count or a percentage)")
-    try:
-        if amount.endswith("%"):
-            count = math.ceil(float(amount[:-1]) * total / 100)
-        else:
-            count = int(amount)
-    except ValueError:
-        raise ValueError(f"{where}: sampling_strategy {strategy!r}: {amount!r} is not a count or a percentage") from None
-    if count < 0:
-        raise ValueError(f"{where}: sampling_strategy {strategy!r} asks for a negative number of samples")
-    return kind, min(count, total)
-
-
-def read_mixture(path: str, seed: int = 0) -> list[tuple[str, int, dict]]:
-    """A LLaVA-NeXT data mixture: `datasets: [{json_path, sampling_strategy}]` in YAML. Each entry's file
-    (JSON list or JSONL; a relative path is read from the YAML file's folder, else from the working
-    directory) contributes `first`, `end` or `random` N samples (N a count or a percentage of the file)
-    or `all`. `random` draws with `seed`, so every rank and every restart reads the same samples.
-    Returns `(file, index in file, sample)` triples."""
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        try:
-            mixture = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML ({e})") from None
-    entries = mixture.get("datasets") if isinstance(mixture, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{path}: expected a 'datasets:' list of {{json_path, sampling_strategy}} entries")
-    rng = random.Random(seed)
-    chosen = []
-    for number, entry in enumerate(entries):
-        where = f"{path}: datasets[{number}]"
-        if not isinstance(entry, dict) or not entry.get("json_path"):
-            raise ValueError(f"{where} has no json_path")
-        file = _mixture_file(path, str(entry["json_path"]), where)
-        samples = _read_file(file)
-        kind, count = _sampling_count(entry.get("sampling_strategy", "all"), len(samples), f"{where} ({entry['json_path']})")
-        if kind in ("all", "first"):
-            indices = range(count)
-        elif kind == "end":
-            indices = range(len(samples) - count, len(samples))
-        else:
-            indices = sorted(rng.sample(range(len(samples)), count))
-        chosen += [(file, i, samples[i]) for i in indices]
-        logger.info("%s: %d of %d samples (%s)", file, count, len(samples), entry.get("sampling_strategy", "all"))
-    return chosen
-
-
-def _mixture_file(mixture: str, json_path: str, where: str) -> str:
-    if os.path.isabs(json_path):
-        candidates = [json_path]
-    else:
-        candidates = [os.path.join(os.path.dirname(os.path.abspath(mixture)), json_path), json_path]
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
-    raise FileNotFoundError(f"{where}: json_path {json_path} does not exist (looked at {' and '.join(candidates)})")
-
-
 def load_samples(data_path: str, seed: int = 0) -> list[dict]:
     """Reads and validates every sample that --data_path names (files, brace groups, YAML mixtures)."""
     paths = split_data_path(data_path)
@@ -238,7 +129,7 @@ def load_samples(data_path: str, seed: int = 0) -> list[dict]:
         if is_mixture(path):
             triples = read_mixture(path, seed)
         else:
-            triples = [(path, i, sample) for i, sample in enumerate(_read_file(path))]
+            triples = [(path, i, sample) for i, sample in enumerate(read_sample_file(path))]
         for file, index, sample in triples:
             samples.append(_prepare(sample, f"{os.path.basename(file)} #{index}"))
     return samples
