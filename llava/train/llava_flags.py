@@ -300,7 +300,7 @@ def resolve(model_args, data_args, training_args, flags: LlavaFlagArguments, giv
         if value == default or rule.kind in ("accepted", "honoured"):
             continue
         if rule.kind == "refused" and value not in rule.allowed:
-            raise FlagError(f"--{name} {value} is not supported: {rule.why}")
+            raise FlagError(f"--{name} {value}: {rule.why}")
         if rule.kind == "ignored":
             notes.append((logging.WARNING, f"--{name} {value} has no effect: {rule.why}"))
     model_args.mm_tunable_parts = tunable_parts(model_args, flags, given, notes)
