@@ -107,3 +107,11 @@ def test_flag_forms_and_the_table():
                  "--mm_use_im_start_end", "--image_aspect_ratio", "--mm_vision_tower_lr", "--group_by_modality_length"):
         assert name in documented
     assert all(rule.why for rule in FLAG_RULES.values())
+
+
+def test_help_lists_the_llava_flags(capsys):
+    with pytest.raises(SystemExit) as done:
+        train.parse_args(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--frames_upbound" in out and "LLaVA flag, refused here" in out

@@ -74,7 +74,7 @@ class DataArguments:
     )
     max_skip_fraction: float = field(
         default=0.05,
-        metadata={"help": "Abort when more than this share of the samples is skipped as unreadable (0.05 = 5%)."},
+        metadata={"help": "Abort when more than this share of the samples is skipped as unreadable (0.05: one sample in twenty)."},
     )
 
 
