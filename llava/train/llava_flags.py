@@ -143,18 +143,19 @@ ARGV_RULES = {
     "overwrite_output_dir": "ignored (as in LLaVA): a run resumes from the newest complete checkpoint in --output_dir; give a new --output_dir to start afresh",
     "logging_dir": "alias: the TENSORBOARD_LOGGING_DIR environment variable, where transformers 5 reads it",
     "tf32": "machine: kept where the GPU has TF32, dropped with a warning elsewhere (a CPU)",
-    "torch_compile": "honoured, except under DeepSpeed ZeRO-3: dropped with a warning there (dynamo traces the partitioned parameters as empty tensors)",
+    "torch_compile": "honoured, except under DeepSpeed ZeRO-3: dropped there with a warning saying why (compiling fails under ZeRO-3 with this code)",
     "report_to": "machine: integrations that are not installed are dropped with a warning",
 }
 
 
 COMPILE_FLAGS = ("torch_compile", "torch_compile_backend", "torch_compile_mode")
-# Why --torch_compile is dropped under ZeRO-3 (seen with torch 2.13, DeepSpeed 0.19.8, accelerate 1.15):
-# dynamo traces ZeRO-3's partitioned parameters as the empty tensors they are between gathers.
+# Why --torch_compile is dropped under ZeRO-3: two failures seen on this code with torch 2.13, DeepSpeed
+# 0.19.8 and accelerate 1.15 (the first with the inductor and eager backends, the second with eager; the same
+# runs under ZeRO-2 or without DeepSpeed train).
 ZERO3_COMPILE = (
-    "torch.compile traces ZeRO-3's partitioned parameters as empty tensors (SigLIP's attention-pooling head "
-    "fails with 'b must be 2D', and a text-only batch sends the compiled forward into endless recursion); "
-    "the run goes on uncompiled (ZeRO-2, or no DeepSpeed, compiles)"
+    "torch.compile fails under ZeRO-3 here: it traces partitioned parameters as empty tensors (SigLIP's "
+    "attention-pooling head: 'b must be 2D'), and a text-only batch sends the compiled forward into endless "
+    "recursion; the run goes on uncompiled (ZeRO-2, or no DeepSpeed, compiles)"
 )
 
 
