@@ -20,7 +20,8 @@ def assets(tmp_path_factory):
 
 # ZeRO-3 runs in bf16, as on GPUs: the visual modules built after from_pretrained must join the
 # partitioned bf16 model (a mix of dtypes fails DeepSpeed's partitioning).
-@pytest.mark.parametrize("stage, precision", [("zero2", []), ("zero3", ["--bf16", "True"])])
+# zero3_offload: LLaVA's scripts name it (parameters and optimizer states offloaded to the CPU).
+@pytest.mark.parametrize("stage, precision", [("zero2", []), ("zero3", ["--bf16", "True"]), ("zero3_offload", ["--bf16", "True"])])
 def test_two_process_deepspeed_run_learns_and_saves_a_whole_model(stage, precision, assets, tmp_path):
     out = tmp_path / stage
     args = train_args(assets, out, "--deepspeed", str(ROOT / "scripts" / f"{stage}.json"), *precision,

@@ -174,3 +174,20 @@ def test_cache_features_explains_a_missing_tower(tmp_path, assets):
     with pytest.raises(ValueError, match="--vision_tower"):
         cache_features.main(["--model_name_or_path", assets["gpt2"], "--data_path", assets["train"],
                              "--feature_cache", str(tmp_path / "cache")])
+
+
+def test_a_yaml_mixture_caches_the_samples_training_draws(assets, tmp_path):
+    # random:N draws with the run's seed: caching with the training flags must draw the same clips.
+    mixture = tmp_path / "mixture.yaml"
+    mixture.write_text(f"datasets:\n  - json_path: {assets['train']}\n    sampling_strategy: random:50%\n")
+    cache_dir = tmp_path / "cache"
+    summary = cache_features.main(cache_args(assets, cache_dir, str(mixture), "--seed", "7"))
+    assert summary["computed"] == 6
+    model_args, data_args, training_args = train.parse_args(
+        train_args(assets, "unused-output", "--feature_cache", str(cache_dir), "--seed", "7", data=str(mixture)))
+    _, model = train.build_model(model_args, data_args, training_args)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    dataset, _, _ = train.build_data(model_args, data_args, training_args, tokenizer, model)
+    assert len(dataset) == 6 and len(dataset.cache_keys) == 6

@@ -57,6 +57,7 @@ import sys
 from pathlib import Path
 
 from ..demo.synthetic import COLOURS
+from ..train.data_files import read_sample_file
 from .metrics import bleu4, cider, tokenize_caption
 
 logger = logging.getLogger(__name__)
@@ -88,10 +89,8 @@ def _colour_choices(caption: str, colour: str, sample_id) -> list[str]:
 
 def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
     """One lmms-eval document per video sample of a LLaVA JSON / JSON-lines file."""
-    text = Path(data_path).read_text(encoding="utf-8")
-    samples = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines() if line.strip()]
     docs = []
-    for sample in samples:
+    for sample in read_sample_file(str(data_path)):
         if "video" not in sample:
             continue  # image and text-only samples have no clip to show the video classes
         path = os.path.abspath(os.path.join(video_folder, sample["video"]))

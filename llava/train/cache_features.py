@@ -45,6 +45,7 @@ class CacheArguments:
     device: str | None = field(default=None, metadata={"help": "Where the tower runs (default: this process's GPU, else the CPU)."})
     bf16: bool = field(default=False, metadata={"help": "Run the tower in bfloat16 (the stored features are 16-bit either way)."})
     shard_size_mb: int = field(default=1024, metadata={"help": "Size of each safetensors shard."})
+    seed: int = field(default=42, metadata={"help": "As in training (transformers' default 42): picks the random:N samples of a YAML mixture."})
 
 
 def load_tower(args: CacheArguments) -> VisionTower:
@@ -79,10 +80,10 @@ class _Media(Dataset):
             return path, key, None, str(e)
 
 
-def _media_of(data_args: DataArguments) -> list[tuple[str, str]]:
-    """Distinct (modality, path) of the data set, in file order."""
+def _media_of(data_args: DataArguments, seed: int) -> list[tuple[str, str]]:
+    """Distinct (modality, path) of the data set, in file order (a mixture's random draws as training's)."""
     seen, media = set(), []
-    for sample in load_samples(data_args.data_path):
+    for sample in load_samples(data_args.data_path, seed):
         if not sample["modality"]:
             continue
         path = media_path(sample, data_args)
@@ -112,7 +113,7 @@ def run(args: CacheArguments, data_args: DataArguments) -> dict:
     device = _device(args)
     tower.to(device=device, dtype=torch.bfloat16 if args.bf16 else torch.float32)
 
-    media = _media_of(data_args)[rank::world]
+    media = _media_of(data_args, args.seed)[rank::world]
     todo, unreadable = [], []
     for modality, path in media:
         key = cache.key_for(modality, path, data_args.num_frames)
