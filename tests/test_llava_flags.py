@@ -115,3 +115,12 @@ def test_help_lists_the_llava_flags(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--frames_upbound" in out and "LLaVA flag, refused here" in out
+
+
+def test_the_flag_table_in_docs_is_current():
+    from pathlib import Path
+
+    from llava.train.llava_flags import document
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "llava_flags.md").read_text()
+    assert doc == document(), "regenerate it: python -m llava.train.llava_flags > docs/llava_flags.md"
