@@ -3,12 +3,26 @@ import torch
 
 import llava.model  # noqa: F401  (registers the families)
 from llava.testing import save_tiny_vision_tower
+from train_helpers import make_assets, train_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
 def tower_dir(tmp_path_factory):
     """A tiny random DINOv2 with its image processor, saved like facebook/dinov2-large."""
     return save_tiny_vision_tower(tmp_path_factory.mktemp("dinov2"), "dinov2")
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory):
+    """Clips (8 for training, 4 for validation), tokenizer, GPT-2 and tower of a tiny captioner, shared by
+    the inference tests; a module that needs other data defines its own `assets`."""
+    return make_assets(tmp_path_factory.mktemp("assets"), num_train=8, num_val=4)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(assets, tmp_path_factory):
+    """A full checkpoint of the tiny captioner, trained a few steps (read-only for the tests)."""
+    return train_tiny_checkpoint(assets, tmp_path_factory.mktemp("run") / "llava-tiny")
 
 
 @pytest.fixture(autouse=True)

@@ -17,19 +17,9 @@ from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, p
 from llava.model.builder import load_pretrained_model
 from llava.video import read_video_frames, sample_indices
 
-from train_helpers import ROOT, make_assets, train_tiny_checkpoint
+from train_helpers import ROOT
 
 NEW = 6
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_assets(tmp_path_factory.mktemp("assets"), num_train=8, num_val=4)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(assets, tmp_path_factory):
-    return train_tiny_checkpoint(assets, tmp_path_factory.mktemp("run") / "llava-tiny")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from llava.model.builder import load_pretrained_model
 from llava.serve import generate_texts
 from llava.video import read_video_frames
 
-from train_helpers import ROOT, make_assets, train_tiny_checkpoint
+from train_helpers import ROOT
 
 LMMS_PYTHON = ROOT / ".venv-lmms" / "bin" / "python"
 NUM_FRAMES = 8  # the tiny checkpoint's mm_num_frames; the demo clips have 16
@@ -59,16 +58,6 @@ def lmms_python() -> str:
 def offline_env(hf_home) -> dict:
     return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_assets(tmp_path_factory.mktemp("assets"), num_train=8, num_val=4)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(assets, tmp_path_factory):
-    return train_tiny_checkpoint(assets, tmp_path_factory.mktemp("checkpoint"))
 
 
 @pytest.fixture(scope="module")

@@ -20,19 +20,9 @@ from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
 from llava.train import train
 from llava.video import read_video_frames
 
-from train_helpers import ROOT, make_assets, train_args, train_tiny_checkpoint
+from train_helpers import ROOT, train_args
 
 MAX_NEW = 6
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_assets(tmp_path_factory.mktemp("assets"), num_train=8, num_val=4)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(assets, tmp_path_factory):
-    return train_tiny_checkpoint(assets, tmp_path_factory.mktemp("checkpoint"))
 
 
 @pytest.fixture(scope="module")
