@@ -477,11 +477,12 @@ def describe_machine(device: torch.device) -> str:
 
 
 def describe_load(start: tuple[float, float, float], end: tuple[float, float, float]) -> str:
-    """The machine's load around the run: above the core count, other work shared the cores."""
-    cores = os.cpu_count()
+    """The machine's load around the run. The run itself keeps about its torch threads busy, so other work
+    shows as a load at the start (before the run's own) or clearly above the run's threads at the end."""
+    cores, threads = os.cpu_count(), torch.get_num_threads()
     text = (f"Load average (1 min) {start[0]:.1f} when the run began and {end[0]:.1f} when it ended, on "
-            f"{cores} cores (this run alone keeps about {torch.get_num_threads()} busy).")
-    if max(start[0], end[0]) > cores:
+            f"{cores} cores (this run alone keeps about {threads} busy).")
+    if start[0] >= 1.0 or end[0] > threads + 1:
         text += f" Other work shared this {cores}-core machine during the run: its absolute times are inflated."
     return text
 
