@@ -347,16 +347,34 @@ mkdir -p "$OUTPUT_DIR"
 
 if [[ "$LAUNCHER" == slurm ]]; then
     NNODES=${SLURM_NNODES:-${SLURM_JOB_NUM_NODES:-1}}
+    FIRST_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1) || true
+    [[ -n "$FIRST_NODE" ]] || die "cannot read the first node of SLURM_JOB_NODELIST='${SLURM_JOB_NODELIST:-}' (scontrol show hostnames)"
+    # Nodes are reached at the address SLURM itself uses for them (NodeAddr), not at their names: a node's
+    # name can resolve to a loopback address on that node (Debian's /etc/hosts maps it to 127.0.1.1) or to
+    # another network. Space-separated name=address pairs; a node scontrol does not describe keeps its name.
+    NODE_ADDRS=$(scontrol show node -o "$SLURM_JOB_NODELIST" 2>/dev/null \
+        | sed -n 's/^NodeName=\([^ ]*\) .* NodeAddr=\([^ ]*\).*/\1=\2/p' | tr '\n' ' ') || true
     if [[ -z "${MASTER_ADDR:-}" ]]; then
-        MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1) || true
-        [[ -n "$MASTER_ADDR" ]] || die "cannot read the first node of SLURM_JOB_NODELIST='${SLURM_JOB_NODELIST:-}' (scontrol show hostnames)"
+        MASTER_ADDR=$FIRST_NODE
+        for pair in $NODE_ADDRS; do if [[ "${pair%%=*}" == "$FIRST_NODE" ]]; then MASTER_ADDR=${pair#*=}; fi; done
     fi
     MASTER_PORT=${MASTER_PORT:-$(( 20000 + SLURM_JOB_ID % 20000 ))}
     export MASTER_ADDR MASTER_PORT
+    export LLAVA_NODE_ADDRS=$NODE_ADDRS LLAVA_FIRST_NODE=$FIRST_NODE
     SRUN=(srun --nodes "$NNODES" --ntasks "$NNODES" --ntasks-per-node 1 --kill-on-bad-exit=1)
     [[ -n "${SLURM_CPUS_PER_TASK:-}" ]] && SRUN+=(--cpus-per-task "$SLURM_CPUS_PER_TASK")
+    # Run on each node before its torchrun, which reads PET_<OPTION> for an option not on its command line:
+    # --local_addr is the node's own NodeAddr (the rank-0 agent hands it to every worker as MASTER_ADDR;
+    # torch would take the host name), and is_host marks the first node as the one that serves the
+    # rendezvous store at MASTER_ADDR (torch would guess it by resolving the host name).
+    # (One line, so that it reads as one argument in the job log.)
+    ON_EACH_NODE='me=$SLURMD_NODENAME; addr=$me; is_host=false; '\
+'for pair in $LLAVA_NODE_ADDRS; do if [[ "${pair%%=*}" == "$me" ]]; then addr=${pair#*=}; fi; done; '\
+'if [[ "$me" == "$LLAVA_FIRST_NODE" ]]; then is_host=true; fi; '\
+'echo "train_italian_video.sh: node $me: torchrun --local_addr $addr, rendezvous store here: $is_host" >&2; '\
+'export PET_LOCAL_ADDR=$addr PET_RDZV_CONF=is_host=$is_host${PET_RDZV_CONF:+,$PET_RDZV_CONF}; exec "$@"'
     LAUNCH=(
-        "${SRUN[@]}" "$PYTHON" -m torch.distributed.run
+        "${SRUN[@]}" bash -c "$ON_EACH_NODE" on-node "$PYTHON" -m torch.distributed.run
         --nnodes "$NNODES" --nproc_per_node "$GPUS_PER_NODE"
         --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "$SLURM_JOB_ID"
         -m "$TRAIN_MODULE"

@@ -8,6 +8,11 @@ slurm.conf through `cluster.env`, so it never touches (nor is touched by) a syst
     with SlurmCluster() as cluster:          # pytest.skip(reason) where it cannot start
         result = cluster.run(["sbatch", "--wait", "job.sh"], timeout=300)
 
+With `nodes=N` (N > 1) it has N nodes, n1..nN, each a slurmd in its own network namespace with its own
+address (tests/node_namespaces.py: root, `ip` and `nsenter` needed, a skip with the reason otherwise);
+munged and slurmctld stay on the host, which is the bridge's first address. The namespaces share the host's
+name, so that name means the host's loopback on every node: only NodeAddr tells the nodes apart.
+
 Stopping cancels the cluster's jobs, stops each daemon by its pid file (SIGTERM, then SIGKILL), and
 finally kills any process still carrying this cluster's `SLURM_CONF` in its environment (job steps,
 slurmstepd), by pid, so that no daemon or job outlives the test.
@@ -26,6 +31,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+import node_namespaces
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sinfo", "sbatch", "scontrol", "scancel", "squeue", "srun")
@@ -125,7 +132,10 @@ def _terminate(pid: int, grace: float = 10.0) -> None:
 class SlurmCluster:
     """Starts on `start()` (or entering a `with` block), stops on `stop()` (or leaving it)."""
 
-    def __init__(self, root: str | os.PathLike | None = None, start_timeout: float = 60.0, keep_files: bool = False):
+    def __init__(self, root: str | os.PathLike | None = None, start_timeout: float = 60.0, keep_files: bool = False,
+                 nodes: int = 1):
+        if nodes < 1:
+            raise ValueError(f"SlurmCluster: nodes must be at least 1, not {nodes}")
         self.start_timeout = start_timeout
         self.keep_files = keep_files
         # A short folder: munge's socket path must fit a unix socket's 108 bytes.
@@ -135,8 +145,12 @@ class SlurmCluster:
         self.conf = self.root / "slurm.conf"
         self.munge_socket = self.root / "munge.sock"
         self.munge_key = self.root / "munge.key"
-        self.pid_files = {name: self.root / f"{name}.pid" for name in DAEMONS}
-        self.logs = {name: self.root / f"{name}.log" for name in DAEMONS}
+        # one node keeps the names it always had; several are n1..nN, each in its own network namespace
+        self.node_names = ["localhost"] if nodes == 1 else [f"n{i + 1}" for i in range(nodes)]
+        self.network = node_namespaces.NodeNetwork(nodes) if nodes > 1 else None
+        labels = ["munged", "slurmctld"] + (["slurmd"] if nodes == 1 else [f"slurmd-{n}" for n in self.node_names])
+        self.pid_files = {label: self.root / f"{label}.pid" for label in labels}
+        self.logs = {label: self.root / f"{label}.log" for label in labels}
         self.env = dict(os.environ)
         self.env["SLURM_CONF"] = str(self.conf)
         self.env["PATH"] = os.pathsep.join([self.env.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -162,7 +176,16 @@ class SlurmCluster:
         if missing:
             self.stop()
             pytest.skip(f"SLURM is not installed: {', '.join(missing)} not found; {INSTALL_HINT}")
+        if self.network is not None and node_namespaces.unavailable_reason():
+            reason = node_namespaces.unavailable_reason()
+            self.stop()
+            pytest.skip(f"a {len(self.node_names)}-node cluster cannot be made here: {reason}")
         try:
+            if self.network is not None:
+                try:
+                    self.network.up()
+                except node_namespaces.NetworkError as error:
+                    raise _StartError(str(error)) from error
             self._write_files()
             self._start_munged()
             self._start_slurm()
@@ -190,7 +213,7 @@ class SlurmCluster:
         except Exception:  # noqa: BLE001 - stopping must go on whatever the cluster says
             pass
         finally:
-            for name in ("slurmd", "slurmctld", "munged"):
+            for name in reversed(list(self.pid_files)):  # the slurmd daemons, slurmctld, munged
                 for pid in self._daemon_pids(name):
                     _terminate(pid)
                 proc = self._procs.pop(name, None)
@@ -202,6 +225,8 @@ class SlurmCluster:
                         proc.wait(timeout=5)
             for pid in self.leftover_pids():
                 _terminate(pid, grace=3)
+            if self.network is not None:
+                self.network.down()  # after the daemons: it kills whatever still runs inside
             self.started = False
             if self._own_root and not self.keep_files:
                 shutil.rmtree(self.root, ignore_errors=True)
@@ -257,7 +282,8 @@ class SlurmCluster:
         return pids
 
     def _write_files(self) -> None:
-        for sub in ("state", "spool"):
+        spools = ["spool"] if self.network is None else [f"spool-{n}" for n in self.node_names]
+        for sub in ("state", *spools):
             (self.root / sub).mkdir(exist_ok=True)
         os.chmod(self.root, 0o700)
         self.munge_key.write_bytes(os.urandom(1024))
@@ -265,10 +291,23 @@ class SlurmCluster:
         user = getpass.getuser()
         ctld_port, slurmd_port = _free_ports(2)
         r = self.root
+        hardware = _node_hardware()
+        if self.network is None:
+            controller = "localhost"
+            node_files = {"spool": f"{r}/spool", "pid": self.pid_files["slurmd"], "log": self.logs["slurmd"]}
+            node_lines = f"NodeName=localhost {hardware} State=UNKNOWN"
+        else:
+            # the host as the nodes reach it; each slurmd fills in its own node name (%n)
+            controller = f"localhost({self.network.host_addr})"
+            node_files = {"spool": f"{r}/spool-%n", "pid": f"{r}/slurmd-%n.pid", "log": f"{r}/slurmd-%n.log"}
+            node_lines = "\n".join(
+                f"NodeName={name} NodeAddr={addr} {hardware} State=UNKNOWN"
+                for name, addr in zip(self.node_names, self.network.node_addrs)
+            )
         self.conf.write_text(
-            f"""# private one-node test cluster (tests/slurm_cluster.py)
+            f"""# private test cluster of {len(self.node_names)} node(s) (tests/slurm_cluster.py)
 ClusterName=llavatest
-SlurmctldHost=localhost
+SlurmctldHost={controller}
 SlurmUser={user}
 SlurmdUser={user}
 SlurmctldPort={ctld_port}
@@ -277,11 +316,11 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
 StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool
+SlurmdSpoolDir={node_files['spool']}
 SlurmctldPidFile={self.pid_files['slurmctld']}
-SlurmdPidFile={self.pid_files['slurmd']}
+SlurmdPidFile={node_files['pid']}
 SlurmctldLogFile={self.logs['slurmctld']}
-SlurmdLogFile={self.logs['slurmd']}
+SlurmdLogFile={node_files['log']}
 PlugStackConfig={r}/plugstack.conf
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -298,8 +337,8 @@ InactiveLimit=0
 KillWait=5
 # `sbatch --wait` polls every 2 s, growing its interval only while it is under MinJobAge/2: keep it at 2 s
 MinJobAge=4
-NodeName=localhost {_node_hardware()} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+{node_lines}
+PartitionName=debug Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINITE State=UP
 """
         )
         (self.root / "plugstack.conf").write_text("")
@@ -360,7 +399,11 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             ctld,
             timeout=self.start_timeout / 2,
         )
-        self._popen("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf), "-N", "localhost"])
+        if self.network is None:
+            self._popen("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf), "-N", "localhost"])
+            return
+        for i, name in enumerate(self.node_names):
+            self._popen(f"slurmd-{name}", [*self.network.enter(i), _which("slurmd"), "-D", "-f", str(self.conf), "-N", name])
 
     def _wait_idle(self) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -369,12 +412,15 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             for name, proc in self._procs.items():
                 if proc.poll() is not None:
                     raise _StartError(f"{name} exited with status {proc.returncode}")
-            result = self.run(["sinfo", "-h", "-o", "%T"], timeout=10, check=False)
+            # one line per node
+            result = self.run(["sinfo", "-h", "-N", "-o", "%T"], timeout=10, check=False)
             state = result.stdout.strip()
-            if state == "idle":
+            if state.split() == ["idle"] * len(self.node_names):
                 return
             time.sleep(0.2)
-        raise _StartError(f"the node did not become idle within {self.start_timeout:.0f} s (sinfo says {state!r})")
+        raise _StartError(
+            f"the nodes did not become idle within {self.start_timeout:.0f} s (sinfo says {' '.join(state.split())!r})"
+        )
 
 
 class _StartError(RuntimeError):
