@@ -359,8 +359,8 @@ class LazySupervisedDataset(Dataset):
         sample = self.samples[index]
         pixel_values = patch_features = None
         if index in self.cache_keys:
-            patch_features = self.feature_cache.load(self.cache_keys[index])
-        elif sample["modality"]:
+            patch_features = self.feature_cache.load(self.cache_keys[index])  # None where the entry is damaged
+        if patch_features is None and sample["modality"]:
             path = self.media_path(sample)
             try:
                 pixel_values = load_pixels(sample["modality"], path, self.data_args.num_frames, self.image_processor, self.aspect_ratio)
