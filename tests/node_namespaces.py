@@ -229,8 +229,8 @@ class NodeNetwork:
             host_listener.listen(16)
             targets = [f"{self.host_addr}:{host_listener.getsockname()[1]}"]
             for i, addr in enumerate(self.node_addrs):
-                proc = subprocess.Popen([*self.enter(i), sys.executable, "-c", _LISTEN, addr],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                proc = subprocess.Popen([*self.enter(i), sys.executable, "-c", _LISTEN, addr], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 listeners.append(proc)
                 port = proc.stdout.readline().strip()
                 if not port.isdigit():

@@ -403,7 +403,8 @@ PartitionName=debug Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINI
             self._popen("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf), "-N", "localhost"])
             return
         for i, name in enumerate(self.node_names):
-            self._popen(f"slurmd-{name}", [*self.network.enter(i), _which("slurmd"), "-D", "-f", str(self.conf), "-N", name])
+            slurmd = [_which("slurmd"), "-D", "-f", str(self.conf), "-N", name]
+            self._popen(f"slurmd-{name}", [*self.network.enter(i), *slurmd])
 
     def _wait_idle(self) -> None:
         deadline = time.monotonic() + self.start_timeout

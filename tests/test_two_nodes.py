@@ -63,7 +63,8 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
         "#!/usr/bin/env bash\n"
         'if [ "$1 $2" = "show hostnames" ]; then printf "gpu-a01\\ngpu-a02\\n"; fi\n'
         'if [ "$1 $2 $3" = "show node -o" ]; then for i in 1 2; do\n'
-        '  echo "NodeName=gpu-a0$i Arch=x86_64 CoresPerSocket=2 CPUAlloc=0 NodeAddr=10.1.0.1$i NodeHostName=gpu-a0$i Version=22.05.8"\n'
+        '  echo "NodeName=gpu-a0$i Arch=x86_64 CoresPerSocket=2 CPUAlloc=0 NodeAddr=10.1.0.1$i"'
+        '" NodeHostName=gpu-a0$i Version=22.05.8"\n'
         "done; fi\n"
     )
     # srun: runs the command after its own options once per node, as slurmd would (SLURMD_NODENAME set)
@@ -75,7 +76,8 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
     recorder = bin_dir / "fake-python"  # records its environment and arguments
     recorder.write_text(
         "#!/usr/bin/env bash\n"
-        'printf "%s\\n" "PET_LOCAL_ADDR=$PET_LOCAL_ADDR" "PET_RDZV_CONF=$PET_RDZV_CONF" "$@" > "$RECORD_DIR/$SLURMD_NODENAME.txt"\n'
+        'printf "%s\\n" "PET_LOCAL_ADDR=$PET_LOCAL_ADDR" "PET_RDZV_CONF=$PET_RDZV_CONF" "$@"'
+        ' > "$RECORD_DIR/$SLURMD_NODENAME.txt"\n'
     )
     for f in bin_dir.iterdir():
         f.chmod(0o755)
@@ -128,7 +130,8 @@ def test_two_node_job_trains_like_one_node_with_the_same_global_batch(tmp_path):
 
     first, second = cluster.network.node_addrs
     # one torchrun on each node, each with its own address; the first node serves the rendezvous store
-    assert re.search(r"NODES\s+2\n", two_log) and re.search(r"BATCH\s+2 per device x 1 accumulation x 2 processes", two_log)
+    assert re.search(r"NODES\s+2\n", two_log), two_log[:3000]
+    assert re.search(r"BATCH\s+2 per device x 1 accumulation x 2 processes", two_log), two_log[:3000]
     assert re.search(rf"RENDEZVOUS\s+{re.escape(first)}:\d+", two_log), two_log[:3000]
     assert f"node n1: torchrun --local_addr {first}, rendezvous store here: true" in two_log, two_log[:3000]
     assert f"node n2: torchrun --local_addr {second}, rendezvous store here: false" in two_log, two_log[:3000]
