@@ -64,7 +64,8 @@
 #   DATALOADER_NUM_WORKERS  data loading processes per rank                     [4]
 #   REPORT_TO / SEED                                                            [none / 42]
 #   GPUS_PER_NODE (= NPROC) training processes per node                         [visible GPUs, or 1 without GPUs]
-#   MASTER_ADDR / MASTER_PORT  rendezvous under SLURM                           [first node / 20000 + job id % 20000]
+#   MASTER_ADDR / MASTER_PORT  rendezvous under SLURM (an address of the first  [first node's NodeAddr /
+#                           node, which hosts the store)                         20000 + job id % 20000]
 #   LAUNCHER                auto | slurm | standalone                           [auto: slurm inside a SLURM job]
 #   PYTHON                  interpreter                                         [.venv/bin/python if present, else python]
 #   TRAIN_MODULE            module torchrun starts                              [llava.train.train]

@@ -274,9 +274,11 @@ def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):
     result = run_script(env, timeout=30)
     assert result.returncode == 0, result.stderr
     srun = (tmp_path / "srun.txt").read_text().splitlines()
-    assert srun[:10] == ["--nodes", "2", "--ntasks", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1",
-                         "--cpus-per-task", "32", str(exe)]
-    torchrun = srun[10:]
+    # each node's task starts torchrun through a one-line snippet that gives it the node's own address
+    assert srun[:13] == ["--nodes", "2", "--ntasks", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1",
+                         "--cpus-per-task", "32", "bash", "-c", srun[11], "on-node"]
+    assert srun[13] == str(exe)
+    torchrun = srun[14:]
     assert torchrun[:14] == [
         "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "4", "--rdzv_backend", "c10d",
         "--rdzv_endpoint", "gpu-a01:24242", "--rdzv_id", "4242", "-m", "llava.train.train",
