@@ -28,7 +28,7 @@ from ..conversation import trained_version
 from ..model.builder import family_of, from_pretrained
 from ..model.llava_arch import DEFAULT_FAST_GRID, DEFAULT_SLOW_GRID, max_positions
 from ..model.load_options import attention_request
-from . import checkpoints, llava_flags
+from . import checkpoints, llava_flags, preemption
 from .callbacks import LossProgressBar
 from .llava_flags import TUNABLE_PARTS, FlagError, LlavaFlagArguments
 from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
@@ -74,6 +74,10 @@ class TrainingArguments(transformers.TrainingArguments):
     babylm_word_milestones: bool = field(default=False, metadata={"help": "Save a model at every 1M words up to 10M, 10M up to 100M, 100M up to 1B (answer words trained, all ranks)."})
     word_milestones: str | None = field(default=None, metadata={"help": "Comma-separated word counts at which to save a model (besides or instead of the BabyLM ones)."})
     max_words: int | None = field(default=None, metadata={"help": "Stop once this many answer words have been trained."})
+    save_every_minutes: float | None = field(
+        default=30.0,
+        metadata={"help": "Besides --save_steps, save a checkpoint whenever this many minutes have passed since the last one (0: only --save_steps; none with --save_strategy no)."},
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches carry clips."})
 
 
@@ -298,9 +302,14 @@ def build_data(model_args, data_args, training_args, tokenizer, model):
     return dataset, DataCollatorForSupervisedDataset(tokenizer), skips
 
 
-def build_trainer(argv: list[str] | None = None) -> tuple[LlavaTrainer, str | None]:
-    """Everything a run needs, from its command line: the trainer, and the checkpoint to resume from."""
+def build_trainer(argv: list[str] | None = None, stop: preemption.StopSignals | None = None) -> tuple[LlavaTrainer, str | None]:
+    """Everything a run needs, from its command line: the trainer, and the checkpoint to resume from.
+    `stop` (active StopSignals) makes the run save and stop on SIGTERM, SIGINT and SIGUSR1."""
     model_args, data_args, training_args = parse_args(argv)
+    if training_args.enable_jit_checkpoint:
+        # Its SIGTERM handler would replace ours, and it saves per rank, not at a step all ranks agree on.
+        logger.warning("--enable_jit_checkpoint is not used: a signal saves a checkpoint anyway, at a step all ranks agree on")
+        training_args.enable_jit_checkpoint = False
     set_seed(training_args.seed)
     if training_args.deepspeed:
         # ZeRO-3 partitions weights while from_pretrained builds the model; DeepSpeed must know the
@@ -339,6 +348,7 @@ def build_trainer(argv: list[str] | None = None) -> tuple[LlavaTrainer, str | No
             trainer.words_seen = read_word_count(resume)
     trainer.remove_callback(ProgressCallback)  # replaced by a bar that shows loss and samples/s
     trainer.add_callback(LossProgressBar())
+    trainer.add_callback(preemption.StopAndIntervalCheckpoints(stop, training_args.save_every_minutes))
     return trainer, resume
 
 
@@ -355,11 +365,15 @@ def train_and_save(trainer: LlavaTrainer, resume: str | None = None) -> LlavaTra
 
 
 def main(argv: list[str] | None = None) -> LlavaTrainer:
-    return train_and_save(*build_trainer(argv))
+    """Trains as `argv` says. Told to stop by a signal, it saves a checkpoint after the current step and
+    raises preemption.TrainingInterrupted."""
+    with preemption.StopSignals() as stop:
+        return train_and_save(*build_trainer(argv, stop))
 
 
 def cli() -> None:
     distributed = False
+    status = 0
     try:
         main()
         distributed = dist.is_available() and dist.is_initialized()
@@ -367,6 +381,10 @@ def cli() -> None:
         # A flag this trainer cannot honour: one line, no traceback (every rank says the same).
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except preemption.TrainingInterrupted:
+        # Saved and said so (rank 0, one line): a non-zero status, as the run did not finish.
+        distributed = dist.is_available() and dist.is_initialized()
+        status = preemption.EXIT_INTERRUPTED
     finally:
         # Ending every rank together avoids most of the aborts at exit seen with ZeRO-3 on the CPU.
         if dist.is_available() and dist.is_initialized():
@@ -379,7 +397,8 @@ def cli() -> None:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
