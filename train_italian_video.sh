@@ -6,6 +6,10 @@
 #SBATCH --cpus-per-task=32
 #SBATCH --time=48:00:00
 #SBATCH --output=logs/%x_%j.out
+# A requeued job (see "Stopping and requeueing" below) writes on in the same log, keeps its job id.
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@300
 #
 # Trains LLaVA on an Italian GPT-2 (BAMBI): video+text captioning through a frozen DINOv2, the fast/slow
 # TokenPacker and an MLP projector (MODE=video), or the language model alone on the captions (MODE=text).
@@ -20,6 +24,21 @@
 # paths are taken from the folder of this script (under sbatch too; LLAVA_HOME overrides it).
 # The logs/ folder of the --output line must exist before sbatch (SLURM opens it before the job runs).
 # Started again with the same settings, a run resumes from the newest complete checkpoint in OUTPUT_DIR.
+#
+# Stopping and requeueing. SLURM sends the batch shell SIGUSR1 300 s before the time limit (the --signal
+# line above); the shell passes it on through srun to torchrun and every rank, on every node. The ranks
+# finish their current optimizer step, save one complete checkpoint (model, optimizer, scheduler, RNG,
+# data position, words seen), print where, and stop; the job then requeues itself (scontrol requeue,
+# same job id, SLURM_RESTART_COUNT counts the restarts) and resumes from that checkpoint when it starts
+# again. A preemption notice, `scancel --signal=USR1 JOBID` (or --signal=TERM), does the same. Not
+# requeued: a run that finished, one that failed for another reason, one SLURM itself is ending (plain
+# scancel, the time limit reached), and any past MAX_REQUEUES restarts or with REQUEUE=0.
+# The margin must hold the end of a step and one checkpoint save (a few GB on a shared file system):
+# after the time limit SLURM allows only KillWait (30 s by default) between SIGTERM and SIGKILL, and it
+# may send the warning up to 30 s early. For another margin: `sbatch --signal=B:USR1@600 ...`, or
+# SBATCH_SIGNAL=B:USR1@600 in the environment of sbatch.
+# Without SLURM, SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 to the script (it becomes torchrun) saves the same
+# checkpoint and exits non-zero; the same command resumes.
 #
 # Environment (defaults in brackets):
 #   MODE                    video | text                                        [video]
@@ -61,6 +80,15 @@
 #                           fp16 on older GPUs (V100), none on the CPU
 #   GRADIENT_CHECKPOINTING  true | false                                        [false]
 #   LOGGING_STEPS / SAVE_STRATEGY / SAVE_STEPS / SAVE_TOTAL_LIMIT               [10 / steps / 1000 / 3]
+#   SAVE_EVERY_MINUTES      besides SAVE_STEPS, a checkpoint whenever this many [30]
+#                           minutes have passed since the last (0: SAVE_STEPS only)
+#   REQUEUE                 1: a SLURM job told to stop requeues itself; 0: no  [1]
+#   MAX_REQUEUES            restarts (SLURM_RESTART_COUNT) after which it no    [10]
+#                           longer requeues itself
+#   STOP_TIMEOUT            seconds torchrun gives its ranks, once signalled,   [300]
+#                           to finish the step, save and exit before it kills them
+#   SBATCH_SIGNAL           read by sbatch itself: the warning before the time  [B:USR1@300, the #SBATCH line]
+#                           limit
 #   DATALOADER_NUM_WORKERS  data loading processes per rank                     [4]
 #   REPORT_TO / SEED                                                            [none / 42]
 #   GPUS_PER_NODE (= NPROC) training processes per node                         [visible GPUs, or 1 without GPUs]
@@ -149,6 +177,10 @@ LOGGING_STEPS=${LOGGING_STEPS:-10}
 SAVE_STRATEGY=${SAVE_STRATEGY:-steps}
 SAVE_STEPS=${SAVE_STEPS:-1000}
 SAVE_TOTAL_LIMIT=${SAVE_TOTAL_LIMIT:-3}
+SAVE_EVERY_MINUTES=${SAVE_EVERY_MINUTES:-30}
+REQUEUE=${REQUEUE:-1}
+MAX_REQUEUES=${MAX_REQUEUES:-10}
+STOP_TIMEOUT=${STOP_TIMEOUT:-300}
 DATALOADER_NUM_WORKERS=${DATALOADER_NUM_WORKERS:-4}
 REPORT_TO=${REPORT_TO:-none}
 SEED=${SEED:-42}
@@ -281,6 +313,9 @@ if [[ "$PYTHON" == */* ]]; then
 else
     command -v "$PYTHON" >/dev/null 2>&1 || errors+=("PYTHON: '$PYTHON' not found on PATH")
 fi
+[[ "$REQUEUE" == 0 || "$REQUEUE" == 1 ]] || errors+=("REQUEUE must be 1 (a job told to stop requeues itself) or 0, not '$REQUEUE'")
+is_int "$MAX_REQUEUES" && (( MAX_REQUEUES >= 0 )) || errors+=("MAX_REQUEUES: '$MAX_REQUEUES' is not a number of restarts (0 or more)")
+is_int "$STOP_TIMEOUT" && (( STOP_TIMEOUT > 0 )) || errors+=("STOP_TIMEOUT: '$STOP_TIMEOUT' is not a positive number of seconds")
 if (( ${#errors[@]} )); then
     for e in "${errors[@]}"; do echo "train_italian_video.sh: error: $e" >&2; done
     echo "train_italian_video.sh: nothing started (relative paths are taken from $RUN_DIR); see 'bash train_italian_video.sh --help'" >&2
@@ -307,6 +342,7 @@ ARGS=(
     --save_strategy "$SAVE_STRATEGY"
     --save_steps "$SAVE_STEPS"
     --save_total_limit "$SAVE_TOTAL_LIMIT"
+    --save_every_minutes "$SAVE_EVERY_MINUTES"
     --bf16 "$BF16"
     --fp16 "$FP16"
     --dataloader_num_workers "$DATALOADER_NUM_WORKERS"
@@ -402,6 +438,11 @@ fi
         PYTHON "$PYTHON"
     if [[ "$LAUNCHER" == slurm ]]; then
         printf '  %-22s %s\n' RENDEZVOUS "$MASTER_ADDR:$MASTER_PORT"
+        if [[ "$REQUEUE" == 1 ]]; then
+            printf '  %-22s %s\n' REQUEUE "on a stop, at most $MAX_REQUEUES times (this start: restart ${SLURM_RESTART_COUNT:-0})"
+        else
+            printf '  %-22s %s\n' REQUEUE off
+        fi
     fi
     if [[ "$MODE" == video ]]; then
         printf '  %-22s %s\n' \
@@ -420,14 +461,99 @@ fi
         BATCH "$BATCH_SIZE per device x $GRAD_ACCUM accumulation x $(( NNODES * GPUS_PER_NODE )) processes" \
         LEARNING_RATE "$LEARNING_RATE ($LR_SCHEDULER, warmup $WARMUP_STEPS, weight decay $WEIGHT_DECAY)" \
         PRECISION "bf16=$BF16 fp16=$FP16" \
+        CHECKPOINTS "every $SAVE_STEPS steps and every $SAVE_EVERY_MINUTES minutes, and on a stop signal" \
         EXTRA_ARGS "${*:-none}"
     echo "  command: ${LAUNCH[*]} ${ARGS[*]}"
 }
 
-if [[ "$MODE" == video && -n "$FEATURE_CACHE" ]]; then
-    # The training flags as they are: the caching step takes the data and tower ones and computes only
-    # the clips not cached yet (a no-op on a resumed run).
-    echo "=== caching tower features in $FEATURE_CACHE ==="
-    "$PYTHON" -m llava.train.cache_features "${ARGS[@]}"
+# --- stopping and requeueing (see the top of this file) ---------------------------------------------------
+# torchrun passes these signals on to its ranks and waits STOP_TIMEOUT seconds for them to save and exit.
+# SIGUSR1 is not among its defaults: a SIGUSR1 (SLURM signals every process of a step) would kill it.
+export PET_SIGNALS_TO_HANDLE=${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}
+export PET_SHUTDOWN_TIMEOUT=$STOP_TIMEOUT
+# Written by the training (rank 0) when it stops on a signal, after its checkpoint is complete.
+INTERRUPTED=$OUTPUT_DIR/interrupted.json
+rm -f "$INTERRUPTED"
+
+STOP_REQUESTED=
+CHILD=
+CHILD_STOP_SIGNAL=
+request_stop() {  # trap: the batch shell was told to stop (SLURM's warning, or a signal to the whole job)
+    [[ -n "$STOP_REQUESTED" ]] && return
+    STOP_REQUESTED=$1
+    echo "train_italian_video.sh: SLURM asks this job to stop (SIG$1): the training saves a checkpoint after its current step" >&2
+    # srun passes SIGUSR1 on to every process of the step (a SIGTERM to srun would make it kill them)
+    if [[ -n "$CHILD" ]]; then kill -s "$CHILD_STOP_SIGNAL" "$CHILD" 2>/dev/null || true; fi
+}
+run_child() {  # run_child SIGNAL COMMAND...: COMMAND in the background, a stop passed on to it as SIGNAL; its status
+    CHILD_STOP_SIGNAL=$1
+    shift
+    "$@" &
+    CHILD=$!
+    if [[ -n "$STOP_REQUESTED" ]]; then kill -s "$CHILD_STOP_SIGNAL" "$CHILD" 2>/dev/null || true; fi
+    # `wait` returns early whenever a trapped signal arrives; bash keeps the child's status until asked
+    while kill -0 "$CHILD" 2>/dev/null; do wait "$CHILD" || true; done
+    local status=0
+    wait "$CHILD" || status=$?
+    CHILD=
+    return "$status"
+}
+requeue_or_exit() {  # requeue_or_exit STATUS WHY: the job was told to stop and did not finish
+    local status=$1 why=$2 restarts=${SLURM_RESTART_COUNT:-0} state
+    (( status != 0 )) || status=75  # stopped before training started: still not finished
+    echo "train_italian_video.sh: $why" >&2
+    if [[ "$REQUEUE" != 1 ]]; then
+        echo "train_italian_video.sh: not requeueing: REQUEUE=$REQUEUE; submit the same job again to resume" >&2
+        exit "$status"
+    fi
+    if (( restarts >= MAX_REQUEUES )); then
+        echo "train_italian_video.sh: not requeueing: MAX_REQUEUES=$MAX_REQUEUES reached (this was restart $restarts); submit the same job again to resume" >&2
+        exit "$status"
+    fi
+    # A job SLURM is ending itself (cancelled, at its time limit, preempted) is no longer RUNNING: requeueing
+    # it would undo a plain scancel. SLURM requeues by itself a job it preempts to requeue.
+    state=$(squeue -h -j "$SLURM_JOB_ID" -o %T 2>/dev/null) || true
+    if [[ "$state" != RUNNING ]]; then
+        echo "train_italian_video.sh: not requeueing: SLURM is ending this job itself (state ${state:-unknown})" >&2
+        exit "$status"
+    fi
+    if ! scontrol requeue "$SLURM_JOB_ID"; then
+        echo "train_italian_video.sh: scontrol requeue $SLURM_JOB_ID failed; submit the same job again to resume" >&2
+        exit "$status"
+    fi
+    echo "train_italian_video.sh: requeued job $SLURM_JOB_ID (restart $(( restarts + 1 )) of at most $MAX_REQUEUES): it resumes from the newest complete checkpoint in $OUTPUT_DIR" >&2
+    exit 0
+}
+
+if [[ "$LAUNCHER" != slurm ]]; then
+    if [[ "$MODE" == video && -n "$FEATURE_CACHE" ]]; then
+        # The training flags as they are: the caching step takes the data and tower ones and computes only
+        # the clips not cached yet (a no-op on a resumed run).
+        echo "=== caching tower features in $FEATURE_CACHE ==="
+        "$PYTHON" -m llava.train.cache_features "${ARGS[@]}"
+    fi
+    exec "${LAUNCH[@]}" "${ARGS[@]}"
 fi
-exec "${LAUNCH[@]}" "${ARGS[@]}"
+
+# Under SLURM the shell stays, to requeue the job; SLURM's warning (--signal=B:USR1@...) comes to it.
+trap 'request_stop USR1' USR1
+trap 'request_stop TERM' TERM
+status=0
+if [[ "$MODE" == video && -n "$FEATURE_CACHE" ]]; then
+    echo "=== caching tower features in $FEATURE_CACHE ==="
+    # stopped, it ends at once: the clips it cached stay cached, the next start computes the rest
+    run_child TERM "$PYTHON" -m llava.train.cache_features "${ARGS[@]}" || status=$?
+    if [[ -n "$STOP_REQUESTED" ]]; then requeue_or_exit "$status" "stopped while caching features, before training"; fi
+    (( status == 0 )) || exit "$status"
+fi
+if [[ -n "$STOP_REQUESTED" ]]; then requeue_or_exit 0 "stopped before training started"; fi
+run_child USR1 "${LAUNCH[@]}" "${ARGS[@]}" || status=$?
+(( status != 0 )) || exit 0
+if [[ -f "$INTERRUPTED" ]]; then
+    requeue_or_exit "$status" "the training stopped on a signal: $(cat "$INTERRUPTED")"
+elif [[ -n "$STOP_REQUESTED" ]]; then
+    # e.g. the signal came while the ranks were starting, before they could catch it: nothing was
+    # trained since the newest complete checkpoint, which the next start resumes from
+    requeue_or_exit "$status" "the training ended on SIG$STOP_REQUESTED without a checkpoint of its own"
+fi
+exit "$status"

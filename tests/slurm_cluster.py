@@ -314,7 +314,8 @@ SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.munge_socket}
+# a requeued job waits cred_expire + 1 s before it may start again (default 120 s; 5 is the least allowed)
+AuthInfo=socket={self.munge_socket},cred_expire=10
 StateSaveLocation={r}/state
 SlurmdSpoolDir={node_files['spool']}
 SlurmctldPidFile={self.pid_files['slurmctld']}
@@ -337,6 +338,8 @@ InactiveLimit=0
 KillWait=5
 # `sbatch --wait` polls every 2 s, growing its interval only while it is under MinJobAge/2: keep it at 2 s
 MinJobAge=4
+# the main scheduler every 2 s (default 60), so that a requeued job starts once it may, not a minute later
+SchedulerParameters=sched_interval=2
 {node_lines}
 PartitionName=debug Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINITE State=UP
 """
