@@ -325,6 +325,35 @@ class LlavaMetaForCausalLM:
             return clip, clip["patch_features"]
         return clip[keep], None
 
+    def visual_stand_ins(self, frame_counts, through_tower: bool = False) -> list:
+        """Visual inputs that belong to no sample: zeros, one per frame count, the first given as pixels
+        where `through_tower` (the tower runs on it), the others as tower features. Passed to `forward`
+        as `visual_stand_ins`, they make the visual modules run in a step whose batch lacks the inputs
+        that other ranks' batches hold, so that every rank runs the same modules (see
+        llava/train/lockstep.py), and change nothing else."""
+        tower = self.get_vision_tower()
+        stand_ins = []
+        for i, frames in enumerate(sorted(frame_counts)):
+            if i == 0 and through_tower:
+                shape = (frames, 3, tower.image_size, tower.image_size)
+                stand_ins.append(torch.zeros(shape, dtype=tower.dtype, device=tower.device))
+            else:
+                shape = (frames, tower.grid_size, tower.grid_size, tower.hidden_size)
+                stand_ins.append({"patch_features": torch.zeros(shape, dtype=tower.dtype, device=tower.device)})
+        return stand_ins
+
+    def encode_with_stand_ins(self, clips: list, stand_ins) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """`encode_videos` over the visual inputs and the stand-ins in one call, so that the modules run in
+        the order they run on a rank whose samples hold every kind of input (the tower once, then the
+        packer once per frame count). Returns the inputs' features and a zero that depends on the
+        stand-ins' (None without stand-ins). The zero is exact whatever the stand-ins' values: each is
+        multiplied by 0 before summing (no overflow), non-finite values counting as 0."""
+        if not stand_ins:
+            return self.encode_videos(clips), None
+        encoded = self.encode_videos([*clips, *stand_ins])
+        zero = sum((torch.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0) * 0).sum() for f in encoded[len(clips):])
+        return encoded[: len(clips)], zero
+
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """(N, 3, S, S) images -> one (tokens, hidden) tensor per image: images are one-frame clips."""
         return self.encode_videos([image.unsqueeze(0) for image in images])
@@ -332,7 +361,7 @@ class LlavaMetaForCausalLM:
     # ------------------------------------------------------------------------------------ splicing
     def prepare_inputs_labels_for_multimodal(
         self, input_ids, position_ids, attention_mask, past_key_values, labels, images, modalities=None,
-        image_sizes=None,
+        image_sizes=None, visual_stand_ins=(),
     ):
         """Splices visual tokens in at the placeholders; LLaVA's signature and return order:
         `(None, position_ids, attention_mask, past_key_values, inputs_embeds, labels)`. `image_sizes`
@@ -342,20 +371,26 @@ class LlavaMetaForCausalLM:
         Visual positions get IGNORE_INDEX labels. Sequences longer than the LM's positions lose text
         from their end, never a visual token. The output keeps the input's padding side: left-padded
         generation prompts stay left-padded, right-padded training batches stay right-padded.
+
+        `visual_stand_ins` (see `visual_stand_ins()`) are encoded together with the visual inputs and add an
+        exact zero to the embeddings: the visual modules take part in the step, no sequence changes.
         """
-        if images is None or input_ids is None:
+        if input_ids is None or (images is None and not visual_stand_ins):
             return input_ids, position_ids, attention_mask, past_key_values, None, labels
-        clips = _as_clips(images, modalities)
+        clips = _as_clips([] if images is None else images, modalities)
         is_placeholder = input_ids == IMAGE_TOKEN_INDEX
         if int(is_placeholder.sum()) != len(clips):
             raise ValueError(
                 f"the batch has {int(is_placeholder.sum())} visual placeholders but {len(clips)} visual inputs"
             )
-        if not clips:
+        if not clips and not visual_stand_ins:
             return input_ids, position_ids, attention_mask, past_key_values, None, labels
 
-        features = iter(self.encode_videos(clips))
+        visual, zero = self.encode_with_stand_ins(clips, visual_stand_ins)
+        features = iter(visual)
         text_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
+        if zero is not None:
+            text_embeds = text_embeds + zero
         valid = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
         limit = max_positions(self.config)
 
@@ -436,12 +471,14 @@ class LlavaMetaForCausalLM:
         modalities=None,
         image_sizes=None,
         logits_to_keep=0,
+        visual_stand_ins=None,
         **kwargs,
     ):
-        if inputs_embeds is None and images is not None:
+        if inputs_embeds is None and (images is not None or visual_stand_ins):
             input_ids, position_ids, attention_mask, cache, inputs_embeds, labels = (
                 self.prepare_inputs_labels_for_multimodal(
-                    input_ids, position_ids, attention_mask, cache, labels, images, modalities
+                    input_ids, position_ids, attention_mask, cache, labels, images, modalities,
+                    visual_stand_ins=visual_stand_ins or (),
                 )
             )
         if position_ids is not None and not self._language_model_takes("position_ids"):
