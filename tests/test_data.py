@@ -226,7 +226,7 @@ def test_broken_inputs_are_skipped_listed_once_and_limited(tmp_path, tokenizer, 
     assert set(skipped) == set(BROKEN)  # every broken one, and nothing else
     for name, (_, file, reason) in BROKEN.items():
         item = skipped[name]
-        assert set(item) == {"id", "skipped", "reason", "path"}
+        assert set(item) == {"index", "id", "skipped", "reason", "path"}
         assert item["path"].endswith(file) and file in item["reason"] and reason in item["reason"]
 
     collate = DataCollatorForSupervisedDataset(tokenizer)
@@ -241,22 +241,27 @@ def test_broken_inputs_are_skipped_listed_once_and_limited(tmp_path, tokenizer, 
     out = tmp_path / "run"
     tracker = SkipTracker(str(out), dataset_size=len(ds), max_fraction=1.0, rank=0)
     with caplog.at_level(logging.WARNING, logger="llava.train.data"):
-        tracker.record(batch["skipped"])
-        tracker.record(batch["skipped"] + everything_skipped["skipped"])
+        tracker.note(batch["skipped"])
+        tracker.sync()
+        tracker.note(batch["skipped"] + everything_skipped["skipped"])
+        tracker.sync()
     assert tracker.count == len(BROKEN)
     lines = [json.loads(line) for line in (out / SKIPPED_FILE).read_text().splitlines()]
     assert [entry["id"] for entry in lines] == list(BROKEN)
-    assert all(set(e) == {"id", "path", "reason", "rank"} and e["rank"] == 0 for e in lines)
+    assert all(set(e) == {"index", "id", "path", "reason", "rank"} and e["rank"] == 0 for e in lines)
     assert sum("skipping sample" in r.message for r in caplog.records) == len(BROKEN)
     resumed = SkipTracker(str(out), dataset_size=len(ds), max_fraction=1.0)
-    resumed.record(batch["skipped"])
+    resumed.note(batch["skipped"])
+    resumed.sync()
     assert resumed.count == len(BROKEN) and len((out / SKIPPED_FILE).read_text().splitlines()) == len(BROKEN)
 
     # past the limit: a clear error saying how many, the share, the limit, the list and the flag
     strict = SkipTracker(str(tmp_path / "strict"), dataset_size=len(ds), max_fraction=0.2)
-    strict.record(batch["skipped"][:2])  # 2/11 = 18%: allowed
+    strict.note(batch["skipped"][:2])  # 2/11 = 18%: allowed
+    strict.sync()
+    strict.note(batch["skipped"][2:3])  # 3/11 = 27%
     with pytest.raises(RuntimeError) as error:
-        strict.record(batch["skipped"][2:3])  # 3/11 = 27%
+        strict.sync()
     message = str(error.value)
     assert "3 of 11" in message and "27.3%" in message and "20.0%" in message
     assert SKIPPED_FILE in message and "--max_skip_fraction" in message

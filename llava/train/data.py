@@ -12,9 +12,10 @@ LLaVA-NeXT's prompt options: `--mm_use_im_start_end` writes the visual block `<i
 in the human turn; `--add_time_instruction` writes the clip's duration and its sampled frames' times
 after it, as LLaVA-NeXT and lmms-eval's llava_vid do.
 
-Unreadable media are skipped, never replaced: `__getitem__` returns a skip record, the collator drops
-it and passes it on, and the trainer hands it to `SkipTracker`, which logs each sample once, lists it
-in `skipped_samples.jsonl` and stops the run past `--max_skip_fraction`.
+Unreadable media are skipped, never replaced: `__getitem__` returns a skip record (with the sample's
+index), the collator drops it and passes it on, and the trainer hands it to `SkipTracker`, which counts
+each sample once over all ranks, logs it once, lists it in `skipped_samples.jsonl` and stops the run
+on every rank past `--max_skip_fraction`.
 
 Padding (see `ensure_pad_token`): a tokenizer without a pad token reuses EOS as pad. Nothing here
 derives anything from the pad id: the collator builds `attention_mask` from lengths and pads labels
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from ..constants import (
@@ -365,11 +367,12 @@ class LazySupervisedDataset(Dataset):
             try:
                 pixel_values = load_pixels(sample["modality"], path, self.data_args.num_frames, self.image_processor, self.aspect_ratio)
             except (VideoReadError, MediaReadError) as e:
-                return {"id": sample["id"], "skipped": True, "reason": str(e), "path": path}
+                return {"index": index, "id": sample["id"], "skipped": True, "reason": str(e), "path": path}
         try:
             turns = self._human_turns(sample)
         except VideoReadError as e:
-            return {"id": sample["id"], "skipped": True, "reason": str(e), "path": self.media_path(sample)}
+            path = self.media_path(sample)
+            return {"index": index, "id": sample["id"], "skipped": True, "reason": str(e), "path": path}
 
         ids, labels = self.template.tokenize(turns, self.tokenizer)
         ids, labels, cut = self._fit(ids, labels, sample["modality"])
@@ -412,7 +415,10 @@ class DataCollatorForSupervisedDataset:
         return 0
 
     def __call__(self, instances: list[dict]) -> dict:
-        skipped = [{"id": i["id"], "reason": i["reason"], "path": i["path"]} for i in instances if i.get("skipped")]
+        skipped = [
+            {"index": i.get("index"), "id": i["id"], "reason": i["reason"], "path": i["path"]}
+            for i in instances if i.get("skipped")
+        ]
         kept = [i for i in instances if not i.get("skipped")]
         if not kept:
             empty = torch.zeros(0, 0, dtype=torch.long)
@@ -444,11 +450,21 @@ class DataCollatorForSupervisedDataset:
 
 
 # ------------------------------------------------------------------------------------------- skips
-class SkipTracker:
-    """Counts unreadable samples once each, lists them, and stops the run past `max_fraction`.
+class SkipLimitExceeded(RuntimeError):
+    """More samples could not be read than --max_skip_fraction allows; raised on every rank at once."""
 
-    Entries already in `output_dir/skipped_samples.jsonl` (a resumed run) count as seen, so a restart
-    neither lists nor counts a sample twice. With several ranks each counts what its own batches skip.
+
+class SkipTracker:
+    """Counts unreadable samples over all ranks, once per sample, lists each once, and stops the run past
+    `max_fraction` of the data set.
+
+    A sample is its index in the data set: two samples that share a clip (or an id) are two skips, and a
+    sample met again (a later epoch, or the samples that pad a distributed epoch) is counted once. A rank
+    `note`s what its batches skip; at the end of each optimizer step `sync` gathers what every rank noted
+    (one small all-reduce, then a gather only if something was skipped), rank 0 appends the new samples
+    to `output_dir/skipped_samples.jsonl` and logs them, and every rank takes the same count and the same
+    decision to stop. Samples already listed there (a resumed run) count as seen: a restart neither lists
+    nor counts a sample twice.
     """
 
     def __init__(self, output_dir: str, dataset_size: int, max_fraction: float, rank: int = 0):
@@ -456,36 +472,88 @@ class SkipTracker:
         self.dataset_size = dataset_size
         self.max_fraction = max_fraction
         self.rank = rank
-        self._seen: set[str] = set()
-        if os.path.isfile(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                self._seen = {json.loads(line)["id"] for line in f if line.strip()}
-            if self._seen:
-                logger.info("%d skipped samples already listed in %s", len(self._seen), self.path)
+        self._seen: set[int] = set(_listed_indices(self.path))
+        self._noted: dict[int, dict] = {}
+        if self._seen:
+            logger.info("%d skipped samples already listed in %s", len(self._seen), self.path)
 
     @property
     def count(self) -> int:
         return len(self._seen)
 
-    def record(self, skipped: list[dict]) -> None:
-        new = 0
+    def note(self, skipped: list[dict]) -> None:
+        """Skip records of this rank's batch (from the collator), counted at the next `sync`."""
         for item in skipped:
-            if item["id"] in self._seen:  # logged and listed already (this batch, earlier, or a resumed run)
-                continue
-            new += 1
-            self._seen.add(item["id"])
-            logger.warning("skipping sample %r (%s): %s", item["id"], item["path"], item["reason"])
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            line = json.dumps({"id": item["id"], "path": item["path"], "reason": item["reason"], "rank": self.rank})
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")  # one short append per line: ranks sharing the file do not interleave
+            if item["index"] not in self._seen:
+                self._noted.setdefault(item["index"], {**item, "rank": self.rank})
+
+    def sync(self, device=None) -> None:
+        """Counts what every rank noted since the last call. A collective where several ranks run: every
+        rank calls it at the same point. Raises SkipLimitExceeded on every rank past the limit."""
+        new = {}
+        for item in _gather_from_ranks(list(self._noted.values()), device):
+            if item["index"] not in self._seen:
+                new.setdefault(item["index"], item)
+        self._noted.clear()
+        if not new:
+            return
+        if self.rank == 0:
+            self._list(sorted(new.values(), key=lambda item: item["index"]))
+        self._seen |= new.keys()
         share = self.count / max(self.dataset_size, 1)
-        if new and share > self.max_fraction:
-            raise RuntimeError(
+        if share > self.max_fraction:
+            raise SkipLimitExceeded(
                 f"{self.count} of {self.dataset_size} samples ({share:.1%}) could not be read, more than the "
                 f"allowed {self.max_fraction:.1%}. They are listed in {self.path}. Fix or remove them, or raise "
                 f"the limit with --max_skip_fraction (e.g. --max_skip_fraction {min(1.0, 2 * share):.2f})."
             )
+
+    def _list(self, items: list[dict]) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        cut_short = _ends_mid_line(self.path)
+        with open(self.path, "a", encoding="utf-8") as f:
+            if cut_short:  # a crash cut the last line short: start a new one
+                f.write("\n")
+            for item in items:
+                logger.warning("skipping sample %r (#%d, %s): %s", item["id"], item["index"], item["path"], item["reason"])
+                entry = {key: item[key] for key in ("index", "id", "path", "reason", "rank")}
+                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def _listed_indices(path: str) -> list[int]:
+    """Indices listed in a skipped_samples.jsonl; a line cut short by a crash is left out (its sample is
+    listed again when met again)."""
+    if not os.path.isfile(path):
+        return []
+    indices = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                indices.append(int(json.loads(line)["index"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return indices
+
+
+def _ends_mid_line(path: str) -> bool:
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
+def _gather_from_ranks(items: list[dict], device) -> list[dict]:
+    """Every rank's `items`, on every rank; with one process, `items`."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return items
+    total = torch.tensor([len(items)], dtype=torch.long, device=device)
+    dist.all_reduce(total)
+    if int(total.item()) == 0:  # the usual case: nothing skipped anywhere, nothing more to send
+        return []
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    return [item for rank_items in gathered for item in rank_items]
 
 
 # -------------------------------------------------------------------------------------------- pad

@@ -8,10 +8,12 @@ import logging
 import os
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from ..model.llava_arch import ADAPTER_MODULES
 from . import checkpoints
+from .lockstep import stand_ins_for_step, uses_every_parameter
 from .milestones import count_words, write_word_count
 from .sampler import ModalityLengthGroupedSampler
 
@@ -32,6 +34,8 @@ class LlavaTrainer(Trainer):
     def __init__(self, *args, skip_tracker=None, counting_words=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.skip_tracker = skip_tracker
+        if skip_tracker is not None:
+            self.add_callback(SkipCountSync(skip_tracker))
         # Words of trained answer text (see milestones.py): this rank's since the last optimizer step,
         # and the total over all ranks, saved in every checkpoint.
         self.counting_words = counting_words
@@ -84,16 +88,31 @@ class LlavaTrainer(Trainer):
     # ------------------------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         skipped = inputs.pop("skipped", None)
-        if skipped and self.skip_tracker is not None:
-            self.skip_tracker.record(skipped)
+        if skipped and self.skip_tracker is not None and model.training:
+            self.skip_tracker.note(skipped)  # counted over all ranks at the end of the step
         if self.counting_words and model.training and inputs["input_ids"].shape[0]:
             self.pending_words += count_words(inputs["labels"], self.processing_class)
+        # Every rank runs the same modules in every step (see lockstep.py): where another rank's batch
+        # holds visual inputs that this one lacks, this one encodes stand-ins that add an exact zero.
+        stand_ins = stand_ins_for_step(
+            self.accelerator.unwrap_model(model), inputs.get("images", []), self.args.device,
+            zero3=is_deepspeed_zero3_enabled(), every_step=uses_every_parameter(model),
+        )
         if inputs["input_ids"].shape[0] == 0:
-            # Every clip of this batch was unreadable. Other ranks still reduce gradients, so this rank
-            # runs a backward too, with a loss of exactly zero: no sample stands in for the lost ones.
-            zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
-            return (zero, None) if return_outputs else zero
+            return self._empty_batch_loss(model, stand_ins, return_outputs)
+        if stand_ins:
+            inputs = {**inputs, "visual_stand_ins": stand_ins}
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def _empty_batch_loss(self, model, stand_ins, return_outputs):
+        """Every clip of this batch was unreadable. The other ranks still run their step, so this rank
+        runs the same modules, through the wrapped model (DDP arms its gradient hooks there, ZeRO-3
+        gathers there): the language model on one token, the visual modules on stand-ins, for a loss of
+        exactly zero. No sample stands in for the lost ones."""
+        token = torch.zeros((1, 1), dtype=torch.long, device=self.args.device)
+        outputs = model(input_ids=token, attention_mask=torch.ones_like(token), visual_stand_ins=stand_ins or None)
+        zero = (torch.nan_to_num(outputs.logits, nan=0.0, posinf=0.0, neginf=0.0) * 0).sum()
+        return (zero, outputs) if return_outputs else zero
 
     # ---------------------------------------------------------------------------------- saving
     def _save_checkpoint(self, model, trial):
@@ -132,6 +151,17 @@ class LlavaTrainer(Trainer):
             if state_dict is not None:  # gathered weights (ZeRO-3): take the adapter's from them
                 weights = {k: state_dict[f"{model.base_model_prefix}.{k}"] for k in weights}
             torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(output_dir, ADAPTER_FILE))
+
+
+class SkipCountSync(TrainerCallback):
+    """At the end of every optimizer step, every rank's unreadable samples are counted together (see
+    SkipTracker.sync); past the limit every rank stops at this same point."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.tracker.sync(args.device)
 
 
 def _only_adapter_trains(model) -> bool:
