@@ -226,6 +226,11 @@ def test_the_skip_limit_counts_every_rank_and_stops_them_all(assets, tmp_path):
     result = run_job(args)
     assert result.returncode != 0
     assert "4 of 16 samples (25.0%) could not be read, more than the allowed 15.0%" in result.stderr
+    # said once, in one line, by rank 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "could not be read" in errors[0], result.stderr[-3000:]
+    # no rank's traceback (torchrun prints its own summary, naming the failed ranks)
+    assert 'llava/train/' not in "".join(line for line in result.stderr.splitlines() if line.lstrip().startswith("File "))
     # every rank stopped at the same point: none went on into a collective that the others had left
     assert not any(s in result.stderr for s in ("mismatch", "Connection reset", "Connection closed"))
     listed = [json.loads(line)["index"] for line in (out / SKIPPED_FILE).read_text().splitlines()]

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 import transformers
+from torch.distributed.elastic.multiprocessing.errors import record
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer_callback import ProgressCallback
 
@@ -33,7 +34,14 @@ from .callbacks import LossProgressBar
 from .llava_flags import TUNABLE_PARTS, FlagError, LlavaFlagArguments
 from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
 from .feature_cache import FeatureCache
-from .data import DataArguments, DataCollatorForSupervisedDataset, LazySupervisedDataset, SkipTracker, ensure_pad_token
+from .data import (
+    DataArguments,
+    DataCollatorForSupervisedDataset,
+    LazySupervisedDataset,
+    SkipLimitExceeded,
+    SkipTracker,
+    ensure_pad_token,
+)
 from .trainer import LlavaTrainer
 
 logger = logging.getLogger("llava.train")
@@ -371,6 +379,9 @@ def main(argv: list[str] | None = None) -> LlavaTrainer:
         return train_and_save(*build_trainer(argv, stop))
 
 
+# `record`: under torchrun, an exception that ends a rank is written where the launcher reads it, and its
+# summary names the rank and the exception (the first failure, as the root cause).
+@record
 def cli() -> None:
     distributed = False
     status = 0
@@ -381,6 +392,11 @@ def cli() -> None:
         # A flag this trainer cannot honour: one line, no traceback (every rank says the same).
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except SkipLimitExceeded as e:
+        # Every rank stops here at the same step; one of them says why, in one line.
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {e}", file=sys.stderr)
+        status = 1
     except preemption.TrainingInterrupted:
         # Saved and said so (rank 0, one line): a non-zero status, as the run did not finish.
         distributed = dist.is_available() and dist.is_initialized()
