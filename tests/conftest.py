@@ -3,6 +3,7 @@ import torch
 
 import llava.model  # noqa: F401  (registers the families)
 from llava.testing import save_tiny_vision_tower
+from slurm_cluster import SlurmCluster
 from train_helpers import make_assets, train_tiny_checkpoint
 
 
@@ -28,3 +29,15 @@ def checkpoint(assets, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def slurm_cluster():
+    """A private one-node SLURM cluster for one test (skips, saying why, where SLURM is missing)."""
+    cluster = SlurmCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+    assert not cluster.leftover_pids(), "processes of the test cluster outlived it"

@@ -343,17 +343,6 @@ def test_text_mode_trains_the_language_model_on_captions(tiny_assets, tmp_path):
 
 
 # ------------------------------------------------------------------------------ (c) sbatch, real SLURM
-@pytest.fixture
-def slurm_cluster():
-    cluster = SlurmCluster()
-    try:
-        cluster.start()  # skips, saying why, where SLURM is missing or cannot start
-        yield cluster
-    finally:
-        cluster.stop()
-    assert not cluster.leftover_pids(), "processes of the test cluster outlived it"
-
-
 def sbatch(cluster: SlurmCluster, env: dict, log_dir: Path, *script_args: str, timeout: float = 300, cwd: Path = REPO):
     """`sbatch --wait train_italian_video.sh` from the repository, as a user would; the #SBATCH GPU and CPU
     requests are overridden to what this machine has. Returns (returncode, job log, job info)."""

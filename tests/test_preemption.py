@@ -276,17 +276,6 @@ def test_a_checkpoint_is_saved_every_few_minutes_besides_save_steps(tiny_assets,
 
 
 # ------------------------------------------------------------------------------------ under SLURM
-@pytest.fixture
-def slurm_cluster():
-    cluster = SlurmCluster()
-    try:
-        cluster.start()  # skips, saying why, where SLURM is missing or cannot start
-        yield cluster
-    finally:
-        cluster.stop()
-    assert not cluster.leftover_pids(), "processes of the test cluster outlived it"
-
-
 class Job:
     """`sbatch --wait train_italian_video.sh` running in the background, its log one file (the script's
     --open-mode=append keeps every incarnation of a requeued job in it)."""
