@@ -42,7 +42,7 @@ $(LMMS_STAMP): $(STAMP) requirements-lmms-eval.txt Makefile
 	touch $(LMMS_STAMP)
 
 test: $(STAMP) $(LMMS_STAMP)
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs --durations=20 tests
 
 # The built-in default: synthetic clips, local tokenizer and models, DeepSpeed ZeRO-2 training through
 # train_italian_video.sh, evaluation against a video-blind control (results in demo_run/).
