@@ -1,0 +1,174 @@
+"""How every entry point fails: an expected failure prints one line, `error: WHAT (WHERE)`, and exits
+non-zero; a traceback is printed only for a real bug, or for anything when LLAVA_DEBUG=1 is set.
+
+Expected failures are the ones a user causes and can fix: a wrong flag, a missing or malformed file,
+a folder that is not a checkpoint, a full disk, a folder they may not write. Code that detects one
+raises `UserError` (or a subclass) with the whole message; file-system errors (`OSError`) are
+expected as they come. Anything else is a bug and keeps its traceback.
+
+Exit statuses: 2 for a wrong command line (as argparse), 1 for every other expected failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import shutil
+import sys
+
+DEBUG_VARIABLE = "LLAVA_DEBUG"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class UserError(Exception):
+    """An expected failure; its text is the whole one-line message (without `error: `)."""
+
+    exit_code = 1
+
+
+class UsageError(UserError, ValueError):
+    """The command line asks for something this program cannot do."""
+
+    exit_code = 2
+
+
+class InputError(UserError, ValueError):
+    """A file given as input is missing, malformed, or not what it should be."""
+
+
+class SaveError(UserError, OSError):
+    """Writing an output failed for a reason the user can fix: no space, no permission."""
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0")
+
+
+def one_line(exc: BaseException) -> str | None:
+    """The one-line message of an expected failure, or None for a bug (which keeps its traceback)."""
+    if isinstance(exc, UserError):
+        return _single_line(str(exc))
+    if isinstance(exc, OSError):
+        if exc.errno in _NO_SPACE and exc.filename:
+            return f"no space left on the device ({exc.filename})"
+        if exc.strerror and exc.filename:
+            return f"{exc.strerror.lower()} ({exc.filename})"
+        return _single_line(str(exc)) or type(exc).__name__
+    return None
+
+
+def exit_code(exc: BaseException) -> int:
+    return getattr(exc, "exit_code", 1)
+
+
+def _single_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def report(exc: BaseException, prefix: str = "") -> int:
+    """Prints an expected failure's line to stderr and returns its exit status; re-raises a bug (and,
+    with LLAVA_DEBUG=1, everything)."""
+    message = one_line(exc)
+    if message is None or debugging():
+        raise exc
+    print(f"error: {prefix}{message}", file=sys.stderr, flush=True)
+    return exit_code(exc)
+
+
+def entry_point(main):
+    """Wraps a `main(argv=None)`: an expected failure ends the process with its one line and status;
+    Ctrl-C ends it with status 130 and one line."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            if debugging():
+                raise
+            print("error: interrupted", file=sys.stderr, flush=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - report() re-raises everything that is not expected
+            sys.exit(report(e))
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------ saving
+def size_text(count: int) -> str:
+    """A byte count as people read it: 812 bytes, 4.1 KB, 1.6 MB, 2.3 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def free_bytes(path: str) -> int | None:
+    """Free bytes on the file system that holds `path` (or its nearest existing parent)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+# Libraries that write through their own I/O report a full disk in their own words: torch's zip writer
+# ("unexpected pos", "file write failed"), safetensors ("StorageFull", "No space left on device").
+_NO_SPACE_WORDS = ("no space left", "storagefull", "disk quota", "unexpected pos", "file write failed")
+
+
+def _is_no_space(exc: BaseException, path: str, needed: int | None) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return True
+    if not any(word in str(exc).lower() for word in _NO_SPACE_WORDS):
+        return False
+    free = free_bytes(path)
+    # The words alone also fit other write failures: believe them when the disk is (nearly) full.
+    return free is not None and free < max(needed or 0, 1 << 20)
+
+
+@contextlib.contextmanager
+def saving(path: str, what: str = "", needed: int | None = None):
+    """Turns a full disk or a refused write while saving `path` into a one-line SaveError saying so,
+    with the space needed (`needed`: an estimate in bytes, where the caller has one) and free."""
+    try:
+        yield
+    except SaveError:
+        raise
+    except Exception as e:
+        label = f"saving {what} " if what else "saving "
+        if _is_no_space(e, path, needed):
+            free = free_bytes(path)
+            space = f"needs about {size_text(needed)}, " if needed else ""
+            space += f"{size_text(free)} free" if free is not None else "free space unknown"
+            raise SaveError(f"no space left on the device {label}({path}: {space})") from e
+        if isinstance(e, OSError) and e.errno in _NOT_ALLOWED:
+            reason = "read-only file system" if e.errno == errno.EROFS else "permission denied"
+            raise SaveError(f"{reason} {label}({e.filename or path})") from e
+        raise
+
+
+def check_writable(folder: str, what: str) -> None:
+    """Fails early, in one line, when `folder` (or the parent it would be made in) cannot be written:
+    before a model is loaded, not at the first checkpoint hours later."""
+    target = os.path.abspath(folder)
+    while not os.path.exists(target):
+        parent = os.path.dirname(target)
+        if parent == target:
+            break
+        target = parent
+    if not os.path.isdir(target):
+        raise InputError(f"{what} {folder} is not a folder ({target} is a file)")
+    try:
+        read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        raise SaveError(f"read-only file system: {what} {folder} cannot be written ({target})")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise SaveError(f"permission denied: {what} {folder} cannot be written ({target})")
