@@ -8,51 +8,11 @@ import os
 
 from . import AVAILABLE_MODELS
 from .load_options import apply_config_options, attention_request, quantization_config, resolve_device, resolve_dtype
+# One place decides what a model folder is and which family loads it (STOCK_TO_LLAVA: export_lm's, family_of: training's).
+from .model_folder import STOCK_TO_LLAVA, check_model_folder, family_of  # noqa: F401
 from .multimodal_encoder import tower_architecture
 
 logger = logging.getLogger(__name__)
-
-# Stock transformers model types -> the llava family that wraps them.
-STOCK_TO_LLAVA = {
-    "gpt2": "llava_gpt2",
-    "llama": "llava_llama",
-    "mistral": "llava_mistral",
-    "mixtral": "llava_mixtral",
-    "qwen2": "llava_qwen",
-    "gemma": "llava_gemma",
-    "mpt": "llava_mpt",
-}
-
-
-def _read_model_type(model_name_or_path: str) -> str | None:
-    path = os.path.join(model_name_or_path, "config.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f).get("model_type")
-    from transformers import AutoConfig  # a hub id: let transformers find the config
-
-    return AutoConfig.from_pretrained(model_name_or_path).model_type
-
-
-def family_of(model_name_or_path: str) -> str:
-    """The llava family (a key of AVAILABLE_MODELS) for a checkpoint.
-
-    The checkpoint's own `config.json` decides (a llava type, or the stock type it wraps). Where it names
-    no known family, the seed's path rule applies: 'gpt2' or 'bambi' in the path selects GPT-2.
-    """
-    model_type = _read_model_type(model_name_or_path)
-    if model_type in AVAILABLE_MODELS:
-        return model_type
-    if model_type in STOCK_TO_LLAVA:
-        return STOCK_TO_LLAVA[model_type]
-    lowered = model_name_or_path.lower()
-    if "gpt2" in lowered or "bambi" in lowered:
-        logger.info("model_type %r is not a known family; the path names GPT-2", model_type)
-        return "llava_gpt2"
-    raise ValueError(
-        f"{model_name_or_path}: model_type {model_type!r} is not one of the supported families "
-        f"({', '.join(sorted(STOCK_TO_LLAVA))}, or their llava_* types)"
-    )
 
 
 def causal_lm_class(family: str):

@@ -1,0 +1,164 @@
+"""Is this a model folder we can load? The one check behind every entry point that takes a model path
+(training's --model_name_or_path, inference's --model-path and --model-base), done before anything heavy
+is loaded, so that a wrong path, a half-copied folder or a foreign model fails in one line that names it.
+
+`check_model_folder` returns the parsed config.json; `family_from_config` maps it to one of our families.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from ..errors import InputError
+
+# Stock transformers model types -> the llava family that wraps them.
+STOCK_TO_LLAVA = {
+    "gpt2": "llava_gpt2",
+    "llama": "llava_llama",
+    "mistral": "llava_mistral",
+    "mixtral": "llava_mixtral",
+    "qwen2": "llava_qwen",
+    "gemma": "llava_gemma",
+    "mpt": "llava_mpt",
+}
+LLAVA_TYPES = frozenset(STOCK_TO_LLAVA.values())
+SUPPORTED_TEXT = f"{', '.join(sorted(STOCK_TO_LLAVA))}, or their llava_* types"
+
+# A hub id is `name` or `owner/name`; anything else that is not on disk can only be a local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_PROBE_TIMEOUT_S = 5
+
+
+def check_model_folder(path: str, what: str = "--model-path") -> dict:
+    """The parsed config.json of the model at `path`, after checking that it is one we can load.
+
+    `path` is a local folder, or a Hugging Face hub id (`gpt2`, `owner/name`) where no such folder exists:
+    then the cached copy is used, or, where the hub can be reached, its config.json is fetched. Raises
+    InputError with one line naming `what` (the flag) and the path for: a folder that does not exist (and
+    no hub model of that name), a file, a folder without config.json, a config.json that is empty, cut
+    short or not a JSON object, and a model_type that no family here loads.
+    """
+    config_file = _config_file(path, what)
+    config = read_config(config_file, what)
+    family_from_config(config, path, what, config_file)
+    return config
+
+
+def family_of(path: str, what: str = "--model-path") -> str:
+    """The llava family (a key of AVAILABLE_MODELS) of the model at `path` (see family_from_config)."""
+    config_file = _config_file(path, what)
+    return family_from_config(read_config(config_file, what), path, what, config_file)
+
+
+def family_from_config(config: dict, path: str, what: str = "--model-path", config_file: str | None = None) -> str:
+    """The llava family of a parsed config: its llava model_type, or the one wrapping its stock type.
+    Where it names no family we know, the seed's path rule applies: 'gpt2' or 'bambi' in the path
+    selects GPT-2."""
+    model_type = config.get("model_type")
+    if model_type in LLAVA_TYPES:
+        return model_type
+    if model_type in STOCK_TO_LLAVA:
+        return STOCK_TO_LLAVA[model_type]
+    lowered = str(path).lower()
+    if "gpt2" in lowered or "bambi" in lowered:
+        return "llava_gpt2"
+    where = config_file or os.path.join(path, "config.json")
+    if not model_type:
+        raise InputError(f"{what} config.json names no model_type, so its model family is unknown; "
+                         f"supported: {SUPPORTED_TEXT} ({where})")
+    raise InputError(f"{what} config.json has model_type {model_type!r}, which no family here loads; "
+                     f"supported: {SUPPORTED_TEXT} ({where})")
+
+
+def is_llava_checkpoint(config: dict) -> bool:
+    """Whether a config describes a model with visual modules (a vision tower), not a plain language model."""
+    return bool(config.get("mm_vision_tower"))
+
+
+def require_llava_checkpoint(config: dict, path: str, what: str = "--model-path",
+                             needed_for: str = "caption images or videos") -> None:
+    """InputError unless `config` (of the model at `path`) has visual modules."""
+    if is_llava_checkpoint(config):
+        return
+    kind = config.get("model_type") or "language"
+    raise InputError(f"{what} is a plain {kind} model with no vision tower, not a llava checkpoint, "
+                     f"so it cannot {needed_for} ({path})")
+
+
+def read_config(config_file: str, what: str = "--model-path") -> dict:
+    """The JSON object in `config_file`; InputError naming the file (and line:column) when it is not one."""
+    with open(config_file, encoding="utf-8") as f:
+        text = f.read()
+    if not text.strip():
+        raise InputError(f"{what} config.json is empty ({config_file})")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        problem = e.msg[0].lower() + e.msg[1:]
+        cut = " cut short or" if e.pos >= len(text.rstrip()) else ""
+        raise InputError(f"{what} config.json is{cut} not valid JSON: {problem} ({config_file}:{e.lineno}:{e.colno})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{what} config.json holds a JSON {type(config).__name__}, not an object of settings ({config_file})")
+    return config
+
+
+def _config_file(path: str, what: str) -> str:
+    """The config.json of the model at `path`: in the folder, or in the hub cache (fetched if reachable)."""
+    path = str(path)
+    if os.path.isdir(path):
+        config_file = os.path.join(path, "config.json")
+        if not os.path.isfile(config_file):
+            raise InputError(f"{what} folder has no config.json, so it is not a model folder{_models_inside(path)} ({path})")
+        return config_file
+    if os.path.exists(path):
+        raise InputError(f"{what} is a file, not a model folder ({path})")
+    if not _HUB_ID.match(path):
+        raise InputError(f"{what} folder does not exist ({path})")
+    return _hub_config_file(path, what)
+
+
+def _models_inside(folder: str) -> str:
+    """A hint naming the subfolders that are model folders (a run's checkpoint-N), if any."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, "config.json")))
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"; model folders inside it: {shown}"
+
+
+def _hub_config_file(repo_id: str, what: str) -> str:
+    """config.json of hub model `repo_id` from the local cache, or fetched where the hub can be reached.
+
+    Asking transformers directly would retry an unreachable hub for about half a minute and end in a
+    page of traceback; one short probe decides instead."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(cached, str):
+        return cached
+    absent = f"{what} folder does not exist ({repo_id}), and no hub model of that name is in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    if constants.HF_HUB_OFFLINE:
+        raise InputError(f"{absent} or can be downloaded (HF_HUB_OFFLINE is set)")
+    if not _hub_reachable(constants.ENDPOINT):
+        raise InputError(f"{absent} or can be downloaded ({constants.ENDPOINT} cannot be reached)")
+    try:
+        return hf_hub_download(repo_id, "config.json")
+    except Exception as e:  # noqa: BLE001 - any failure to fetch means: no such hub model here
+        reason = " ".join(str(e).split("\n")[0].split()) or type(e).__name__
+        raise InputError(f"{absent} or on the hub ({constants.ENDPOINT}/{repo_id}: {reason})") from None
+
+
+def _hub_reachable(endpoint: str) -> bool:
+    """One request to the hub, no retries (proxies as the hub client has them)."""
+    try:
+        from huggingface_hub.utils import get_session
+
+        get_session().head(endpoint, timeout=_HUB_PROBE_TIMEOUT_S)
+        return True
+    except Exception:  # noqa: BLE001 - any failure (name resolution, refused, timeout) means unreachable
+        return False
