@@ -348,10 +348,13 @@ def test_yaml_mixture_reads_the_samples_each_strategy_names(tmp_path):
 
 
 @pytest.mark.parametrize("entry, message", [
-    ("  - json_path: parts/missing.json\n", r"bad.yaml: datasets\[0\]: json_path parts/missing.json does not exist"),
-    ("  - json_path: parts/a.json\n    sampling_strategy: middle:3\n", r"bad.yaml: datasets\[0\] \(parts/a.json\): sampling_strategy 'middle:3'"),
-    ("  - json_path: parts/a.json\n    sampling_strategy: first:many\n", r"'many' is not a count or a percentage"),
-    ("  - sampling_strategy: all\n", r"bad.yaml: datasets\[0\] has no json_path"),
+    ("  - json_path: parts/missing.json\n",
+     r"^datasets\[0\]: json_path parts/missing.json does not exist \(looked at \S+/parts/missing.json and parts/missing.json\) \(\S+/bad.yaml\)$"),
+    ("  - json_path: parts/a.json\n    sampling_strategy: middle:3\n",
+     r"^datasets\[0\] \(parts/a.json\): sampling_strategy 'middle:3'; expected all, first:N, end:N or random:N \(N a count or a percentage\) \(\S+/bad.yaml\)$"),
+    ("  - json_path: parts/a.json\n    sampling_strategy: first:many\n",
+     r"^datasets\[0\] \(parts/a.json\): sampling_strategy 'first:many': 'many' is not a count or a percentage \(\S+/bad.yaml\)$"),
+    ("  - sampling_strategy: all\n", r"^datasets\[0\] has no json_path \(\S+/bad.yaml\)$"),
 ])
 def test_mixture_errors_name_the_file_and_the_entry(tmp_path, entry, message):
     (tmp_path / "parts").mkdir()

@@ -43,9 +43,10 @@ from ..constants import (
     IMAGE_TOKEN_INDEX,
 )
 from ..conversation import Template, get_template, to_messages
+from ..errors import InputError, UsageError, UserError
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio, process_images, process_video_frames
 from ..video import VideoReadError, read_video_frames, sample_indices
-from .data_files import is_mixture, read_mixture, read_sample_file, split_data_path
+from .data_files import DataProblem, data_error, is_mixture, read_mixture, scan_sample_file, split_data_path
 
 logger = logging.getLogger(__name__)
 
@@ -82,32 +83,33 @@ class DataArguments:
 
 # ------------------------------------------------------------------------------------------ loading
 def _prepare(sample: dict, where: str) -> dict:
-    """Validates one sample and normalizes it: `{"id", "modality", "media", "conversations"}`."""
+    """Validates one sample and normalizes it: `{"id", "modality", "media", "conversations"}`. Raises
+    InputError naming the sample and `where` (file and index)."""
     sample_id = str(sample.get("id", where))
     name = f"sample {sample_id!r} ({where})"
     conversations = sample.get("conversations")
     if not isinstance(conversations, list) or not conversations:
-        raise ValueError(f"{name} has no 'conversations' list")
+        raise InputError(f"{name} has no 'conversations' list")
     try:
         messages = to_messages(conversations)
     except ValueError as e:
-        raise ValueError(f"{name}: {e}") from None
+        raise InputError(f"{name}: {e}") from None
     media = [key for key in MODALITIES if sample.get(key)]
     if len(media) > 1:
-        raise ValueError(f"{name} has both a video and an image; one visual input per sample")
+        raise InputError(f"{name} has both a video and an image; one visual input per sample")
     modality = media[0] if media else None
     if modality and not isinstance(sample[modality], str):
-        raise ValueError(f"{name}: '{modality}' must be one path (lists of media are not supported)")
+        raise InputError(f"{name}: '{modality}' must be one path (lists of media are not supported)")
 
     counts = [count_placeholders(m["content"]) for m in messages]
     if any(c for c, m in zip(counts, messages) if m["role"] == "assistant"):
-        raise ValueError(f"{name} has a visual placeholder in an answer; placeholders belong to human turns")
+        raise InputError(f"{name} has a visual placeholder in an answer; placeholders belong to human turns")
     placeholders = sum(counts)
     turns = [{"from": m["role"], "value": m["content"]} for m in messages]
     if modality is None and placeholders:
-        raise ValueError(f"{name} has {placeholders} visual placeholder(s) but no 'video' or 'image'")
+        raise InputError(f"{name} has {placeholders} visual placeholder(s) but no 'video' or 'image'")
     if modality and placeholders > 1:
-        raise ValueError(f"{name} has {placeholders} visual placeholders for its one {modality}")
+        raise InputError(f"{name} has {placeholders} visual placeholders for its one {modality}")
     if modality and not placeholders:
         # LLaVA behaviour: the visual block goes before the first human turn's text.
         token = DEFAULT_VIDEO_TOKEN if modality == "video" else DEFAULT_IMAGE_TOKEN
@@ -119,21 +121,42 @@ def _prepare(sample: dict, where: str) -> dict:
     return {"id": sample_id, "modality": modality, "media": sample[modality] if modality else None, "conversations": turns}
 
 
-def load_samples(data_path: str, seed: int = 0) -> list[dict]:
-    """Reads and validates every sample that --data_path names (files, brace groups, YAML mixtures)."""
+def read_samples(data_path: str, seed: int = 0) -> tuple[list[dict], list[DataProblem]]:
+    """Every sample that --data_path names (files, brace groups, YAML mixtures), validated, and every
+    problem found on the way: a file that is missing, empty or not JSON, each bad JSONL line, each
+    malformed sample. Samples with a problem are left out."""
     paths = split_data_path(data_path)
     if not paths:
-        raise ValueError("--data_path names no file")
-    samples = []
+        raise UsageError(f"--data_path names no file ({data_path!r})")
+    samples, problems = [], []
     for path in paths:
+        if os.path.isdir(path):
+            problems.append(DataProblem(path, "--data_path names a folder, not a data file"))
+            continue
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"--data_path file {path} does not exist")
+            problems.append(DataProblem(path, "--data_path file does not exist"))
+            continue
         if is_mixture(path):
-            triples = read_mixture(path, seed)
+            triples = read_mixture(path, seed, problems)
         else:
-            triples = [(path, i, sample) for i, sample in enumerate(read_sample_file(path))]
+            entries, file_problems = scan_sample_file(path)
+            problems += file_problems
+            triples = [(path, i, entry) for i, entry in enumerate(entries) if isinstance(entry, dict)]
         for file, index, sample in triples:
-            samples.append(_prepare(sample, f"{os.path.basename(file)} #{index}"))
+            try:
+                samples.append(_prepare(sample, f"{os.path.basename(file)} #{index}"))
+            except InputError as e:
+                problems.append(DataProblem(file, str(e), whole=True))
+    if not samples and not problems:  # e.g. a mixture whose strategies pick nothing
+        problems.append(DataProblem(data_path, "--data_path picks no samples"))
+    return samples, problems
+
+
+def load_samples(data_path: str, seed: int = 0) -> list[dict]:
+    """The validated samples of --data_path; one DataFileError (an InputError) lists every problem."""
+    samples, problems = read_samples(data_path, seed)
+    if problems:
+        raise data_error(problems)
     return samples
 
 
@@ -250,6 +273,7 @@ class LazySupervisedDataset(Dataset):
         feature_cache=None,
         im_start_end: bool = False,
         seed: int = 0,
+        samples: list[dict] | None = None,
     ):
         self.tokenizer = tokenizer
         self.data_args = data_args
@@ -259,18 +283,19 @@ class LazySupervisedDataset(Dataset):
         self.visual_tokens_per_input = visual_tokens_per_input
         self.im_start_end = im_start_end
         self.aspect_ratio = image_aspect_ratio(data_args) if getattr(data_args, "image_aspect_ratio", None) else "square"
-        self.samples = load_samples(data_path, seed)
+        # `samples`: the ones load_samples(data_path, seed) gives, where the caller has them already
+        self.samples = samples if samples is not None else load_samples(data_path, seed)
         self.num_truncated = 0  # per process: DataLoader workers each count their own
 
         present = {s["modality"] for s in self.samples} - {None}
         if present and image_processor is None:
-            raise ValueError(f"the data holds {sorted(present)} samples but no image processor was given (no --vision_tower?)")
+            raise UsageError(f"the data holds {' and '.join(sorted(present))} samples but the model has no vision tower: give --vision_tower ({data_path})")
         for modality in sorted(present):
             visual = self._visual_tokens(modality)
             if model_max_length is not None and visual >= model_max_length:
-                raise ValueError(
+                raise UsageError(
                     f"a {modality} takes {visual} visual tokens, which leaves no room for text in "
-                    f"model_max_length={model_max_length}; use fewer frames, smaller packer grids or a longer context"
+                    f"--model_max_length {model_max_length}; use fewer frames, smaller packer grids or a longer context"
                 )
         self.feature_cache = feature_cache
         self.cache_keys = self._find_cached() if feature_cache is not None else {}
@@ -450,7 +475,7 @@ class DataCollatorForSupervisedDataset:
 
 
 # ------------------------------------------------------------------------------------------- skips
-class SkipLimitExceeded(RuntimeError):
+class SkipLimitExceeded(UserError, RuntimeError):
     """More samples could not be read than --max_skip_fraction allows; raised on every rank at once."""
 
 
@@ -504,8 +529,8 @@ class SkipTracker:
         if share > self.max_fraction:
             raise SkipLimitExceeded(
                 f"{self.count} of {self.dataset_size} samples ({share:.1%}) could not be read, more than the "
-                f"allowed {self.max_fraction:.1%}. They are listed in {self.path}. Fix or remove them, or raise "
-                f"the limit with --max_skip_fraction (e.g. --max_skip_fraction {min(1.0, 2 * share):.2f})."
+                f"allowed {self.max_fraction:.1%}; fix or remove them, or raise the limit (e.g. "
+                f"--max_skip_fraction {min(1.0, 2 * share):.2f}) ({self.path})"
             )
 
     def _list(self, items: list[dict]) -> None:

@@ -26,6 +26,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from ..errors import UsageError
+
 logger = logging.getLogger("llava.train")
 
 TUNABLE_PARTS = ("mm_vision_tower", "mm_vision_resampler", "mm_mlp_adapter", "mm_language_model")
@@ -38,8 +40,9 @@ PACKER_DOES_IT = (
 ONE_FRAME_IMAGES = "an image is one frame at the tower's input size here, not a set of tiles"
 
 
-class FlagError(ValueError):
-    """A flag whose value this trainer cannot honour; the message is one line naming the alternative."""
+class FlagError(UsageError):
+    """A flag whose value this trainer cannot honour; the message is one line naming the alternative
+    (a ValueError too, as UsageError is)."""
 
 
 @dataclass(frozen=True)
