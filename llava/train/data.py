@@ -84,7 +84,7 @@ class DataArguments:
 # ------------------------------------------------------------------------------------------ loading
 def _prepare(sample: dict, where: str) -> dict:
     """Validates one sample and normalizes it: `{"id", "modality", "media", "conversations"}`. Raises
-    InputError naming the sample and `where` (file and index)."""
+    InputError naming the sample and `where` (its file and place: `data.json #13`, `data.jsonl:14`)."""
     sample_id = str(sample.get("id", where))
     name = f"sample {sample_id!r} ({where})"
     conversations = sample.get("conversations")
@@ -141,10 +141,10 @@ def read_samples(data_path: str, seed: int = 0) -> tuple[list[dict], list[DataPr
         else:
             entries, file_problems = scan_sample_file(path)
             problems += file_problems
-            triples = [(path, i, entry) for i, entry in enumerate(entries) if isinstance(entry, dict)]
-        for file, index, sample in triples:
+            triples = [(path, place, entry) for place, entry in entries if isinstance(entry, dict)]
+        for file, place, sample in triples:
             try:
-                samples.append(_prepare(sample, f"{os.path.basename(file)} #{index}"))
+                samples.append(_prepare(sample, place))
             except InputError as e:
                 problems.append(DataProblem(file, str(e), whole=True))
     if not samples and not problems:  # e.g. a mixture whose strategies pick nothing

@@ -28,27 +28,30 @@ SHOWN_PROBLEMS = 20
 @dataclass(frozen=True)
 class DataProblem:
     """One thing wrong with the data. `path` is the file as --data_path (or a mixture) names it; `line`
-    a JSONL line; `whole` marks a `what` that already says where (a sample's own message names its file
-    and index)."""
+    and `column` where in it; `whole` marks a `what` that already says where (a sample's own message
+    names its file and place)."""
 
     path: str
     what: str
     line: int | None = None
+    column: int | None = None
     whole: bool = False
 
     def alone(self) -> str:
-        """The message when this is the only problem: `WHAT (WHERE)`."""
+        """The message when this is the only problem: `WHAT (WHERE)`, WHERE as `path:line:column`."""
         if self.whole:
             return self.what
-        return f"{self.what} ({self.path}:{self.line})" if self.line else f"{self.what} ({self.path})"
+        where = self.path + "".join(f":{n}" for n in (self.line, self.column) if n)
+        return f"{self.what} ({where})"
 
     def in_list(self, one_file: bool) -> str:
         """The item in a list of problems under a header naming the file(s)."""
         if self.whole:
             return self.what
-        where = "" if one_file else os.path.basename(self.path)
-        if self.line:
-            where = f"{where}:{self.line}" if where else f"line {self.line}"
+        if one_file:
+            where = f"line {self.line}" + (f" column {self.column}" if self.column else "") if self.line else ""
+        else:
+            where = os.path.basename(self.path) + "".join(f":{n}" for n in (self.line, self.column) if n)
         return f"{where}: {self.what}" if where else self.what
 
 
@@ -87,18 +90,28 @@ def _json_kind(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _json_problem(error: json.JSONDecodeError, text: str) -> str:
-    reason = error.msg[0].lower() + error.msg[1:]
-    if error.pos >= len(text.rstrip()):
-        # The parser ran out of text inside a value: a copy or a write that stopped early.
-        return f"the JSON is cut short at line {error.lineno} column {error.colno} ({reason}): is the file complete?"
-    return f"not valid JSON at line {error.lineno} column {error.colno} ({reason})"
+def _reason(error: json.JSONDecodeError) -> str:
+    """json's message without its position ("Unterminated string starting at" -> "unterminated string")."""
+    reason = error.msg.removesuffix(" starting at")
+    return reason[0].lower() + reason[1:]
+
+
+def _json_problem(path: str, error: json.JSONDecodeError, text: str) -> DataProblem:
+    # The parser ran out of text inside the list (a string left open runs to the end too): a copy or a
+    # write that stopped early, which deserves its own words.
+    cut_short = error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string")
+    if cut_short:
+        what = f"the JSON list is cut short: the file ends inside it ({_reason(error)})"
+    else:
+        what = f"not valid JSON: {_reason(error)}"
+    return DataProblem(path, what, line=error.lineno, column=error.colno)
 
 
 # ------------------------------------------------------------------------------------------ reading
-def scan_sample_file(path: str) -> tuple[list, list[DataProblem]]:
-    """The entries of one JSON list or JSONL file, in order, and every problem found in it. Entries that
-    are not objects are returned too (a problem names each), so that indices stay those of the file."""
+def scan_sample_file(path: str) -> tuple[list[tuple[str, object]], list[DataProblem]]:
+    """The entries of one JSON list or JSONL file, in order, each with its place (`data.json #13`, the
+    index in the list; `data.jsonl:14`, the line), and every problem found in the file. Entries that
+    are not objects are returned too (a problem names each)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -112,7 +125,7 @@ def scan_sample_file(path: str) -> tuple[list, list[DataProblem]]:
         try:
             entries = json.loads(text)
         except json.JSONDecodeError as e:
-            return [], [DataProblem(path, _json_problem(e, text))]
+            return [], [_json_problem(path, e, text)]
         if not isinstance(entries, list):  # e.g. `[1] [2]` cannot parse; kept for safety
             return [], [DataProblem(path, f"holds a JSON {_json_kind(entries)}, not a list of samples")]
         if not entries:
@@ -122,7 +135,7 @@ def scan_sample_file(path: str) -> tuple[list, list[DataProblem]]:
             DataProblem(path, f"{name} #{i} is a JSON {_json_kind(entry)}, not a sample object", whole=True)
             for i, entry in enumerate(entries) if not isinstance(entry, dict)
         ]
-        return entries, problems
+        return [(f"{name} #{i}", entry) for i, entry in enumerate(entries)], problems
     whole = _one_json_object(text)
     if whole is not None:
         return [], [DataProblem(
@@ -130,18 +143,19 @@ def scan_sample_file(path: str) -> tuple[list, list[DataProblem]]:
             "[{...}, {...}] or JSONL (one sample object per line)"
         )]
     entries, problems = [], []
+    name = os.path.basename(path)
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as e:
-            problems.append(DataProblem(path, f"not JSON ({e.msg[0].lower() + e.msg[1:]} at column {e.colno})", line=number))
+            problems.append(DataProblem(path, f"not JSON: {_reason(e)}", line=number, column=e.colno))
             continue
         if not isinstance(entry, dict):
             problems.append(DataProblem(path, f"a JSON {_json_kind(entry)}, not a sample object", line=number))
             continue
-        entries.append(entry)
+        entries.append((f"{name}:{number}", entry))
     return entries, problems
 
 
@@ -166,7 +180,7 @@ def read_sample_file(path: str) -> list[dict]:
     entries, problems = scan_sample_file(path)
     if problems:
         raise data_error(problems)
-    return entries
+    return [entry for _, entry in entries]
 
 
 def split_data_path(data_path: str) -> list[str]:
@@ -211,12 +225,12 @@ def _sampling_count(strategy: str, total: int) -> tuple[str, int]:
     return kind, min(count, total)
 
 
-def read_mixture(path: str, seed: int = 0, problems: list[DataProblem] | None = None) -> list[tuple[str, int, dict]]:
+def read_mixture(path: str, seed: int = 0, problems: list[DataProblem] | None = None) -> list[tuple[str, str, dict]]:
     """A LLaVA-NeXT data mixture: `datasets: [{json_path, sampling_strategy}]` in YAML. Each entry's file
     (JSON list or JSONL; a relative path is read from the YAML file's folder, else from the working
     directory) contributes `first`, `end` or `random` N samples (N a count or a percentage of the file)
     or `all`. `random` draws with `seed`, so every rank and every restart reads the same samples.
-    Returns `(file, index in file, sample)` triples. Problems (of the mixture and of its files) are
+    Returns `(file, place in file, sample)` triples (see scan_sample_file). Problems (of the mixture and of its files) are
     appended to `problems` where given (an entry with a problem contributes nothing), else raised as
     one DataFileError."""
     found: list[DataProblem] = []
@@ -228,7 +242,7 @@ def read_mixture(path: str, seed: int = 0, problems: list[DataProblem] | None = 
     return chosen
 
 
-def _read_mixture(path: str, seed: int, problems: list[DataProblem]) -> list[tuple[str, int, dict]]:
+def _read_mixture(path: str, seed: int, problems: list[DataProblem]) -> list[tuple[str, str, dict]]:
     import yaml
 
     try:
@@ -272,7 +286,7 @@ def _read_mixture(path: str, seed: int, problems: list[DataProblem]) -> list[tup
             indices = range(len(samples) - count, len(samples))
         else:
             indices = sorted(rng.sample(range(len(samples)), count))
-        chosen += [(file, i, samples[i]) for i in indices]
+        chosen += [(file, *samples[i]) for i in indices]
         logger.info("%s: %d of %d samples (%s)", file, count, len(samples), strategy)
     return chosen
 

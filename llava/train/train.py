@@ -11,6 +11,7 @@ resumes from the newest complete checkpoint in --output_dir.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -24,12 +25,14 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer_callback import ProgressCallback
 
+from .. import errors
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 from ..conversation import trained_version
+from ..errors import UsageError
 from ..model.builder import family_of, from_pretrained
 from ..model.llava_arch import DEFAULT_FAST_GRID, DEFAULT_SLOW_GRID, max_positions
 from ..model.load_options import attention_request
-from . import checkpoints, llava_flags, preemption
+from . import checkpoints, llava_flags, preemption, preflight
 from .callbacks import LossProgressBar
 from .llava_flags import TUNABLE_PARTS, FlagError, LlavaFlagArguments
 from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
@@ -42,6 +45,7 @@ from .data import (
     SkipTracker,
     ensure_pad_token,
 )
+from .run_summary import summary_line
 from .trainer import LlavaTrainer
 
 logger = logging.getLogger("llava.train")
@@ -89,23 +93,56 @@ class TrainingArguments(transformers.TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches carry clips."})
 
 
-def parse_args(argv: list[str] | None = None):
-    """Parses a command line (ours, or LLaVA's / LLaVA-NeXT's: see llava_flags), sets up logging, and
-    logs what the LLaVA flags do here. Raises FlagError for a flag this trainer cannot honour."""
+HELP = "python -m llava.train.train --help lists the flags"
+
+
+class ArgumentParser(HfArgumentParser):
+    """argparse's errors (a wrong value, a missing required flag) as one UsageError line, instead of the
+    usage text and a line of its own."""
+
+    def error(self, message):
+        raise UsageError(f"{message} ({HELP})")
+
+
+def parse_args(argv: list[str] | None = None, log: bool = True):
+    """Parses a command line (ours, or LLaVA's / LLaVA-NeXT's: see llava_flags); with `log`, sets up
+    logging and logs what the LLaVA flags do here. Raises UsageError (FlagError for a flag this trainer
+    cannot honour) with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, notes, given = llava_flags.rewrite_argv(argv)
+    # transformers reads the --deepspeed file while parsing, and fails without naming it.
+    preflight.check_deepspeed_config(preflight.without_deepspeed(argv)[1])
     # Without CUDA the Trainer would believe it has one GPU (and DeepSpeed's batch checks fail): make the
     # CPU explicit, so the same command line runs on a laptop and on a cluster.
     if not torch.cuda.is_available() and "use_cpu" not in given and "no_cuda" not in given:
         argv += ["--use_cpu", "True"]
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, LlavaFlagArguments))
-    model_args, data_args, training_args, flags = parser.parse_args_into_dataclasses(args=argv)
-    _setup_logging(training_args)
+    parser = ArgumentParser((ModelArguments, DataArguments, TrainingArguments, LlavaFlagArguments))
+    try:
+        *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except UsageError:
+        raise
+    except ValueError as e:  # the arguments' own checks (TrainingArguments.__post_init__): flags that conflict
+        raise UsageError(" ".join(str(e).split())) from e
+    if unknown:
+        raise UsageError(_unknown_arguments(unknown, parser))
+    model_args, data_args, training_args, flags = parsed
+    if log:
+        _setup_logging(training_args)
     notes += llava_flags.resolve(model_args, data_args, training_args, flags, given)
-    if training_args.process_index == 0:
+    if log and training_args.process_index == 0:
         for level, message in notes:
             logger.log(level, "%s", message)
     return model_args, data_args, training_args
+
+
+def _unknown_arguments(unknown: list[str], parser) -> str:
+    flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
+    if not flags:
+        return f"unexpected argument{'s' if len(unknown) > 1 else ''} {' '.join(unknown)} ({HELP})"
+    known = [s for s in parser._option_string_actions if s.startswith("--")]
+    guesses = [difflib.get_close_matches(flag, known, n=1) for flag in flags]
+    named = ", ".join(f"{flag} (did you mean {guess[0]}?)" if guess else flag for flag, guess in zip(flags, guesses))
+    return f"unknown flag{'s' if len(flags) > 1 else ''} {named} ({HELP})"
 
 
 def _setup_logging(training_args) -> None:
@@ -278,15 +315,17 @@ def describe(family, model, model_args, data_args, training_args) -> None:
     logger.info("built:\n  %s", "\n  ".join(lines))
 
 
-def build_data(model_args, data_args, training_args, tokenizer, model):
+def build_data(model_args, data_args, training_args, tokenizer, model, samples: list[dict] | None = None):
+    """The data set, its collator and its skip tracker. `samples`: the validated samples of --data_path
+    (preflight.check's), read here where not given."""
     if not data_args.data_path:
-        raise ValueError("--data_path is required")
+        raise UsageError("--data_path is required: the JSON list or JSONL file of training samples")
     ensure_pad_token(tokenizer, model)
     tower = model.get_vision_tower()
     cache = None
     if data_args.feature_cache:
         if tower is None:
-            raise ValueError("--feature_cache needs a model with a vision tower (--vision_tower)")
+            raise UsageError(f"--feature_cache needs a model with a vision tower: give --vision_tower ({data_args.feature_cache})")
         cache = FeatureCache(data_args.feature_cache, tower)
     add_visual_tokens(model, tokenizer, model_args)
     visual_tokens = None
@@ -305,6 +344,7 @@ def build_data(model_args, data_args, training_args, tokenizer, model):
         feature_cache=cache,
         im_start_end=bool(model_args.mm_use_im_start_end) and tower is not None,
         seed=training_args.seed,
+        samples=samples,
     )
     skips = SkipTracker(training_args.output_dir, len(dataset), data_args.max_skip_fraction, rank=training_args.process_index)
     return dataset, DataCollatorForSupervisedDataset(tokenizer), skips
@@ -314,6 +354,9 @@ def build_trainer(argv: list[str] | None = None, stop: preemption.StopSignals | 
     """Everything a run needs, from its command line: the trainer, and the checkpoint to resume from.
     `stop` (active StopSignals) makes the run save and stop on SIGTERM, SIGINT and SIGUSR1."""
     model_args, data_args, training_args = parse_args(argv)
+    # Paths, data files and the model folder, checked before anything is loaded (and before DeepSpeed
+    # starts): every rank finds the same problems, and the samples read here are the data set's.
+    checked = preflight.check(model_args, data_args, training_args)
     if training_args.enable_jit_checkpoint:
         # Its SIGTERM handler would replace ours, and it saves per rank, not at a step all ranks agree on.
         logger.warning("--enable_jit_checkpoint is not used: a signal saves a checkpoint anyway, at a step all ranks agree on")
@@ -328,7 +371,7 @@ def build_trainer(argv: list[str] | None = None, stop: preemption.StopSignals | 
     family, model = build_model(model_args, data_args, training_args)
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, model_max_length=training_args.model_max_length)
-    train_dataset, collator, skip_tracker = build_data(model_args, data_args, training_args, tokenizer, model)
+    train_dataset, collator, skip_tracker = build_data(model_args, data_args, training_args, tokenizer, model, checked.samples)
     describe(family, model, model_args, data_args, training_args)
 
     resume = None
@@ -372,35 +415,83 @@ def train_and_save(trainer: LlavaTrainer, resume: str | None = None) -> LlavaTra
     return trainer
 
 
-def main(argv: list[str] | None = None) -> LlavaTrainer:
-    """Trains as `argv` says. Told to stop by a signal, it saves a checkpoint after the current step and
-    raises preemption.TrainingInterrupted."""
+class Run:
+    """One training run as cli() sees it: the trainer, once built (before that, a failure is the same on
+    every rank and there is no run to summarize)."""
+
+    def __init__(self):
+        self.trainer: LlavaTrainer | None = None
+
+
+def main(argv: list[str] | None = None, run: Run | None = None) -> LlavaTrainer:
+    """Trains as `argv` says, and logs the run's summary as its last line. Told to stop by a signal, it
+    saves a checkpoint after the current step and raises preemption.TrainingInterrupted. `run` is told
+    the trainer as soon as it exists."""
+    run = run if run is not None else Run()
     with preemption.StopSignals() as stop:
-        return train_and_save(*build_trainer(argv, stop))
+        trainer, resume = build_trainer(argv, stop)
+        run.trainer = trainer
+        train_and_save(trainer, resume)
+    log_summary(trainer)
+    return trainer
+
+
+def log_summary(trainer: LlavaTrainer, outcome: BaseException | None = None) -> None:
+    if trainer.is_world_process_zero():
+        logger.info("%s", summary_line(trainer, outcome))
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _report_failure(exc: BaseException, run: Run) -> int:
+    """Says why the run ended (the `error:` line, then the summary) and returns the exit status; a bug
+    (or anything, with LLAVA_DEBUG=1) is re-raised after the summary, to end in its traceback.
+
+    Who speaks: a failure before the trainer exists (flags, paths, data, the model folder) and the skip
+    limit (decided on every rank together) are the same on every rank, so rank 0 alone prints them. A
+    failure during training is one rank's own: that rank prints it, as `rank N: ` where there are
+    several."""
+    rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    if isinstance(exc, preemption.TrainingInterrupted):  # saved, and said so (rank 0, one line)
+        log_summary(run.trainer, exc)
+        return preemption.EXIT_INTERRUPTED
+    expected = errors.one_line(exc) is not None or isinstance(exc, KeyboardInterrupt)
+    if not expected or errors.debugging():
+        if run.trainer is not None:
+            log_summary(run.trainer, exc)
+        raise exc
+    same_everywhere = run.trainer is None or isinstance(exc, SkipLimitExceeded)
+    if not same_everywhere or rank == 0:
+        prefix = f"rank {rank}: " if world > 1 and not same_everywhere else ""
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"error: {prefix}interrupted", file=sys.stderr, flush=True)
+        else:
+            errors.report(exc, prefix)
+    if run.trainer is not None:
+        log_summary(run.trainer, exc)
+    return 130 if isinstance(exc, KeyboardInterrupt) else errors.exit_code(exc)
 
 
 # `record`: under torchrun, an exception that ends a rank is written where the launcher reads it, and its
-# summary names the rank and the exception (the first failure, as the root cause).
+# summary names the rank and the exception (the first failure, as the root cause). Only bugs reach it:
+# an expected failure ends in its one line and status.
 @record
 def cli() -> None:
+    run = Run()
     distributed = False
     status = 0
     try:
-        main()
+        main(run=run)
         distributed = dist.is_available() and dist.is_initialized()
-    except FlagError as e:
-        # A flag this trainer cannot honour: one line, no traceback (every rank says the same).
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except SkipLimitExceeded as e:
-        # Every rank stops here at the same step; one of them says why, in one line.
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"error: {e}", file=sys.stderr)
-        status = 1
-    except preemption.TrainingInterrupted:
-        # Saved and said so (rank 0, one line): a non-zero status, as the run did not finish.
-        distributed = dist.is_available() and dist.is_initialized()
-        status = preemption.EXIT_INTERRUPTED
+    except (Exception, KeyboardInterrupt) as e:
+        stopped = isinstance(e, preemption.TrainingInterrupted)
+        distributed = stopped and dist.is_available() and dist.is_initialized()
+        status = _report_failure(e, run)
     finally:
         # Ending every rank together avoids most of the aborts at exit seen with ZeRO-3 on the CPU.
         if dist.is_available() and dist.is_initialized():

@@ -1,0 +1,172 @@
+"""Checks of a training command line that need no model: run before anything heavy is loaded, so that a
+wrong path or a broken data file fails in seconds and in one line, not minutes into a job.
+
+What is checked: --output_dir can be written; --model_name_or_path is a model folder (or hub id) of a
+family we load; --vision_tower, --pretrain_mm_mlp_adapter, --video_folder, --image_folder and
+--feature_cache exist where given; every file --data_path names is read and every sample validated, with
+every problem listed in the one line (up to data_files.SHOWN_PROBLEMS); data with clips or images has a
+vision tower to see them, and its media can be found.
+
+`python -m llava.train.preflight ARGS` (the same ARGS as `python -m llava.train.train`) runs only these
+checks and prints one line: `ok: ...` with status 0, or `error: ...` with status 1 (2 for a wrong
+command line). train.py runs the same checks first, on every rank, and keeps the samples they read.
+train_italian_video.sh runs this module once before it launches the ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+
+from ..errors import InputError, UsageError, check_writable, entry_point
+from ..model.model_folder import check_model_folder, is_llava_checkpoint, read_config
+from .data import media_path, read_samples
+from .data_files import data_error
+
+# A wrong --video_folder makes every clip unreadable: the run would skip them all and stop at the skip
+# limit after loading the model. Looking up this many media paths per modality is enough to tell.
+MEDIA_LOOKED_UP = 20
+# `name` or `owner/name`: what is not on disk and has this shape may be a Hugging Face hub id.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+@dataclass
+class Checked:
+    """What the checks read: the validated samples (training keeps them) and the model's config."""
+
+    samples: list[dict]
+    model_config: dict
+
+    def summary(self, model_args, data_args, training_args) -> str:
+        kinds = Counter(s["modality"] for s in self.samples)
+        return (
+            f"ok: {len(self.samples)} samples ({kinds['video']} video, {kinds['image']} image, "
+            f"{kinds[None]} text-only) in {data_args.data_path}; model {model_args.model_name_or_path} "
+            f"({self.model_config.get('model_type', 'unknown type')}); {training_args.output_dir} can be written"
+        )
+
+
+def check(model_args, data_args, training_args) -> Checked:
+    """Runs every check; raises a UserError whose message is the one line to print."""
+    check_writable(training_args.output_dir, "--output_dir")
+    config = check_model_folder(model_args.model_name_or_path, "--model_name_or_path")
+    if model_args.vision_tower:
+        _check_tower(model_args.vision_tower)
+    _check_file(model_args.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
+    _check_folder(data_args.video_folder, "--video_folder")
+    _check_folder(data_args.image_folder, "--image_folder")
+    _check_folder(data_args.feature_cache, "--feature_cache", hint="; fill it with python -m llava.train.cache_features and this command's arguments")
+    if not data_args.data_path:
+        raise UsageError("--data_path is required: the JSON list or JSONL file of training samples")
+    samples, problems = read_samples(data_args.data_path, training_args.seed)
+    if problems:
+        raise data_error(problems)
+    present = sorted({s["modality"] for s in samples} - {None})
+    if present and not (model_args.vision_tower or is_llava_checkpoint(config)):
+        counts = " and ".join(f"{sum(s['modality'] == m for s in samples)} {m}" for m in present)
+        raise UsageError(
+            f"--data_path holds {counts} samples but {model_args.model_name_or_path} has no vision tower: "
+            f"give --vision_tower, or train on text-only data ({data_args.data_path})"
+        )
+    for modality in present:
+        _check_media_found(samples, modality, data_args)
+    return Checked(samples, config)
+
+
+def _check_folder(folder: str | None, flag: str, hint: str = "") -> None:
+    if not folder:
+        return
+    if not os.path.exists(folder):
+        raise InputError(f"{flag} folder does not exist{hint} ({folder})")
+    if not os.path.isdir(folder):
+        raise InputError(f"{flag} is a file, not a folder ({folder})")
+
+
+def _check_file(path: str | None, flag: str) -> None:
+    if path and not os.path.isfile(path):
+        raise InputError(f"{flag} file does not exist ({path})")
+
+
+def _check_tower(tower: str) -> None:
+    """A local tower folder must hold a readable config.json; a hub id is left to the loader (which finds
+    it in the cache, or says it cannot)."""
+    if not os.path.exists(tower) and HUB_ID.fullmatch(tower) and not tower.startswith("."):
+        return
+    if not os.path.isdir(tower):
+        raise InputError(f"--vision_tower folder does not exist ({tower})" if not os.path.exists(tower)
+                         else f"--vision_tower is a file, not a model folder ({tower})")
+    config_file = os.path.join(tower, "config.json")
+    if not os.path.isfile(config_file):
+        raise InputError(f"--vision_tower folder has no config.json, so it is not a model folder ({tower})")
+    read_config(config_file, "--vision_tower")
+
+
+def _check_media_found(samples: list[dict], modality: str, data_args) -> None:
+    """Fails when none of the first MEDIA_LOOKED_UP media of a kind exist: the folder is the wrong one
+    (some missing ones are skipped and counted during training, as unreadable media are)."""
+    looked_up = [media_path(s, data_args) for s in samples if s["modality"] == modality][:MEDIA_LOOKED_UP]
+    if any(os.path.exists(path) for path in looked_up):
+        return
+    flag = "--video_folder" if modality == "video" else "--image_folder"
+    folder = getattr(data_args, flag[2:])
+    where = f"under {flag} {folder}" if folder else f"(paths relative to the working folder {os.getcwd()}: give {flag})"
+    raise InputError(
+        f"none of the first {len(looked_up)} {modality} files of --data_path exist {where}; "
+        f"is it the right folder? ({looked_up[0]})"
+    )
+
+
+def without_deepspeed(argv: list[str]) -> tuple[list[str], str | None]:
+    """`argv` without --deepspeed and its value (the checks need no DeepSpeed, and its arguments would
+    start it), and that value."""
+    kept, config = [], None
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--deepspeed" and i + 1 < len(argv):
+            config, skip = argv[i + 1], True
+        elif arg.startswith("--deepspeed="):
+            config = arg.split("=", 1)[1]
+        else:
+            kept.append(arg)
+    return kept, config
+
+
+def check_deepspeed_config(config: str | None) -> None:
+    """--deepspeed names a readable JSON file (or is inline JSON, as transformers allows)."""
+    if not config or config.lstrip().startswith("{"):
+        return
+    if not os.path.isfile(config):
+        raise InputError(f"--deepspeed config file does not exist ({config})")
+    with open(config, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"--deepspeed config is not valid JSON: {e.msg[0].lower() + e.msg[1:]} ({config}:{e.lineno}:{e.colno})") from None
+    if not isinstance(settings, dict):
+        raise InputError(f"--deepspeed config holds a JSON {type(settings).__name__}, not an object of settings ({config})")
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    from .train import parse_args
+
+    argv, deepspeed_config = without_deepspeed(list(sys.argv[1:] if argv is None else argv))
+    check_deepspeed_config(deepspeed_config)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING, force=True)
+    model_args, data_args, training_args = parse_args(argv, log=False)
+    checked = check(model_args, data_args, training_args)
+    print(checked.summary(model_args, data_args, training_args), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
