@@ -24,6 +24,10 @@
 # paths are taken from the folder of this script (under sbatch too; LLAVA_HOME overrides it).
 # The logs/ folder of the --output line must exist before sbatch (SLURM opens it before the job runs).
 # Started again with the same settings, a run resumes from the newest complete checkpoint in OUTPUT_DIR.
+# Before anything starts, the script checks its own variables (one line each), then runs the training's
+# preflight once (`python -m llava.train.preflight` with the training's arguments: the model folder,
+# every data file and sample, the folders, OUTPUT_DIR writable); a problem ends the job at once with
+# that one line and its status (2: a variable or flag, 1: a path or a data file).
 #
 # Stopping and requeueing. SLURM sends the batch shell SIGUSR1 300 s before the time limit (the --signal
 # line above); the shell passes it on through srun to torchrun and every rank, on every node. The ranks
@@ -47,7 +51,8 @@
 #   DATA_DIR                where the prepared WebVid-Italian data lives         [./data/webvid_italian]
 #   VIDEO_DATA_PATH         LLaVA JSON of video+caption samples                 [$DATA_DIR/train_video.json]
 #   TEXT_DATA_PATH          LLaVA JSON of text-only caption samples             [$DATA_DIR/train_text.json]
-#   DATA_PATH               the data file actually used                         [by MODE: one of the two above]
+#   DATA_PATH               the data file actually used (several: comma-joined, [by MODE: one of the two above]
+#                           /dir/{a,b}.json, or a LLaVA-NeXT YAML mixture)
 #   VIDEO_FOLDER            clips, paths in the JSON are relative to it         [$DATA_DIR/videos]
 #   IMAGE_FOLDER            images, for data files that hold image samples      [unset]
 #   FEATURE_CACHE           folder of cached tower features (video mode): the   [unset: no cache]
@@ -97,6 +102,8 @@
 #   LAUNCHER                auto | slurm | standalone                           [auto: slurm inside a SLURM job]
 #   PYTHON                  interpreter                                         [.venv/bin/python if present, else python]
 #   TRAIN_MODULE            module torchrun starts                              [llava.train.train]
+#   PREFLIGHT               1: check the model, data and folders before         [1]
+#                           launching (llava.train.train only); 0: skip
 #   LLAVA_HOME              folder to run from                                  [this script's folder / SLURM_SUBMIT_DIR]
 
 set -euo pipefail
@@ -186,6 +193,7 @@ REPORT_TO=${REPORT_TO:-none}
 SEED=${SEED:-42}
 LAUNCHER=${LAUNCHER:-auto}
 TRAIN_MODULE=${TRAIN_MODULE:-llava.train.train}
+PREFLIGHT=${PREFLIGHT:-1}
 
 case "$MODE" in
     video)
@@ -250,6 +258,24 @@ fi
 # --- checks: fail here, in a second, rather than minutes into a job --------------------------------------
 errors=()
 is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
+is_number() { [[ "$1" =~ ^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]]; }
+# check_count NAME MIN: the variable NAME holds a whole number of at least MIN
+check_count() {
+    local value=${!1}
+    if ! is_int "$value" || (( value < $2 )); then
+        errors+=("$1: '$value' is not a whole number of at least $2")
+    fi
+}
+check_number() {
+    is_number "${!1}" || errors+=("$1: '${!1}' is not a number")
+}
+check_choice() {  # check_choice NAME CHOICE...
+    local name=$1 value=${!1} choice
+    shift
+    for choice in "$@"; do [[ "$value" == "$choice" ]] && return; done
+    local IFS=/
+    errors+=("$name must be $*, not '$value'")
+}
 looks_like_hub_id() {  # owner/name, not a path that happens to be missing
     [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$ ]] && [[ "$1" != .* ]]
 }
@@ -259,7 +285,9 @@ if [[ ! -d "$LM_PATH" ]]; then
 elif [[ ! -f "$LM_PATH/config.json" ]]; then
     errors+=("LM_PATH: '$LM_PATH' has no config.json; it is not a model folder written by save_pretrained")
 fi
-if [[ ! -f "$DATA_PATH" ]]; then
+if [[ "$DATA_PATH" == *[,{]* ]]; then
+    :  # several files: the preflight checks each of them
+elif [[ ! -f "$DATA_PATH" ]]; then
     errors+=("DATA_PATH: data file '$DATA_PATH' not found (MODE=$MODE; set DATA_PATH, or $( [[ $MODE == video ]] && echo VIDEO_DATA_PATH || echo TEXT_DATA_PATH ) or DATA_DIR)")
 fi
 if [[ "$MODE" == video ]]; then
@@ -313,6 +341,32 @@ if [[ "$PYTHON" == */* ]]; then
 else
     command -v "$PYTHON" >/dev/null 2>&1 || errors+=("PYTHON: '$PYTHON' not found on PATH")
 fi
+if [[ "$MODE" == video ]]; then
+    check_count NUM_FRAMES 1
+    check_count MM_PACKER_NUM_HEADS 1
+    check_count PROJECTOR_HIDDEN 1
+    is_int "$MM_VISION_SELECT_LAYER" || errors+=("MM_VISION_SELECT_LAYER: '$MM_VISION_SELECT_LAYER' is not a layer index (a whole number, e.g. -2)")
+    check_number MM_PROJECTOR_LR
+    check_number MAX_SKIP_FRACTION
+fi
+check_count MAX_STEPS -1
+check_count BATCH_SIZE 1
+check_count GRAD_ACCUM 1
+check_count MODEL_MAX_LENGTH 1
+check_count LOGGING_STEPS 1
+check_count SAVE_STEPS 1
+check_count SAVE_TOTAL_LIMIT 0
+check_count DATALOADER_NUM_WORKERS 0
+check_count SEED 0
+for number_name in NUM_EPOCHS LEARNING_RATE WEIGHT_DECAY WARMUP_RATIO SAVE_EVERY_MINUTES; do
+    check_number "$number_name"
+done
+[[ "$WARMUP_STEPS" == "$WARMUP_RATIO" ]] || check_number WARMUP_STEPS
+check_choice BF16 auto true false
+check_choice FP16 auto true false
+check_choice GRADIENT_CHECKPOINTING true false 1 0 yes no True False
+check_choice SAVE_STRATEGY steps epoch no
+check_choice PREFLIGHT 1 0
 [[ "$REQUEUE" == 0 || "$REQUEUE" == 1 ]] || errors+=("REQUEUE must be 1 (a job told to stop requeues itself) or 0, not '$REQUEUE'")
 is_int "$MAX_REQUEUES" && (( MAX_REQUEUES >= 0 )) || errors+=("MAX_REQUEUES: '$MAX_REQUEUES' is not a number of restarts (0 or more)")
 is_int "$STOP_TIMEOUT" && (( STOP_TIMEOUT > 0 )) || errors+=("STOP_TIMEOUT: '$STOP_TIMEOUT' is not a positive number of seconds")
@@ -380,7 +434,13 @@ if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
 fi
 export OMP_NUM_THREADS
 export PYTHONUNBUFFERED=1
-mkdir -p "$OUTPUT_DIR"
+# The training's own checks (model folder, data files, folders, OUTPUT_DIR writable), in one process on
+# this node, before any rank starts; its one line says what is wrong. Another TRAIN_MODULE has its own
+# arguments: nothing to check it with.
+PREFLIGHT_COMMAND=()
+if [[ "$PREFLIGHT" == 1 && "$TRAIN_MODULE" == llava.train.train ]]; then
+    PREFLIGHT_COMMAND=("$PYTHON" -m llava.train.preflight "${ARGS[@]}")
+fi
 
 if [[ "$LAUNCHER" == slurm ]]; then
     NNODES=${SLURM_NNODES:-${SLURM_JOB_NUM_NODES:-1}}
@@ -526,6 +586,10 @@ requeue_or_exit() {  # requeue_or_exit STATUS WHY: the job was told to stop and 
 }
 
 if [[ "$LAUNCHER" != slurm ]]; then
+    if (( ${#PREFLIGHT_COMMAND[@]} )); then
+        "${PREFLIGHT_COMMAND[@]}" || exit $?
+    fi
+    mkdir -p "$OUTPUT_DIR"
     if [[ "$MODE" == video && -n "$FEATURE_CACHE" ]]; then
         # The training flags as they are: the caching step takes the data and tower ones and computes only
         # the clips not cached yet (a no-op on a resumed run).
@@ -539,6 +603,12 @@ fi
 trap 'request_stop USR1' USR1
 trap 'request_stop TERM' TERM
 status=0
+if (( ${#PREFLIGHT_COMMAND[@]} )); then
+    run_child TERM "${PREFLIGHT_COMMAND[@]}" || status=$?
+    if [[ -n "$STOP_REQUESTED" ]]; then requeue_or_exit "$status" "stopped while checking, before training"; fi
+    (( status == 0 )) || exit "$status"
+fi
+mkdir -p "$OUTPUT_DIR"
 if [[ "$MODE" == video && -n "$FEATURE_CACHE" ]]; then
     echo "=== caching tower features in $FEATURE_CACHE ==="
     # stopped, it ends at once: the clips it cached stay cached, the next start computes the rest
