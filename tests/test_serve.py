@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.errors import InputError
 from llava.demo.synthetic import write_clip
 from llava.mm_utils import process_images, process_video_frames
 from llava.model.builder import causal_lm_class, load_pretrained_model
@@ -67,8 +68,10 @@ def test_cli_sampling_and_frame_limits(checkpoint, clip_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(args + ["--num-frames", "16"])
     assert "at most 8 frames" in capsys.readouterr().err
-    assert cli.main(["--model-path", checkpoint, "--video", clip_path + ".missing"]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        cli.cli(["--model-path", checkpoint, "--video", clip_path + ".missing"])
+    assert exit_status.value.code == 1
+    assert capsys.readouterr().err == f"error: --video file does not exist ({clip_path}.missing)\n"
 
 
 def test_cli_captions_an_image(checkpoint, tmp_path, capsys):
@@ -159,20 +162,32 @@ def test_base_model_plus_adapter_gives_the_trained_model(assets, tmp_path, capsy
     pixels = process_video_frames(read_video_frames(clip, 8), processor)
     assert capsys.readouterr().out == greedy_reference(trained, tokenizer, pixels) + "\n"
 
-    with pytest.raises(FileNotFoundError, match="does not carry the tower's weights"):
+    with pytest.raises(FileNotFoundError) as error:
         load_pretrained_model(str(out), model_base=assets["gpt2"], vision_tower=str(tmp_path / "moved-away"))
+    assert str(error.value) == (
+        "the vision tower cannot be loaded: an adapter-only run does not carry the tower's weights, they come from the "
+        f"folder that mm_vision_tower names in {out / 'config.json'}; make it available there, or pass where it is now "
+        f"(--vision-tower PATH, load_pretrained_model(..., vision_tower=PATH)) ({tmp_path / 'moved-away'})")
 
 
 def test_adapter_errors_are_clear(assets, tmp_path):
     adapter_only = tmp_path / "only-adapter"
     adapter_only.mkdir()
     (adapter_only / "mm_projector.bin").write_bytes(b"")
-    with pytest.raises(ValueError, match="model_base"):
+    with pytest.raises(InputError) as error:
         load_pretrained_model(str(adapter_only))
-    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+    assert str(error.value) == (f"--model-path folder holds an adapter (mm_projector.bin) but no model weights: load it with "
+                                f"the language model it was trained on (--model-base) ({adapter_only})")
+    with pytest.raises(FileNotFoundError) as error:
         load_pretrained_model(str(adapter_only), model_base=assets["gpt2"])
-    with pytest.raises(FileNotFoundError, match="holds no adapter"):
+    assert str(error.value) == ("config.json is missing beside the adapter: its run writes the mm_* settings there, and "
+                                f"without them the visual modules cannot be rebuilt ({adapter_only / 'config.json'})")
+    with pytest.raises(FileNotFoundError) as error:
         load_pretrained_model(assets["gpt2"], model_base=assets["gpt2"])
+    assert str(error.value) == (
+        "--model-path holds no adapter (mm_projector.bin or mm_projector.safetensors): with --model-base it must be the "
+        "output folder of an adapter-only run (--mm_tunable_parts mm_vision_resampler,mm_mlp_adapter); a full checkpoint "
+        f"loads without --model-base ({assets['gpt2']})")
 
 
 def test_base_plus_adapter_for_llama(tower_dir, tmp_path):

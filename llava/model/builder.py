@@ -6,13 +6,27 @@ import json
 import logging
 import os
 
+from ..errors import InputError
 from . import AVAILABLE_MODELS
 from .load_options import apply_config_options, attention_request, quantization_config, resolve_device, resolve_dtype
 # One place decides what a model folder is and which family loads it (STOCK_TO_LLAVA: export_lm's, family_of: training's).
-from .model_folder import STOCK_TO_LLAVA, check_model_folder, family_of  # noqa: F401
+from .model_folder import (  # noqa: F401
+    ADAPTER_FILES,
+    STOCK_TO_LLAVA,
+    MissingModelFile,
+    adapter_file,
+    check_model_folder,
+    config_file_of,
+    family_from_config,
+    family_of,
+    read_config,
+)
+from .expected_warnings import stock_config_in_family
 from .multimodal_encoder import tower_architecture
 
 logger = logging.getLogger(__name__)
+
+LLAVA_TO_STOCK = {llava: stock for stock, llava in STOCK_TO_LLAVA.items()}
 
 
 def causal_lm_class(family: str):
@@ -35,11 +49,10 @@ def attention_implementation(cls, requested: str | None = None) -> str:
 def from_pretrained(family: str, path: str, attn_implementation: str | None = None, **kwargs):
     """A family's model from a folder, with SDPA attention by default."""
     cls = causal_lm_class(family)
-    return cls.from_pretrained(path, attn_implementation=attention_implementation(cls, attn_implementation), **kwargs)
+    with stock_config_in_family(LLAVA_TO_STOCK.get(family), family):
+        return cls.from_pretrained(path, attn_implementation=attention_implementation(cls, attn_implementation), **kwargs)
 
 
-ADAPTER_FILES = ("mm_projector.bin", "mm_projector.safetensors")
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Settings of the language model that an adapter was trained against; a base LM that differs in one
 # of them is not the one the adapter fits.
 _LM_SHAPE_KEYS = ("vocab_size", "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "n_layers")
@@ -90,12 +103,7 @@ def load_pretrained_model(model_path: str, model_base: str | None = None, model_
     kwargs["attn_implementation"] = attn
     options = (customized_config, overwrite_config)
     if model_base is None:
-        if os.path.isdir(model_path) and not _has_weights(model_path) and _adapter_file(model_path):
-            raise ValueError(
-                f"{model_path} holds an adapter ({_adapter_file(model_path)}) but no model weights: "
-                "pass the language model it was trained on as model_base (--model-base)"
-            )
-        family = family_of(model_path)
+        family = family_from_config(check_model_folder(model_path, "--model-path"), model_path)
         model = from_pretrained(family, model_path, config=_config(family, model_path, *options), **kwargs)
         tokenizer_path = model_path
     else:
@@ -129,14 +137,6 @@ def _config(family: str, path: str, customized_config=None, overwrite_config=Non
     return config
 
 
-def _has_weights(folder: str) -> bool:
-    return any(os.path.isfile(os.path.join(folder, name)) for name in _WEIGHT_FILES)
-
-
-def _adapter_file(folder: str) -> str | None:
-    return next((os.path.join(folder, n) for n in ADAPTER_FILES if os.path.isfile(os.path.join(folder, n))), None)
-
-
 def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower: str | None, options: tuple, kwargs: dict):
     """The base language model with the visual modules of an adapter-only run (see load_pretrained_model)."""
     from types import SimpleNamespace
@@ -144,42 +144,41 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     from .multimodal_encoder.builder import _processor_from_dict
 
     if os.path.isdir(model_path):
-        folder, adapter = model_path, _adapter_file(model_path)
+        folder, adapter = model_path, adapter_file(model_path)
         if adapter is None:
-            raise FileNotFoundError(
-                f"{model_path} holds no adapter ({' or '.join(ADAPTER_FILES)}); with model_base, model_path must be "
-                "the output folder of an adapter-only run (--mm_tunable_parts mm_vision_resampler,mm_mlp_adapter), "
-                "or a full checkpoint loaded without model_base"
+            raise MissingModelFile(
+                f"--model-path holds no adapter ({' or '.join(ADAPTER_FILES)}): with --model-base it must be the output "
+                "folder of an adapter-only run (--mm_tunable_parts mm_vision_resampler,mm_mlp_adapter); a full checkpoint "
+                f"loads without --model-base ({model_path})"
             )
     elif os.path.isfile(model_path):
         folder, adapter = os.path.dirname(model_path) or ".", model_path
     else:
-        raise FileNotFoundError(f"model_path {model_path} does not exist")
+        raise MissingModelFile(f"--model-path does not exist ({model_path})")
     config_file = os.path.join(folder, "config.json")
     if not os.path.isfile(config_file):
-        raise FileNotFoundError(
-            f"{config_file} is missing: the adapter's run writes its mm_* settings there, and without them the "
-            "visual modules cannot be rebuilt"
+        raise MissingModelFile(
+            "config.json is missing beside the adapter: its run writes the mm_* settings there, and without them the "
+            f"visual modules cannot be rebuilt ({config_file})"
         )
-    with open(config_file) as f:
-        run = json.load(f)
+    run = read_config(config_file, "--model-path")
     if not run.get("mm_vision_tower") or not run.get("mm_vision_config"):
-        raise ValueError(f"{config_file} has no mm_vision_tower/mm_vision_config: not the config of a visual run")
+        raise InputError(f"--model-path config.json has no mm_vision_tower/mm_vision_config: not the config of a visual run ({config_file})")
 
-    family = family_of(model_base)
+    family = family_from_config(check_model_folder(model_base, "--model-base"), model_base)
     run_family = run.get("model_type")
     run_family = STOCK_TO_LLAVA.get(run_family, run_family)
     if run_family in AVAILABLE_MODELS and run_family != family:
-        raise ValueError(f"the adapter in {folder} was trained on a {run_family} model, but model_base {model_base} is {family}")
+        raise InputError(f"the adapter was trained on a {run_family} model, but --model-base is a {family} model ({folder}, {model_base})")
     model = from_pretrained(family, model_base, config=_config(family, model_base, *options), **kwargs)
     if model.get_vision_tower() is not None:
-        raise ValueError(f"model_base {model_base} already has visual modules; pass the plain language model")
+        raise InputError(f"--model-base already has visual modules: pass the plain language model the adapter was trained on ({model_base})")
     base = model.config.to_dict()
     differing = {k: (base[k], run[k]) for k in _LM_SHAPE_KEYS if k in base and k in run and base[k] != run[k]}
     if differing:
-        raise ValueError(
-            f"model_base {model_base} is not the language model the adapter in {folder} was trained on: "
-            + ", ".join(f"{k} {a} (base) vs {b} (run)" for k, (a, b) in differing.items())
+        raise InputError(
+            "--model-base is not the language model the adapter was trained on: "
+            + ", ".join(f"{k} {a} (base) vs {b} (run)" for k, (a, b) in differing.items()) + f" ({model_base}, {config_file})"
         )
 
     tower_path = vision_tower or run["mm_vision_tower"]
@@ -202,9 +201,9 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     built, trained = tower_architecture(config.mm_vision_config), tower_architecture(run["mm_vision_config"])
     changed = sorted(k for k in built.keys() & trained.keys() if built[k] != trained[k])
     if changed:
-        raise ValueError(
-            f"the vision tower at {tower_path} is not the one the adapter was trained with: "
-            + ", ".join(f"{k} {built[k]!r} != {trained[k]!r}" for k in changed[:8])
+        raise InputError(
+            "the vision tower is not the one the adapter was trained with: "
+            + ", ".join(f"{k} {built[k]!r} != {trained[k]!r}" for k in changed[:8]) + f" ({tower_path})"
         )
     if run.get("mm_image_processor") and run["mm_image_processor"] != json.loads(json.dumps(config.mm_image_processor)):
         # Preprocess exactly as the run did: its recorded processor wins over the folder's.
@@ -218,13 +217,15 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
 
 
 def _check_tower_available(tower_path: str, config_file: str) -> None:
+    """An adapter-only run does not carry its tower's weights: they come from the folder its config names."""
     from transformers import AutoConfig
 
     try:
+        config_file_of(tower_path, "the vision tower")  # a missing folder fails here, without asking the hub
         AutoConfig.from_pretrained(tower_path)
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(
-            f"the vision tower {tower_path!r} (mm_vision_tower in {config_file}) cannot be loaded: an adapter-only "
-            "run does not carry the tower's weights, they come from that folder. Make it available there, or name "
-            f"where it is now (load_pretrained_model(..., vision_tower=PATH), --vision-tower PATH). ({type(e).__name__}: {e})"
+    except (OSError, ValueError):
+        raise MissingModelFile(
+            "the vision tower cannot be loaded: an adapter-only run does not carry the tower's weights, they come from "
+            f"the folder that mm_vision_tower names in {config_file}; make it available there, or pass where it is now "
+            f"(--vision-tower PATH, load_pretrained_model(..., vision_tower=PATH)) ({tower_path})"
         ) from None

@@ -13,6 +13,8 @@ import logging
 
 import torch
 
+from ..errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 # device_map values that let the loader choose: the one visible GPU, else the CPU.
@@ -32,7 +34,7 @@ def resolve_device(device_map=None, device: str | None = None) -> torch.device:
     if isinstance(choice, dict):
         targets = set(map(str, choice.values()))
         if len(targets) != 1:
-            raise ValueError(
+            raise UsageError(
                 f"device_map {choice} splits the model over several devices; pass one device (device_map='auto', "
                 "'cuda:0' or 'cpu'): the model is loaded whole on it"
             )
@@ -43,7 +45,7 @@ def resolve_device(device_map=None, device: str | None = None) -> torch.device:
         choice = f"cuda:{choice}"
     resolved = torch.device(choice)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise UsageError(
             f"device_map/device {choice!r} asks for a CUDA GPU, but torch sees none on this machine; "
             "pass device_map='auto' (or 'cpu') to load on the CPU"
         )
@@ -62,7 +64,7 @@ def resolve_dtype(torch_dtype=None):
         return None
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"torch_dtype {torch_dtype!r} is not a floating-point dtype; use float16, bfloat16, float32 or auto")
+        raise UsageError(f"torch_dtype {torch_dtype!r} is not a floating-point dtype; use float16, bfloat16, float32 or auto")
     return dtype
 
 
@@ -73,17 +75,17 @@ def quantization_config(load_8bit: bool, load_4bit: bool, compute_dtype):
     if not (load_8bit or load_4bit):
         return None
     if load_8bit and load_4bit:
-        raise ValueError("load_8bit and load_4bit are both set; choose one")
+        raise UsageError("load_8bit and load_4bit are both set; choose one")
     what = "load_8bit" if load_8bit else "load_4bit"
     if not torch.cuda.is_available():
-        raise ValueError(
+        raise UsageError(
             f"{what} quantizes with bitsandbytes, which needs a CUDA GPU, and torch sees none here; load without "
             "it (torch_dtype='float32' on a CPU, 'float16' or 'bfloat16' on a GPU)"
         )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise ValueError(f"{what} needs the bitsandbytes package: pip install bitsandbytes") from None
+        raise UsageError(f"{what} needs the bitsandbytes package: pip install bitsandbytes") from None
     from transformers import BitsAndBytesConfig
 
     if load_8bit:

@@ -26,9 +26,16 @@ STOCK_TO_LLAVA = {
 LLAVA_TYPES = frozenset(STOCK_TO_LLAVA.values())
 SUPPORTED_TEXT = f"{', '.join(sorted(STOCK_TO_LLAVA))}, or their llava_* types"
 
+ADAPTER_FILES = ("mm_projector.bin", "mm_projector.safetensors")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
 # A hub id is `name` or `owner/name`; anything else that is not on disk can only be a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _HUB_PROBE_TIMEOUT_S = 5
+
+
+class MissingModelFile(InputError, FileNotFoundError):
+    """A model folder or a file it needs is not there (a FileNotFoundError too, as callers catch)."""
 
 
 def check_model_folder(path: str, what: str = "--model-path") -> dict:
@@ -38,17 +45,35 @@ def check_model_folder(path: str, what: str = "--model-path") -> dict:
     then the cached copy is used, or, where the hub can be reached, its config.json is fetched. Raises
     InputError with one line naming `what` (the flag) and the path for: a folder that does not exist (and
     no hub model of that name), a file, a folder without config.json, a config.json that is empty, cut
-    short or not a JSON object, and a model_type that no family here loads.
+    short or not a JSON object, a model_type that no family here loads, and a local folder without
+    weights (an adapter-only run's folder among them: its language model is loaded from elsewhere).
     """
-    config_file = _config_file(path, what)
+    local_without_weights = os.path.isdir(path) and not has_weights(path)
+    adapter = adapter_file(path) if local_without_weights else None
+    if adapter:
+        raise InputError(f"{what} folder holds an adapter ({os.path.basename(adapter)}) but no model weights: load it "
+                         f"with the language model it was trained on (--model-base) ({path})")
+    config_file = config_file_of(path, what)
     config = read_config(config_file, what)
     family_from_config(config, path, what, config_file)
+    if local_without_weights:
+        raise MissingModelFile(f"{what} folder has a config.json but no model weights ({' or '.join(WEIGHT_FILES[::2])}): "
+                               f"was it copied completely? ({path})")
     return config
+
+
+def has_weights(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_FILES)
+
+
+def adapter_file(folder: str) -> str | None:
+    """The adapter file (mm_projector.bin/.safetensors) of an adapter-only run's folder, if any."""
+    return next((os.path.join(folder, n) for n in ADAPTER_FILES if os.path.isfile(os.path.join(folder, n))), None)
 
 
 def family_of(path: str, what: str = "--model-path") -> str:
     """The llava family (a key of AVAILABLE_MODELS) of the model at `path` (see family_from_config)."""
-    config_file = _config_file(path, what)
+    config_file = config_file_of(path, what)
     return family_from_config(read_config(config_file, what), path, what, config_file)
 
 
@@ -104,19 +129,20 @@ def read_config(config_file: str, what: str = "--model-path") -> dict:
     return config
 
 
-def _config_file(path: str, what: str) -> str:
-    """The config.json of the model at `path`: in the folder, or in the hub cache (fetched if reachable)."""
+def config_file_of(path: str, what: str = "--model-path") -> str:
+    """The config.json of the model at `path`: in the folder, or in the hub cache (fetched if reachable);
+    one-line InputError where there is none."""
     path = str(path)
     if os.path.isdir(path):
         config_file = os.path.join(path, "config.json")
         if not os.path.isfile(config_file):
-            raise InputError(f"{what} folder has no config.json, so it is not a model folder{_models_inside(path)} ({path})")
+            raise MissingModelFile(f"{what} folder has no config.json, so it is not a model folder{_models_inside(path)} ({path})")
         return config_file
     if os.path.exists(path):
         raise InputError(f"{what} is a file, not a model folder ({path})")
     if not _HUB_ID.match(path):
-        raise InputError(f"{what} folder does not exist ({path})")
-    return _hub_config_file(path, what)
+        raise MissingModelFile(f"{what} folder does not exist ({path})")
+    return _hubconfig_file_of(path, what)
 
 
 def _models_inside(folder: str) -> str:
@@ -143,14 +169,14 @@ def _hub_config_file(repo_id: str, what: str) -> str:
         return cached
     absent = f"{what} folder does not exist ({repo_id}), and no hub model of that name is in the Hugging Face cache ({constants.HF_HUB_CACHE})"
     if constants.HF_HUB_OFFLINE:
-        raise InputError(f"{absent} or can be downloaded (HF_HUB_OFFLINE is set)")
+        raise MissingModelFile(f"{absent} or can be downloaded (HF_HUB_OFFLINE is set)")
     if not _hub_reachable(constants.ENDPOINT):
-        raise InputError(f"{absent} or can be downloaded ({constants.ENDPOINT} cannot be reached)")
+        raise MissingModelFile(f"{absent} or can be downloaded ({constants.ENDPOINT} cannot be reached)")
     try:
         return hf_hub_download(repo_id, "config.json")
     except Exception as e:  # noqa: BLE001 - any failure to fetch means: no such hub model here
         reason = " ".join(str(e).split("\n")[0].split()) or type(e).__name__
-        raise InputError(f"{absent} or on the hub ({constants.ENDPOINT}/{repo_id}: {reason})") from None
+        raise MissingModelFile(f"{absent} or on the hub ({constants.ENDPOINT}/{repo_id}: {reason})") from None
 
 
 def _hub_reachable(endpoint: str) -> bool:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN
 from ..conversation import get_template, to_messages, trained_version
+from ..errors import entry_point
 from . import generate_texts
 
 logger = logging.getLogger("llava.serve")
@@ -69,14 +70,16 @@ class CaptionSet(Dataset):
     or the dataset's skip record (`"skipped": True`, with the reason) for unreadable media."""
 
     def __init__(self, data_path, tokenizer, image_processor, version="plain", video_folder=None,
-                 image_folder=None, num_frames=8):
+                 image_folder=None, num_frames=8, samples=None):
         from ..train.data import DataArguments, LazySupervisedDataset
 
         args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder, num_frames=num_frames)
         self.template = get_template(version)
         self.tokenizer = tokenizer
         # The training dataset reads media exactly as training did, and turns bad files into skip records.
-        self.dataset = LazySupervisedDataset(data_path, tokenizer, args, image_processor=image_processor, template=self.template)
+        # `samples`: the ones check_data already read and validated.
+        self.dataset = LazySupervisedDataset(data_path, tokenizer, args, image_processor=image_processor,
+                                             template=self.template, samples=samples)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -100,16 +103,19 @@ def _as_list(items):
 
 def caption_set(model, tokenizer, image_processor, data_path, out_path, *, version="plain", video_folder=None,
                 image_folder=None, num_frames=8, batch_size=8, num_workers=0, max_new_tokens=64,
-                temperature=0.0, top_p=1.0, progress=True) -> dict:
-    """Captions every readable sample of `data_path` into `out_path` (JSON lines); returns the counts."""
-    dataset = CaptionSet(data_path, tokenizer, image_processor, version, video_folder, image_folder, num_frames)
+                temperature=0.0, top_p=1.0, progress=True, samples=None) -> dict:
+    """Captions every readable sample of `data_path` into `out_path` (JSON lines); returns the counts.
+    A full disk or a refused write while writing either file is one SaveError line naming it."""
+    from ..errors import saving
+
+    dataset = CaptionSet(data_path, tokenizer, image_processor, version, video_folder, image_folder, num_frames, samples)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_as_list)
     skipped_path = f"{os.path.splitext(out_path)[0]}.skipped.jsonl"
     if os.path.exists(skipped_path):
         os.remove(skipped_path)  # a list from an earlier run would mislead
     written, skipped = 0, []
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w", encoding="utf-8") as out, tqdm(total=len(dataset), desc="captioning", unit="sample",
+    with saving(out_path, "captions"), open(out_path, "w", encoding="utf-8") as out, tqdm(total=len(dataset), desc="captioning", unit="sample",
                                                             disable=not progress, file=sys.stderr) as bar:
         for batch in loader:
             bad = [item for item in batch if item.get("skipped")]
@@ -131,7 +137,7 @@ def caption_set(model, tokenizer, image_processor, data_path, out_path, *, versi
             bar.update(len(batch))
             bar.set_postfix(skipped=len(skipped))
     if skipped:
-        with open(skipped_path, "w", encoding="utf-8") as f:
+        with saving(skipped_path, "the list of skipped samples"), open(skipped_path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped)
         logger.warning("%d of %d samples could not be read and were skipped; listed in %s", len(skipped), len(dataset), skipped_path)
     return {"captioned": written, "skipped": len(skipped), "skipped_list": skipped_path if skipped else None}
@@ -165,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The command line; an expected failure raises (InputError, SaveError, ...): `cli` prints it as one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.data and not args.out:
@@ -172,6 +179,22 @@ def main(argv=None) -> int:
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         parser.error("--temperature must be >= 0 and --top-p in (0, 1]")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from . import checks
+
+    # Everything the command line names is checked before the model is loaded.
+    config = checks.check_model(args.model_path, args.model_base)
+    samples = None
+    if args.data:
+        samples = checks.check_data(args.data)
+        checks.check_input_folder(args.video_folder, "--video-folder")
+        checks.check_input_folder(args.image_folder, "--image-folder")
+        checks.check_output_file(args.out)
+        needs_vision = "caption the clips and images of --data" if checks.has_visual_samples(samples) else None
+    else:
+        media, flag = (args.video, "--video") if args.video else (args.image, "--image")
+        checks.check_input_file(media, flag)
+        needs_vision = "caption images or videos"
+    checks.require_vision(config, args.model_path, needs_vision)
     from ..model.builder import load_pretrained_model
 
     torch.manual_seed(args.seed)
@@ -180,8 +203,6 @@ def main(argv=None) -> int:
     args.version = args.version or trained_version(model.config)
     max_frames = getattr(model.config, "mm_num_frames", None)
     num_frames = args.num_frames or max_frames or 8
-    if (args.video or args.image) and image_processor is None:
-        parser.error(f"{args.model_path} is a text-only model (no vision tower): it cannot caption media")
     if max_frames is not None and num_frames > max_frames:
         parser.error(f"--num-frames {num_frames}: this model takes at most {max_frames} frames per clip")
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
@@ -189,7 +210,7 @@ def main(argv=None) -> int:
     if args.data:
         counts = caption_set(model, tokenizer, image_processor, args.data, args.out, version=args.version,
                              video_folder=args.video_folder, image_folder=args.image_folder, num_frames=num_frames,
-                             batch_size=args.batch_size, num_workers=args.num_workers, **generation)
+                             batch_size=args.batch_size, num_workers=args.num_workers, samples=samples, **generation)
         print(f"captioned {counts['captioned']} samples into {args.out}; skipped {counts['skipped']}"
               + (f" (listed in {counts['skipped_list']})" if counts["skipped"] else ""), file=sys.stderr)
         return 0
@@ -206,12 +227,16 @@ def main(argv=None) -> int:
         else:
             pixels, modality = load_image(args.image, image_processor), "image"
     except (VideoReadError, MediaReadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise checks.media_error(e, media, flag) from e
     ids = prompt_ids(template, tokenizer, args.prompt, modality)
     print(generate_texts(model, tokenizer, [ids], [pixels], stop_strings=template.stop_strings, **generation)[0])
     return 0
 
 
+# The command line: an expected failure ends in one line `error: WHAT (WHERE)` and a non-zero status (a
+# traceback only for a bug, or with LLAVA_DEBUG=1); main itself raises, for callers in Python.
+cli = entry_point(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
