@@ -251,7 +251,8 @@ def test_run_llava_command_line_on_a_clip(checkpoint, loaded, assets):
     assert result.stdout == reference_caption(model, tokenizer, pixels) + "\n"
     missing = subprocess.run([sys.executable, "-m", "llava.eval.run_llava", "--model-path", checkpoint, "--image-file",
                               clip + ".missing", "--query", "?"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 2 and missing.stderr.strip().endswith("does not exist")
+    assert missing.returncode == 1
+    assert missing.stderr == f"error: --image-file file does not exist ({clip}.missing)\n"
 
 
 def test_llava_next_video_snippet_with_more_frames_than_the_model_takes(loaded, frames):

@@ -201,8 +201,10 @@ def test_task_writer(assets, task_dir, docs, tmp_path):
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps(samples))
     assert lmms_task.write_tasks(plain, assets["video_folder"], tmp_path / "t", limit=2) == ["llava_demo_caption", "llava_demo_caption_image"]
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError) as error:
         lmms_task.write_tasks(plain, tmp_path, tmp_path / "u")
+    names = ", ".join(s["video"] for s in samples)
+    assert str(error.value) == f"--data names 4 videos that do not exist under --video-folder: {names} ({tmp_path})"
 
 
 @pytest.mark.parametrize("model", ["llava_vid", "llava_onevision", "llava"])

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..constants import IGNORE_INDEX
 from ..conversation import get_template, trained_version
+from ..errors import InputError, entry_point, saving
 from ..model.builder import load_pretrained_model
 from ..model.llava_arch import max_positions
 from ..serve import generate_texts
@@ -47,12 +48,13 @@ logger = logging.getLogger(__name__)
 
 
 def load_items(model, tokenizer, image_processor, data_path, video_folder=None, image_folder=None, version="plain",
-               num_frames=None):
+               num_frames=None, samples=None):
     """The evaluation set as dataset items (ids, labels, pixels), built by the training pipeline itself so
     that tokenization, truncation and preprocessing are exactly the ones the model was trained with.
 
     Returns `(dataset, items)`: unreadable media are logged and left out of `items`; the dataset's
-    `skipped` attribute lists them (`{"id", "path", "reason"}`).
+    `skipped` attribute lists them (`{"id", "path", "reason"}`). `samples`: the data file's samples where
+    the caller has read them already (load_samples).
     """
     tower = model.get_vision_tower()
     args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder,
@@ -61,6 +63,7 @@ def load_items(model, tokenizer, image_processor, data_path, video_folder=None, 
         data_path, tokenizer, args, image_processor=image_processor, template=version,
         model_max_length=max_positions(model.config),  # training's default --model_max_length
         visual_tokens_per_input=model.get_model().num_visual_tokens if tower is not None else None,
+        samples=samples,
     )
     items = [dataset[i] for i in range(len(dataset))]
     dataset.skipped = [{"id": i["id"], "path": i["path"], "reason": i["reason"]} for i in items if i.get("skipped")]
@@ -152,21 +155,39 @@ def _reference(conversations) -> str | None:
     return answers[-1] if answers else None
 
 
+def check_inputs(model_path, data_path, video_folder=None, image_folder=None, model_base=None) -> list[dict]:
+    """Everything evaluate() reads, checked before the model is loaded (one InputError line each): the model
+    folder (a llava checkpoint where the data has clips or images), the data file (training's checks, and a
+    reference answer in every sample) and the media folders. Returns the data's samples."""
+    from ..serve import checks
+
+    config = checks.check_model(model_path, model_base)
+    samples = checks.check_data(data_path)
+    checks.check_input_folder(video_folder, "--video-folder")
+    checks.check_input_folder(image_folder, "--image-folder")
+    unanswered = [s["id"] for s in samples if _reference(s["conversations"]) is None]
+    if unanswered:
+        shown = ", ".join(map(repr, unanswered[:5])) + (f" and {len(unanswered) - 5} more" if len(unanswered) > 5 else "")
+        raise InputError(f"--data: {len(unanswered)} samples have no reference answer to score: {shown} ({data_path})")
+    if checks.has_visual_samples(samples):
+        checks.require_vision(config, model_path, "score the clips and images of --data")
+    return samples
+
+
 def evaluate(model_path, data_path, video_folder=None, image_folder=None, version=None, batch_size=16,
              max_new_tokens=32, device="cpu", seed=0, progress=True, model_base=None, num_frames=None,
              dtype=None, vision_tower=None) -> dict:
     """Every number of the report (see the module docstring), with each sample's caption and loss."""
+    samples = check_inputs(model_path, data_path, video_folder, image_folder, model_base)
     tokenizer, model, image_processor, _ = load_pretrained_model(model_path, model_base, device=device, dtype=dtype,
                                                                  vision_tower=vision_tower)
     version = version or trained_version(model.config)
-    dataset, items = load_items(model, tokenizer, image_processor, data_path, video_folder, image_folder, version, num_frames)
+    dataset, items = load_items(model, tokenizer, image_processor, data_path, video_folder, image_folder, version,
+                                num_frames, samples)
     if not items:
-        raise ValueError(f"{data_path}: no readable sample to evaluate")
+        raise InputError(f"--data: no sample could be read, all {len(dataset.skipped)} were skipped ({data_path})")
     conversations = {s["id"]: s["conversations"] for s in dataset.samples}
     references = {i: _reference(c) for i, c in conversations.items()}
-    missing = [i["id"] for i in items if references[i["id"]] is None]
-    if missing:
-        raise ValueError(f"{len(missing)} samples have no reference answer to score, e.g. {missing[:5]}")
 
     nll = caption_nll(model, tokenizer, items, batch_size, progress)
     loss = mean_nll(nll)
@@ -245,6 +266,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", action="store_true", help="print the JSON result on stdout (the table goes to stderr)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.out:
+        from ..serve.checks import check_output_file
+
+        check_output_file(args.out)
     result = evaluate(args.model_path, args.data, args.video_folder, args.image_folder, args.version,
                       args.batch_size, args.max_new_tokens, args.device, args.seed, model_base=args.model_base,
                       num_frames=args.num_frames, dtype=getattr(torch, args.dtype) if args.dtype else None,
@@ -256,10 +281,14 @@ def main(argv=None) -> dict:
     else:
         print(table)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
+        with saving(args.out, "the evaluation result"), open(args.out, "w", encoding="utf-8") as f:
             json.dump(result, f, ensure_ascii=False, indent=1)
     return result
 
 
+# The command line: an expected failure ends in one line `error: WHAT (WHERE)` and a non-zero status (a
+# traceback only for a bug, or with LLAVA_DEBUG=1); main itself raises, for callers in Python.
+cli = entry_point(main)
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -18,12 +18,12 @@ import sys
 
 import torch
 
-from ..model.builder import STOCK_TO_LLAVA, load_pretrained_model
+from ..errors import entry_point, saving
+from ..model.builder import LLAVA_TO_STOCK, load_pretrained_model
 from ..model.llava_arch import ADAPTER_MODULES
 
 logger = logging.getLogger("llava.export")
 
-LLAVA_TO_STOCK = {llava: stock for stock, llava in STOCK_TO_LLAVA.items()}
 VISUAL_MODULES = ("vision_tower", *ADAPTER_MODULES)
 # Config keys that are not the stock class's: llava generation defaults (they belong in the generation
 # config) and bookkeeping that from_pretrained/save_pretrained write themselves.
@@ -97,15 +97,24 @@ def check_same_logits(model, stock, vocab_size: int, length: int = 16, atol: flo
 
 
 def export(model_path: str, out: str, model_base: str | None = None, vision_tower: str | None = None, check: bool = True):
-    """Writes the stock language model and tokenizer of `model_path` to `out`; returns the stock model."""
+    """Writes the stock language model and tokenizer of `model_path` to `out`; returns the stock model.
+    The model folder and `out` are checked before anything is loaded; a full disk or a refused write while
+    saving is one SaveError line naming `out`, with the space needed and free."""
+    from ..serve.checks import check_model, check_output_folder
+
+    check_model(model_path, model_base)  # a plain language model exports too (its visual part is empty)
+    check_output_folder(out)
     tokenizer, model, _, _ = load_pretrained_model(model_path, model_base, device="cpu", vision_tower=vision_tower)
     stock = to_stock(model)
     if check:
         diff = check_same_logits(model, stock, min(model.get_input_embeddings().num_embeddings, len(tokenizer)))
         logger.info("text-only logits of the export match the multimodal model's (max difference %.2g)", diff)
-    os.makedirs(out, exist_ok=True)
-    stock.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    # The weights' bytes, each storage once (a tied head shares the embeddings'): about what save_pretrained writes.
+    needed = sum({t.data_ptr(): t.numel() * t.element_size() for t in stock.state_dict().values()}.values())
+    with saving(out, "the exported model", needed=needed):
+        os.makedirs(out, exist_ok=True)
+        stock.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     logger.info("wrote %s (%s, model_type %s) with its tokenizer to %s", type(stock).__name__,
                 model.config.model_type, stock.config.model_type, out)
     return stock
@@ -124,5 +133,9 @@ def main(argv=None) -> int:
     return 0
 
 
+# The command line: an expected failure ends in one line `error: WHAT (WHERE)` and a non-zero status (a
+# traceback only for a bug, or with LLAVA_DEBUG=1); main itself raises, for callers in Python.
+cli = entry_point(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -57,6 +57,7 @@ import sys
 from pathlib import Path
 
 from ..demo.synthetic import COLOURS
+from ..errors import InputError, UsageError, entry_point, saving
 from ..train.data_files import read_sample_file
 from .metrics import bleu4, cider, tokenize_caption
 
@@ -73,40 +74,54 @@ MAX_NEW_TOKENS = 32
 def _reference(sample: dict) -> str:
     answers = [turn["value"] for turn in sample.get("conversations", []) if turn.get("from") in ("gpt", "assistant")]
     if not answers or not answers[-1].strip():
-        raise ValueError(f"sample {sample.get('id')!r} has no answer (gpt turn) to use as its reference caption")
+        raise InputError(f"sample {sample.get('id')!r} has no answer (gpt turn) to use as its reference caption")
     return answers[-1].strip()
 
 
 def _colour_choices(caption: str, colour: str, sample_id) -> list[str]:
     """The caption with its colour word replaced by each colour word, in COLOUR_WORDS order."""
     if colour not in COLOUR_WORDS:
-        raise ValueError(f"sample {sample_id!r}: colour {colour!r} is not one of {COLOUR_WORDS}")
+        raise InputError(f"sample {sample_id!r}: colour {colour!r} is not one of {', '.join(COLOUR_WORDS)}")
     pattern = re.compile(rf"\b{re.escape(colour)}\b")
     if len(pattern.findall(caption)) != 1:
-        raise ValueError(f"sample {sample_id!r}: its caption {caption!r} does not name its colour {colour!r} exactly once")
+        raise InputError(f"sample {sample_id!r}: its caption {caption!r} does not name its colour {colour!r} exactly once")
     return [pattern.sub(word, caption) for word in COLOUR_WORDS]
 
 
 def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
-    """One lmms-eval document per video sample of a LLaVA JSON / JSON-lines file."""
-    docs = []
-    for sample in read_sample_file(str(data_path)):
+    """One lmms-eval document per video sample of a LLaVA JSON / JSON-lines file. A problem of the data is
+    one InputError line naming the file (and the sample); videos missing from `video_folder` are listed
+    together (a MissingInputFile, which is a FileNotFoundError)."""
+    from ..serve.checks import MissingInputFile, check_input_file, check_input_folder
+
+    data_path = str(data_path)
+    check_input_file(data_path, "--data")
+    check_input_folder(str(video_folder), "--video-folder")
+    docs, missing = [], []
+    for sample in read_sample_file(data_path):
         if "video" not in sample:
             continue  # image and text-only samples have no clip to show the video classes
         path = os.path.abspath(os.path.join(video_folder, sample["video"]))
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"sample {sample.get('id')!r}: video {path} does not exist (--video-folder {video_folder})")
-        doc = {"id": str(sample.get("id", len(docs))), "video": path, "caption": _reference(sample)}
-        colour = sample.get("attributes", {}).get("colour")
-        if colour is not None:
-            doc["colour"] = colour
-            doc["choices"] = _colour_choices(doc["caption"], colour, doc["id"])
-            doc["answer"] = COLOUR_WORDS.index(colour)
+            missing.append(sample["video"])
+            continue
+        try:
+            doc = {"id": str(sample.get("id", len(docs))), "video": path, "caption": _reference(sample)}
+            colour = sample.get("attributes", {}).get("colour")
+            if colour is not None:
+                doc["colour"] = colour
+                doc["choices"] = _colour_choices(doc["caption"], colour, doc["id"])
+                doc["answer"] = COLOUR_WORDS.index(colour)
+        except InputError as e:
+            raise InputError(f"--data {e} ({data_path})") from None
         docs.append(doc)
         if limit is not None and len(docs) >= limit:
             break
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise MissingInputFile(f"--data names {len(missing)} videos that do not exist under --video-folder: {shown} ({video_folder})")
     if not docs:
-        raise ValueError(f"{data_path} holds no video sample")
+        raise InputError(f"--data holds no video sample ({data_path})")
     return docs
 
 
@@ -247,23 +262,27 @@ def _task_yaml(task: str, docs_path: str, visual: str, kind: str, with_colour: b
 
 def write_tasks(data_path, video_folder, out, name: str = "llava_demo", limit: int | None = None) -> list[str]:
     """Writes the documents and the task YAML files into `out`; returns the task names."""
+    from ..serve.checks import check_output_folder
+
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
-        raise ValueError(f"task name prefix {name!r}: use letters, digits and underscores")
+        raise UsageError(f"--name {name!r}: a task name prefix has letters, digits and underscores only")
+    check_output_folder(str(out))
     docs = make_docs(data_path, video_folder, limit)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     docs_path = str((out / DOCS_FILE).resolve())
-    with open(docs_path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs)
     with_colour = all("colour" in doc for doc in docs)
     if not with_colour:
         logger.warning("not every sample has attributes.colour: writing the caption tasks only, without colour_accuracy")
     tasks = []
-    for suffix, visual in (("", "doc_to_video"), ("_image", "doc_to_frame")):
-        for kind in ("caption", "colour") if with_colour else ("caption",):
-            task = f"{name}_{kind}{suffix}"
-            (out / f"{task}.yaml").write_text(_task_yaml(task, docs_path, visual, kind, with_colour), encoding="utf-8")
-            tasks.append(task)
+    with saving(str(out), "the lmms-eval tasks"):
+        out.mkdir(parents=True, exist_ok=True)
+        with open(docs_path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs)
+        for suffix, visual in (("", "doc_to_video"), ("_image", "doc_to_frame")):
+            for kind in ("caption", "colour") if with_colour else ("caption",):
+                task = f"{name}_{kind}{suffix}"
+                (out / f"{task}.yaml").write_text(_task_yaml(task, docs_path, visual, kind, with_colour), encoding="utf-8")
+                tasks.append(task)
     return tasks
 
 
@@ -281,5 +300,9 @@ def main(argv=None) -> int:
     return 0
 
 
+# The command line: an expected failure ends in one line `error: WHAT (WHERE)` and a non-zero status (a
+# traceback only for a bug, or with LLAVA_DEBUG=1); main itself raises, for callers in Python.
+cli = entry_point(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

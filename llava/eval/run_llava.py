@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import os
 import sys
 
 import torch
 
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER
 from ..conversation import conv_templates, get_template, trained_version
+from ..errors import entry_point
 from ..mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
 
 logger = logging.getLogger("llava.eval.run_llava")
@@ -52,12 +52,23 @@ def load_image(image_file: str):
 
 
 def load_visual(path: str, image_processor, config) -> torch.Tensor:
-    """(T, 3, S, S) pixels of a clip at the model's frame count, or (1, 3, S, S) of an image."""
+    """(T, 3, S, S) pixels of a clip at the model's frame count, or (1, 3, S, S) of an image; one InputError
+    line naming --image-file where the file cannot be read."""
+    from ..serve.checks import media_error
+    from ..video import VideoReadError
+
     if path.lower().endswith(VIDEO_EXTENSIONS):
         from ..serve.cli import load_clip
 
-        return load_clip(path, image_processor, config.mm_num_frames)
-    return process_images([load_image(path)], image_processor, config)
+        try:
+            return load_clip(path, image_processor, config.mm_num_frames)
+        except VideoReadError as e:
+            raise media_error(e, path, "--image-file") from e
+    try:
+        image = load_image(path)
+    except (OSError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncated or bad data
+        raise media_error(f"{type(e).__name__}: {e}", path, "--image-file") from e
+    return process_images([image], image_processor, config)
 
 
 def with_visual_block(query: str, count: int, use_im_start_end: bool) -> str:
@@ -82,11 +93,17 @@ def eval_model(args) -> str:
     from ..model.builder import load_pretrained_model
     from ..serve import generate_texts
 
-    model_name = getattr(args, "model_name", None) or get_model_name_from_path(args.model_path)
-    tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, getattr(args, "model_base", None), model_name)
+    from ..serve import checks
+
+    model_base = getattr(args, "model_base", None)
     files = image_parser(args)
-    if files and image_processor is None:
-        raise ValueError(f"{args.model_path} is a text-only model (no vision tower): it cannot look at {files[0]}")
+    config = checks.check_model(args.model_path, model_base)
+    for path in files:
+        if not path.startswith(("http://", "https://")):
+            checks.check_input_file(path, "--image-file")
+    checks.require_vision(config, args.model_path, "look at --image-file" if files else None)
+    model_name = getattr(args, "model_name", None) or get_model_name_from_path(args.model_path)
+    tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, model_base, model_name)
     visuals = [load_visual(f, image_processor, model.config) for f in files]
     mode = conversation_mode(model.config, getattr(args, "conv_mode", None))
     if mode == "plain" and args.query.replace(IMAGE_PLACEHOLDER, "").strip():
@@ -125,14 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for path in image_parser(args):
-        if not path.startswith(("http://", "https://")) and not os.path.isfile(path):
-            print(f"error: --image-file {path} does not exist", file=sys.stderr)
-            return 2
     torch.manual_seed(args.seed)
-    eval_model(args)
+    eval_model(args)  # checks the model folder and every local --image-file before loading the model
     return 0
 
 
+# The command line: an expected failure ends in one line `error: WHAT (WHERE)` and a non-zero status (a
+# traceback only for a bug, or with LLAVA_DEBUG=1); main itself raises, for callers in Python.
+cli = entry_point(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
