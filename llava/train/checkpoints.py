@@ -206,6 +206,21 @@ def newest_complete_checkpoint(output_dir: str) -> str | None:
     return None
 
 
+def newest_complete_bytes(output_dir: str) -> int:
+    """Bytes of the newest complete checkpoint in `output_dir` (0 where there is none): about what the
+    next checkpoint save writes."""
+    complete = [path for _, path in _checkpoints(output_dir) if is_complete(path)]
+    if not complete:
+        return 0
+    total = 0
+    for rel in _files(complete[-1]):
+        try:
+            total += os.path.getsize(os.path.join(complete[-1], rel))
+        except OSError:  # removed meanwhile (rotation): an estimate either way
+            pass
+    return total
+
+
 def remove_incomplete_checkpoints(output_dir: str) -> list[str]:
     """Deletes checkpoint folders without the marker (a save cut short), so none is resumed from or
     half-overwritten later. Call on the main process only."""

@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from .. import errors
+
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -180,7 +182,8 @@ class StopAndIntervalCheckpoints(TrainerCallback):
         if state.is_world_process_zero:
             saved = checkpoint and os.path.abspath(checkpoint)
             record = {"signal": name, "step": state.global_step, "checkpoint": saved}
-            with open(os.path.join(args.output_dir, INTERRUPTED_FILE), "w") as f:
+            path = os.path.join(args.output_dir, INTERRUPTED_FILE)
+            with errors.saving(path, "the stop record"), open(path, "w") as f:
                 json.dump(record, f)
                 f.flush()
                 os.fsync(f.fileno())

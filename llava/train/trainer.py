@@ -4,13 +4,16 @@ loadable with no flags."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.integrations import is_deepspeed_zero3_enabled
 
+from .. import errors
 from ..model.llava_arch import ADAPTER_MODULES
 from . import checkpoints
 from .lockstep import stand_ins_for_step, uses_every_parameter
@@ -41,6 +44,7 @@ class LlavaTrainer(Trainer):
         self.counting_words = counting_words
         self.pending_words = 0
         self.words_seen = 0
+        self._current_save: str | None = None  # what the save under way is called in an error message
 
     # ------------------------------------------------------------------------------- optimizer
     def _parameter_group(self, name: str) -> str:
@@ -115,29 +119,49 @@ class LlavaTrainer(Trainer):
         return (zero, outputs) if return_outputs else zero
 
     # ---------------------------------------------------------------------------------- saving
+    # Every save runs inside `_saving`: a full disk or a refused write ends the run with one line naming
+    # the save, its folder and the space it needs (errors.saving), never a library's "unexpected pos".
     def _save_checkpoint(self, model, trial):
+        run_dir = self._get_output_dir(trial=trial)
+        name = f"checkpoint-{self.state.global_step}"
+        folder = os.path.join(run_dir, name)
         # Rotation waits until the new checkpoint is marked complete: a kill at any moment leaves at
         # least one complete checkpoint behind.
         keep, self.args.save_total_limit = self.args.save_total_limit, None
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = keep
-        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        # The whole save, DeepSpeed's own files included (its engine writes the optimizer shards with
+        # torch.save from inside super()._save_checkpoint), up to and including the completion marker.
+        with self._saving(folder, name, self._checkpoint_bytes(run_dir), discard=True):
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.args.save_total_limit = keep
+            if self.args.should_save:
+                write_word_count(folder, self.words_seen)
+            checkpoints.mark_complete(folder, self.state.global_step)
         if self.args.should_save:
-            write_word_count(folder, self.words_seen)
-        checkpoints.mark_complete(folder, self.state.global_step)
-        if self.args.should_save:
-            checkpoints.rotate(self._get_output_dir(trial=trial), keep)
+            checkpoints.rotate(run_dir, keep)
 
     def save_milestone(self, label: str) -> str:
         """Saves the model (loadable with no flags) in `checkpoint-words-{label}`; call on every rank."""
-        folder = os.path.join(self.args.output_dir, f"checkpoint-words-{label}")
-        self.save_model(folder)
+        name = f"checkpoint-words-{label}"
+        folder = os.path.join(self.args.output_dir, name)
+        with self._saving(folder, name, self._model_bytes(), discard=True):
+            self.save_model(folder)
+            if self.args.should_save:
+                write_word_count(folder, self.words_seen)
         if self.args.should_save:
-            write_word_count(folder, self.words_seen)
             logger.info("%s words seen: saved %s", f"{self.words_seen:,}", folder)
         return folder
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        # The final model, in --output_dir (inside a checkpoint or milestone save, that save's context
+        # applies). Nothing is discarded here: the folder holds the run's checkpoints.
+        with self._saving(output_dir or self.args.output_dir, "the model", self._model_bytes()):
+            super().save_model(output_dir, _internal_call=_internal_call)
+
+    def save_state(self):
+        with self._saving(os.path.join(self.args.output_dir, "trainer_state.json"), "the trainer state"):
+            super().save_state()
 
     def _save(self, output_dir=None, state_dict=None):
         super()._save(output_dir, state_dict=state_dict)
@@ -152,6 +176,41 @@ class LlavaTrainer(Trainer):
                 weights = {k: state_dict[f"{model.base_model_prefix}.{k}"] for k in weights}
             torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(output_dir, ADAPTER_FILE))
 
+    @contextlib.contextmanager
+    def _saving(self, path: str, what: str, needed: int | None = None, discard: bool = False):
+        """errors.saving for one save of this trainer. A save inside another (a checkpoint's model) is
+        reported as the outer one. With `discard`, a folder this save created is removed when the save
+        fails in a single-process run: it never got its completion marker, so nothing would resume from
+        it, and removing it first makes the free space in the message what the next attempt has. (Under
+        several ranks the others may still be writing into it; the next start removes it.)"""
+        if self._current_save is not None:
+            yield
+            return
+        created = not os.path.exists(path)
+        self._current_save = what
+        try:
+            with errors.saving(path, what, needed=needed):
+                try:
+                    yield
+                except Exception:
+                    if discard and created and self.args.world_size == 1:
+                        shutil.rmtree(path, ignore_errors=True)
+                    raise
+        finally:
+            self._current_save = None
+
+    def _model_bytes(self) -> int:
+        """The model's weights at their full size (a ZeRO-3 partitioned parameter counts whole)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return _tensor_bytes([*model.parameters(), *model.buffers()])
+
+    def _checkpoint_bytes(self, run_dir: str) -> int:
+        """About what a checkpoint save writes: the model plus this rank's optimizer state, or the size
+        of the newest complete checkpoint where that is larger (it also counts the small files, and
+        DeepSpeed's copy of the module states and every rank's shards on a shared disk)."""
+        optimizer = _optimizer_bytes(self.optimizer, self.accelerator.unwrap_model(self.model)) if self.optimizer is not None else 0
+        return max(self._model_bytes() + optimizer, checkpoints.newest_complete_bytes(run_dir))
+
 
 class SkipCountSync(TrainerCallback):
     """At the end of every optimizer step, every rank's unreadable samples are counted together (see
@@ -162,6 +221,31 @@ class SkipCountSync(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.tracker.sync(args.device)
+
+
+def _tensor_bytes(tensors) -> int:
+    """Bytes of distinct tensors (a tied weight once; a ZeRO-3 partitioned parameter at its full size)."""
+    seen, total = set(), 0
+    for tensor in tensors:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += getattr(tensor, "ds_numel", tensor.numel()) * tensor.element_size()
+    return total
+
+
+def _optimizer_bytes(optimizer, model) -> int:
+    """This rank's optimizer state as a checkpoint stores it: the per-parameter state (Adam's moments),
+    plus the weights the optimizer keeps as its own copies (DeepSpeed ZeRO's fp32 partitions), found in
+    the innermost torch optimizer under the wrappers (accelerate's, DeepSpeed's)."""
+    inner = optimizer
+    while getattr(inner, "optimizer", None) is not None and inner.optimizer is not inner:
+        inner = inner.optimizer
+    if not isinstance(inner, torch.optim.Optimizer):
+        return 0
+    own = {id(p) for p in model.parameters()}
+    tensors = [value for state in inner.state.values() for value in state.values() if torch.is_tensor(value)]
+    tensors += [p for group in inner.param_groups for p in group["params"] if id(p) not in own]
+    return _tensor_bytes(tensors)
 
 
 def _only_adapter_trains(model) -> bool:
