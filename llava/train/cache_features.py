@@ -26,7 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 from transformers import AutoConfig, HfArgumentParser
 
+from .. import errors
 from ..model.multimodal_encoder import VisionTower
+from ..model.model_folder import check_model_folder
 from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..video import VideoReadError
 from .data import DataArguments, MediaReadError, load_pixels, load_samples, media_path
@@ -53,13 +55,14 @@ def load_tower(args: CacheArguments) -> VisionTower:
     if args.model_name_or_path:
         import llava.model  # noqa: F401  (registers the llava configs)
 
+        check_model_folder(args.model_name_or_path, "--model_name_or_path")  # one line for a wrong path, not a hub error
         config = AutoConfig.from_pretrained(args.model_name_or_path)
         if getattr(config, "mm_vision_tower", None):
             if args.vision_tower:
                 logger.info("the checkpoint brings its own tower (%s); --vision_tower is not used, as in training", config.mm_vision_tower)
             return load_vision_tower_from_checkpoint(args.model_name_or_path, config)
     if not args.vision_tower:
-        raise ValueError("name the tower: --vision_tower, or a saved llava checkpoint as --model_name_or_path")
+        raise errors.UsageError("name the tower: --vision_tower, or a saved llava checkpoint as --model_name_or_path")
     return VisionTower.from_pretrained(args.vision_tower, args.mm_vision_select_layer)
 
 
@@ -104,16 +107,18 @@ def _device(args: CacheArguments) -> torch.device:
 def run(args: CacheArguments, data_args: DataArguments) -> dict:
     """Caches every medium of the data set not cached yet; returns counts."""
     if not data_args.feature_cache:
-        raise ValueError("--feature_cache DIR is required: the folder the features are written to")
+        raise errors.UsageError("--feature_cache DIR is required: the folder the features are written to")
     if not data_args.data_path:
-        raise ValueError("--data_path is required")
+        raise errors.UsageError("--data_path is required")
+    # Before the tower is loaded and any clip decoded: a folder that cannot be written fails now.
+    errors.check_writable(data_args.feature_cache, "--feature_cache folder")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    media = _media_of(data_args, args.seed)[rank::world]  # the data file is read (and checked) before the tower loads
     tower = load_tower(args).eval().requires_grad_(False)
     cache = FeatureCache(data_args.feature_cache, tower)
     device = _device(args)
     tower.to(device=device, dtype=torch.bfloat16 if args.bf16 else torch.float32)
 
-    media = _media_of(data_args, args.seed)[rank::world]
     todo, unreadable = [], []
     for modality, path in media:
         key = cache.key_for(modality, path, data_args.num_frames)
@@ -173,5 +178,9 @@ def main(argv: list[str] | None = None) -> dict:
     return run(args, data_args)
 
 
+# The command line: an expected failure (a missing data file, a full or read-only --feature_cache
+# folder) ends in one line `error: ...`; main itself raises, for callers in Python.
+cli = errors.entry_point(main)
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -32,6 +32,7 @@ damage is rare; deleting them and running cache_features again computes them ane
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import hashlib
@@ -45,6 +46,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .. import errors
 from ..model.multimodal_encoder import tower_architecture
 from .durable_files import CHECKSUM, checksum, fsync_folder, replace_durably, write_durably
 
@@ -269,14 +271,24 @@ class FeatureCache:
         """Writes the queued entries as one shard; returns its path."""
         if not self._pending:
             return None
-        os.makedirs(self.folder, exist_ok=True)
-        self._write_manifest()
         name = f"shard-{uuid.uuid4().hex[:16]}.safetensors"
         final = os.path.join(self.folder, name)
         partial = os.path.join(self.folder, f".{name}.partial")
         metadata = {"sources": json.dumps(self._pending_sources), "checksum": CHECKSUM, "checksums": json.dumps(self._pending_checksums)}
-        save_file(self._pending, partial, metadata=metadata)
-        replace_durably(partial, final)  # readers never see a half-written or unflushed shard
+        # The shard's size: its tensors, its metadata, and a generous allowance for the header's own JSON.
+        needed = self._pending_bytes + sum(map(len, metadata.values())) + 256 * len(self._pending)
+        with errors.saving(self.folder, "a feature cache shard", needed=needed):
+            try:
+                os.makedirs(self.folder, exist_ok=True)
+                self._write_manifest()
+                save_file(self._pending, partial, metadata=metadata)
+                replace_durably(partial, final)  # readers never see a half-written or unflushed shard
+            except Exception:
+                # A shard cut short keeps its hidden temporary name (no reader looks at it); it goes, so
+                # that the space it took is free again and counted as free in the message.
+                with contextlib.suppress(OSError):
+                    os.remove(partial)
+                raise
         for key in self._pending:
             self._shard_of[key] = final
             self._checksum_of[key] = int(self._pending_checksums[key], 16)
