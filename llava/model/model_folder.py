@@ -142,7 +142,7 @@ def config_file_of(path: str, what: str = "--model-path") -> str:
         raise InputError(f"{what} is a file, not a model folder ({path})")
     if not _HUB_ID.match(path):
         raise MissingModelFile(f"{what} folder does not exist ({path})")
-    return _hubconfig_file_of(path, what)
+    return _hub_config_file(path, what)
 
 
 def _models_inside(folder: str) -> str:
