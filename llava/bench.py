@@ -35,12 +35,16 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from . import errors
+from .errors import InputError, UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 # The training script's DATALOADER_NUM_WORKERS default.
@@ -157,8 +161,9 @@ def build_assets(shapes: Shapes, workdir: Path) -> dict:
 
     folder = workdir / shapes.name
     done = folder / "assets.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    assets = _reusable_assets(done)
+    if assets is not None:
+        return assets
     videos = folder / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     specs = all_specs()
@@ -192,7 +197,29 @@ def build_assets(shapes: Shapes, workdir: Path) -> dict:
     assets = {"folder": str(folder), "data": str(folder / "train.json"), "videos": str(videos),
               "gpt2": str(folder / "gpt2"), "tower": str(folder / "tower"),
               "clip": f"{shapes.clip_size[0]}x{shapes.clip_size[1]}, {shapes.fps} fps, {shapes.clip_seconds:g} s, H.264, keyframe every 2 s"}
-    done.write_text(json.dumps(assets))
+    # Written last and renamed into place: a run stopped while writing leaves no assets.json, so the
+    # next run builds the assets again instead of reading half a file.
+    partial = done.with_name(done.name + ".partial")
+    partial.write_text(json.dumps(assets))
+    os.replace(partial, done)
+    return assets
+
+
+def _reusable_assets(done: Path) -> dict | None:
+    """The assets an earlier run recorded in `done`, or None (they are built again) when the record is
+    missing, unreadable, or names files that are gone (a workdir partly deleted by hand)."""
+    if not done.is_file():
+        return None
+    try:
+        assets = json.loads(done.read_text())
+        paths = [assets[key] for key in ("data", "videos", "gpt2", "tower")]
+    except (ValueError, KeyError, TypeError) as e:
+        logging.warning("%s is damaged (%s); building the benchmark's models and clips again", done, e)
+        return None
+    missing = [path for path in paths if not os.path.exists(path)]
+    if missing:
+        logging.warning("%s names %s, which is gone; building the benchmark's models and clips again", done, missing[0])
+        return None
     return assets
 
 
@@ -525,8 +552,10 @@ def write_markdown(path: Path, machine: str, results: dict[str, list[tuple[str, 
         lines += [f"## {name}", "", _describe_shapes(shapes), "", "| measure | value |", "| --- | --- |"]
         lines += [f"| {what} | {value} |" for what, value in rows]
         lines.append("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    with errors.saving(str(path), "the benchmark table", needed=len(text.encode())):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def _describe_shapes(s: Shapes) -> str:
@@ -537,26 +566,75 @@ def _describe_shapes(s: Shapes) -> str:
             f"{s.projector_hidden} -> {g['n_embd']}; batch {s.batch_size}; {s.num_clips} clips.")
 
 
+def _count(minimum: int):
+    """An argparse type: a whole number of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def parse_configs(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [name for name in names if name not in SHAPES]
+    if unknown or not names:
+        what = f"unknown configuration {unknown[0]!r}" if unknown else "no configuration named"
+        raise UsageError(f"--configs {text!r}: {what} (choose from {', '.join(SHAPES)})")
+    return names
+
+
+def parse_device(text: str) -> torch.device:
+    """The --device, refused now if this machine cannot run it (not after minutes of building assets)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device {text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+            raise UsageError(f"--device {text}: no CUDA device is available (torch {torch.__version__}, {build})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_output(output: str) -> None:
+    if os.path.isdir(output):
+        raise InputError(f"--output {output} is a folder; name the table's file, e.g. {os.path.join(output, 'benchmarks.md')}")
+    # A path that does not exist yet is checked by the folder it would be made in (check_writable walks up).
+    target = os.path.dirname(os.path.abspath(output)) if os.path.exists(output) else output
+    errors.check_writable(target, "--output")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llava.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="seed,demo", help="comma-separated: seed, demo")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions of each measurement (median)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader workers (the training script's default)")
+    parser.add_argument("--repeats", type=_count(1), default=3, help="timed repetitions of each measurement (median)")
+    parser.add_argument("--workers", type=_count(0), default=DEFAULT_WORKERS, help="data loader workers (the training script's default)")
     parser.add_argument("--workdir", default=str(ROOT / "bench_work"), help="models and clips (kept between runs)")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, force=True)
-    device = torch.device(args.device)
+    # Every mistake on the command line is refused before the first model is built: a run takes minutes.
+    configs = parse_configs(args.configs)
+    device = parse_device(args.device)
+    errors.check_writable(args.workdir, "--workdir")
+    check_output(args.output)
     machine = describe_machine(device)
     print(f"machine: {machine}", flush=True)
     load_at_start = os.getloadavg()
     results = {}
-    for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
+    for name in configs:
         print(f"[{name}] {_describe_shapes(SHAPES[name])}", flush=True)
         results[name] = Bench(SHAPES[name], Path(args.workdir), device, args.repeats, args.workers).run()
-    import sys
-
     shown = " ".join(argv if argv is not None else sys.argv[1:])
     load = describe_load(load_at_start, os.getloadavg())
     print(load, flush=True)
@@ -566,4 +644,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    errors.entry_point(main)()
