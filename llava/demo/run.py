@@ -18,16 +18,22 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import errors
+from ..errors import InputError, UsageError, UserError
 from .synthetic import COLOURS, DIRECTIONS, SHAPES, caption_corpus, make_dataset, save_gpt2, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 ATTRIBUTES = {"colour": tuple(COLOURS), "shape": SHAPES, "direction": tuple(DIRECTIONS)}
+# What a demo run writes in its workdir: a folder holding nothing else is an earlier run, which the
+# next run deletes; a folder holding anything else is refused, never deleted.
+WORKDIR_ENTRIES = {"data", "tokenizer", "models", "checkpoints", "loss.png", "results.json"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,11 @@ def train(assets: dict, preset: Preset, output_dir: Path) -> float:
         "MM_TUNABLE_PARTS": preset.tunable_parts,
     }
     start = time.perf_counter()
-    subprocess.run(["bash", str(ROOT / "train_italian_video.sh")], cwd=ROOT, env=env, check=True)
+    status = subprocess.run(["bash", str(ROOT / "train_italian_video.sh")], cwd=ROOT, env=env).returncode
+    if status != 0:
+        # The script and the ranks have printed their own error above; a traceback here would add nothing.
+        how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
+        raise UserError(f"training failed: train_italian_video.sh {how}, its own error is above ({output_dir})")
     return time.perf_counter() - start
 
 
@@ -174,21 +184,43 @@ def _preset_from_env(preset: Preset) -> Preset:
     """DEMO_EPOCHS=... and the like override a preset's fields (for exploring; not needed to run)."""
     from dataclasses import fields, replace
 
-    changes = {f.name: f.type and type(getattr(preset, f.name))(os.environ[f"DEMO_{f.name.upper()}"])
-               for f in fields(preset) if f"DEMO_{f.name.upper()}" in os.environ}
+    changes = {}
+    for f in fields(preset):
+        name = f"DEMO_{f.name.upper()}"
+        if name in os.environ:
+            kind = type(getattr(preset, f.name))
+            try:
+                changes[f.name] = kind(os.environ[name])
+            except ValueError:
+                expected = "a whole number" if kind is int else "a number"  # str fields take any text
+                raise UsageError(f"{name}={os.environ[name]!r} is not {expected} (it overrides the preset's {f.name})") from None
     return replace(preset, **changes)
 
 
+def prepare_workdir(workdir: Path) -> None:
+    """Empties an earlier demo run's folder (a demo run starts from nothing; it never resumes an old
+    one); refuses, before any work, a folder that holds anything else or cannot be written."""
+    errors.check_writable(str(workdir), "--workdir")
+    if not workdir.exists():
+        return
+    others = sorted(entry.name for entry in workdir.iterdir() if entry.name not in WORKDIR_ENTRIES)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise InputError(f"--workdir holds files that no demo run wrote ({shown}); the demo empties its workdir "
+                         f"before it starts, so name a new folder, an empty one or an earlier demo run's ({workdir})")
+    shutil.rmtree(workdir)
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description="Train and evaluate the built-in video-captioning demo.")
+    parser = argparse.ArgumentParser(prog="python -m llava.demo.run",
+                                     description="Train and evaluate the built-in video-captioning demo.")
     parser.add_argument("--quick", action="store_true", help="fewer clips and steps (what the tests run)")
     parser.add_argument("--workdir", default=str(ROOT / "demo_run"), help="where data, models and results go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     preset = _preset_from_env(PRESETS["quick" if args.quick else "full"])
     workdir = Path(args.workdir)
-    if workdir.exists():
-        shutil.rmtree(workdir)  # a demo run starts from nothing; it never resumes an old one
+    prepare_workdir(workdir)
     start = time.perf_counter()
     print(f"demo ({'quick' if args.quick else 'full'}): {asdict(preset)}; writing to {workdir}", flush=True)
     assets = build_assets(workdir, preset)
@@ -206,4 +238,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    errors.entry_point(main)()
