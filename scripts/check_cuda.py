@@ -12,6 +12,7 @@ and prints the bf16 train-step time with SDPA and with eager attention, measured
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -20,6 +21,7 @@ from copy import deepcopy
 import torch
 from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
 
+from llava import errors
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.model import LlavaGPT2Config, LlavaGPT2ForCausalLM
 from llava.testing import tiny_vision_args
@@ -73,7 +75,12 @@ def step_time(model, ids, labels, clips, steps=10):
     return (time.perf_counter() - start) / steps
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+        raise errors.UserError(f"no CUDA device: these checks need a GPU (torch {torch.__version__}, {build})")
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
     with tempfile.TemporaryDirectory() as tower_dir:
         Dinov2Model(Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
@@ -123,4 +130,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.entry_point(main)())

@@ -2,8 +2,22 @@
 # GPU checks, one script: CUDA paths of the model core at the seed's shapes (bf16, SDPA vs eager), then
 # tiny training runs through train_italian_video.sh with DeepSpeed ZeRO-2 and ZeRO-3 in bf16 on one GPU.
 # Wheels in .whl/ (packages the GPU machine lacks) are installed to /tmp/site first, if present.
-# Outputs go to ${OUT:-/tmp/gpu_check}.
+# Outputs go to ${OUT:-/tmp/gpu_check}. STAGES (default "zero2 zero3") picks the training runs.
+#
+#   bash scripts/gpu_check.sh        # on a machine with an NVIDIA GPU, from anywhere
 set -uo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,/^set /p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+if [[ $# -gt 0 ]]; then
+    echo "error: gpu_check.sh takes no arguments, got '$1' (see bash scripts/gpu_check.sh --help)" >&2
+    exit 2
+fi
+if ! command -v nvidia-smi >/dev/null; then
+    echo "error: no NVIDIA GPU: nvidia-smi not found; these checks run on a GPU machine ($0)" >&2
+    exit 1
+fi
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -14,7 +28,11 @@ else
     export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-python3 -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__, torch.cuda.get_device_name(0))"
+if ! versions=$(python3 -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__, torch.cuda.get_device_name(0))" 2>&1); then
+    echo "error: python3 cannot run the checks: ${versions##*$'\n'} ($(command -v python3))" >&2
+    exit 1
+fi
+echo "$versions"
 nvidia-smi -L
 
 status=0

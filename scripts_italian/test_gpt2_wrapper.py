@@ -7,6 +7,7 @@ Prints a PASS/FAIL line per check and a summary; exits non-zero on any failure.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import tempfile
@@ -139,7 +140,10 @@ def _clip():
     return torch.randn(8, 3, IMAGE_SIZE, IMAGE_SIZE)
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="checks: " + ", ".join(fn.__name__ for fn in CHECKS))
+    parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     from transformers.utils import logging as hf_logging
 
@@ -159,4 +163,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A failing check prints its traceback on purpose (that is this script's report); entry_point covers
+    # the rest: the one line for an interrupted run (Ctrl-C), or an OSError outside the checks.
+    from llava import errors
+
+    sys.exit(errors.entry_point(main)())
