@@ -1,0 +1,63 @@
+"""`--help` of every entry point, run as users run it: exit status 0, the usage (or the script's own help)
+on stdout, nothing on stderr, and no work done. The commands import torch (seconds each), so the ones
+this session selected run side by side, once, in a module fixture; each entry point stays its own test."""
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from train_helpers import ROOT
+
+PYTHON = [sys.executable]
+
+# name -> (command line before --help, text its help must show)
+ENTRY_POINTS = {
+    "train": (PYTHON + ["-m", "llava.train.train"], "--model_name_or_path"),
+    # LLaVA's users run train_mem.py as a script path, not as a module
+    "train_mem.py": (PYTHON + ["llava/train/train_mem.py"], "--model_name_or_path"),
+    "cache_features": (PYTHON + ["-m", "llava.train.cache_features"], "--feature_cache"),
+    "serve.cli": (PYTHON + ["-m", "llava.serve.cli"], "--model-path"),
+    "eval.captions": (PYTHON + ["-m", "llava.eval.captions"], "--model-path"),
+    "eval.export_lm": (PYTHON + ["-m", "llava.eval.export_lm"], "--model-path"),
+    "eval.run_llava": (PYTHON + ["-m", "llava.eval.run_llava"], "--image-file"),
+    "eval.lmms_task": (PYTHON + ["-m", "llava.eval.lmms_task"], "--video-folder"),
+    "bench": (PYTHON + ["-m", "llava.bench"], "--configs"),
+    "demo": (PYTHON + ["-m", "llava.demo.run"], "--workdir"),
+    "prepare_webvid_italian.py": (PYTHON + ["scripts_italian/prepare_webvid_italian.py"], "--annotations"),
+    "test_gpt2_wrapper.py": (PYTHON + ["scripts_italian/test_gpt2_wrapper.py"], "checks: imports"),
+    "check_cuda.py": (PYTHON + ["scripts/check_cuda.py"], "eager and SDPA attention"),
+    "train_italian_video.sh": (["bash", "train_italian_video.sh"], "bash train_italian_video.sh"),
+    "gpu_check.sh": (["bash", "scripts/gpu_check.sh"], "bash scripts/gpu_check.sh"),
+}
+SHELL_SCRIPTS = {"train_italian_video.sh", "gpu_check.sh"}
+
+
+def _help(name: str) -> subprocess.CompletedProcess:
+    command, _ = ENTRY_POINTS[name]
+    env = {k: v for k, v in os.environ.items() if k != "LLAVA_DEBUG"}
+    return subprocess.run(command + ["--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def helps(request) -> dict[str, subprocess.CompletedProcess]:
+    """The --help runs of the entry points this session selected, side by side."""
+    selected = [item.callspec.params["name"] for item in request.session.items
+                if item.module.__name__ == __name__ and hasattr(item, "callspec")]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(selected, pool.map(_help, selected)))
+
+
+@pytest.mark.parametrize("name", list(ENTRY_POINTS))
+def test_help(helps, name):
+    result = helps[name]
+    _, shown = ENTRY_POINTS[name]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""
+    if name not in SHELL_SCRIPTS:
+        assert result.stdout.startswith("usage: "), result.stdout[:500]
+    assert shown in result.stdout, result.stdout[-3000:]
+    # the help only: no check ran (the wrapper check used to run all its checks on --help)
+    assert not [line for line in result.stdout.splitlines() if line.startswith(("PASS  ", "FAIL  "))]
