@@ -83,8 +83,10 @@ def check_output_folder(path: str, what: str = "--out") -> None:
     check_writable(path, what)
 
 
-def media_error(error: Exception, path: str, what: str) -> InputError:
+def media_error(error: Exception | str, path: str, what: str) -> InputError:
     """A clip or image that cannot be read (VideoReadError, MediaReadError: `PATH: reason`) as one line
     naming the flag."""
     reason = str(error).removeprefix(f"{path}: ")
+    if reason.startswith("cannot read image (") and reason.endswith(")"):  # MediaReadError's wording: say it once
+        reason = reason[len("cannot read image ("):-1]
     return InputError(f"{what} cannot be read: {reason} ({path})")
