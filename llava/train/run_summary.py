@@ -24,13 +24,17 @@ def summary_line(trainer, outcome: BaseException | None = None) -> str:
     args, state = trainer.args, trainer.state
     output_dir = os.path.abspath(args.output_dir)
     if outcome is None:
-        head = f"run finished{_words_reached(trainer)}: {state.global_step} steps"
+        head = f"run finished{_words_reached(trainer)}: {_steps(state.global_step)}"
         where = f"final model in {output_dir}"
     else:
-        of = f" of {state.max_steps}" if state.max_steps else ""
-        head = f"run {_ending(outcome, trainer)}: {state.global_step}{of} steps"
+        done = f"{state.global_step} of {_steps(state.max_steps)}" if state.max_steps else _steps(state.global_step)
+        head = f"run {_ending(outcome, trainer)}: {done}"
         where = _resume_point(outcome, output_dir)
     return f"{head}, {_skipped(trainer)}, {where}"
+
+
+def _steps(count: int) -> str:
+    return f"{count} step{'' if count == 1 else 's'}"
 
 
 def _words_reached(trainer) -> str:

@@ -15,6 +15,7 @@ import difflib
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -140,7 +141,7 @@ def _unknown_arguments(unknown: list[str], parser) -> str:
     if not flags:
         return f"unexpected argument{'s' if len(unknown) > 1 else ''} {' '.join(unknown)} ({HELP})"
     known = [s for s in parser._option_string_actions if s.startswith("--")]
-    guesses = [difflib.get_close_matches(flag, known, n=1) for flag in flags]
+    guesses = [difflib.get_close_matches(flag, known, n=1, cutoff=0.8) for flag in flags]
     named = ", ".join(f"{flag} (did you mean {guess[0]}?)" if guess else flag for flag, guess in zip(flags, guesses))
     return f"unknown flag{'s' if len(flags) > 1 else ''} {named} ({HELP})"
 
@@ -448,14 +449,21 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+# How long a rank other than 0 waits, after a failure that every rank should share, for rank 0 to say it
+# and end the job (the launcher then stops this rank) before it says it itself.
+RANK_ZERO_GRACE_S = 30.0
+
+
 def _report_failure(exc: BaseException, run: Run) -> int:
     """Says why the run ended (the `error:` line, then the summary) and returns the exit status; a bug
     (or anything, with LLAVA_DEBUG=1) is re-raised after the summary, to end in its traceback.
 
     Who speaks: a failure before the trainer exists (flags, paths, data, the model folder) and the skip
-    limit (decided on every rank together) are the same on every rank, so rank 0 alone prints them. A
-    failure during training is one rank's own: that rank prints it, as `rank N: ` where there are
-    several."""
+    limit (decided on every rank together) are the same on every rank, so rank 0 says it. The other
+    ranks wait: an early exit of theirs would make the launcher stop rank 0 before it has spoken. Where
+    rank 0 does not end the job within RANK_ZERO_GRACE_S (it did not fail: a file missing on one node
+    only), the rank says it itself, as `rank N: ...`. A failure during training is one rank's own: that
+    rank prints it, as `rank N: ...` where there are several."""
     rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
     if isinstance(exc, preemption.TrainingInterrupted):  # saved, and said so (rank 0, one line)
         log_summary(run.trainer, exc)
@@ -466,12 +474,13 @@ def _report_failure(exc: BaseException, run: Run) -> int:
             log_summary(run.trainer, exc)
         raise exc
     same_everywhere = run.trainer is None or isinstance(exc, SkipLimitExceeded)
-    if not same_everywhere or rank == 0:
-        prefix = f"rank {rank}: " if world > 1 and not same_everywhere else ""
-        if isinstance(exc, KeyboardInterrupt):
-            print(f"error: {prefix}interrupted", file=sys.stderr, flush=True)
-        else:
-            errors.report(exc, prefix)
+    if same_everywhere and rank != 0 and not isinstance(exc, KeyboardInterrupt):
+        time.sleep(RANK_ZERO_GRACE_S)
+    prefix = f"rank {rank}: " if world > 1 and (rank != 0 or not same_everywhere) else ""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"error: {prefix}interrupted", file=sys.stderr, flush=True)
+    else:
+        errors.report(exc, prefix)
     if run.trainer is not None:
         log_summary(run.trainer, exc)
     return 130 if isinstance(exc, KeyboardInterrupt) else errors.exit_code(exc)

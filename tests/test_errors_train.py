@@ -1,0 +1,316 @@
+"""How training fails: every expected failure is one line `error: WHAT (WHERE)` and a non-zero status, found
+before any model is loaded where it can be; a run that trained ends its log with a one-line summary.
+
+Each case runs the real entry point (`python -m llava.train.train`, `python -m llava.train.preflight`,
+`bash train_italian_video.sh`) in a fresh process on conftest's tiny assets (a GPT-2 of a few layers, a
+tiny DINOv2, eight short clips) and asserts the exact output and status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train_helpers import ROOT, train_args
+
+HELP = "python -m llava.train.train --help lists the flags"
+SAMPLE = {"id": "ok", "conversations": [{"from": "human", "value": "Descrivi."}, {"from": "gpt", "value": "un cerchio"}]}
+
+
+def run(module: str, args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    inherited = {k: v for k, v in os.environ.items() if k != "LLAVA_DEBUG"}
+    full_env = {**inherited, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+    command = [sys.executable, "-m", module, *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def train(args, **kwargs) -> subprocess.CompletedProcess:
+    return run("llava.train.train", args, **kwargs)
+
+
+def text_args(assets, data, out) -> list[str]:
+    """The command line of a text-only run: no tower, no clips (what most checks need)."""
+    return ["--model_name_or_path", assets["gpt2"], "--data_path", str(data), "--output_dir", str(out), "--max_steps", "1"]
+
+
+def assert_one_error(result: subprocess.CompletedProcess, message: str, status: int = 1) -> None:
+    """Exactly `error: message` on stderr, nothing else anywhere, and the status."""
+    assert (result.returncode, result.stderr, result.stdout) == (status, f"error: {message}\n", ""), result.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------- data files
+@pytest.mark.parametrize("name, text, message", [
+    ("empty.json", "", "the data file is empty ({path})"),
+    ("blank.jsonl", "\n  \n", "the data file is empty ({path})"),
+    ("empty_list.json", "[]\n", "the data file holds an empty list: no samples ({path})"),
+    # a copy cut inside the second sample's key, and one cut right after the first sample
+    ("cut.json", '[{"id": "a", "conversations": []},\n {"id": "b", "conv',
+     "the JSON list is cut short: the file ends inside it (unterminated string) ({path}:2:14)"),
+    ("cut_between.json", '[{"id": "a", "conversations": []},\n',
+     "the JSON list is cut short: the file ends inside it (expecting value) ({path}:2:1)"),
+    ("broken.json", '[{"id": "a"} {"id": "b"}]', "not valid JSON: expecting ',' delimiter ({path}:1:14)"),
+    ("object.json", json.dumps({"data": [SAMPLE]}, indent=2),
+     "the data file holds one JSON object, not a list of samples: expected a JSON list [{...}, {...}] or JSONL "
+     "(one sample object per line) ({path})"),
+    ("missing.json", None, "--data_path file does not exist ({path})"),
+])
+def test_a_bad_data_file_is_one_line_naming_it(assets, tmp_path, name, text, message):
+    data = tmp_path / name
+    if text is not None:
+        data.write_text(text)
+    out = tmp_path / "out"
+    result = train(text_args(assets, data, out))
+    assert_one_error(result, message.replace("{path}", str(data)))
+    assert not out.exists(), "nothing is written before the checks pass"
+
+
+def test_every_problem_of_the_data_is_listed_in_one_line(assets, tmp_path):
+    data = tmp_path / "mixed.jsonl"
+    lines = [
+        json.dumps(SAMPLE),
+        "{'id': 'single quotes'}",
+        json.dumps([SAMPLE]),
+        json.dumps({"id": "c"}),
+        json.dumps({"id": "d", "conversations": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "x"}]}),
+        json.dumps({"id": "e", "video": "a.mp4", "image": "b.png", "conversations": SAMPLE["conversations"]}),
+    ]
+    data.write_text("\n".join(lines) + "\n")
+    result = train(text_args(assets, data, tmp_path / "out"))
+    assert_one_error(result, (
+        f"5 problems in {data}: line 2 column 2: not JSON: expecting property name enclosed in double quotes; "
+        "line 3: a JSON list, not a sample object; sample 'c' (mixed.jsonl:4) has no 'conversations' list; "
+        "sample 'd' (mixed.jsonl:5) has 1 visual placeholder(s) but no 'video' or 'image'; "
+        "sample 'e' (mixed.jsonl:6) has both a video and an image; one visual input per sample"
+    ))
+
+
+def test_problems_past_the_limit_are_counted_and_files_named(assets, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"id": f"s{i}"} for i in range(23)]))
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    result = train(text_args(assets, f"{empty},{bad}", tmp_path / "out"))
+    shown = "; ".join(f"sample 's{i}' (bad.json #{i}) has no 'conversations' list" for i in range(19))
+    assert_one_error(result, f"24 problems in {empty}, {bad}: empty.json: the data file is empty; {shown}; and 4 more")
+
+
+# ------------------------------------------------------------------------------------ folders and flags
+def test_a_missing_video_folder(assets, tmp_path):
+    missing = tmp_path / "no-videos"
+    args = train_args(assets, tmp_path / "out")
+    args[args.index("--video_folder") + 1] = str(missing)
+    assert_one_error(train(args), f"--video_folder folder does not exist ({missing})")
+
+
+def test_a_video_folder_without_the_clips(assets, tmp_path):
+    elsewhere = tmp_path / "other-videos"
+    elsewhere.mkdir()
+    args = train_args(assets, tmp_path / "out")
+    args[args.index("--video_folder") + 1] = str(elsewhere)
+    first = json.loads(Path(assets["train"]).read_text())[0]["video"]
+    assert_one_error(train(args), (
+        f"none of the first 8 video files of --data_path exist under --video_folder {elsewhere}; "
+        f"is it the right folder? ({elsewhere / first})"
+    ))
+
+
+def test_clips_without_a_vision_tower(assets, tmp_path):
+    args = train_args(assets, tmp_path / "out")
+    del args[args.index("--vision_tower"):args.index("--vision_tower") + 2]
+    assert_one_error(train(args), (
+        f"--data_path holds 8 video samples but {assets['gpt2']} has no vision tower: give --vision_tower, "
+        f"or train on text-only data ({assets['train']})"
+    ), status=2)
+
+
+def test_a_missing_model_folder(assets, tmp_path):
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([SAMPLE]))
+    args = text_args(assets, data, tmp_path / "out")
+    args[args.index("--model_name_or_path") + 1] = str(tmp_path / "no-model")
+    assert_one_error(train(args), f"--model_name_or_path folder does not exist ({tmp_path / 'no-model'})")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A real read-only file system: a small tmpfs remounted read-only (root ignores file modes)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: a read-only file system cannot be made")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a tmpfs cannot be mounted here ({mounted.stderr.strip() or mounted.returncode})")
+    try:
+        assert subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True).returncode == 0
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_an_output_dir_that_cannot_be_written(assets, tmp_path, read_only_folder):
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([SAMPLE]))
+    out = read_only_folder / "run"
+    result = train(text_args(assets, data, out))
+    assert_one_error(result, f"read-only file system: --output_dir {out} cannot be written ({read_only_folder})")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--bogus", "1"], f"unknown flag --bogus ({HELP})"),
+    (["--lerning_rate", "1e-3"], f"unknown flag --lerning_rate (did you mean --learning_rate?) ({HELP})"),
+    (["--max_steps", "many"], f"argument --max_steps/--max-steps: invalid int value: 'many' ({HELP})"),
+    (["--mm_tunable_parts", "mm_everything"], None),
+])
+def test_a_wrong_flag_is_one_line_with_status_2(assets, tmp_path, extra, message):
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([SAMPLE]))
+    result = train(text_args(assets, data, tmp_path / "out") + extra)
+    if message is None:  # refused once the model is built: still one line, status 2
+        message = ("unknown --mm_tunable_parts ['mm_everything']; choose from mm_vision_tower, mm_vision_resampler, "
+                   "mm_mlp_adapter, mm_language_model")
+        assert result.returncode == 2 and result.stderr.splitlines()[-1] == f"error: {message}", result.stderr[-3000:]
+        assert [line for line in result.stderr.splitlines() if line.startswith("error")] == [f"error: {message}"]
+        assert "Traceback" not in result.stderr
+        return
+    assert_one_error(result, message, status=2)
+
+
+def test_a_missing_deepspeed_config(assets, tmp_path):
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([SAMPLE]))
+    missing = tmp_path / "zero9.json"
+    result = train(text_args(assets, data, tmp_path / "out") + ["--deepspeed", str(missing)])
+    assert_one_error(result, f"--deepspeed config file does not exist ({missing})")
+
+
+def test_llava_debug_gives_the_traceback(assets, tmp_path):
+    data = tmp_path / "empty.json"
+    data.write_text("")
+    result = train(text_args(assets, data, tmp_path / "out"), env={"LLAVA_DEBUG": "1"})
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last):"), result.stderr[-3000:]
+    assert "llava/train/preflight.py" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1] == f"llava.train.data_files.DataFileError: the data file is empty ({data})"
+
+
+def test_the_preflight_alone_says_ok(assets, tmp_path):
+    out = tmp_path / "out"
+    result = run("llava.train.preflight", train_args(assets, out) + ["--deepspeed", "scripts/zero2.json"])
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr[-3000:]
+    assert result.stdout == (
+        f"ok: 8 samples (8 video, 0 image, 0 text-only) in {assets['train']}; model {assets['gpt2']} (gpt2); "
+        f"{out} can be written\n"
+    )
+    assert not out.exists()
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    assert_one_error(run("llava.train.preflight", text_args(assets, empty, out)), f"the data file is empty ({empty})")
+
+
+def test_under_torchrun_a_failure_every_rank_shares_is_said_once(assets, tmp_path):
+    data = tmp_path / "empty.json"
+    data.write_text("")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "llava.train.train", *text_args(assets, data, tmp_path / "out")]
+    result = subprocess.run(launcher, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: the data file is empty ({data})"], result.stderr[-3000:]
+    # no rank's traceback (torchrun prints its own summary, naming the failed ranks)
+    assert not [line for line in result.stderr.splitlines() if line.lstrip().startswith("File ") and "llava/" in line]
+
+
+# ------------------------------------------------------------------------------------ the run's last line
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO llava\.train: (.*)$")
+
+
+def last_log_message(stderr: str) -> str:
+    match = LOG_LINE.match(stderr.rstrip("\n").splitlines()[-1])
+    assert match, stderr[-3000:]
+    return match.group(1)
+
+
+def test_a_finished_run_ends_its_log_with_its_summary(assets, tmp_path):
+    out = tmp_path / "out"
+    result = train(train_args(assets, out, steps=2))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_log_message(result.stderr) == f"run finished: 2 steps, no samples skipped, final model in {out}"
+
+
+def test_a_run_stopped_by_the_skip_limit_says_why_then_sums_up(assets, tmp_path):
+    samples = json.loads(Path(assets["train"]).read_text())
+    missing = [{**samples[0], "id": f"gone{i}", "video": f"gone{i}.mp4"} for i in range(2)]
+    data = tmp_path / "with_missing.json"
+    data.write_text(json.dumps(missing + samples))
+    out = tmp_path / "out"
+    # a batch of all ten samples: the first step meets both missing clips, 20% of the data, over the 5% allowed
+    result = train(train_args(assets, out, "--per_device_train_batch_size", "10", steps=3, data=str(data)))
+    assert result.returncode == 1, result.stderr[-3000:]
+    *_, error, last = result.stderr.rstrip("\n").splitlines()
+    listed = out / "skipped_samples.jsonl"
+    assert error == (
+        "error: 2 of 10 samples (20.0%) could not be read, more than the allowed 5.0%; fix or remove them, or raise "
+        f"the limit (e.g. --max_skip_fraction 0.40) ({listed})"
+    )
+    assert last_log_message(last + "\n") == (
+        "run stopped (more samples could not be read than --max_skip_fraction 0.05 allows): 1 of 3 steps, "
+        f"2 samples skipped ({listed}), no checkpoint saved (the same command starts from the beginning)"
+    )
+
+
+# ------------------------------------------------------------------------------------ the launcher script
+SCRIPT = ROOT / "train_italian_video.sh"
+
+
+def run_script(env: dict, *args, timeout=300) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_"))}
+    full_env = {**base, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "DS_CONFIG": "none", "NPROC": "1", **env}
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env={k: str(v) for k, v in full_env.items()},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def script_env(assets, out, **overrides) -> dict:
+    return {"LM_PATH": assets["gpt2"], "VISION_TOWER": assets["tower"], "VIDEO_FOLDER": assets["video_folder"],
+            "DATA_PATH": assets["train"], "OUTPUT_DIR": out, **overrides}
+
+
+def test_the_launcher_runs_the_preflight_and_stops_with_its_line(assets, tmp_path):
+    data = tmp_path / "cut.json"
+    data.write_text('[{"id": "a", "conversations": []},\n')
+    out = tmp_path / "out"
+    result = run_script(script_env(assets, out, DATA_PATH=data))
+    assert (result.returncode, result.stderr) == (
+        1, f"error: the JSON list is cut short: the file ends inside it (expecting value) ({data}:2:1)\n"
+    ), result.stderr[-3000:]
+    assert "torch.distributed.run" in result.stdout  # the command it would have run is shown
+    assert not out.exists(), "nothing was launched"
+
+
+def test_the_launcher_checks_its_own_variables_one_line_each(assets, tmp_path):
+    result = run_script(script_env(assets, tmp_path / "out", NUM_FRAMES="eight", LEARNING_RATE="fast", BF16="maybe"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "train_italian_video.sh: error: NUM_FRAMES: 'eight' is not a whole number of at least 1",
+        "train_italian_video.sh: error: LEARNING_RATE: 'fast' is not a number",
+        "train_italian_video.sh: error: BF16 must be auto/true/false, not 'maybe'",
+        f"train_italian_video.sh: nothing started (relative paths are taken from {ROOT}); see 'bash train_italian_video.sh --help'",
+    ]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_the_launcher_help(flag):
+    result = subprocess.run(["bash", str(SCRIPT), flag], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("Trains LLaVA on an Italian GPT-2")
+    assert re.search(r"^  PREFLIGHT +1: check the model, data and folders", result.stdout, re.M)
+    assert re.search(r"^  DATA_PATH ", result.stdout, re.M) and "set -euo" not in result.stdout
