@@ -2,8 +2,8 @@
 wrong path or a broken data file fails in seconds and in one line, not minutes into a job.
 
 What is checked: --output_dir can be written; --model_name_or_path is a model folder (or hub id) of a
-family we load; --vision_tower, --pretrain_mm_mlp_adapter, --video_folder, --image_folder and
---feature_cache exist where given; every file --data_path names is read and every sample validated, with
+family we load; --vision_tower, --pretrain_mm_mlp_adapter, --video_folder and --image_folder exist where
+given; every file --data_path names is read and every sample validated, with
 every problem listed in the one line (up to data_files.SHOWN_PROBLEMS); data with clips or images has a
 vision tower to see them, and its media can be found.
 
@@ -60,7 +60,10 @@ def check(model_args, data_args, training_args) -> Checked:
     _check_file(model_args.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
     _check_folder(data_args.video_folder, "--video_folder")
     _check_folder(data_args.image_folder, "--image_folder")
-    _check_folder(data_args.feature_cache, "--feature_cache", hint="; fill it with python -m llava.train.cache_features and this command's arguments")
+    # A --feature_cache folder not there yet is not an error: train_italian_video.sh fills it after these
+    # checks, and training without it encodes every clip online (and warns).
+    if data_args.feature_cache and os.path.exists(data_args.feature_cache):
+        _check_folder(data_args.feature_cache, "--feature_cache")
     if not data_args.data_path:
         raise UsageError("--data_path is required: the JSON list or JSONL file of training samples")
     samples, problems = read_samples(data_args.data_path, training_args.seed)
@@ -78,11 +81,11 @@ def check(model_args, data_args, training_args) -> Checked:
     return Checked(samples, config)
 
 
-def _check_folder(folder: str | None, flag: str, hint: str = "") -> None:
+def _check_folder(folder: str | None, flag: str) -> None:
     if not folder:
         return
     if not os.path.exists(folder):
-        raise InputError(f"{flag} folder does not exist{hint} ({folder})")
+        raise InputError(f"{flag} folder does not exist ({folder})")
     if not os.path.isdir(folder):
         raise InputError(f"{flag} is a file, not a folder ({folder})")
 
