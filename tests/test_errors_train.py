@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -245,6 +247,33 @@ def test_a_finished_run_ends_its_log_with_its_summary(assets, tmp_path):
     result = train(train_args(assets, out, steps=2))
     assert result.returncode == 0, result.stderr[-3000:]
     assert last_log_message(result.stderr) == f"run finished: 2 steps, no samples skipped, final model in {out}"
+
+
+def test_a_run_that_reaches_max_words_says_so(assets, tmp_path):
+    out = tmp_path / "out"
+    result = train(train_args(assets, out, "--max_words", "5", steps=6))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = re.fullmatch(r"run finished \(--max_words 5 reached: (\d+) words trained\): 1 step, no samples skipped, "
+                           r"final model in (.*)", last_log_message(result.stderr))
+    assert summary and int(summary.group(1)) >= 5 and summary.group(2) == str(out), result.stderr[-1000:]
+
+
+def test_a_run_stopped_by_a_signal_names_the_checkpoint_to_resume_from(assets, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "llava.train.train", *train_args(assets, out, "--save_steps", "1", steps=200)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("checkpoint-*/checkpoint_complete")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 75, stderr[-3000:]
+    summary = re.fullmatch(r"run stopped by SIGTERM: (\d+) of 200 steps, no samples skipped, "
+                           r"checkpoint (.*) saved \(the same command resumes from it\)", last_log_message(stderr))
+    assert summary and summary.group(2) == str(out / f"checkpoint-{summary.group(1)}"), stderr[-1000:]
 
 
 def test_a_run_stopped_by_the_skip_limit_says_why_then_sums_up(assets, tmp_path):
