@@ -7,6 +7,11 @@ naming the alternative). The language-model family comes from the checkpoint's c
 started from a plain language model plus `--vision_tower` builds the visual modules; a run started from
 a saved llava checkpoint keeps the ones its config describes. Started again with the same command, a run
 resumes from the newest complete checkpoint in --output_dir.
+
+Before anything is loaded, preflight.py checks the paths, the model folder and every data file (all
+their problems in one line). An expected failure ends the process with one line, `error: WHAT (WHERE)`,
+and status 1 (2 for a wrong flag); LLAVA_DEBUG=1 shows its traceback. A run that got as far as training
+ends its log with one summary line (run_summary.py).
 """
 
 from __future__ import annotations
