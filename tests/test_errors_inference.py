@@ -70,7 +70,8 @@ def tmpfs(tmp_path):
     def mount(size="64k", read_only=False):
         folder = tmp_path / f"tmpfs{len(mounted)}"
         folder.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+        result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
         mounted.append(folder)
@@ -103,7 +104,7 @@ def test_a_hub_id_in_the_cache_is_a_model_folder(tmp_path, assets):
     (snapshot / "config.json").write_text(Path(assets["gpt2"], "config.json").read_text())
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    code = "import sys; from llava.model.model_folder import check_model_folder; print(check_model_folder(sys.argv[1])['model_type'])"
+    code = "import sys; from llava.model.model_folder import check_model_folder as c; print(c(sys.argv[1])['model_type'])"
     result = run_python(code, "tiny-gpt2", env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
     assert (result.returncode, result.stdout) == (0, "gpt2\n"), result.stderr[-3000:]
 
@@ -169,7 +170,8 @@ def test_what_is_not_a_model_folder(tmp_path, case):
 def test_debug_switch_shows_the_traceback(tmp_path, clip):
     result = run("llava.serve.cli", "--model-path", tmp_path / "nope", "--video", clip, env={"LLAVA_DEBUG": "1"})
     assert result.returncode == 1 and "Traceback" in result.stderr
-    assert result.stderr.splitlines()[-1] == f"llava.model.model_folder.MissingModelFile: --model-path folder does not exist ({tmp_path / 'nope'})"
+    assert result.stderr.splitlines()[-1] == ("llava.model.model_folder.MissingModelFile: --model-path folder does not "
+                                              f"exist ({tmp_path / 'nope'})")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
@@ -260,7 +262,8 @@ def test_export_on_a_full_disk(assets, tmpfs):
     full = tmpfs(size="64k")
     result = run("llava.eval.export_lm", "--model-path", assets["gpt2"], "--out", full / "lm")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    pattern = rf"error: no space left on the device saving the exported model \({re.escape(str(full / 'lm'))}: needs about [0-9.]+ KB, [0-9.]+ (KB|bytes) free\)"
+    where = re.escape(str(full / "lm"))
+    pattern = rf"error: no space left on the device saving the exported model \({where}: needs about [0-9.]+ KB, [0-9.]+ (KB|bytes) free\)"
     assert re.fullmatch(pattern, result.stderr.splitlines()[-1]), result.stderr.splitlines()[-1]
 
 

@@ -9,7 +9,8 @@ import os
 from ..errors import InputError
 from . import AVAILABLE_MODELS
 from .load_options import apply_config_options, attention_request, quantization_config, resolve_device, resolve_dtype
-# One place decides what a model folder is and which family loads it (STOCK_TO_LLAVA: export_lm's, family_of: training's).
+# One place decides what a model folder is and which family loads it (model_folder); family_of and
+# STOCK_TO_LLAVA are imported from here by training and callers of the seed's API.
 from .model_folder import (  # noqa: F401
     ADAPTER_FILES,
     STOCK_TO_LLAVA,
@@ -19,6 +20,7 @@ from .model_folder import (  # noqa: F401
     config_file_of,
     family_from_config,
     family_of,
+    is_llava_checkpoint,
     read_config,
 )
 from .expected_warnings import stock_config_in_family
@@ -163,22 +165,27 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
         )
     run = read_config(config_file, "--model-path")
     if not run.get("mm_vision_tower") or not run.get("mm_vision_config"):
-        raise InputError(f"--model-path config.json has no mm_vision_tower/mm_vision_config: not the config of a visual run ({config_file})")
+        raise InputError(
+            f"--model-path config.json has no mm_vision_tower/mm_vision_config: not the config of a visual run ({config_file})")
 
-    family = family_from_config(check_model_folder(model_base, "--model-base"), model_base)
+    base_config = check_model_folder(model_base, "--model-base")
+    if is_llava_checkpoint(base_config):
+        raise InputError(
+            f"--model-base already has visual modules: pass the plain language model the adapter was trained on ({model_base})")
+    family = family_from_config(base_config, model_base)
     run_family = run.get("model_type")
     run_family = STOCK_TO_LLAVA.get(run_family, run_family)
     if run_family in AVAILABLE_MODELS and run_family != family:
-        raise InputError(f"the adapter was trained on a {run_family} model, but --model-base is a {family} model ({folder}, {model_base})")
+        raise InputError(
+            f"the adapter was trained on a {run_family} model, but --model-base is a {family} model ({folder}, {model_base})")
     model = from_pretrained(family, model_base, config=_config(family, model_base, *options), **kwargs)
-    if model.get_vision_tower() is not None:
-        raise InputError(f"--model-base already has visual modules: pass the plain language model the adapter was trained on ({model_base})")
     base = model.config.to_dict()
     differing = {k: (base[k], run[k]) for k in _LM_SHAPE_KEYS if k in base and k in run and base[k] != run[k]}
     if differing:
         raise InputError(
             "--model-base is not the language model the adapter was trained on: "
-            + ", ".join(f"{k} {a} (base) vs {b} (run)" for k, (a, b) in differing.items()) + f" ({model_base}, {config_file})"
+            + ", ".join(f"{k} {a} (base) vs {b} (run)" for k, (a, b) in differing.items())
+            + f" ({model_base}, {config_file})"
         )
 
     tower_path = vision_tower or run["mm_vision_tower"]

@@ -8,10 +8,13 @@ is loaded, so that a wrong path, a half-copied folder or a foreign model fails i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
 from ..errors import InputError
+
+logger = logging.getLogger(__name__)
 
 # Stock transformers model types -> the llava family that wraps them.
 STOCK_TO_LLAVA = {
@@ -27,7 +30,8 @@ LLAVA_TYPES = frozenset(STOCK_TO_LLAVA.values())
 SUPPORTED_TEXT = f"{', '.join(sorted(STOCK_TO_LLAVA))}, or their llava_* types"
 
 ADAPTER_FILES = ("mm_projector.bin", "mm_projector.safetensors")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
+                "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 # A hub id is `name` or `owner/name`; anything else that is not on disk can only be a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -57,8 +61,9 @@ def check_model_folder(path: str, what: str = "--model-path") -> dict:
     config = read_config(config_file, what)
     family_from_config(config, path, what, config_file)
     if local_without_weights:
-        raise MissingModelFile(f"{what} folder has a config.json but no model weights ({' or '.join(WEIGHT_FILES[::2])}): "
-                               f"was it copied completely? ({path})")
+        names = " or ".join(WEIGHT_FILES[::2])
+        raise MissingModelFile(
+            f"{what} folder has a config.json but no model weights ({names}): was it copied completely? ({path})")
     return config
 
 
@@ -88,6 +93,7 @@ def family_from_config(config: dict, path: str, what: str = "--model-path", conf
         return STOCK_TO_LLAVA[model_type]
     lowered = str(path).lower()
     if "gpt2" in lowered or "bambi" in lowered:
+        logger.info("model_type %r is not a known family; the path names GPT-2 (%s)", model_type, path)
         return "llava_gpt2"
     where = config_file or os.path.join(path, "config.json")
     if not model_type:
@@ -123,9 +129,11 @@ def read_config(config_file: str, what: str = "--model-path") -> dict:
     except json.JSONDecodeError as e:
         problem = e.msg[0].lower() + e.msg[1:]
         cut = " cut short or" if e.pos >= len(text.rstrip()) else ""
-        raise InputError(f"{what} config.json is{cut} not valid JSON: {problem} ({config_file}:{e.lineno}:{e.colno})") from None
+        where = f"{config_file}:{e.lineno}:{e.colno}"
+        raise InputError(f"{what} config.json is{cut} not valid JSON: {problem} ({where})") from None
     if not isinstance(config, dict):
-        raise InputError(f"{what} config.json holds a JSON {type(config).__name__}, not an object of settings ({config_file})")
+        kind = type(config).__name__
+        raise InputError(f"{what} config.json holds a JSON {kind}, not an object of settings ({config_file})")
     return config
 
 
@@ -136,7 +144,8 @@ def config_file_of(path: str, what: str = "--model-path") -> str:
     if os.path.isdir(path):
         config_file = os.path.join(path, "config.json")
         if not os.path.isfile(config_file):
-            raise MissingModelFile(f"{what} folder has no config.json, so it is not a model folder{_models_inside(path)} ({path})")
+            hint = _models_inside(path)
+            raise MissingModelFile(f"{what} folder has no config.json, so it is not a model folder{hint} ({path})")
         return config_file
     if os.path.exists(path):
         raise InputError(f"{what} is a file, not a model folder ({path})")
@@ -167,7 +176,8 @@ def _hub_config_file(repo_id: str, what: str) -> str:
     cached = try_to_load_from_cache(repo_id, "config.json")
     if isinstance(cached, str):
         return cached
-    absent = f"{what} folder does not exist ({repo_id}), and no hub model of that name is in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    absent = (f"{what} folder does not exist ({repo_id}), and no hub model of that name is in the Hugging Face "
+              f"cache ({constants.HF_HUB_CACHE})")
     if constants.HF_HUB_OFFLINE:
         raise MissingModelFile(f"{absent} or can be downloaded (HF_HUB_OFFLINE is set)")
     if not _hub_reachable(constants.ENDPOINT):
