@@ -614,7 +614,7 @@ def check_output(output: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m llava.bench", description=__doc__.split("\n\n")[0])
+    parser = errors.ArgumentParser(prog="python -m llava.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="seed,demo", help="comma-separated: seed, demo")
     parser.add_argument("--repeats", type=_count(1), default=3, help="timed repetitions of each measurement (median)")
     parser.add_argument("--workers", type=_count(0), default=DEFAULT_WORKERS, help="data loader workers (the training script's default)")

@@ -11,6 +11,7 @@ Exit statuses: 2 for a wrong command line (as argparse), 1 for every other expec
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import functools
@@ -97,6 +98,18 @@ def entry_point(main):
     return run
 
 
+class OneLineArgumentErrors:
+    """Mixed into an argparse parser: its errors (a wrong value, an unknown or missing flag) become one
+    UsageError line pointing at --help, instead of the usage text and a line of their own."""
+
+    def error(self, message):
+        raise UsageError(f"{message} ({self.prog} --help lists the flags)")
+
+
+class ArgumentParser(OneLineArgumentErrors, argparse.ArgumentParser):
+    pass
+
+
 # ------------------------------------------------------------------------------------------ saving
 def size_text(count: int) -> str:
     """A byte count as people read it: 812 bytes, 4.1 KB, 1.6 MB, 2.3 GB."""
@@ -132,6 +145,21 @@ def _is_no_space(exc: BaseException, path: str, needed: int | None) -> bool:
     return free is not None and free < max(needed or 0, 1 << 20)
 
 
+def _refusal(exc: BaseException) -> str | None:
+    """'read-only file system' or 'permission denied' where a write was refused, also when a library
+    (torch's zip writer, safetensors) reports it in its own exception's words."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.EROFS:
+            return "read-only file system"
+        return "permission denied" if exc.errno in _NOT_ALLOWED else None
+    text = str(exc).lower()
+    if "read-only file system" in text or "os error 30" in text:
+        return "read-only file system"
+    if "permission denied" in text or "os error 13" in text:
+        return "permission denied"
+    return None
+
+
 @contextlib.contextmanager
 def saving(path: str, what: str = "", needed: int | None = None):
     """Turns a full disk or a refused write while saving `path` into a one-line SaveError saying so,
@@ -147,9 +175,9 @@ def saving(path: str, what: str = "", needed: int | None = None):
             space = f"needs about {size_text(needed)}, " if needed else ""
             space += f"{size_text(free)} free" if free is not None else "free space unknown"
             raise SaveError(f"no space left on the device {label}({path}: {space})") from e
-        if isinstance(e, OSError) and e.errno in _NOT_ALLOWED:
-            reason = "read-only file system" if e.errno == errno.EROFS else "permission denied"
-            raise SaveError(f"{reason} {label}({e.filename or path})") from e
+        reason = _refusal(e)
+        if reason:
+            raise SaveError(f"{reason} {label}({getattr(e, 'filename', None) or path})") from e
         raise
 
 

@@ -263,7 +263,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = errors.ArgumentParser(prog="python scripts_italian/prepare_webvid_italian.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotations", required=True, type=Path, help="CSV or JSONL annotation file")
     parser.add_argument("--video-folder", required=True, type=Path, help="folder of the downloaded clips")
     parser.add_argument("--out-dir", required=True, type=Path)

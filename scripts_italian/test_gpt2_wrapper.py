@@ -141,7 +141,10 @@ def _clip():
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    from llava.errors import ArgumentParser
+
+    parser = ArgumentParser(prog="python scripts_italian/test_gpt2_wrapper.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="checks: " + ", ".join(fn.__name__ for fn in CHECKS))
     parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)

@@ -39,29 +39,6 @@ def last_line(result) -> str:
     return result.stderr.splitlines()[-1]
 
 
-@pytest.fixture
-def mount_tmpfs(tmp_path):
-    """mount_tmpfs(name, options) mounts a tmpfs under tmp_path (skipping the test, saying why, where
-    mounting is refused) and unmounts it when the test ends."""
-    mounted = []
-
-    def mount(name: str, options: str) -> Path:
-        folder = tmp_path / name
-        folder.mkdir()
-        if shutil.which("mount") is None:
-            pytest.skip("no mount command: a read-only or full folder cannot be made")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"mount -t tmpfs refused here: {done.stderr.strip() or done.returncode}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in reversed(mounted):
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
 # ------------------------------------------------------------------------- prepare_webvid_italian
 @pytest.fixture
 def webvid(tmp_path):
@@ -160,7 +137,7 @@ def test_prepare_webvid_refuses_a_wrong_flag_in_one_line(webvid, case):
 def test_prepare_webvid_argparse_refuses_a_worker_count_of_zero(webvid):
     root, videos, annotations = webvid
     result = prepare(root, annotations, videos, "--workers", "0")
-    assert last_line(result) == "prepare_webvid_italian.py: error: argument --workers: must be at least 1, got 0"
+    assert only_line(result) == "error: argument --workers: must be at least 1, got 0 (python scripts_italian/prepare_webvid_italian.py --help lists the flags)"
     assert result.returncode == 2
 
 
@@ -178,9 +155,9 @@ def test_prepare_webvid_out_dir_under_a_file(webvid):
     assert result.returncode == 1
 
 
-def test_prepare_webvid_read_only_out_dir_fails_before_any_clip_is_read(webvid, mount_tmpfs):
+def test_prepare_webvid_read_only_out_dir_fails_before_any_clip_is_read(webvid, disks):
     root, videos, annotations = webvid
-    read_only = mount_tmpfs("read-only", "size=1m,ro")
+    read_only = disks.mount("read-only", "1m", read_only=True)
     # no --no-check: the clips (empty files) would be decoded, and dropped, if the check came later
     result = run([sys.executable, str(PREPARE), "--annotations", str(annotations), "--video-folder", str(videos),
                   "--out-dir", str(read_only / "out")])
@@ -188,7 +165,7 @@ def test_prepare_webvid_read_only_out_dir_fails_before_any_clip_is_read(webvid, 
     assert result.returncode == 1
 
 
-def test_prepare_webvid_full_disk_says_so_and_leaves_no_cut_short_file(webvid, mount_tmpfs):
+def test_prepare_webvid_full_disk_says_so_and_leaves_no_cut_short_file(webvid, disks):
     root, videos, _ = webvid
     rows = [{"videoid": f"{i:04d}", "caption_it": "un cerchio rosso si muove verso destra"} for i in range(200)]
     for row in rows:
@@ -198,7 +175,7 @@ def test_prepare_webvid_full_disk_says_so_and_leaves_no_cut_short_file(webvid, m
         writer = csv.DictWriter(f, fieldnames=["videoid", "caption_it"])
         writer.writeheader()
         writer.writerows(rows)
-    disk = mount_tmpfs("small-disk", "size=4k")
+    disk = disks.mount("small-disk", "4k")
     out = disk / "out"
     result = prepare(root, annotations, videos, out=out)
     pattern = (rf"error: no space left on the device saving the prepared annotations "
@@ -265,8 +242,8 @@ def test_bench_output_that_is_a_folder(tmp_path):
     assert result.returncode == 1
 
 
-def test_bench_read_only_output_or_workdir_fails_before_any_model_is_built(tmp_path, mount_tmpfs):
-    read_only = mount_tmpfs("read-only", "size=1m,ro")
+def test_bench_read_only_output_or_workdir_fails_before_any_model_is_built(tmp_path, disks):
+    read_only = disks.mount("read-only", "1m", read_only=True)
     result = bench(tmp_path, "--output", str(read_only / "benchmarks.md"))
     assert only_line(result) == (f"error: read-only file system: --output {read_only / 'benchmarks.md'} "
                                  f"cannot be written ({read_only})")
@@ -315,8 +292,8 @@ def test_demo_workdir_under_a_file(tmp_path):
     assert result.returncode == 1
 
 
-def test_demo_read_only_workdir(mount_tmpfs):
-    read_only = mount_tmpfs("read-only", "size=1m,ro")
+def test_demo_read_only_workdir(disks):
+    read_only = disks.mount("read-only", "1m", read_only=True)
     result = demo("--workdir", read_only / "demo")
     assert only_line(result) == f"error: read-only file system: --workdir {read_only / 'demo'} cannot be written ({read_only})"
     assert result.returncode == 1
@@ -368,6 +345,6 @@ def test_gpu_check_refuses_arguments():
 
 def test_wrapper_check_refuses_an_unknown_argument():
     result = run([sys.executable, "scripts_italian/test_gpt2_wrapper.py", "--only", "config"])
-    assert last_line(result) == "test_gpt2_wrapper.py: error: unrecognized arguments: --only config"
+    assert only_line(result) == "error: unrecognized arguments: --only config (python scripts_italian/test_gpt2_wrapper.py --help lists the flags)"
     assert result.returncode == 2
     assert "PASS" not in result.stdout

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -212,7 +211,7 @@ def prepare_workdir(workdir: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m llava.demo.run",
+    parser = errors.ArgumentParser(prog="python -m llava.demo.run",
                                      description="Train and evaluate the built-in video-captioning demo.")
     parser.add_argument("--quick", action="store_true", help="fewer clips and steps (what the tests run)")
     parser.add_argument("--workdir", default=str(ROOT / "demo_run"), help="where data, models and results go")

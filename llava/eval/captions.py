@@ -21,7 +21,6 @@ Unreadable clips are logged, listed under "skipped" and left out of every number
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -33,7 +32,7 @@ from tqdm import tqdm
 
 from ..constants import IGNORE_INDEX
 from ..conversation import get_template, trained_version
-from ..errors import InputError, entry_point, saving
+from ..errors import ArgumentParser, InputError, entry_point, saving
 from ..model.builder import load_pretrained_model
 from ..model.llava_arch import max_positions
 from ..serve import generate_texts
@@ -248,7 +247,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m llava.eval.captions", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m llava.eval.captions", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-path", required=True)
     parser.add_argument("--model-base", help="the language model of an adapter-only run given as --model-path")
     parser.add_argument("--vision-tower", help="where an adapter-only run's tower is now, if it moved")

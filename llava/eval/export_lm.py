@@ -11,14 +11,13 @@ logits are those of the multimodal model (checked before saving).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 
 import torch
 
-from ..errors import entry_point, saving
+from ..errors import ArgumentParser, entry_point, saving
 from ..model.builder import LLAVA_TO_STOCK, load_pretrained_model
 from ..model.llava_arch import ADAPTER_MODULES
 
@@ -121,7 +120,7 @@ def export(model_path: str, out: str, model_base: str | None = None, vision_towe
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llava.eval.export_lm", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m llava.eval.export_lm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-path", required=True, help="llava checkpoint (or an adapter-only run, with --model-base)")
     parser.add_argument("--model-base", help="the language model of an adapter-only run")
     parser.add_argument("--vision-tower", help="where an adapter-only run's tower is now, if it moved")

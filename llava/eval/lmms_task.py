@@ -47,7 +47,6 @@ visual block; chat templates put it in the user turn.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import logging
@@ -57,7 +56,7 @@ import sys
 from pathlib import Path
 
 from ..demo.synthetic import COLOURS
-from ..errors import InputError, UsageError, entry_point, saving
+from ..errors import ArgumentParser, InputError, UsageError, entry_point, saving
 from ..train.data_files import read_sample_file
 from .metrics import bleu4, cider, tokenize_caption
 
@@ -287,7 +286,7 @@ def write_tasks(data_path, video_folder, out, name: str = "llava_demo", limit: i
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llava.eval.lmms_task", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m llava.eval.lmms_task", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="LLaVA JSON or JSON-lines file (video samples are used)")
     parser.add_argument("--video-folder", required=True, help="folder the samples' video paths are relative to")
     parser.add_argument("--out", required=True, help="folder to write docs.jsonl and the task YAML files into")

@@ -27,7 +27,7 @@ import torch
 
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER
 from ..conversation import conv_templates, get_template, trained_version
-from ..errors import entry_point
+from ..errors import ArgumentParser, entry_point
 from ..mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
 
 logger = logging.getLogger("llava.eval.run_llava")
@@ -123,7 +123,7 @@ def eval_model(args) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m llava.eval.run_llava", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m llava.eval.run_llava", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", required=True, help="a llava checkpoint folder (or an adapter-only run, with --model-base)")
     parser.add_argument("--model-base", default=None, help="the language model an adapter-only run was trained on")

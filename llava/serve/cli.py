@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ..constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN
 from ..conversation import get_template, to_messages, trained_version
-from ..errors import entry_point
+from ..errors import ArgumentParser, entry_point
 from . import generate_texts
 
 logger = logging.getLogger("llava.serve")
@@ -144,7 +144,7 @@ def caption_set(model, tokenizer, image_processor, data_path, out_path, *, versi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m llava.serve.cli", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m llava.serve.cli", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--model-path", required=True, help="llava checkpoint folder, or the folder of an adapter-only run (with --model-base)")
     parser.add_argument("--model-base", help="the language model an adapter-only run was trained on")

@@ -31,6 +31,7 @@ from ..model.multimodal_encoder import VisionTower
 from ..model.model_folder import check_model_folder
 from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..video import VideoReadError
+from .preflight import check_tower
 from .data import DataArguments, MediaReadError, load_pixels, load_samples, media_path
 from .feature_cache import FeatureCache
 
@@ -63,6 +64,7 @@ def load_tower(args: CacheArguments) -> VisionTower:
             return load_vision_tower_from_checkpoint(args.model_name_or_path, config)
     if not args.vision_tower:
         raise errors.UsageError("name the tower: --vision_tower, or a saved llava checkpoint as --model_name_or_path")
+    check_tower(args.vision_tower)  # one line for a wrong path, not a hub error
     return VisionTower.from_pretrained(args.vision_tower, args.mm_vision_select_layer)
 
 
@@ -169,8 +171,12 @@ def run(args: CacheArguments, data_args: DataArguments) -> dict:
     return {"computed": computed, "present": present, "unreadable": len(unreadable), "namespace": cache.namespace}
 
 
+class _ArgumentParser(errors.OneLineArgumentErrors, HfArgumentParser):
+    pass
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((CacheArguments, DataArguments))
+    parser = _ArgumentParser((CacheArguments, DataArguments), prog="python -m llava.train.cache_features")
     args, data_args, ignored = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     if ignored:

@@ -45,6 +45,15 @@ class FlagError(UsageError):
     (a ValueError too, as UsageError is)."""
 
 
+def parse_tunable_parts(parts: str) -> set[str]:
+    """The names in a --mm_tunable_parts value; FlagError for a name that is not a part."""
+    chosen = {p.strip() for p in parts.split(",") if p.strip()}
+    unknown = chosen - set(TUNABLE_PARTS)
+    if unknown:
+        raise FlagError(f"unknown --mm_tunable_parts {sorted(unknown)}; choose from {', '.join(TUNABLE_PARTS)}")
+    return chosen
+
+
 @dataclass(frozen=True)
 class Rule:
     type: object

@@ -27,6 +27,7 @@ from ..errors import InputError, UsageError, check_writable, entry_point
 from ..model.model_folder import check_model_folder, is_llava_checkpoint, read_config
 from .data import media_path, read_samples
 from .data_files import data_error
+from .llava_flags import parse_tunable_parts
 
 # A wrong --video_folder makes every clip unreadable: the run would skip them all and stop at the skip
 # limit after loading the model. Looking up this many media paths per modality is enough to tell.
@@ -54,9 +55,10 @@ class Checked:
 def check(model_args, data_args, training_args) -> Checked:
     """Runs every check; raises a UserError whose message is the one line to print."""
     check_writable(training_args.output_dir, "--output_dir")
+    parse_tunable_parts(model_args.mm_tunable_parts)
     config = check_model_folder(model_args.model_name_or_path, "--model_name_or_path")
     if model_args.vision_tower:
-        _check_tower(model_args.vision_tower)
+        check_tower(model_args.vision_tower)
     _check_file(model_args.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
     _check_folder(data_args.video_folder, "--video_folder")
     _check_folder(data_args.image_folder, "--image_folder")
@@ -95,7 +97,7 @@ def _check_file(path: str | None, flag: str) -> None:
         raise InputError(f"{flag} file does not exist ({path})")
 
 
-def _check_tower(tower: str) -> None:
+def check_tower(tower: str) -> None:
     """A local tower folder must hold a readable config.json; a hub id is left to the loader (which finds
     it in the cache, or says it cannot)."""
     if not os.path.exists(tower) and HUB_ID.fullmatch(tower) and not tower.startswith("."):

@@ -34,7 +34,7 @@ from transformers.trainer_callback import ProgressCallback
 from .. import errors
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 from ..conversation import trained_version
-from ..errors import UsageError
+from ..errors import OneLineArgumentErrors, UsageError
 from ..model.builder import family_of, from_pretrained
 from ..model.llava_arch import DEFAULT_FAST_GRID, DEFAULT_SLOW_GRID, max_positions
 from ..model.load_options import attention_request
@@ -99,15 +99,12 @@ class TrainingArguments(transformers.TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches carry clips."})
 
 
-HELP = "python -m llava.train.train --help lists the flags"
+PROG = "python -m llava.train.train"
+HELP = f"{PROG} --help lists the flags"
 
 
-class ArgumentParser(HfArgumentParser):
-    """argparse's errors (a wrong value, a missing required flag) as one UsageError line, instead of the
-    usage text and a line of its own."""
-
-    def error(self, message):
-        raise UsageError(f"{message} ({HELP})")
+class ArgumentParser(OneLineArgumentErrors, HfArgumentParser):
+    pass
 
 
 def parse_args(argv: list[str] | None = None, log: bool = True):
@@ -122,7 +119,7 @@ def parse_args(argv: list[str] | None = None, log: bool = True):
     # CPU explicit, so the same command line runs on a laptop and on a cluster.
     if not torch.cuda.is_available() and "use_cpu" not in given and "no_cuda" not in given:
         argv += ["--use_cpu", "True"]
-    parser = ArgumentParser((ModelArguments, DataArguments, TrainingArguments, LlavaFlagArguments))
+    parser = ArgumentParser((ModelArguments, DataArguments, TrainingArguments, LlavaFlagArguments), prog=PROG)
     try:
         *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except UsageError:
@@ -158,7 +155,7 @@ def _setup_logging(training_args) -> None:
 
 
 def build_model(model_args, data_args, training_args):
-    family = family_of(model_args.model_name_or_path)
+    family = family_of(model_args.model_name_or_path, "--model_name_or_path")
     llava_flags.check_model_class_name(model_args.model_class_name, family)
     model = from_pretrained(family, model_args.model_name_or_path, attention_request(model_args.attn_implementation))
     model.config.use_cache = False
@@ -242,10 +239,7 @@ def apply_tunable_parts(model, parts: str, fresh_adapter: bool = False) -> None:
     embeddings (mm_mlp_adapter). Where the adapter starts untrained (`fresh_adapter`: built in this run,
     not loaded) and only part of it is chosen, the rest of it trains too: a random frozen packer or
     projector would make the trained part learn around noise."""
-    chosen = {p.strip() for p in parts.split(",") if p.strip()}
-    unknown = chosen - set(TUNABLE_PARTS)
-    if unknown:
-        raise FlagError(f"unknown --mm_tunable_parts {sorted(unknown)}; choose from {', '.join(TUNABLE_PARTS)}")
+    chosen = llava_flags.parse_tunable_parts(parts)
     model.requires_grad_("mm_language_model" in chosen)
     inner = model.get_model()
     if inner.get_vision_tower() is not None:
