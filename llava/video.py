@@ -44,6 +44,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from .errors import InputError
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "decord", "pyav")
@@ -54,7 +56,7 @@ _DECORD_UNSUPPORTED = {"av1"}
 _PYAV_ERRORS = (av.FFmpegError, OSError, EOFError)
 
 
-class VideoReadError(ValueError):
+class VideoReadError(InputError):
     """A video file that cannot be decoded; the message names the file and the reason."""
 
 

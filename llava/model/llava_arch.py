@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from .expected_warnings import unmasked_generation_steps
 from .multimodal_encoder import VisionTower, build_vision_tower
 from .multimodal_projector import VisualPositionEmbedding, build_vision_projector, match_output_scale
 from .multimodal_resampler import build_vision_resampler
@@ -524,7 +525,8 @@ class LlavaMetaForCausalLM:
         if inputs_embeds is None:  # no visual input: the prompt's own embeddings
             inputs_embeds = self.get_input_embeddings()(inputs)
         self._fit_new_tokens(inputs_embeds.shape[1], kwargs)
-        return generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        with unmasked_generation_steps():  # the mask is passed; see there why transformers still warns
+            return generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
 
     def _fit_new_tokens(self, prompt_length: int, kwargs: dict) -> None:
         """Clients ask for LLaVA's budgets (lmms-eval: 1024 new tokens, run_llava: 512) whatever the model's

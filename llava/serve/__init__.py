@@ -66,13 +66,10 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], images: list, max
     stops = [s for s in stop_strings if s]
     if stops:
         decoding.update(stop_strings=stops, tokenizer=tokenizer)
-    from ..model.expected_warnings import unmasked_generation_steps  # here: importing llava.model loads every family
-
     # images= is always passed (None for text-only prompts): generate then returns only the new tokens.
-    with unmasked_generation_steps():  # the mask is passed; see there why transformers still warns
-        out = model.generate(ids, attention_mask=mask, images=visual or None, modalities=modalities or None,
-                             max_new_tokens=max_new_tokens, num_beams=num_beams, pad_token_id=pad,
-                             eos_token_id=stop_token_ids(tokenizer), **decoding)
+    out = model.generate(ids, attention_mask=mask, images=visual or None, modalities=modalities or None,
+                         max_new_tokens=max_new_tokens, num_beams=num_beams, pad_token_id=pad,
+                         eos_token_id=stop_token_ids(tokenizer), **decoding)
     # A stop string that is a special token (`<|im_end|>`, a Llama `</s>`) ended generation as a stop id and
     # is skipped in decoding; one spelled with ordinary tokens (`###`, `</s>` for GPT-2) is cut here.
     return [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops) for row in out]

@@ -161,7 +161,7 @@ def load_samples(data_path: str, seed: int = 0) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------ dataset
-class MediaReadError(ValueError):
+class MediaReadError(InputError):
     """An image that cannot be read (missing, empty, not an image); VideoReadError covers clips."""
 
 
