@@ -3,6 +3,7 @@ import torch
 
 import llava.model  # noqa: F401  (registers the families)
 from llava.testing import save_tiny_vision_tower
+from disk_helpers import SmallDisks
 from slurm_cluster import SlurmCluster
 from train_helpers import make_assets, train_tiny_checkpoint
 
@@ -41,3 +42,13 @@ def slurm_cluster():
     finally:
         cluster.stop()
     assert not cluster.leftover_pids(), "processes of the test cluster outlived it"
+
+
+@pytest.fixture
+def disks(tmp_path):
+    """Small real disks (tmpfs): `disks.mount(name, size, read_only=False)`, `disks.remount(folder, options)`."""
+    disks = SmallDisks(tmp_path)
+    try:
+        yield disks
+    finally:
+        disks.unmount_all()

@@ -62,28 +62,6 @@ def clip(assets):
     return f"{assets['video_folder']}/val_00000.mp4"
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """mount(size, read_only) -> a fresh tmpfs folder (a full or a read-only disk for real); unmounted after."""
-    mounted = []
-
-    def mount(size="64k", read_only=False):
-        folder = tmp_path / f"tmpfs{len(mounted)}"
-        folder.mkdir()
-        command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-        mounted.append(folder)
-        if read_only:
-            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
-        return folder
-
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
 # ------------------------------------------------------------------------------ the model folder
 def test_missing_model_folder(tmp_path, clip):
     assert_alone(run("llava.serve.cli", "--model-path", tmp_path / "nope", "--video", clip),
@@ -247,8 +225,8 @@ def test_lmms_task_inputs(assets, tmp_path):
 
 
 # -------------------------------------------------------------------------------------- outputs
-def test_outputs_on_a_read_only_disk(checkpoint, assets, tmpfs):
-    read_only = tmpfs(read_only=True)
+def test_outputs_on_a_read_only_disk(checkpoint, assets, disks):
+    read_only = disks.mount("read-only", read_only=True)
     assert_alone(run("llava.eval.export_lm", "--model-path", assets["gpt2"], "--out", read_only / "lm"),
                  f"read-only file system: --out {read_only / 'lm'} cannot be written ({read_only})")
     assert_alone(run("llava.eval.captions", "--model-path", checkpoint, "--data", assets["val"], "--video-folder",
@@ -258,8 +236,8 @@ def test_outputs_on_a_read_only_disk(checkpoint, assets, tmpfs):
                  f"--out is a folder; it names the file to write ({assets['video_folder']})")
 
 
-def test_export_on_a_full_disk(assets, tmpfs):
-    full = tmpfs(size="64k")
+def test_export_on_a_full_disk(assets, disks):
+    full = disks.mount("full", "64k")
     result = run("llava.eval.export_lm", "--model-path", assets["gpt2"], "--out", full / "lm")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     where = re.escape(str(full / "lm"))
