@@ -471,14 +471,14 @@ if [[ "$LAUNCHER" == slurm ]]; then
 'echo "train_italian_video.sh: node $me: torchrun --local_addr $addr, rendezvous store here: $is_host" >&2; '\
 'export PET_LOCAL_ADDR=$addr PET_RDZV_CONF=is_host=$is_host${PET_RDZV_CONF:+,$PET_RDZV_CONF}; exec "$@"'
     LAUNCH=(
-        "${SRUN[@]}" bash -c "$ON_EACH_NODE" on-node "$PYTHON" -m torch.distributed.run
+        "${SRUN[@]}" bash -c "$ON_EACH_NODE" on-node "$PYTHON" -m llava.train.launch
         --nnodes "$NNODES" --nproc_per_node "$GPUS_PER_NODE"
         --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "$SLURM_JOB_ID"
         -m "$TRAIN_MODULE"
     )
 else
     NNODES=1
-    LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node "$NPROC" -m "$TRAIN_MODULE")
+    LAUNCH=("$PYTHON" -m llava.train.launch --standalone --nnodes 1 --nproc_per_node "$NPROC" -m "$TRAIN_MODULE")
 fi
 
 # --- what will run ----------------------------------------------------------------------------------------------

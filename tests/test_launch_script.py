@@ -220,7 +220,7 @@ def test_standalone_command(dummy_paths, tmp_path):
     assert result.returncode == 0, result.stderr
     argv = record.read_text().splitlines()
     head = argv[: argv.index("-m", 3) + 2]
-    assert head == ["-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+    assert head == ["-m", "llava.train.launch", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
                     "-m", "llava.train.train"]
 
     def value(flag, n=1):
@@ -280,7 +280,7 @@ def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):
     assert srun[13] == str(exe)
     torchrun = srun[14:]
     assert torchrun[:14] == [
-        "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "4", "--rdzv_backend", "c10d",
+        "-m", "llava.train.launch", "--nnodes", "2", "--nproc_per_node", "4", "--rdzv_backend", "c10d",
         "--rdzv_endpoint", "gpu-a01:24242", "--rdzv_id", "4242", "-m", "llava.train.train",
     ]
     assert torchrun[torchrun.index("--bf16") + 1] == "true"  # GPUs in the allocation: bf16 on

@@ -91,7 +91,7 @@ def environ(pid: int) -> dict[str, str]:
 def is_training_rank(pid: int) -> bool:
     """A process torchrun started for llava.train.train (not torchrun, srun or a shell naming it)."""
     argv = cmdline(pid)
-    return "llava.train.train" in argv and "torch.distributed.run" not in argv and "LOCAL_RANK" in environ(pid)
+    return "llava.train.train" in argv and "llava.train.launch" not in argv and "LOCAL_RANK" in environ(pid)
 
 
 def ranks_below(launcher_pid: int) -> dict[int, int]:

@@ -97,7 +97,7 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
         argv = (tmp_path / f"{node}.txt").read_text().splitlines()
         assert argv[:2] == [f"PET_LOCAL_ADDR={addr}", f"PET_RDZV_CONF=is_host={is_host}"], argv
         assert argv[2:16] == [
-            "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+            "-m", "llava.train.launch", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
             "--rdzv_endpoint", "10.1.0.11:24242", "--rdzv_id", "4242", "-m", "llava.train.train",
         ], argv
         assert f"node {node}: torchrun --local_addr {addr}, rendezvous store here: {is_host}" in result.stderr

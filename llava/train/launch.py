@@ -1,0 +1,81 @@
+"""`python -m llava.train.launch ARGS`: torchrun (`python -m torch.distributed.run`, with the same ARGS),
+whose failure ends in one line.
+
+When a rank fails, torchrun ends the log with a traceback of its own and a table of the failed ranks,
+some thirty lines after the rank's own `error:` line. Here the same facts are one line, about the rank
+that failed first:
+
+    error: rank 0 (node1) exited with status 1 (its error is above)
+    error: rank 1 (node2) was killed by signal 9 (SIGKILL; the kernel's out-of-memory killer sends it too)
+    error: rank 0 (node1) failed: ValueError: ... (its traceback is above)
+
+The exit status is torchrun's (1); a launcher told to stop by a signal passes it on to the ranks, as
+torchrun does, and exits with 128 + the signal's number, without torchrun's traceback (the ranks' own
+lines say what they saved). LLAVA_DEBUG=1 keeps torchrun's own report.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+from torch.distributed.run import parse_args, run
+
+from ..errors import debugging
+
+
+def describe_failure(error: ChildFailedError) -> str:
+    """One line: the rank that failed first, its node, and how it ended."""
+    rank, failure = error.get_first_failure()
+    # (The other ranks' failures are torchrun stopping them, with SIGTERM, once this one failed.)
+    return f"rank {rank} ({socket.gethostname()}) {_how_it_ended(failure)}"
+
+
+def _how_it_ended(failure: ProcessFailure) -> str:
+    if failure.exitcode < 0:
+        number = -failure.exitcode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown signal"
+        hint = "; the kernel's out-of-memory killer sends it too" if number == signal.SIGKILL else ""
+        return f"was killed by signal {number} ({name}{hint})"
+    if isinstance(failure.message, dict):  # an exception written by torch's `record` (train.cli has it)
+        message = " ".join(str(failure.message.get("message", "")).split())
+        return f"failed: {message} (its traceback is above)"
+    # Expected failures say their own line and exit non-zero without an exception.
+    return f"exited with status {failure.exitcode} (its error is above)"
+
+
+class _WithoutFailureRecord(logging.Filter):
+    """torchrun's agent logs each failed rank as an ERROR record before raising; the line this module
+    prints says the same, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("failed (exitcode:")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if debugging():
+        run(args)
+        return 0
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_WithoutFailureRecord())
+    try:
+        run(args)
+    except ChildFailedError as e:
+        print(f"error: {describe_failure(e)}", file=sys.stderr, flush=True)
+        return 1
+    except SignalException as e:
+        # Told to stop (SIGTERM, SIGUSR1, ...): torchrun passed the signal on and gave the ranks
+        # STOP_TIMEOUT to save; their own lines say what was saved. A stopped run is not a finished one.
+        return 128 + int(e.sigval)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
