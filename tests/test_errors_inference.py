@@ -1,6 +1,10 @@
 """Inference entry points (serve.cli, eval.captions, eval.export_lm, eval.run_llava, eval.lmms_task) fail in
-one line, `error: WHAT (WHERE)`, with a non-zero status: each case runs the real command line in a
-subprocess and checks the exact line and status. Most checks fire before a model is loaded.
+one line, `error: WHAT (WHERE)`, with a non-zero status: each case runs the real command line and checks
+the exact line and status. Most checks fire before a model is loaded. The command's `cli` runs in this
+process (`in_process`: the same code from the arguments to the error line, without the 4-5 s of a new
+interpreter); each entry point keeps a case through `python -m` in a subprocess (`run`), and so do the
+cases that need one: the hub's variables, read when huggingface_hub is imported, and the warnings, whose
+once-only memory lives in the process.
 
 Also: the transformers warnings that our own use used to trigger (a stock checkpoint loaded into its llava
 family; batch generation's attention mask) are gone from the real log output, while other warnings, and
@@ -18,9 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from llava.eval import captions, export_lm, lmms_task
 from llava.model.model_folder import check_model_folder
+from llava.serve import cli as serve
 from llava.train.data import load_samples
 
+from entry_points import run_cli_with_process_output
 from train_helpers import ROOT
 
 SUPPORTED = "supported: gemma, gpt2, llama, mistral, mixtral, mpt, qwen2, or their llava_* types"
@@ -31,6 +38,11 @@ MASK_WARNING = "We strongly recommend passing in an `attention_mask`"
 def run(module, *args, env=None, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=300)
+
+
+def in_process(module, *args):
+    """`python -m module args`, run by the module's `cli` in this process."""
+    return run_cli_with_process_output(module.cli, list(args))
 
 
 def run_python(code, *args, env=None):
@@ -64,7 +76,7 @@ def clip(assets):
 
 # ------------------------------------------------------------------------------ the model folder
 def test_missing_model_folder(tmp_path, clip):
-    assert_alone(run("llava.serve.cli", "--model-path", tmp_path / "nope", "--video", clip),
+    assert_alone(in_process(serve, "--model-path", tmp_path / "nope", "--video", clip),
                  f"--model-path folder does not exist ({tmp_path / 'nope'})")
 
 
@@ -88,21 +100,21 @@ def test_a_hub_id_in_the_cache_is_a_model_folder(tmp_path, assets):
 
 
 def test_plain_language_model_is_not_a_llava_checkpoint(assets, clip):
-    assert_alone(run("llava.serve.cli", "--model-path", assets["gpt2"], "--video", clip),
+    assert_alone(in_process(serve, "--model-path", assets["gpt2"], "--video", clip),
                  f"--model-path is a plain gpt2 model with no vision tower, not a llava checkpoint, so it cannot caption "
                  f"images or videos ({assets['gpt2']})")
 
 
 def test_unknown_model_type(tmp_path, clip):
     folder = write_config(tmp_path / "bert", '{"model_type": "bert"}')
-    assert_alone(run("llava.serve.cli", "--model-path", folder, "--video", clip),
+    assert_alone(in_process(serve, "--model-path", folder, "--video", clip),
                  f"--model-path config.json has model_type 'bert', which no family here loads; {SUPPORTED} "
                  f"({folder / 'config.json'})")
 
 
 def test_truncated_config(tmp_path, clip):
     folder = write_config(tmp_path / "cut", '{\n  "model_type": "llava_gpt2",\n  "n_embd": 64,\n')
-    assert_alone(run("llava.serve.cli", "--model-path", folder, "--video", clip),
+    assert_alone(in_process(serve, "--model-path", folder, "--video", clip),
                  "--model-path config.json is cut short or not valid JSON: expecting property name enclosed in double "
                  f"quotes ({folder / 'config.json'}:4:1)")
 
@@ -146,6 +158,7 @@ def test_what_is_not_a_model_folder(tmp_path, case):
 
 
 def test_debug_switch_shows_the_traceback(tmp_path, clip):
+    """Through `python -m llava.serve.cli`, in a subprocess: the module's __main__ wiring."""
     result = run("llava.serve.cli", "--model-path", tmp_path / "nope", "--video", clip, env={"LLAVA_DEBUG": "1"})
     assert result.returncode == 1 and "Traceback" in result.stderr
     assert result.stderr.splitlines()[-1] == ("llava.model.model_folder.MissingModelFile: --model-path folder does not "
@@ -154,16 +167,16 @@ def test_debug_switch_shows_the_traceback(tmp_path, clip):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
 def test_a_gpu_on_a_machine_without_one(checkpoint, clip):
-    assert_last(run("llava.serve.cli", "--model-path", checkpoint, "--video", clip, "--device", "cuda"),
+    assert_last(in_process(serve, "--model-path", checkpoint, "--video", clip, "--device", "cuda"),
                 "device_map/device 'cuda' asks for a CUDA GPU, but torch sees none on this machine; pass device_map='auto' "
                 "(or 'cpu') to load on the CPU", status=2)
 
 
 # ------------------------------------------------------------------------------------- media
 def test_missing_video_and_image(checkpoint, tmp_path):
-    assert_alone(run("llava.serve.cli", "--model-path", checkpoint, "--video", tmp_path / "clip.mp4"),
+    assert_alone(in_process(serve, "--model-path", checkpoint, "--video", tmp_path / "clip.mp4"),
                  f"--video file does not exist ({tmp_path / 'clip.mp4'})")
-    assert_alone(run("llava.serve.cli", "--model-path", checkpoint, "--image", tmp_path),
+    assert_alone(in_process(serve, "--model-path", checkpoint, "--image", tmp_path),
                  f"--image is a folder, not a file ({tmp_path})")
 
 
@@ -171,13 +184,14 @@ def test_unreadable_video_and_image(checkpoint, tmp_path):
     empty, text = tmp_path / "empty.mp4", tmp_path / "photo.png"
     empty.write_bytes(b"")
     text.write_text("not an image\n")
-    assert_last(run("llava.serve.cli", "--model-path", checkpoint, "--video", empty),
+    assert_last(in_process(serve, "--model-path", checkpoint, "--video", empty),
                 f"--video cannot be read: file is empty (0 bytes) ({empty})")
-    assert_last(run("llava.serve.cli", "--model-path", checkpoint, "--image", text),
+    assert_last(in_process(serve, "--model-path", checkpoint, "--image", text),
                 f"--image cannot be read: UnidentifiedImageError: cannot identify image file '{text}' ({text})")
 
 
 def test_run_llava_on_a_plain_language_model(assets, clip):
+    """run_llava's one case, through `python -m` in a subprocess."""
     assert_alone(run("llava.eval.run_llava", "--model-path", assets["gpt2"], "--image-file", clip, "--query", "?"),
                  f"--model-path is a plain gpt2 model with no vision tower, not a llava checkpoint, so it cannot look at "
                  f"--image-file ({assets['gpt2']})")
@@ -185,7 +199,7 @@ def test_run_llava_on_a_plain_language_model(assets, clip):
 
 # ---------------------------------------------------------------------------------------- data
 def test_captions_data_problems(checkpoint, assets, tmp_path):
-    missing = tmp_path / "val.json"
+    missing = tmp_path / "val.json"  # through `python -m` in a subprocess; the others in this process
     assert_alone(run("llava.eval.captions", "--model-path", checkpoint, "--data", missing),
                  f"--data file does not exist ({missing})")
     # a file cut short: the training data checks' own line (llava.train.data), before the model is loaded
@@ -195,31 +209,32 @@ def test_captions_data_problems(checkpoint, assets, tmp_path):
     with pytest.raises(ValueError) as error:
         load_samples(str(cut))
     assert str(cut) in str(error.value)
-    assert_alone(run("llava.eval.captions", "--model-path", checkpoint, "--data", cut), str(error.value))
+    assert_alone(in_process(captions, "--model-path", checkpoint, "--data", cut), str(error.value))
     # a sample without an answer has nothing to score against
     unanswered = tmp_path / "unanswered.json"
     samples = [{"id": f"s{i}", "conversations": [{"from": "human", "value": "ciao"}] + (
         [{"from": "gpt", "value": "ciao"}] if i == 1 else [])} for i in range(8)]
     unanswered.write_text(json.dumps(samples))
-    assert_alone(run("llava.eval.captions", "--model-path", assets["gpt2"], "--data", unanswered),
+    assert_alone(in_process(captions, "--model-path", assets["gpt2"], "--data", unanswered),
                  f"--data: 7 samples have no reference answer to score: 's0', 's2', 's3', 's4', 's5' and 2 more ({unanswered})")
 
 
 def test_serve_data_with_clips_needs_a_llava_checkpoint(assets, tmp_path):
-    assert_alone(run("llava.serve.cli", "--model-path", assets["gpt2"], "--data", assets["val"], "--video-folder",
+    assert_alone(in_process(serve, "--model-path", assets["gpt2"], "--data", assets["val"], "--video-folder",
                      assets["video_folder"], "--out", tmp_path / "out.jsonl"),
                  f"--model-path is a plain gpt2 model with no vision tower, not a llava checkpoint, so it cannot caption "
                  f"the clips and images of --data ({assets['gpt2']})")
-    assert_alone(run("llava.serve.cli", "--model-path", assets["gpt2"], "--data", assets["val"], "--video-folder",
+    assert_alone(in_process(serve, "--model-path", assets["gpt2"], "--data", assets["val"], "--video-folder",
                      tmp_path / "videos", "--out", tmp_path / "out.jsonl"),
                  f"--video-folder folder does not exist ({tmp_path / 'videos'})")
 
 
 def test_lmms_task_inputs(assets, tmp_path):
+    """The first through `python -m` in a subprocess, the second in this process."""
     assert_alone(run("llava.eval.lmms_task", "--data", assets["val"], "--video-folder", tmp_path, "--out", tmp_path / "t"),
                  f"--data names 4 videos that do not exist under --video-folder: val_00000.mp4, val_00001.mp4, "
                  f"val_00002.mp4, val_00003.mp4 ({tmp_path})")
-    assert_alone(run("llava.eval.lmms_task", "--data", assets["val"], "--video-folder", assets["video_folder"], "--out",
+    assert_alone(in_process(lmms_task, "--data", assets["val"], "--video-folder", assets["video_folder"], "--out",
                      tmp_path / "t", "--name", "demo-1"),
                  "--name 'demo-1': a task name prefix has letters, digits and underscores only", status=2)
 
@@ -227,18 +242,19 @@ def test_lmms_task_inputs(assets, tmp_path):
 # -------------------------------------------------------------------------------------- outputs
 def test_outputs_on_a_read_only_disk(checkpoint, assets, disks):
     read_only = disks.mount("read-only", read_only=True)
+    # export_lm through `python -m` in a subprocess; the others in this process
     assert_alone(run("llava.eval.export_lm", "--model-path", assets["gpt2"], "--out", read_only / "lm"),
                  f"read-only file system: --out {read_only / 'lm'} cannot be written ({read_only})")
-    assert_alone(run("llava.eval.captions", "--model-path", checkpoint, "--data", assets["val"], "--video-folder",
+    assert_alone(in_process(captions, "--model-path", checkpoint, "--data", assets["val"], "--video-folder",
                      assets["video_folder"], "--out", read_only / "result.json"),
                  f"read-only file system: the folder of --out {read_only} cannot be written ({read_only})")
-    assert_alone(run("llava.serve.cli", "--model-path", checkpoint, "--data", assets["val"], "--out", assets["video_folder"]),
+    assert_alone(in_process(serve, "--model-path", checkpoint, "--data", assets["val"], "--out", assets["video_folder"]),
                  f"--out is a folder; it names the file to write ({assets['video_folder']})")
 
 
 def test_export_on_a_full_disk(assets, disks):
     full = disks.mount("full", "64k")
-    result = run("llava.eval.export_lm", "--model-path", assets["gpt2"], "--out", full / "lm")
+    result = in_process(export_lm, "--model-path", assets["gpt2"], "--out", full / "lm")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     where = re.escape(str(full / "lm"))
     pattern = rf"error: no space left on the device saving the exported model \({where}: needs about [0-9.]+ KB, [0-9.]+ (KB|bytes) free\)"
