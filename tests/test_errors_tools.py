@@ -217,9 +217,12 @@ def test_prepare_webvid_llava_debug_shows_the_traceback(webvid):
 
 # ----------------------------------------------------------------------------------------- bench
 def bench(tmp_path, *extra):
-    """`python -m llava.bench ...`, run in this process: the module's main as its __main__ block wraps it."""
-    return run_cli_with_process_output(errors.entry_point(bench_module.main), [
-        "--configs", "demo", "--workdir", tmp_path / "work", "--output", tmp_path / "benchmarks.md", *extra])
+    """`python -m llava.bench ...`, run in this process: the module's main as its __main__ block wraps it
+    (without LLAVA_DEBUG, as `run` starts its commands)."""
+    with pytest.MonkeyPatch.context() as environment:
+        environment.delenv("LLAVA_DEBUG", raising=False)
+        return run_cli_with_process_output(errors.entry_point(bench_module.main), [
+            "--configs", "demo", "--workdir", tmp_path / "work", "--output", tmp_path / "benchmarks.md", *extra])
 
 
 @pytest.mark.parametrize("extra, message", [
