@@ -1,9 +1,11 @@
 """How training fails: every expected failure is one line `error: WHAT (WHERE)` and a non-zero status, found
 before any model is loaded where it can be; a run that trained ends its log with a one-line summary.
 
-Each case runs the real entry point (`python -m llava.train.train`, `python -m llava.train.preflight`,
-`bash train_italian_video.sh`) in a fresh process on conftest's tiny assets (a GPT-2 of a few layers, a
-tiny DINOv2, eight short clips) and asserts the exact output and status.
+Each case runs the real entry point on conftest's tiny assets (a GPT-2 of a few layers, a tiny DINOv2, eight
+short clips) and asserts the exact output and status. A failure found before any process group or DeepSpeed
+starts runs train's (or the preflight's) `cli` in this process with its argv (entry_points.py: the same code
+from argument parsing to the error line, without the 4-5 s of imports a new interpreter spends); the
+`python -m` wiring, torchrun, DeepSpeed, real training runs and the launcher script run in a fresh process.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
 
+from entry_points import run_cli_with_process_output
+from llava.train import preflight
+from llava.train import train as train_module
 from train_helpers import ROOT, train_args
 
 HELP = "python -m llava.train.train --help lists the flags"
@@ -36,13 +43,48 @@ def train(args, **kwargs) -> subprocess.CompletedProcess:
     return run("llava.train.train", args, **kwargs)
 
 
+def as_python_m_runs_it(cli):
+    """`cli` with what the interpreter adds around it: an exception that leaves it (a bug, or anything with
+    LLAVA_DEBUG=1) is printed as its traceback on stderr, status 1. torch's @record on train's cli enables
+    faulthandler on sys.stderr, which here is a captured stream without a file descriptor: the warning that
+    it could not is this capture's, not the command's (a real stderr has one)."""
+    def run():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Unable to enable fault handler", category=UserWarning)
+            try:
+                return cli()
+            except Exception as e:  # noqa: BLE001 - what `python -m` does with it
+                traceback.print_exception(e)
+                return 1
+    return run
+
+
+@pytest.fixture
+def train_here(monkeypatch):
+    """Runs train's cli in this process, as `train` runs it in a new one (same working folder, no
+    LLAVA_DEBUG unless `env` sets it). Only for failures found before a process group or DeepSpeed
+    starts: cli ends the whole process (os._exit) after a run that started one."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("LLAVA_DEBUG", raising=False)
+
+    def run_here(args, env=None, cli=train_module.cli):
+        args = list(map(str, args))
+        assert not any(a.startswith("--deepspeed") for a in args), "DeepSpeed runs go through a new process"
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        return run_cli_with_process_output(as_python_m_runs_it(cli), args)
+
+    return run_here
+
+
 def text_args(assets, data, out) -> list[str]:
     """The command line of a text-only run: no tower, no clips (what most checks need)."""
     return ["--model_name_or_path", assets["gpt2"], "--data_path", str(data), "--output_dir", str(out), "--max_steps", "1"]
 
 
-def assert_one_error(result: subprocess.CompletedProcess, message: str, status: int = 1) -> None:
-    """Exactly `error: message` on stderr, nothing else anywhere, and the status."""
+def assert_one_error(result, message: str, status: int = 1) -> None:
+    """Exactly `error: message` on stderr, nothing else anywhere, and the status (of a CompletedProcess, or
+    of entry_points' Ended: the same three fields)."""
     assert (result.returncode, result.stderr, result.stdout) == (status, f"error: {message}\n", ""), result.stderr[-3000:]
 
 
@@ -62,17 +104,17 @@ def assert_one_error(result: subprocess.CompletedProcess, message: str, status: 
      "(one sample object per line) ({path})"),
     ("missing.json", None, "--data_path file does not exist ({path})"),
 ])
-def test_a_bad_data_file_is_one_line_naming_it(assets, tmp_path, name, text, message):
+def test_a_bad_data_file_is_one_line_naming_it(assets, tmp_path, train_here, name, text, message):
     data = tmp_path / name
     if text is not None:
         data.write_text(text)
     out = tmp_path / "out"
-    result = train(text_args(assets, data, out))
+    result = train_here(text_args(assets, data, out))
     assert_one_error(result, message.replace("{path}", str(data)))
     assert not out.exists(), "nothing is written before the checks pass"
 
 
-def test_every_problem_of_the_data_is_listed_in_one_line(assets, tmp_path):
+def test_every_problem_of_the_data_is_listed_in_one_line(assets, tmp_path, train_here):
     data = tmp_path / "mixed.jsonl"
     lines = [
         json.dumps(SAMPLE),
@@ -83,7 +125,7 @@ def test_every_problem_of_the_data_is_listed_in_one_line(assets, tmp_path):
         json.dumps({"id": "e", "video": "a.mp4", "image": "b.png", "conversations": SAMPLE["conversations"]}),
     ]
     data.write_text("\n".join(lines) + "\n")
-    result = train(text_args(assets, data, tmp_path / "out"))
+    result = train_here(text_args(assets, data, tmp_path / "out"))
     assert_one_error(result, (
         f"5 problems in {data}: line 2 column 2: not JSON: expecting property name enclosed in double quotes; "
         "line 3: a JSON list, not a sample object; sample 'c' (mixed.jsonl:4) has no 'conversations' list; "
@@ -92,59 +134,59 @@ def test_every_problem_of_the_data_is_listed_in_one_line(assets, tmp_path):
     ))
 
 
-def test_problems_past_the_limit_are_counted_and_files_named(assets, tmp_path):
+def test_problems_past_the_limit_are_counted_and_files_named(assets, tmp_path, train_here):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"id": f"s{i}"} for i in range(23)]))
     empty = tmp_path / "empty.json"
     empty.write_text("")
-    result = train(text_args(assets, f"{empty},{bad}", tmp_path / "out"))
+    result = train_here(text_args(assets, f"{empty},{bad}", tmp_path / "out"))
     shown = "; ".join(f"sample 's{i}' (bad.json #{i}) has no 'conversations' list" for i in range(19))
     assert_one_error(result, f"24 problems in {empty}, {bad}: empty.json: the data file is empty; {shown}; and 4 more")
 
 
 # ------------------------------------------------------------------------------------ folders and flags
-def test_a_missing_video_folder(assets, tmp_path):
+def test_a_missing_video_folder(assets, tmp_path, train_here):
     missing = tmp_path / "no-videos"
     args = train_args(assets, tmp_path / "out")
     args[args.index("--video_folder") + 1] = str(missing)
-    assert_one_error(train(args), f"--video_folder folder does not exist ({missing})")
+    assert_one_error(train_here(args), f"--video_folder folder does not exist ({missing})")
 
 
-def test_a_video_folder_without_the_clips(assets, tmp_path):
+def test_a_video_folder_without_the_clips(assets, tmp_path, train_here):
     elsewhere = tmp_path / "other-videos"
     elsewhere.mkdir()
     args = train_args(assets, tmp_path / "out")
     args[args.index("--video_folder") + 1] = str(elsewhere)
     first = json.loads(Path(assets["train"]).read_text())[0]["video"]
-    assert_one_error(train(args), (
+    assert_one_error(train_here(args), (
         f"none of the first 8 video files of --data_path exist under --video_folder {elsewhere}; "
         f"is it the right folder? ({elsewhere / first})"
     ))
 
 
-def test_clips_without_a_vision_tower(assets, tmp_path):
+def test_clips_without_a_vision_tower(assets, tmp_path, train_here):
     args = train_args(assets, tmp_path / "out")
     del args[args.index("--vision_tower"):args.index("--vision_tower") + 2]
-    assert_one_error(train(args), (
+    assert_one_error(train_here(args), (
         f"--data_path holds 8 video samples but {assets['gpt2']} has no vision tower: give --vision_tower, "
         f"or train on text-only data ({assets['train']})"
     ), status=2)
 
 
-def test_a_missing_model_folder(assets, tmp_path):
+def test_a_missing_model_folder(assets, tmp_path, train_here):
     data = tmp_path / "d.json"
     data.write_text(json.dumps([SAMPLE]))
     args = text_args(assets, data, tmp_path / "out")
     args[args.index("--model_name_or_path") + 1] = str(tmp_path / "no-model")
-    assert_one_error(train(args), f"--model_name_or_path folder does not exist ({tmp_path / 'no-model'})")
+    assert_one_error(train_here(args), f"--model_name_or_path folder does not exist ({tmp_path / 'no-model'})")
 
 
-def test_an_output_dir_that_cannot_be_written(assets, tmp_path, disks):
+def test_an_output_dir_that_cannot_be_written(assets, tmp_path, disks, train_here):
     read_only_folder = disks.mount("read-only", read_only=True)
     data = tmp_path / "d.json"
     data.write_text(json.dumps([SAMPLE]))
     out = read_only_folder / "run"
-    result = train(text_args(assets, data, out))
+    result = train_here(text_args(assets, data, out))
     assert_one_error(result, f"read-only file system: --output_dir {out} cannot be written ({read_only_folder})")
 
 
@@ -155,14 +197,15 @@ def test_an_output_dir_that_cannot_be_written(assets, tmp_path, disks):
     (["--mm_tunable_parts", "mm_everything"], "unknown --mm_tunable_parts ['mm_everything']; choose from mm_vision_tower, "
                                                 "mm_vision_resampler, mm_mlp_adapter, mm_language_model"),
 ])
-def test_a_wrong_flag_is_one_line_with_status_2(assets, tmp_path, extra, message):
+def test_a_wrong_flag_is_one_line_with_status_2(assets, tmp_path, train_here, extra, message):
     data = tmp_path / "d.json"
     data.write_text(json.dumps([SAMPLE]))
-    result = train(text_args(assets, data, tmp_path / "out") + extra)
+    result = train_here(text_args(assets, data, tmp_path / "out") + extra)
     assert_one_error(result, message, status=2)
 
 
 def test_a_missing_deepspeed_config(assets, tmp_path):
+    # A new process, as a user runs it: this is also the test of train's `python -m` wiring for a failure.
     data = tmp_path / "d.json"
     data.write_text(json.dumps([SAMPLE]))
     missing = tmp_path / "zero9.json"
@@ -170,18 +213,19 @@ def test_a_missing_deepspeed_config(assets, tmp_path):
     assert_one_error(result, f"--deepspeed config file does not exist ({missing})")
 
 
-def test_llava_debug_gives_the_traceback(assets, tmp_path):
+def test_llava_debug_gives_the_traceback(assets, tmp_path, train_here):
     data = tmp_path / "empty.json"
     data.write_text("")
-    result = train(text_args(assets, data, tmp_path / "out"), env={"LLAVA_DEBUG": "1"})
+    result = train_here(text_args(assets, data, tmp_path / "out"), env={"LLAVA_DEBUG": "1"})
     assert result.returncode == 1
     assert result.stderr.startswith("Traceback (most recent call last):"), result.stderr[-3000:]
     assert "llava/train/preflight.py" in result.stderr
     assert result.stderr.rstrip().splitlines()[-1] == f"llava.train.data_files.DataFileError: the data file is empty ({data})"
 
 
-def test_the_preflight_alone_says_ok(assets, tmp_path):
+def test_the_preflight_alone_says_ok(assets, tmp_path, train_here):
     out = tmp_path / "out"
+    # `python -m llava.train.preflight` itself (its wiring; the launcher runs it so), then its cli here
     result = run("llava.train.preflight", train_args(assets, out) + ["--deepspeed", "scripts/zero2.json"])
     assert (result.returncode, result.stderr) == (0, ""), result.stderr[-3000:]
     assert result.stdout == (
@@ -191,7 +235,7 @@ def test_the_preflight_alone_says_ok(assets, tmp_path):
     assert not out.exists()
     empty = tmp_path / "empty.json"
     empty.write_text("")
-    assert_one_error(run("llava.train.preflight", text_args(assets, empty, out)), f"the data file is empty ({empty})")
+    assert_one_error(train_here(text_args(assets, empty, out), cli=preflight.main), f"the data file is empty ({empty})")
 
 
 def test_under_torchrun_a_failure_every_rank_shares_is_said_once(assets, tmp_path):
