@@ -341,7 +341,7 @@ def test_the_launcher_runs_the_preflight_and_stops_with_its_line(assets, tmp_pat
     assert (result.returncode, result.stderr) == (
         1, f"error: the JSON list is cut short: the file ends inside it (expecting value) ({data}:2:1)\n"
     ), result.stderr[-3000:]
-    assert "torch.distributed.run" in result.stdout  # the command it would have run is shown
+    assert "-m llava.train.launch " in result.stdout  # the command it would have run is shown
     assert not out.exists(), "nothing was launched"
 
 
