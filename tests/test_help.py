@@ -1,6 +1,11 @@
 """`--help` of every entry point, run as users run it: exit status 0, the usage (or the script's own help)
 on stdout, nothing on stderr, and no work done. The commands import torch (seconds each), so the ones
-this session selected run side by side, once, in a module fixture; each entry point stays its own test."""
+this session selected run side by side, once, in a module fixture; each entry point stays its own test.
+
+The inference commands and the benchmark run their `cli` in this process instead (IN_PROCESS): --help
+ends in argument parsing, before any import of their own, and what their `python -m` start prints
+(the __main__ wiring, the module imports, nothing else on stderr) is checked by a failure of each
+through a real subprocess, with the exact stderr, in test_errors_inference.py and test_errors_tools.py."""
 
 import os
 import subprocess
@@ -9,6 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from llava import bench, errors
+from llava.eval import captions, export_lm, run_llava
+from llava.serve import cli as serve
+
+from entry_points import run_cli_with_process_output
 from train_helpers import ROOT
 
 PYTHON = [sys.executable]
@@ -33,6 +43,9 @@ ENTRY_POINTS = {
     "gpu_check.sh": (["bash", "scripts/gpu_check.sh"], "bash scripts/gpu_check.sh"),
 }
 SHELL_SCRIPTS = {"train_italian_video.sh", "gpu_check.sh"}
+# name -> the function `python -m` runs (those that take seconds to start; lmms_task and the demo take less)
+IN_PROCESS = {"serve.cli": serve.cli, "eval.captions": captions.cli, "eval.export_lm": export_lm.cli,
+              "eval.run_llava": run_llava.cli, "bench": errors.entry_point(bench.main)}
 
 
 def _help(name: str) -> subprocess.CompletedProcess:
@@ -41,13 +54,22 @@ def _help(name: str) -> subprocess.CompletedProcess:
     return subprocess.run(command + ["--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _help_in_process(name: str):
+    with pytest.MonkeyPatch.context() as environment:
+        environment.delenv("LLAVA_DEBUG", raising=False)
+        return run_cli_with_process_output(IN_PROCESS[name], ["--help"])
+
+
 @pytest.fixture(scope="module")
-def helps(request) -> dict[str, subprocess.CompletedProcess]:
-    """The --help runs of the entry points this session selected, side by side."""
+def helps(request) -> dict:
+    """The --help runs of the entry points this session selected: the subprocesses side by side, then
+    the in-process ones (each result has returncode, stdout and stderr)."""
     selected = [item.callspec.params["name"] for item in request.session.items
                 if item.module.__name__ == __name__ and hasattr(item, "callspec")]
+    started = [name for name in selected if name not in IN_PROCESS]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(selected, pool.map(_help, selected)))
+        results = dict(zip(started, pool.map(_help, started)))
+    return results | {name: _help_in_process(name) for name in selected if name in IN_PROCESS}
 
 
 @pytest.mark.parametrize("name", list(ENTRY_POINTS))
