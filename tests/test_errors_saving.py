@@ -2,8 +2,9 @@
 
 The disks are real: a small tmpfs, sized so that a tiny run's first checkpoint fits and its second does
 not, and a tmpfs remounted read-only between two checkpoint saves. Each run is the real entry point in
-a fresh process, which prints exactly one `error: ` line and no traceback. Mounting needs root; the tests skip,
-saying why, where it is refused.
+a fresh process, which prints exactly one `error: ` line and no traceback (a missing data file, found before
+anything loads, runs cache_features' cli in this process: entry_points.py). Mounting needs root; the tests
+skip, saying why, where it is refused.
 """
 
 import json
@@ -17,8 +18,9 @@ import time
 from pathlib import Path
 
 from disk_helpers import SmallDisks
+from entry_points import run_cli_with_process_output
 from llava.errors import size_text
-from llava.train import checkpoints
+from llava.train import cache_features, checkpoints
 from llava.train.checkpoints import COMPLETE_MARKER
 from train_helpers import ROOT, run_training, train_args
 
@@ -207,11 +209,12 @@ def test_cache_features_into_a_read_only_folder_fails_before_the_tower_loads(ass
     assert "Loading weights" not in done.stderr
 
 
-def test_cache_features_names_a_missing_data_file_in_one_line(assets, tmp_path):
+def test_cache_features_names_a_missing_data_file_in_one_line(assets, tmp_path, monkeypatch):
+    # In this process (the failure comes before the tower loads); the tests above run its `python -m`.
     missing = tmp_path / "missing.json"
-    command = [sys.executable, "-m", "llava.train.cache_features", "--vision_tower", assets["tower"],
-               "--data_path", str(missing), "--feature_cache", str(tmp_path / "cache")]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    monkeypatch.chdir(ROOT)
+    done = run_cli_with_process_output(cache_features.cli, ["--vision_tower", assets["tower"], "--data_path", str(missing),
+                                                            "--feature_cache", str(tmp_path / "cache")])
     assert done.returncode == 1
     assert error_line(done.stderr) == f"error: --data_path file does not exist ({missing})"
 
