@@ -1,3 +1,6 @@
+import os
+import sys
+
 import pytest
 import torch
 
@@ -6,6 +9,11 @@ from llava.testing import save_tiny_vision_tower
 from disk_helpers import SmallDisks
 from slurm_cluster import SlurmCluster
 from train_helpers import make_assets, train_tiny_checkpoint
+
+# DeepSpeed compiles a small op on its first start, into torch's extension folder, by default one per
+# user; checkouts with other include paths rebuild it in turn and wait on each other's build lock. One
+# folder per virtual environment (inherited by every process a test starts) builds it once.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 
 
 @pytest.fixture(scope="session")

@@ -65,9 +65,11 @@ def test_cli_sampling_and_frame_limits(checkpoint, clip_path, capsys):
     first = capsys.readouterr().out
     cli.main(args + ["--temperature", "0.8", "--top-p", "0.9", "--seed", "1"])
     assert capsys.readouterr().out == first  # seeded sampling repeats
-    with pytest.raises(SystemExit):
-        cli.main(args + ["--num-frames", "16"])
-    assert "at most 8 frames" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        cli.cli(args + ["--num-frames", "16"])
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: --num-frames 16: this model takes at most 8 frames per clip (python -m llava.serve.cli --help lists the flags)")
     with pytest.raises(SystemExit) as exit_status:
         cli.cli(["--model-path", checkpoint, "--video", clip_path + ".missing"])
     assert exit_status.value.code == 1

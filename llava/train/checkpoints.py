@@ -57,6 +57,13 @@ def is_complete(checkpoint: str) -> bool:
     return os.path.isfile(os.path.join(checkpoint, COMPLETE_MARKER))
 
 
+def newest_marked_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint with its completion marker, not verified again (for naming it, as the run's
+    summary line does; resuming uses newest_complete_checkpoint, which verifies)."""
+    marked = [path for _, path in _checkpoints(output_dir) if is_complete(path)]
+    return marked[-1] if marked else None
+
+
 # ------------------------------------------------------------------------------------------ saving
 def _files(checkpoint: str) -> list[str]:
     """Relative paths of the checkpoint's files (everything but the marker and partial files)."""

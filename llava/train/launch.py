@@ -5,9 +5,11 @@ When a rank fails, torchrun ends the log with a traceback of its own and a table
 some thirty lines after the rank's own `error:` line. Here the same facts are one line, about the rank
 that failed first:
 
-    error: rank 0 (node1) exited with status 1 (its error is above)
     error: rank 1 (node2) was killed by signal 9 (SIGKILL; the kernel's out-of-memory killer sends it too)
     error: rank 0 (node1) failed: ValueError: ... (its traceback is above)
+
+A rank that failed as expected (a bad file, a full disk) has said so in its own `error:` line and
+exited non-zero: nothing is added to it.
 
 The exit status is torchrun's (1); a launcher told to stop by a signal passes it on to the ranks, as
 torchrun does, and exits with 128 + the signal's number, without torchrun's traceback (the ranks' own
@@ -28,9 +30,12 @@ from torch.distributed.run import parse_args, run
 from ..errors import debugging
 
 
-def describe_failure(error: ChildFailedError) -> str:
-    """One line: the rank that failed first, its node, and how it ended."""
+def describe_failure(error: ChildFailedError) -> str | None:
+    """One line: the rank that failed first, its node, and how it ended; None where the rank ended with
+    its own line (an expected failure exits non-zero without an exception)."""
     rank, failure = error.get_first_failure()
+    if failure.exitcode > 0 and not isinstance(failure.message, dict):
+        return None  # an expected failure: the rank said it in its own line, and exited non-zero
     # (The other ranks' failures are torchrun stopping them, with SIGTERM, once this one failed.)
     return f"rank {rank} ({socket.gethostname()}) {_how_it_ended(failure)}"
 
@@ -44,11 +49,8 @@ def _how_it_ended(failure: ProcessFailure) -> str:
             name = "unknown signal"
         hint = "; the kernel's out-of-memory killer sends it too" if number == signal.SIGKILL else ""
         return f"was killed by signal {number} ({name}{hint})"
-    if isinstance(failure.message, dict):  # an exception written by torch's `record` (train.cli has it)
-        message = " ".join(str(failure.message.get("message", "")).split())
-        return f"failed: {message} (its traceback is above)"
-    # Expected failures say their own line and exit non-zero without an exception.
-    return f"exited with status {failure.exitcode} (its error is above)"
+    message = " ".join(str(failure.message.get("message", "")).split())  # written by torch's `record`
+    return f"failed: {message} (its traceback is above)"
 
 
 class _WithoutFailureRecord(logging.Filter):
@@ -68,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args)
     except ChildFailedError as e:
-        print(f"error: {describe_failure(e)}", file=sys.stderr, flush=True)
+        line = describe_failure(e)
+        if line:
+            print(f"error: {line}", file=sys.stderr, flush=True)
         return 1
     except SignalException as e:
         # Told to stop (SIGTERM, SIGUSR1, ...): torchrun passed the signal on and gave the ranks

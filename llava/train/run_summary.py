@@ -62,16 +62,10 @@ def _ending(outcome: BaseException, trainer) -> str:
 def _resume_point(outcome: BaseException, output_dir: str) -> str:
     if isinstance(outcome, TrainingInterrupted) and outcome.checkpoint:
         return f"checkpoint {os.path.abspath(outcome.checkpoint)} saved ({RESUMES})"
-    newest = newest_marked_checkpoint(output_dir)
+    newest = checkpoints.newest_marked_checkpoint(output_dir)
     if newest is None:
         return "no checkpoint saved (the same command starts from the beginning)"
     return f"newest checkpoint {newest} ({RESUMES})"
-
-
-def newest_marked_checkpoint(output_dir: str) -> str | None:
-    """The newest checkpoint with its completion marker (not verified again: a summary only names it)."""
-    marked = [path for _, path in checkpoints._checkpoints(output_dir) if checkpoints.is_complete(path)]
-    return marked[-1] if marked else None
 
 
 def _skipped(trainer) -> str:
