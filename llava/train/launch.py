@@ -33,11 +33,25 @@ from ..errors import debugging
 def describe_failure(error: ChildFailedError) -> str | None:
     """One line: the rank that failed first, its node, and how it ended; None where the rank ended with
     its own line (an expected failure exits non-zero without an exception)."""
-    rank, failure = error.get_first_failure()
+    rank, failure = min(error.failures.items(), key=_cause_first)
     if failure.exitcode > 0 and not isinstance(failure.message, dict):
         return None  # an expected failure: the rank said it in its own line, and exited non-zero
-    # (The other ranks' failures are torchrun stopping them, with SIGTERM, once this one failed.)
     return f"rank {rank} ({socket.gethostname()}) {_how_it_ended(failure)}"
+
+
+def _cause_first(item: tuple[int, ProcessFailure]) -> tuple:
+    """Orders failures cause first. torchrun's own pick (the earliest timestamp) is unreliable: a failure
+    without an error file is stamped in whole seconds when torchrun notices it, so a rank killed outright
+    and another that then lost its connection, or that torchrun stopped with SIGTERM, often tie. A death
+    by any other signal cannot be a consequence of another rank's; an exception may be (a connection reset
+    by the dead peer), an exit status more often (a rank that saved and stopped when torchrun passed a
+    signal on), and SIGTERM is torchrun stopping the rest."""
+    rank, failure = item
+    if failure.exitcode < 0:
+        kind = 3 if -failure.exitcode == signal.SIGTERM else 0
+    else:
+        kind = 1 if isinstance(failure.message, dict) else 2
+    return kind, failure.timestamp, rank
 
 
 def _how_it_ended(failure: ProcessFailure) -> str:
