@@ -69,13 +69,20 @@ def _single_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def say_error(message: str) -> None:
+    """Writes `error: MESSAGE` to stderr in one write, so that ranks sharing a terminal or a log never
+    splice their lines together (print writes the text and its newline separately)."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
 def report(exc: BaseException, prefix: str = "") -> int:
     """Prints an expected failure's line to stderr and returns its exit status; re-raises a bug (and,
     with LLAVA_DEBUG=1, everything)."""
     message = one_line(exc)
     if message is None or debugging():
         raise exc
-    print(f"error: {prefix}{message}", file=sys.stderr, flush=True)
+    say_error(prefix + message)
     return exit_code(exc)
 
 
@@ -90,7 +97,7 @@ def entry_point(main):
         except KeyboardInterrupt:
             if debugging():
                 raise
-            print("error: interrupted", file=sys.stderr, flush=True)
+            say_error("interrupted")
             sys.exit(130)
         except Exception as e:  # noqa: BLE001 - report() re-raises everything that is not expected
             sys.exit(report(e))

@@ -22,13 +22,14 @@ if os.environ["RANK"] == "1":
         from torch.distributed.elastic.multiprocessing.errors import record
         record(lambda: (_ for _ in ()).throw(ValueError("bad value\\non two lines")))()
     if sys.argv[1] == "exit":
-        print("error: the rank's own line (here)", file=sys.stderr, flush=True)
+        from llava.errors import say_error  # what a failing training rank writes, in one write
+        say_error("the rank's own line (here)")
         sys.exit(1)
 def stop(*_):
-    print(f"rank {os.environ['RANK']} stopped", file=sys.stderr, flush=True)
+    sys.stderr.write(f"rank {os.environ['RANK']} stopped\\n")
     sys.exit(75)
 signal.signal(signal.SIGTERM, stop)
-print(f"rank {os.environ['RANK']} started", file=sys.stderr, flush=True)
+sys.stderr.write(f"rank {os.environ['RANK']} started\\n")  # one write: the ranks share the stream
 time.sleep(60)
 """
 

@@ -27,7 +27,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 from torch.distributed.run import parse_args, run
 
-from ..errors import debugging
+from ..errors import debugging, say_error
 
 
 def describe_failure(error: ChildFailedError) -> str | None:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except ChildFailedError as e:
         line = describe_failure(e)
         if line:
-            print(f"error: {line}", file=sys.stderr, flush=True)
+            say_error(line)
         return 1
     except SignalException as e:
         # Told to stop (SIGTERM, SIGUSR1, ...): torchrun passed the signal on and gave the ranks

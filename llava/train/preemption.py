@@ -189,11 +189,11 @@ class StopAndIntervalCheckpoints(TrainerCallback):
                 os.fsync(f.fileno())
             where = f"checkpoint {saved} is complete" if saved else "no checkpoint yet, nothing trained"
             # One line, on rank 0 only, before any rank exits (a launcher stops the others at the first exit).
-            print(
+            sys.stderr.write(  # one write, so that no other rank's output lands inside the line
                 f"stopped by {name} at step {state.global_step}: {where}; run the same command again to resume "
-                f"(from the newest complete checkpoint in {os.path.abspath(args.output_dir)})",
-                file=sys.stderr, flush=True,
+                f"(from the newest complete checkpoint in {os.path.abspath(args.output_dir)})\n"
             )
+            sys.stderr.flush()
         if self._distributed():
             dist.barrier(group=self.group)
         raise TrainingInterrupted(name, state.global_step, checkpoint)

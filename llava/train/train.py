@@ -477,7 +477,7 @@ def _report_failure(exc: BaseException, run: Run) -> int:
         time.sleep(RANK_ZERO_GRACE_S)
     prefix = f"rank {rank}: " if world > 1 and (rank != 0 or not same_everywhere) else ""
     if isinstance(exc, KeyboardInterrupt):
-        print(f"error: {prefix}interrupted", file=sys.stderr, flush=True)
+        errors.say_error(f"{prefix}interrupted")
     else:
         errors.report(exc, prefix)
     if run.trainer is not None:
