@@ -22,8 +22,10 @@ For each it reports:
   steps; and the forward-only bound: one forward of the language model over the prompt and the first 31
   new tokens (logits on the last 32 positions), the same arithmetic as the cached decoding in one pass.
 
-The table goes to stdout and to docs/benchmarks.md with a description of the machine. Models and
-clips are written under --workdir (kept, so a second run skips their creation).
+The table goes to stdout and to --output (docs/benchmarks.md under the working directory: run it from a
+checkout's root to update the repository's table) with a description of the machine. Models and clips are
+written under --workdir (bench_work/ under the working directory; kept, so a second run skips their
+creation).
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ import torch
 from . import errors
 from .errors import InputError, UsageError
 
-ROOT = Path(__file__).resolve().parents[1]
 # The training script's DATALOADER_NUM_WORKERS default.
 DEFAULT_WORKERS = 4
 # Generation: new tokens per caption (a short caption), and the batch sizes measured.
@@ -360,7 +361,7 @@ class Bench:
 
         paths = [os.path.join(self.assets["videos"], sample["media"]) for sample in self.online.samples]
         for backend in ("decord", "pyav"):
-            t = timed(lambda: [read_video_frames(p, 8, backend=backend) for p in paths], device, max(1, n // 2))
+            t = timed(lambda backend=backend: [read_video_frames(p, 8, backend=backend) for p in paths], device, max(1, n // 2))
             self.report(f"decode 8 frames, {backend}", f"{len(paths) / t:.2f} clips/s ({self.assets['clip']})")
 
         for name, dataset, step_time in (("online", self.online, t_online), ("cached", self.cached, t_cached)):
@@ -618,8 +619,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--configs", default="seed,demo", help="comma-separated: seed, demo")
     parser.add_argument("--repeats", type=_count(1), default=3, help="timed repetitions of each measurement (median)")
     parser.add_argument("--workers", type=_count(0), default=DEFAULT_WORKERS, help="data loader workers (the training script's default)")
-    parser.add_argument("--workdir", default=str(ROOT / "bench_work"), help="models and clips (kept between runs)")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    # Relative to the working directory, not to the package: an installed package's folder is no place to write.
+    parser.add_argument("--workdir", default="bench_work", help="models and clips (kept between runs)")
+    parser.add_argument("--output", default=os.path.join("docs", "benchmarks.md"), help="the table in Markdown")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, force=True)

@@ -77,6 +77,14 @@ def to_messages(conversations: list[dict]) -> list[dict]:
     return messages
 
 
+def last_answer(conversations: list[dict]) -> str | None:
+    """The text of a conversation's last answer (gpt/assistant turn): a sample's reference caption; None
+    where it has none. Turns are read as they come (unvalidated files too): others are passed over."""
+    answers = [turn.get("value", turn.get("content")) for turn in conversations
+               if ROLES.get(turn.get("from", turn.get("role"))) == "assistant"]
+    return answers[-1] if answers else None
+
+
 def _without_final_answer(messages: list[dict]) -> list[dict]:
     return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
 

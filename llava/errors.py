@@ -61,6 +61,16 @@ def one_line(exc: BaseException) -> str | None:
     return None
 
 
+def listing(items, limit: int, separator: str = "; ") -> str:
+    """The first `limit` items joined by `separator`, then how many more there are: `a; b; and 3 more`
+    (a comma list reads `a, b and 3 more`). One message names a handful, never thousands."""
+    items = [str(item) for item in items]
+    text = separator.join(items[:limit])
+    if len(items) > limit:
+        text += f"{separator.replace(',', '')}and {len(items) - limit} more"
+    return text
+
+
 def exit_code(exc: BaseException) -> int:
     return getattr(exc, "exit_code", 1)
 
@@ -115,6 +125,31 @@ class OneLineArgumentErrors:
 
 class ArgumentParser(OneLineArgumentErrors, argparse.ArgumentParser):
     pass
+
+
+# ------------------------------------------------------------------------------------------ inputs
+class MissingInputFile(InputError, FileNotFoundError):
+    """An input file or folder named on the command line is not there."""
+
+
+def check_input_file(path: str | None, what: str) -> None:
+    """`path` (given as `what`, e.g. a flag) is a file; nothing to check where it is not given."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise InputError(f"{what} is a folder, not a file ({path})")
+    if not os.path.isfile(path):
+        raise MissingInputFile(f"{what} file does not exist ({path})")
+
+
+def check_input_folder(path: str | None, what: str) -> None:
+    """`path` (given as `what`, e.g. a flag) is a folder; nothing to check where it is not given."""
+    if not path:
+        return
+    if not os.path.exists(path):
+        raise MissingInputFile(f"{what} folder does not exist ({path})")
+    if not os.path.isdir(path):
+        raise InputError(f"{what} is a file, not a folder ({path})")
 
 
 # ------------------------------------------------------------------------------------------ saving

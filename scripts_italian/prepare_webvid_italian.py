@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llava import errors  # noqa: E402
-from llava.errors import InputError, UsageError  # noqa: E402
+from llava.errors import InputError, UsageError, listing  # noqa: E402
 from llava.video import VideoReadError, read_video_frames  # noqa: E402
 
 logger = logging.getLogger("prepare_webvid_italian")
@@ -146,10 +146,7 @@ def _raise_listed(problems: list[str], one: str, several: str) -> None:
     """One InputError for all the problems of a file: how many, and the first MAX_LISTED of them."""
     if not problems:
         return
-    listed = "; ".join(problems[:MAX_LISTED])
-    if len(problems) > MAX_LISTED:
-        listed += f"; and {len(problems) - MAX_LISTED} more"
-    raise InputError(f"{len(problems)} {one if len(problems) == 1 else several} ({listed})")
+    raise InputError(f"{len(problems)} {one if len(problems) == 1 else several} ({listing(problems, MAX_LISTED)})")
 
 
 def _kind(value) -> str:

@@ -306,7 +306,7 @@ BATCH_WITH_AN_EARLY_END = """
     import sys
     import torch
     from llava.model.builder import load_pretrained_model
-    from llava.serve import generate_texts
+    from llava.generation import generate_texts
 
     tokenizer, model, _, _ = load_pretrained_model(sys.argv[1])
     prompts = [[5, 6], [7, 6]]  # equal lengths: an all-ones mask, which transformers drops

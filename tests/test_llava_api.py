@@ -273,7 +273,7 @@ def test_llava_next_video_snippet_with_more_frames_than_the_model_takes(loaded, 
 
 
 def test_generation_stops_at_a_templates_stop_text(loaded, frames):
-    from llava.serve import generate_texts
+    from llava.generation import generate_texts
 
     tokenizer, model, processor, _ = loaded
     clip = processor.preprocess(frames[:8], return_tensors="pt")["pixel_values"]

@@ -22,7 +22,7 @@ from llava.conversation import get_template
 from llava.eval import lmms_task
 from llava.mm_utils import process_images, process_video_frames
 from llava.model.builder import load_pretrained_model
-from llava.serve import generate_texts
+from llava.generation import generate_texts
 from llava.video import read_video_frames
 
 from train_helpers import ROOT

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.errors import InputError
 from llava.demo.synthetic import write_clip
+from llava.errors import InputError
 from llava.mm_utils import process_images, process_video_frames
 from llava.model.builder import causal_lm_class, load_pretrained_model
 from llava.serve import cli
@@ -128,12 +128,13 @@ def test_cli_batch_mode_skips_a_broken_clip(checkpoint, assets, tmp_path, capsys
 
 def test_batches_of_prompts_of_different_lengths_match_single_prompts(checkpoint, assets):
     from llava.conversation import get_template
-    from llava.serve import generate_texts
+    from llava.generation import generate_texts, single_turn_prompt
+    from llava.media import load_clip
 
     tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
     template = get_template("chatml")
-    clips = [cli.load_clip(f"{assets['video_folder']}/val_0000{i}.mp4", processor, 8) for i in range(3)]
-    prompts = [cli.prompt_ids(template, tokenizer, p, "video") for p in ("", "descrivi il video con cura", "ciao")]
+    clips = [load_clip(f"{assets['video_folder']}/val_0000{i}.mp4", processor, 8) for i in range(3)]
+    prompts = [single_turn_prompt(template, tokenizer, p, "video") for p in ("", "descrivi il video con cura", "ciao")]
     assert len({len(p) for p in prompts}) == 3
     batched = generate_texts(model, tokenizer, prompts, clips, max_new_tokens=MAX_NEW)
     assert batched == [generate_texts(model, tokenizer, [p], [c], max_new_tokens=MAX_NEW)[0] for p, c in zip(prompts, clips)]

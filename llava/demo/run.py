@@ -9,6 +9,10 @@
    words of greedy captions, for the model with its clips and for a video-blind control (the same model
    given another sample's clip), against chance;
 4. prints the table, writes it with every caption to `results.json`, and the loss curve to `loss.png`.
+
+Everything goes under --workdir (demo_run/ under the working directory). The training script is the
+repository's: the demo runs from a checkout (an editable install, or any install started from the
+checkout's root), and says so in one line where it finds no script.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import errors
-from ..errors import InputError, UsageError, UserError
+from ..errors import InputError, UsageError, UserError, listing
 from .synthetic import COLOURS, DIRECTIONS, SHAPES, caption_corpus, make_dataset, save_gpt2, train_tokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
+# The cluster script the demo trains through lies at a checkout's root: the one this package is imported
+# from (an editable install), else the working directory.
+TRAINING_SCRIPT = "train_italian_video.sh"
+CHECKOUT = Path(__file__).resolve().parents[2]
 ATTRIBUTES = {"colour": tuple(COLOURS), "shape": SHAPES, "direction": tuple(DIRECTIONS)}
 # What a demo run writes in its workdir: a folder holding nothing else is an earlier run, which the
 # next run deletes; a folder holding anything else is refused, never deleted.
@@ -78,7 +85,17 @@ def save_demo_tower(folder: Path) -> str:
     return str(folder)
 
 
-def train(assets: dict, preset: Preset, output_dir: Path) -> float:
+def find_training_script() -> Path:
+    """The checkout's train_italian_video.sh; a UserError, before any work, where there is none."""
+    places = list(dict.fromkeys([CHECKOUT / TRAINING_SCRIPT, Path.cwd() / TRAINING_SCRIPT]))
+    for script in places:
+        if script.is_file():
+            return script
+    raise UserError(f"the demo trains through {TRAINING_SCRIPT}, which comes with the repository, not with the "
+                    f"installed package: run it from a checkout's root (looked for {' and '.join(map(str, places))})")
+
+
+def train(assets: dict, preset: Preset, output_dir: Path, script: Path) -> float:
     """Runs the cluster script with plain bash: torchrun, two processes, DeepSpeed ZeRO-2 on the CPU."""
     env = {
         **os.environ,
@@ -108,7 +125,8 @@ def train(assets: dict, preset: Preset, output_dir: Path) -> float:
         "MM_TUNABLE_PARTS": preset.tunable_parts,
     }
     start = time.perf_counter()
-    status = subprocess.run(["bash", str(ROOT / "train_italian_video.sh")], cwd=ROOT, env=env).returncode
+    # From the script's folder: DS_CONFIG is relative to it.
+    status = subprocess.run(["bash", str(script)], cwd=script.parent, env=env).returncode
     if status != 0:
         # The script and the ranks have printed their own error above; a traceback here would add nothing.
         how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
@@ -204,7 +222,7 @@ def prepare_workdir(workdir: Path) -> None:
         return
     others = sorted(entry.name for entry in workdir.iterdir() if entry.name not in WORKDIR_ENTRIES)
     if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        shown = listing(others, 3, ", ")
         raise InputError(f"--workdir holds files that no demo run wrote ({shown}); the demo empties its workdir "
                          f"before it starts, so name a new folder, an empty one or an earlier demo run's ({workdir})")
     shutil.rmtree(workdir)
@@ -214,17 +232,20 @@ def main(argv=None) -> dict:
     parser = errors.ArgumentParser(prog="python -m llava.demo.run",
                                      description="Train and evaluate the built-in video-captioning demo.")
     parser.add_argument("--quick", action="store_true", help="fewer clips and steps (what the tests run)")
-    parser.add_argument("--workdir", default=str(ROOT / "demo_run"), help="where data, models and results go")
+    # Relative to the working directory, not to the package: an installed package's folder is no place to write.
+    parser.add_argument("--workdir", default="demo_run", help="where data, models and results go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     preset = _preset_from_env(PRESETS["quick" if args.quick else "full"])
-    workdir = Path(args.workdir)
+    # Absolute: the training script runs in its own folder, and every path handed to it must still hold there.
+    workdir = Path(os.path.abspath(args.workdir))
+    script = find_training_script()
     prepare_workdir(workdir)
     start = time.perf_counter()
     print(f"demo ({'quick' if args.quick else 'full'}): {asdict(preset)}; writing to {workdir}", flush=True)
     assets = build_assets(workdir, preset)
     output_dir = workdir / "checkpoints" / "llava-demo"
-    train_seconds = train(assets, preset, output_dir)
+    train_seconds = train(assets, preset, output_dir, script)
     results = evaluate(output_dir, assets)
     results["train_seconds"] = train_seconds
     results["total_seconds"] = time.perf_counter() - start

@@ -31,11 +31,11 @@ import torch
 from tqdm import tqdm
 
 from ..constants import IGNORE_INDEX
-from ..conversation import get_template, trained_version
-from ..errors import ArgumentParser, InputError, entry_point, saving
+from ..conversation import get_template, last_answer, trained_version
+from ..errors import ArgumentParser, InputError, check_input_folder, entry_point, listing, saving
+from ..generation import caption
 from ..model.builder import load_pretrained_model
 from ..model.llava_arch import max_positions
-from ..serve import generate_texts
 from ..train.data import (
     DataArguments,
     DataCollatorForSupervisedDataset,
@@ -56,8 +56,10 @@ def load_items(model, tokenizer, image_processor, data_path, video_folder=None, 
     the caller has read them already (load_samples).
     """
     tower = model.get_vision_tower()
+    # The model's image_aspect_ratio: images preprocessed as training preprocessed them ('pad' letterboxes).
     args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder,
-                         num_frames=num_frames or getattr(model.config, "mm_num_frames", 8))
+                         num_frames=num_frames or getattr(model.config, "mm_num_frames", 8),
+                         image_aspect_ratio=getattr(model.config, "image_aspect_ratio", None))
     dataset = LazySupervisedDataset(
         data_path, tokenizer, args, image_processor=image_processor, template=version,
         model_max_length=max_positions(model.config),  # training's default --model_max_length
@@ -138,20 +140,12 @@ def caption_loss(model, tokenizer, items, batch_size: int = 16, progress: bool =
 
 def generate_captions(model, tokenizer, items, conversations, version="plain", batch_size: int = 16,
                       max_new_tokens: int = 32, progress: bool = False) -> list[str]:
-    """Greedy captions: each prompt is the sample's conversation without its answer, under `version`."""
+    """Greedy captions of dataset items (load_items), each with its own clip: the prompt is the sample's
+    conversation (`conversations[id]`) without its answer, under `version`."""
     template = get_template(version)
-    captions = []
-    for start in tqdm(range(0, len(items), batch_size), desc="captions", disable=not progress, file=sys.stderr):
-        chunk = items[start : start + batch_size]
-        prompts = [template.prompt_ids(conversations[item["id"]], tokenizer) for item in chunk]
-        captions += generate_texts(model, tokenizer, prompts, [i["pixel_values"] for i in chunk], max_new_tokens=max_new_tokens,
-                                   stop_strings=template.stop_strings)
-    return captions
-
-
-def _reference(conversations) -> str | None:
-    answers = [t["value"] for t in conversations if t["from"] in ("gpt", "assistant")]
-    return answers[-1] if answers else None
+    prompts = [template.prompt_ids(conversations[item["id"]], tokenizer) for item in items]
+    return caption(model, tokenizer, template, prompts, [i["pixel_values"] for i in items], batch_size=batch_size,
+                   progress=progress, max_new_tokens=max_new_tokens)
 
 
 def check_inputs(model_path, data_path, video_folder=None, image_folder=None, model_base=None) -> list[dict]:
@@ -162,11 +156,11 @@ def check_inputs(model_path, data_path, video_folder=None, image_folder=None, mo
 
     config = checks.check_model(model_path, model_base)
     samples = checks.check_data(data_path)
-    checks.check_input_folder(video_folder, "--video-folder")
-    checks.check_input_folder(image_folder, "--image-folder")
-    unanswered = [s["id"] for s in samples if _reference(s["conversations"]) is None]
+    check_input_folder(video_folder, "--video-folder")
+    check_input_folder(image_folder, "--image-folder")
+    unanswered = [s["id"] for s in samples if last_answer(s["conversations"]) is None]
     if unanswered:
-        shown = ", ".join(map(repr, unanswered[:5])) + (f" and {len(unanswered) - 5} more" if len(unanswered) > 5 else "")
+        shown = listing(map(repr, unanswered), 5, ", ")
         raise InputError(f"--data: {len(unanswered)} samples have no reference answer to score: {shown} ({data_path})")
     if checks.has_visual_samples(samples):
         checks.require_vision(config, model_path, "score the clips and images of --data")
@@ -186,7 +180,7 @@ def evaluate(model_path, data_path, video_folder=None, image_folder=None, versio
     if not items:
         raise InputError(f"--data: no sample could be read, all {len(dataset.skipped)} were skipped ({data_path})")
     conversations = {s["id"]: s["conversations"] for s in dataset.samples}
-    references = {i: _reference(c) for i, c in conversations.items()}
+    references = {i: last_answer(c) for i, c in conversations.items()}
 
     nll = caption_nll(model, tokenizer, items, batch_size, progress)
     loss = mean_nll(nll)
@@ -220,8 +214,8 @@ def evaluate(model_path, data_path, video_folder=None, image_folder=None, versio
     result["bleu4"] = bleu4(captions, refs)
     # CIDEr's idf comes from the corpus itself: with one clip every idf is 0.
     result["cider"] = cider(captions, refs) if len(items) > 1 else None
-    for entry, caption, ref in zip(per_sample, captions, refs):
-        entry.update(caption=caption, reference=ref[0])
+    for entry, text, ref in zip(per_sample, captions, refs):
+        entry.update(caption=text, reference=ref[0])
     result["captions"] = per_sample
     return result
 

@@ -55,8 +55,19 @@ import re
 import sys
 from pathlib import Path
 
+from ..conversation import last_answer
 from ..demo.synthetic import COLOURS
-from ..errors import ArgumentParser, InputError, UsageError, entry_point, saving
+from ..errors import (
+    ArgumentParser,
+    InputError,
+    MissingInputFile,
+    UsageError,
+    check_input_file,
+    check_input_folder,
+    entry_point,
+    listing,
+    saving,
+)
 from ..train.data_files import read_sample_file
 from .metrics import bleu4, cider, tokenize_caption
 
@@ -70,11 +81,12 @@ MAX_NEW_TOKENS = 32
 
 
 # ------------------------------------------------------------------------------ documents
-def _reference(sample: dict) -> str:
-    answers = [turn["value"] for turn in sample.get("conversations", []) if turn.get("from") in ("gpt", "assistant")]
-    if not answers or not answers[-1].strip():
+def reference_caption(sample: dict) -> str:
+    """The sample's last answer, stripped; InputError where it has none (or an empty one)."""
+    answer = last_answer(sample.get("conversations", []))
+    if not isinstance(answer, str) or not answer.strip():
         raise InputError(f"sample {sample.get('id')!r} has no answer (gpt turn) to use as its reference caption")
-    return answers[-1].strip()
+    return answer.strip()
 
 
 def _colour_choices(caption: str, colour: str, sample_id) -> list[str]:
@@ -91,8 +103,6 @@ def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
     """One lmms-eval document per video sample of a LLaVA JSON / JSON-lines file. A problem of the data is
     one InputError line naming the file (and the sample); videos missing from `video_folder` are listed
     together (a MissingInputFile, which is a FileNotFoundError)."""
-    from ..serve.checks import MissingInputFile, check_input_file, check_input_folder
-
     data_path = str(data_path)
     check_input_file(data_path, "--data")
     check_input_folder(str(video_folder), "--video-folder")
@@ -105,7 +115,7 @@ def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
             missing.append(sample["video"])
             continue
         try:
-            doc = {"id": str(sample.get("id", len(docs))), "video": path, "caption": _reference(sample)}
+            doc = {"id": str(sample.get("id", len(docs))), "video": path, "caption": reference_caption(sample)}
             colour = sample.get("attributes", {}).get("colour")
             if colour is not None:
                 doc["colour"] = colour
@@ -117,7 +127,7 @@ def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
         if limit is not None and len(docs) >= limit:
             break
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        shown = listing(missing, 5, ", ")
         raise MissingInputFile(f"--data names {len(missing)} videos that do not exist under --video-folder: {shown} ({video_folder})")
     if not docs:
         raise InputError(f"--data holds no video sample ({data_path})")

@@ -27,7 +27,8 @@ import torch
 
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER
 from ..conversation import conv_templates, get_template, trained_version
-from ..errors import ArgumentParser, entry_point
+from ..errors import ArgumentParser, check_input_file, entry_point
+from ..generation import caption
 from ..mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
 
 logger = logging.getLogger("llava.eval.run_llava")
@@ -54,12 +55,11 @@ def load_image(image_file: str):
 def load_visual(path: str, image_processor, config) -> torch.Tensor:
     """(T, 3, S, S) pixels of a clip at the model's frame count, or (1, 3, S, S) of an image; one InputError
     line naming --image-file where the file cannot be read."""
+    from ..media import load_clip
     from ..serve.checks import media_error
     from ..video import VideoReadError
 
     if path.lower().endswith(VIDEO_EXTENSIONS):
-        from ..serve.cli import load_clip
-
         try:
             return load_clip(path, image_processor, config.mm_num_frames)
         except VideoReadError as e:
@@ -91,8 +91,6 @@ def eval_model(args) -> str:
     """LLaVA's `eval_model(args)`: loads `args.model_path`, answers `args.query` about `args.image_file`,
     prints the answer and returns it."""
     from ..model.builder import load_pretrained_model
-    from ..serve import generate_texts
-
     from ..serve import checks
 
     model_base = getattr(args, "model_base", None)
@@ -100,7 +98,7 @@ def eval_model(args) -> str:
     config = checks.check_model(args.model_path, model_base)
     for path in files:
         if not path.startswith(("http://", "https://")):
-            checks.check_input_file(path, "--image-file")
+            check_input_file(path, "--image-file")
     checks.require_vision(config, args.model_path, "look at --image-file" if files else None)
     model_name = getattr(args, "model_name", None) or get_model_name_from_path(args.model_path)
     tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, model_base, model_name)
@@ -113,10 +111,9 @@ def eval_model(args) -> str:
     conv.append_message(conv.roles[1], None)
     ids = tokenizer_image_token(conv.get_prompt(), tokenizer)
     temperature = getattr(args, "temperature", 0.2) or 0.0
-    answer = generate_texts(
-        model, tokenizer, [ids], [visuals or None], max_new_tokens=getattr(args, "max_new_tokens", 512),
+    answer = caption(
+        model, tokenizer, get_template(mode), [ids], [visuals or None], max_new_tokens=getattr(args, "max_new_tokens", 512),
         temperature=temperature, top_p=getattr(args, "top_p", None), num_beams=getattr(args, "num_beams", 1) or 1,
-        stop_strings=get_template(mode).stop_strings,
     )[0]
     print(answer)
     return answer

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import InputError, check_writable
-
-
-class MissingInputFile(InputError, FileNotFoundError):
-    """An input file or folder named on the command line is not there."""
+from ..errors import InputError, check_input_file, check_writable
 
 
 def check_model(model_path: str, model_base: str | None = None) -> dict | None:
@@ -37,22 +33,6 @@ def require_vision(config: dict | None, model_path: str, needed_for: str | None)
 
     if needed_for and config is not None:
         require_llava_checkpoint(config, model_path, "--model-path", needed_for)
-
-
-def check_input_file(path: str, what: str) -> None:
-    if os.path.isdir(path):
-        raise InputError(f"{what} is a folder, not a file ({path})")
-    if not os.path.isfile(path):
-        raise MissingInputFile(f"{what} file does not exist ({path})")
-
-
-def check_input_folder(path: str | None, what: str) -> None:
-    if path is None:
-        return
-    if os.path.isfile(path):
-        raise InputError(f"{what} is a file, not a folder ({path})")
-    if not os.path.isdir(path):
-        raise MissingInputFile(f"{what} folder does not exist ({path})")
 
 
 def check_data(data_path: str, what: str = "--data") -> list[dict]:

@@ -28,41 +28,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN
-from ..conversation import get_template, to_messages, trained_version
-from ..errors import ArgumentParser, entry_point
-from . import generate_texts
+from ..conversation import get_template, last_answer, trained_version
+from ..errors import ArgumentParser, check_input_file, check_input_folder, entry_point
+from ..generation import caption, single_turn_prompt
 
 logger = logging.getLogger("llava.serve")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def prompt_ids(template, tokenizer, prompt: str, modality: str | None) -> list[int]:
-    """Generation ids of one human turn holding the visual placeholder (if any) and `prompt`."""
-    token = {"video": DEFAULT_VIDEO_TOKEN, "image": DEFAULT_IMAGE_TOKEN}.get(modality, "")
-    text = f"{token}\n{prompt}" if token else prompt
-    return template.prompt_ids([{"from": "human", "value": text}], tokenizer)
-
-
-def reference_of(conversations: list[dict]) -> str | None:
-    answers = [m["content"] for m in to_messages(conversations) if m["role"] == "assistant"]
-    return answers[-1] if answers else None
-
-
-def load_clip(path: str, image_processor, num_frames: int) -> torch.Tensor:
-    """(T, 3, S, S) pixels of `num_frames` frames spread over the clip; VideoReadError if unreadable."""
-    from ..mm_utils import process_video_frames
-    from ..video import read_video_frames
-
-    return process_video_frames(read_video_frames(path, num_frames), image_processor)
-
-
-def load_image(path: str, image_processor) -> torch.Tensor:
-    """(1, 3, S, S) pixels (a one-frame clip); MediaReadError if unreadable."""
-    from ..train.data import _load_image
-
-    return _load_image(path, image_processor)
 
 
 class CaptionSet(Dataset):
@@ -70,10 +42,11 @@ class CaptionSet(Dataset):
     or the dataset's skip record (`"skipped": True`, with the reason) for unreadable media."""
 
     def __init__(self, data_path, tokenizer, image_processor, version="plain", video_folder=None,
-                 image_folder=None, num_frames=8, samples=None):
+                 image_folder=None, num_frames=8, samples=None, image_aspect_ratio=None):
         from ..train.data import DataArguments, LazySupervisedDataset
 
-        args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder, num_frames=num_frames)
+        args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder,
+                             num_frames=num_frames, image_aspect_ratio=image_aspect_ratio)
         self.template = get_template(version)
         self.tokenizer = tokenizer
         # The training dataset reads media exactly as training did, and turns bad files into skip records.
@@ -93,12 +66,8 @@ class CaptionSet(Dataset):
             "id": item["id"],
             "prompt_ids": self.template.prompt_ids(conversations, self.tokenizer),
             "pixels": item["pixel_values"],
-            "reference": reference_of(conversations),
+            "reference": last_answer(conversations),
         }
-
-
-def _as_list(items):
-    return items
 
 
 def caption_set(model, tokenizer, image_processor, data_path, out_path, *, version="plain", video_folder=None,
@@ -108,8 +77,9 @@ def caption_set(model, tokenizer, image_processor, data_path, out_path, *, versi
     A full disk or a refused write while writing either file is one SaveError line naming it."""
     from ..errors import saving
 
-    dataset = CaptionSet(data_path, tokenizer, image_processor, version, video_folder, image_folder, num_frames, samples)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_as_list)
+    dataset = CaptionSet(data_path, tokenizer, image_processor, version, video_folder, image_folder, num_frames, samples,
+                         getattr(model.config, "image_aspect_ratio", None))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     skipped_path = f"{os.path.splitext(out_path)[0]}.skipped.jsonl"
     if os.path.exists(skipped_path):
         os.remove(skipped_path)  # a list from an earlier run would mislead
@@ -124,9 +94,8 @@ def caption_set(model, tokenizer, image_processor, data_path, out_path, *, versi
                 logger.warning("skipping %s (%s): %s", item["id"], item["path"], item["reason"])
                 skipped.append({"id": item["id"], "path": item["path"], "reason": item["reason"]})
             if good:
-                texts = generate_texts(model, tokenizer, [i["prompt_ids"] for i in good], [i["pixels"] for i in good],
-                                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                       stop_strings=dataset.template.stop_strings)
+                texts = caption(model, tokenizer, dataset.template, [i["prompt_ids"] for i in good], [i["pixels"] for i in good],
+                                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
                 for item, text in zip(good, texts):
                     line = {"id": item["id"], "caption": text}
                     if item["reference"] is not None:
@@ -186,13 +155,13 @@ def main(argv=None) -> int:
     samples = None
     if args.data:
         samples = checks.check_data(args.data)
-        checks.check_input_folder(args.video_folder, "--video-folder")
-        checks.check_input_folder(args.image_folder, "--image-folder")
+        check_input_folder(args.video_folder, "--video-folder")
+        check_input_folder(args.image_folder, "--image-folder")
         checks.check_output_file(args.out)
         needs_vision = "caption the clips and images of --data" if checks.has_visual_samples(samples) else None
     else:
         media, flag = (args.video, "--video") if args.video else (args.image, "--image")
-        checks.check_input_file(media, flag)
+        check_input_file(media, flag)
         needs_vision = "caption images or videos"
     checks.require_vision(config, args.model_path, needs_vision)
     from ..model.builder import load_pretrained_model
@@ -215,7 +184,7 @@ def main(argv=None) -> int:
               + (f" (listed in {counts['skipped_list']})" if counts["skipped"] else ""), file=sys.stderr)
         return 0
 
-    from ..train.data import MediaReadError
+    from ..media import MediaReadError, load_clip, load_image
     from ..video import VideoReadError
 
     template = get_template(args.version)
@@ -225,11 +194,11 @@ def main(argv=None) -> int:
         if args.video:
             pixels, modality = load_clip(args.video, image_processor, num_frames), "video"
         else:
-            pixels, modality = load_image(args.image, image_processor), "image"
+            pixels, modality = load_image(args.image, image_processor, getattr(model.config, "image_aspect_ratio", None)), "image"
     except (VideoReadError, MediaReadError) as e:
         raise checks.media_error(e, media, flag) from e
-    ids = prompt_ids(template, tokenizer, args.prompt, modality)
-    print(generate_texts(model, tokenizer, [ids], [pixels], stop_strings=template.stop_strings, **generation)[0])
+    ids = single_turn_prompt(template, tokenizer, args.prompt, modality)
+    print(caption(model, tokenizer, template, [ids], [pixels], **generation)[0])
     return 0
 
 

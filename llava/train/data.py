@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -44,8 +44,9 @@ from ..constants import (
 )
 from ..conversation import Template, get_template, to_messages
 from ..errors import InputError, UsageError, UserError
-from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio, process_images, process_video_frames
-from ..video import VideoReadError, read_video_frames, sample_indices
+from ..media import MediaReadError, load_pixels
+from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio
+from ..video import VideoReadError, sample_indices
 from .data_files import DataProblem, data_error, is_mixture, read_mixture, scan_sample_file, split_data_path
 
 logger = logging.getLogger(__name__)
@@ -161,44 +162,10 @@ def load_samples(data_path: str, seed: int = 0) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------ dataset
-class MediaReadError(InputError):
-    """An image that cannot be read (missing, empty, not an image); VideoReadError covers clips."""
-
-
-def _load_image(path: str, image_processor, aspect_ratio: str | None = None) -> torch.Tensor:
-    from PIL import Image
-
-    if not os.path.isfile(path):
-        raise MediaReadError(f"{path}: file does not exist")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")  # forces the full decode inside the try
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise MediaReadError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
-    # (1, 3, S, S): a one-frame clip, preprocessed as inference's process_images(..., model.config) does
-    return process_images([image], image_processor, _AspectRatio(aspect_ratio))
-
-
-@dataclass
-class _AspectRatio:
-    """The `image_aspect_ratio` setting in the shape process_images reads it (a model config's field)."""
-
-    image_aspect_ratio: str | None
-
-
 def media_path(sample: dict, data_args: DataArguments) -> str:
     """Where a loaded sample's medium lies: its path under --video_folder / --image_folder."""
     folder = data_args.video_folder if sample["modality"] == "video" else data_args.image_folder
     return os.path.join(folder, sample["media"]) if folder else sample["media"]
-
-
-def load_pixels(modality: str, path: str, num_frames: int, image_processor, aspect_ratio: str | None = None) -> torch.Tensor:
-    """The pixels the tower sees for one medium: (num_frames, 3, S, S) for a clip, (1, 3, S, S) for an
-    image (`aspect_ratio` 'pad' letterboxes it first). Raises VideoReadError / MediaReadError for
-    unreadable files."""
-    if modality == "video":
-        return process_video_frames(read_video_frames(path, num_frames), image_processor)
-    return _load_image(path, image_processor, aspect_ratio)
 
 
 def clip_timing(path: str, num_frames: int) -> tuple[float, list[float]]:
@@ -282,7 +249,7 @@ class LazySupervisedDataset(Dataset):
         self.model_max_length = model_max_length
         self.visual_tokens_per_input = visual_tokens_per_input
         self.im_start_end = im_start_end
-        self.aspect_ratio = image_aspect_ratio(data_args) if getattr(data_args, "image_aspect_ratio", None) else "square"
+        self.aspect_ratio = image_aspect_ratio(data_args)  # "square" where unset
         # `samples`: the ones load_samples(data_path, seed) gives, where the caller has them already
         self.samples = samples if samples is not None else load_samples(data_path, seed)
         self.num_truncated = 0  # per process: DataLoader workers each count their own

@@ -16,7 +16,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from ..errors import InputError, UsageError
+from ..errors import InputError, UsageError, listing
 
 logger = logging.getLogger("llava.train.data")
 
@@ -78,9 +78,8 @@ def problems_line(problems: list[DataProblem], limit: int = SHOWN_PROBLEMS) -> s
         return problems[0].alone()
     files = list(dict.fromkeys(p.path for p in problems))
     named = ", ".join(files) if len(files) <= 3 else f"{len(files)} files ({', '.join(files[:3])}, ...)"
-    items = [p.in_list(one_file=len(files) == 1) for p in problems[:limit]]
-    more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
-    return f"{len(problems)} problems in {named}: {'; '.join(items)}{more}"
+    items = listing((p.in_list(one_file=len(files) == 1) for p in problems), limit)
+    return f"{len(problems)} problems in {named}: {items}"
 
 
 def _json_kind(value) -> str:

@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
-from ..errors import InputError, UsageError, check_writable, entry_point
+from ..errors import InputError, UsageError, check_input_file, check_input_folder, check_writable, entry_point
 from ..model.model_folder import check_model_folder, is_llava_checkpoint, read_config
 from .data import media_path, read_samples
 from .data_files import data_error
@@ -59,13 +59,13 @@ def check(model_args, data_args, training_args) -> Checked:
     config = check_model_folder(model_args.model_name_or_path, "--model_name_or_path")
     if model_args.vision_tower:
         check_tower(model_args.vision_tower)
-    _check_file(model_args.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
-    _check_folder(data_args.video_folder, "--video_folder")
-    _check_folder(data_args.image_folder, "--image_folder")
+    check_input_file(model_args.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
+    check_input_folder(data_args.video_folder, "--video_folder")
+    check_input_folder(data_args.image_folder, "--image_folder")
     # A --feature_cache folder not there yet is not an error: train_italian_video.sh fills it after these
     # checks, and training without it encodes every clip online (and warns).
     if data_args.feature_cache and os.path.exists(data_args.feature_cache):
-        _check_folder(data_args.feature_cache, "--feature_cache")
+        check_input_folder(data_args.feature_cache, "--feature_cache")
     if not data_args.data_path:
         raise UsageError("--data_path is required: the JSON list or JSONL file of training samples")
     samples, problems = read_samples(data_args.data_path, training_args.seed)
@@ -81,20 +81,6 @@ def check(model_args, data_args, training_args) -> Checked:
     for modality in present:
         _check_media_found(samples, modality, data_args)
     return Checked(samples, config)
-
-
-def _check_folder(folder: str | None, flag: str) -> None:
-    if not folder:
-        return
-    if not os.path.exists(folder):
-        raise InputError(f"{flag} folder does not exist ({folder})")
-    if not os.path.isdir(folder):
-        raise InputError(f"{flag} is a file, not a folder ({folder})")
-
-
-def _check_file(path: str | None, flag: str) -> None:
-    if path and not os.path.isfile(path):
-        raise InputError(f"{flag} file does not exist ({path})")
 
 
 def check_tower(tower: str) -> None:
@@ -162,9 +148,9 @@ def check_deepspeed_config(config: str | None) -> None:
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    from .train import parse_args
+    from .train import parse_args, with_recipe
 
-    argv, deepspeed_config = without_deepspeed(list(sys.argv[1:] if argv is None else argv))
+    argv, deepspeed_config = without_deepspeed(with_recipe(list(sys.argv[1:] if argv is None else argv)))
     check_deepspeed_config(deepspeed_config)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING, force=True)
     model_args, data_args, training_args = parse_args(argv, log=False)
