@@ -23,6 +23,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from .model.vision_settings import VisionSettings
+
 VOCAB = 128
 SPECIAL_IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
 _DECODER = dict(
@@ -75,21 +77,7 @@ def save_tiny_vision_tower(folder, kind: str = "dinov2", seed: int = 0) -> str:
     return str(folder)
 
 
-def tiny_vision_args(tower_path: str, **overrides):
-    """Model arguments for `initialize_vision_modules` that fit the tiny towers."""
-    from types import SimpleNamespace
-
-    args = dict(
-        vision_tower=str(tower_path),
-        mm_vision_select_layer=-2,
-        num_frames=8,
-        mm_projector_type="mlp2x_gelu",
-        mm_projector_hidden_size=48,
-        mm_resampler_type="fast_slow_token_packer",
-        mm_fast_grid=(8, 2, 4),
-        mm_slow_grid=(2, 4, 4),
-        mm_packer_num_heads=4,
-        pretrain_mm_mlp_adapter=None,
-    )
-    args.update(overrides)
-    return SimpleNamespace(**args)
+def tiny_vision_args(tower_path: str, **overrides) -> VisionSettings:
+    """Vision settings for `initialize_vision_modules` that fit the tiny towers: the defaults, with a
+    narrower projector and fewer packer heads for the towers' width of 32."""
+    return VisionSettings(vision_tower=str(tower_path), mm_projector_hidden_size=48, mm_packer_num_heads=4).replace(**overrides)

@@ -25,6 +25,7 @@ from .model_folder import (  # noqa: F401
 )
 from .expected_warnings import stock_config_in_family
 from .multimodal_encoder import tower_architecture
+from .vision_settings import VisionSettings
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +142,6 @@ def _config(family: str, path: str, customized_config=None, overwrite_config=Non
 
 def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower: str | None, options: tuple, kwargs: dict):
     """The base language model with the visual modules of an adapter-only run (see load_pretrained_model)."""
-    from types import SimpleNamespace
-
     from .multimodal_encoder.builder import _processor_from_dict
 
     if os.path.isdir(model_path):
@@ -190,19 +189,8 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
 
     tower_path = vision_tower or run["mm_vision_tower"]
     _check_tower_available(tower_path, config_file)
-    settings = {
-        "vision_tower": tower_path,
-        "mm_vision_select_layer": run.get("mm_vision_select_layer"),
-        "num_frames": run.get("mm_num_frames"),
-        "mm_projector_type": run.get("mm_projector_type"),
-        "mm_resampler_type": run.get("mm_resampler_type"),
-        "mm_fast_grid": run.get("mm_fast_grid"),
-        "mm_slow_grid": run.get("mm_slow_grid"),
-        "mm_packer_num_heads": run.get("mm_packer_num_heads"),
-    }
-    settings = {k: v for k, v in settings.items() if v is not None}  # absent: the training defaults
-    settings["mm_projector_hidden_size"] = run.get("mm_projector_hidden_size")  # None means the LM's width
-    model.get_model().initialize_vision_modules(SimpleNamespace(**settings))
+    # The run's settings as its config recorded them; the adapter is loaded below, after the tower's check.
+    model.get_model().initialize_vision_modules(VisionSettings.from_config(run).replace(vision_tower=tower_path))
 
     config = model.config
     built, trained = tower_architecture(config.mm_vision_config), tower_architecture(run["mm_vision_config"])

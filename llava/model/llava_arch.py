@@ -28,15 +28,12 @@ from .expected_warnings import unmasked_generation_steps
 from .multimodal_encoder import VisionTower, build_vision_tower
 from .multimodal_projector import VisualPositionEmbedding, build_vision_projector, match_output_scale
 from .multimodal_resampler import build_vision_resampler
+from .vision_settings import VisionSettings
 
 logger = logging.getLogger(__name__)
 
 # The modules trained as "the adapter" and saved to mm_projector.bin when only they train.
 ADAPTER_MODULES = ("vision_resampler", "mm_projector", "mm_pos_embed")
-
-# Defaults of the seed configuration (DINOv2-large, 8 frames, fast 64 + slow 32 tokens).
-DEFAULT_FAST_GRID = (8, 2, 4)
-DEFAULT_SLOW_GRID = (2, 4, 4)
 
 
 def max_positions(config) -> int | None:
@@ -92,20 +89,21 @@ class LlavaMetaModel:
         config.__dict__.pop("model_type", None)
         super().__init__(config)
         self.mm_truncated_sequences = 0
-        if getattr(config, "mm_vision_tower", None):
-            self._build_vision_modules(build_vision_tower(config))
+        settings = VisionSettings.from_config(config)
+        if settings.vision_tower:
+            self._build_vision_modules(build_vision_tower(config), settings)
 
-    def _build_vision_modules(self, tower: VisionTower) -> None:
+    def _build_vision_modules(self, tower: VisionTower, settings: VisionSettings) -> None:
         config = self.config
         # LLaVA clients read these to decide how to write the visual block in a prompt; checkpoints
         # written before they were recorded never used the extra tokens.
         for name in ("mm_use_im_start_end", "mm_use_im_patch_token"):
             if getattr(config, name, None) is None:
                 setattr(config, name, False)
-        input_grid = (config.mm_num_frames, tower.grid_size, tower.grid_size)
+        input_grid = (settings.num_frames, tower.grid_size, tower.grid_size)
         self.vision_tower = tower
-        self.vision_resampler = build_vision_resampler(config, tower.hidden_size, input_grid)
-        self.mm_projector = build_vision_projector(config, tower.hidden_size)
+        self.vision_resampler = build_vision_resampler(settings, tower.hidden_size, input_grid)
+        self.mm_projector = build_vision_projector(settings, tower.hidden_size, config.hidden_size)
         self.mm_pos_embed = VisualPositionEmbedding(config.hidden_size, input_grid)
 
     def get_vision_tower(self) -> VisionTower | None:
@@ -119,6 +117,8 @@ class LlavaMetaModel:
         """Loads the tower named by `model_args.vision_tower`, builds the rest, and records every setting
         in the config so that a saved checkpoint rebuilds itself with no flags.
 
+        `model_args` is a VisionSettings, or any object whose attributes carry settings by their flag names
+        (training's arguments, LLaVA's own ModelArguments): what it lacks keeps VisionSettings' default.
         A model that already has its visual modules (a saved llava checkpoint) keeps them: its config is
         the source of truth. `pretrain_mm_mlp_adapter` is loaded in either case. `fsdp` is LLaVA's
         argument, accepted and not needed.
@@ -126,32 +126,27 @@ class LlavaMetaModel:
         Returns whether the adapter (resampler, projector, embeddings) starts untrained: built here and
         not loaded from an adapter file. Training uses it to keep a random packer from staying frozen.
         """
+        settings = VisionSettings.from_args(model_args)
         config = self.config
         fresh = self.get_vision_tower() is None
         if fresh:
-            select_layer = getattr(model_args, "mm_vision_select_layer", -2)
-            tower = VisionTower.from_pretrained(model_args.vision_tower, select_layer)
-            config.mm_vision_tower = model_args.vision_tower
+            if not settings.vision_tower:
+                raise ValueError("initialize_vision_modules needs model_args.vision_tower: the folder or hub id of a tower")
+            tower = VisionTower.from_pretrained(settings.vision_tower, settings.mm_vision_select_layer)
+            settings.write(config)
+            # What the tower says about itself: with it, a checkpoint rebuilds the tower without its folder.
             config.mm_vision_config = tower.config.to_dict()
             config.mm_image_processor = tower.image_processor.to_dict()
-            config.mm_vision_select_layer = select_layer
             config.mm_hidden_size = tower.hidden_size
-            config.mm_num_frames = int(getattr(model_args, "num_frames", 8))
-            config.mm_projector_type = getattr(model_args, "mm_projector_type", "mlp2x_gelu")
-            config.mm_projector_hidden_size = getattr(model_args, "mm_projector_hidden_size", None)
-            config.mm_resampler_type = getattr(model_args, "mm_resampler_type", "fast_slow_token_packer")
-            config.mm_fast_grid = list(getattr(model_args, "mm_fast_grid", DEFAULT_FAST_GRID))
-            config.mm_slow_grid = list(getattr(model_args, "mm_slow_grid", DEFAULT_SLOW_GRID))
-            config.mm_packer_num_heads = int(getattr(model_args, "mm_packer_num_heads", 8))
             target_std = _embedding_std(self.get_input_embeddings().weight)
             with _zero3_init():
-                self._build_vision_modules(tower)
+                self._build_vision_modules(tower, settings)
             with _gathered(self.mm_projector, modify=True):
                 match_output_scale(self.mm_projector, target_std, tower.hidden_size)
             tower.requires_grad_(False)
         else:
             logger.info("visual modules come from the checkpoint's config (%s)", config.mm_vision_tower)
-        adapter = getattr(model_args, "pretrain_mm_mlp_adapter", None)
+        adapter = settings.pretrain_mm_mlp_adapter
         if adapter:
             self.load_adapter_weights(adapter)
         return fresh and not adapter

@@ -30,6 +30,7 @@ from .. import errors
 from ..model.multimodal_encoder import VisionTower
 from ..model.model_folder import check_model_folder
 from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
+from ..model.vision_settings import VisionSettings
 from ..video import VideoReadError
 from .preflight import check_tower
 from .data import DataArguments, MediaReadError, load_pixels, load_samples, media_path
@@ -41,8 +42,8 @@ logger = logging.getLogger("llava.cache_features")
 @dataclass
 class CacheArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "The training run's model: a saved llava checkpoint brings its own tower."})
-    vision_tower: str | None = field(default=None, metadata={"help": "Tower folder or hub id, as in training (used unless the model brings its own)."})
-    mm_vision_select_layer: int = field(default=-2, metadata={"help": "Tower layer whose patch tokens are used, as in training."})
+    vision_tower: str | None = field(default=VisionSettings.vision_tower, metadata={"help": "Tower folder or hub id, as in training (used unless the model brings its own)."})
+    mm_vision_select_layer: int = field(default=VisionSettings.mm_vision_select_layer, metadata={"help": "Tower layer whose patch tokens are used, as in training."})
     clips_per_batch: int = field(default=8, metadata={"help": "Clips per tower forward."})
     dataloader_num_workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "Decoding processes."})
     device: str | None = field(default=None, metadata={"help": "Where the tower runs (default: this process's GPU, else the CPU)."})
@@ -58,9 +59,10 @@ def load_tower(args: CacheArguments) -> VisionTower:
 
         check_model_folder(args.model_name_or_path, "--model_name_or_path")  # one line for a wrong path, not a hub error
         config = AutoConfig.from_pretrained(args.model_name_or_path)
-        if getattr(config, "mm_vision_tower", None):
+        recorded = VisionSettings.from_config(config)
+        if recorded.vision_tower:
             if args.vision_tower:
-                logger.info("the checkpoint brings its own tower (%s); --vision_tower is not used, as in training", config.mm_vision_tower)
+                logger.info("the checkpoint brings its own tower (%s); --vision_tower is not used, as in training", recorded.vision_tower)
             return load_vision_tower_from_checkpoint(args.model_name_or_path, config)
     if not args.vision_tower:
         raise errors.UsageError("name the tower: --vision_tower, or a saved llava checkpoint as --model_name_or_path")

@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -36,8 +35,9 @@ from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IM
 from ..conversation import trained_version
 from ..errors import OneLineArgumentErrors, UsageError
 from ..model.builder import family_of, from_pretrained
-from ..model.llava_arch import DEFAULT_FAST_GRID, DEFAULT_SLOW_GRID, max_positions
+from ..model.llava_arch import max_positions
 from ..model.load_options import attention_request
+from ..model.vision_settings import VisionSettings
 from . import checkpoints, llava_flags, preemption, preflight
 from .callbacks import LossProgressBar
 from .llava_flags import TUNABLE_PARTS, FlagError, LlavaFlagArguments
@@ -57,6 +57,7 @@ from .trainer import LlavaTrainer
 logger = logging.getLogger("llava.train")
 
 
+# The vision settings' defaults are VisionSettings' (a dataclass's class attributes hold its fields' defaults).
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(metadata={"help": "Language model folder or hub id (GPT-2/BAMBI, Llama, ...), or a llava checkpoint."})
@@ -64,19 +65,19 @@ class ModelArguments:
         default=None,
         metadata={"help": "Prompt template: 'plain' for caption LMs such as GPT-2, 'chat' for chat families, or LLaVA's names (v1, qwen_1_5, ...). Default: the checkpoint's (config.conv_template), else plain. Recorded in the model config."},
     )
-    vision_tower: str | None = field(default=None, metadata={"help": "Vision tower folder or hub id (e.g. facebook/dinov2-large). Omit for text-only training."})
-    mm_vision_select_layer: int = field(default=-2, metadata={"help": "Hidden layer of the tower whose patch tokens are used."})
-    mm_projector_type: str = field(default="mlp2x_gelu", metadata={"help": "linear, identity or mlpNx_gelu."})
-    mm_projector_hidden_size: int | None = field(default=None, metadata={"help": "Hidden width of the MLP projector (seed: 2560); default the LM's width."})
-    mm_resampler_type: str | None = field(default="fast_slow_token_packer", metadata={"help": "fast_slow_token_packer, or none for every patch."})
-    mm_fast_grid: list[int] = field(default_factory=lambda: list(DEFAULT_FAST_GRID), metadata={"help": "Fast track output grid: frames rows columns."})
-    mm_slow_grid: list[int] = field(default_factory=lambda: list(DEFAULT_SLOW_GRID), metadata={"help": "Slow track output grid: frames rows columns."})
-    mm_packer_num_heads: int = field(default=8, metadata={"help": "Attention heads of each packer track."})
+    vision_tower: str | None = field(default=VisionSettings.vision_tower, metadata={"help": "Vision tower folder or hub id (e.g. facebook/dinov2-large). Omit for text-only training."})
+    mm_vision_select_layer: int = field(default=VisionSettings.mm_vision_select_layer, metadata={"help": "Hidden layer of the tower whose patch tokens are used."})
+    mm_projector_type: str = field(default=VisionSettings.mm_projector_type, metadata={"help": "linear, identity or mlpNx_gelu."})
+    mm_projector_hidden_size: int | None = field(default=VisionSettings.mm_projector_hidden_size, metadata={"help": "Hidden width of the MLP projector (seed: 2560); default the LM's width."})
+    mm_resampler_type: str | None = field(default=VisionSettings.mm_resampler_type, metadata={"help": "fast_slow_token_packer, or none for every patch."})
+    mm_fast_grid: list[int] = field(default_factory=lambda: list(VisionSettings.mm_fast_grid), metadata={"help": "Fast track output grid: frames rows columns."})
+    mm_slow_grid: list[int] = field(default_factory=lambda: list(VisionSettings.mm_slow_grid), metadata={"help": "Slow track output grid: frames rows columns."})
+    mm_packer_num_heads: int = field(default=VisionSettings.mm_packer_num_heads, metadata={"help": "Attention heads of each packer track."})
     mm_tunable_parts: str = field(
         default="mm_vision_resampler,mm_mlp_adapter,mm_language_model",
         metadata={"help": f"Comma-separated parts to train, of: {', '.join(TUNABLE_PARTS)}."},
     )
-    pretrain_mm_mlp_adapter: str | None = field(default=None, metadata={"help": "mm_projector.bin of an adapter-only run to start from."})
+    pretrain_mm_mlp_adapter: str | None = field(default=VisionSettings.pretrain_mm_mlp_adapter, metadata={"help": "mm_projector.bin of an adapter-only run to start from."})
     attn_implementation: str | None = field(default=None, metadata={"help": "sdpa (the default, where the family has it: all but MPT) or eager; flash_attention_2 where its package and a GPU are there (else sdpa, with a warning)."})
     model_class_name: str | None = field(default=None, metadata={"help": "LLaVA-NeXT's class choice (e.g. LlavaQwenForCausalLM): checked against the family that config.json names."})
     mm_use_im_start_end: bool = field(default=False, metadata={"help": "Wrap the visual block in <im_start>/<im_end> tokens (added to the tokenizer); recorded in the config."})
@@ -173,7 +174,7 @@ def build_model(model_args, data_args, training_args):
 
     fresh_adapter = False
     if model_args.vision_tower or model.get_vision_tower() is not None:
-        settings = SimpleNamespace(**vars(model_args), num_frames=data_args.num_frames)
+        settings = VisionSettings.from_args(model_args, data_args)  # the frame count is a data flag
         fresh_adapter = bool(model.get_model().initialize_vision_modules(settings))
         record_prompt_settings(model, model_args, data_args)
     model.config.conv_template = model_args.version = model_args.version or trained_version(model.config)

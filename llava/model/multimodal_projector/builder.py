@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 
-def build_vision_projector(config, vision_dim: int) -> nn.Module:
-    """Maps visual tokens to the LM's hidden size.
+def build_vision_projector(settings, vision_dim: int, out_dim: int) -> nn.Module:
+    """Maps visual tokens (`vision_dim` wide) to the LM's hidden size `out_dim`, as `settings` (a
+    VisionSettings) say.
 
     `linear`, `identity`, or `mlp{N}x_gelu` (N linear layers with GELU between them; the hidden layers
     are `mm_projector_hidden_size` wide, the LM's hidden size when unset). The seed uses `mlp2x_gelu`
@@ -14,8 +15,7 @@ def build_vision_projector(config, vision_dim: int) -> nn.Module:
     carry high-norm outlier tokens), and a known input scale is what lets `match_output_scale` start the
     visual tokens at the scale of the LM's own input embeddings.
     """
-    kind = getattr(config, "mm_projector_type", "mlp2x_gelu")
-    out_dim = config.hidden_size
+    kind = settings.mm_projector_type
     if kind == "identity":
         if vision_dim != out_dim:
             raise ValueError(f"identity projector needs equal widths, got {vision_dim} -> {out_dim}")
@@ -26,7 +26,7 @@ def build_vision_projector(config, vision_dim: int) -> nn.Module:
     if not match or int(match.group(1)) < 1:
         raise ValueError(f"unknown mm_projector_type {kind!r}; use linear, identity or mlpNx_gelu")
     depth = int(match.group(1))
-    hidden = getattr(config, "mm_projector_hidden_size", None) or out_dim
+    hidden = settings.mm_projector_hidden_size or out_dim
     widths = [vision_dim] + [hidden] * (depth - 1) + [out_dim]
     layers = [nn.LayerNorm(vision_dim)]
     for i in range(depth):
