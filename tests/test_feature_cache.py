@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import llava.train.data as data_module
+import llava.media as media_module
 from llava.demo.synthetic import ClipSpec, render_frames, write_clip
 from llava.train import cache_features, train
 from llava.train.feature_cache import FeatureCache, describe_tower
@@ -69,7 +69,7 @@ def test_cached_loss_equals_online_without_decoding_or_tower(assets, tmp_path, m
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cached sample was decoded")
 
-    monkeypatch.setattr(data_module, "read_video_frames", no_decoding)
+    monkeypatch.setattr(media_module, "read_video_frames", no_decoding)  # what load_pixels decodes with
     cached_batch = collator([cached[i] for i in range(4)])
     assert all(isinstance(entry, dict) for entry in cached_batch["images"])
     with torch.no_grad():
