@@ -157,7 +157,25 @@ ARGV_RULES = {
     "tf32": "machine: kept where the GPU has TF32, dropped with a warning elsewhere (a CPU)",
     "torch_compile": "honoured, except under DeepSpeed ZeRO-3: dropped there with a warning saying why (compiling fails under ZeRO-3 with this code)",
     "report_to": "machine: integrations that are not installed are dropped with a warning",
+    "bf16": "machine: `auto` is True on GPUs with bf16 (A100, H100, ...), else False",
+    "fp16": "machine: `auto` is True on GPUs without bf16 (V100, T4) where --bf16 is off, else False",
 }
+
+# Settings that have two flag names (transformers 4's or LLaVA's, and this trainer's): the same setting,
+# so that a command-line flag of one name replaces a recipe's value of the other.
+RENAMED = {
+    "evaluation_strategy": "eval_strategy",
+    "no_cuda": "use_cpu",
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+    "warmup_ratio": "warmup_steps",
+    "group_by_length": "train_sampling_strategy",
+}
+
+
+def same_setting(name: str) -> str:
+    """The one name of the setting a flag sets."""
+    return RENAMED.get(name, name)
 
 
 COMPILE_FLAGS = ("torch_compile", "torch_compile_backend", "torch_compile_mode")
@@ -228,12 +246,8 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], list[tuple[int, str]], set
     for name, value in flags:
         if compile_dropped and name in COMPILE_FLAGS:
             continue
-        if name == "evaluation_strategy":
-            out.append(("eval_strategy", value))
-        elif name == "no_cuda":
-            out.append(("use_cpu", value))
-        elif name in ("gradient_checkpointing", "gradient_checkpointing_kwargs"):
-            out.append((name.replace("gradient", "activation"), value))
+        if name in ("evaluation_strategy", "no_cuda", "gradient_checkpointing", "gradient_checkpointing_kwargs"):
+            out.append((RENAMED[name], value))
         elif name == "warmup_ratio":
             try:
                 ratio = float(value)
@@ -256,6 +270,8 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], list[tuple[int, str]], set
                 os.environ.setdefault("TENSORBOARD_LOGGING_DIR", value)
         elif name == "tf32" and _true(value) and not _tf32_available():
             notes.append((logging.WARNING, "--tf32 True is dropped: this machine has no GPU with TF32 (it is kept on one that has)"))
+        elif name in ("bf16", "fp16") and value is not None and value.strip().lower() == "auto":
+            out.append((name, str(_auto_precision(name, flags))))
         elif name == "report_to":
             kept = _available_reporters(value, notes)
             out.append(("report_to", kept))
@@ -278,6 +294,21 @@ def zero_stage(deepspeed: str) -> int | None:
         return None  # transformers reports an unreadable config itself
     stage = config.get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
     return int(stage) if isinstance(stage, (int, str)) and str(stage).isdigit() else None
+
+
+def _auto_precision(name: str, flags: list[tuple[str, str | None]]) -> bool:
+    """`--bf16 auto` / `--fp16 auto`: mixed precision as the GPUs allow; none on a CPU, fp16 only where
+    bf16 is off and the GPUs lack it (an explicit --bf16 False on an A100 stays in float32)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    has_bf16 = torch.cuda.is_bf16_supported()
+    if name == "bf16":
+        return has_bf16
+    bf16 = next((value for flag, value in reversed(flags) if flag == "bf16"), "False")
+    bf16_on = has_bf16 if (bf16 or "").strip().lower() == "auto" else _true(bf16)
+    return not bf16_on and not has_bf16
 
 
 def _tf32_available() -> bool:
