@@ -13,21 +13,25 @@
 #
 # Trains LLaVA on an Italian GPT-2 (BAMBI): video+text captioning through a frozen DINOv2, the fast/slow
 # TokenPacker and an MLP projector (MODE=video), or the language model alone on the captions (MODE=text).
+# The run's settings are a recipe file, recipes/italian_video.yaml (MODE=text: recipes/italian_text.yaml);
+# this script only launches it: under SLURM on every node of the job (srun + torchrun), or with torchrun
+# on this machine.
 #
 #   mkdir -p logs && sbatch train_italian_video.sh              # SLURM, the #SBATCH lines above
 #   sbatch --nodes=4 train_italian_video.sh                      # several nodes: srun + torchrun (c10d)
 #   MODE=text sbatch train_italian_video.sh                      # text-only training on the captions
 #   NPROC=2 bash train_italian_video.sh --max_steps 10           # no SLURM: torchrun --standalone
 #
-# Every path and hyperparameter below is an environment variable; arguments after the script name go to
-# llava.train.train unchanged (and win over the script's own, being later on the command line). Relative
-# paths are taken from the folder of this script (under sbatch too; LLAVA_HOME overrides it).
-# The logs/ folder of the --output line must exist before sbatch (SLURM opens it before the job runs).
-# Started again with the same settings, a run resumes from the newest complete checkpoint in OUTPUT_DIR.
+# The training runs `python -m llava.train.train --config RECIPE`, then the flags of the variables below
+# that are set (each overrides one setting of the recipe), then the arguments after the script name (they
+# win over both). Relative paths are taken from the folder of this script (under sbatch too; LLAVA_HOME
+# overrides it). The logs/ folder of the --output line must exist before sbatch (SLURM opens it before the
+# job runs). Started again with the same settings, a run resumes from the newest complete checkpoint in
+# its output folder.
 # Before anything starts, the script checks its own variables (one line each), then runs the training's
-# preflight once (`python -m llava.train.preflight` with the training's arguments: the model folder,
-# every data file and sample, the folders, OUTPUT_DIR writable); a problem ends the job at once with
-# that one line and its status (2: a variable or flag, 1: a path or a data file).
+# preflight once (`python -m llava.train.preflight` with the training's arguments: the recipe, every flag,
+# the model folder, every data file and sample, the folders, the output folder writable); a problem ends
+# the job at once with that one line and its status (2: a variable or flag, 1: a path or a data file).
 #
 # Stopping and requeueing. SLURM sends the batch shell SIGUSR1 300 s before the time limit (the --signal
 # line above); the shell passes it on through srun to torchrun and every rank, on every node. The ranks
@@ -44,49 +48,20 @@
 # Without SLURM, SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 to the script (it becomes torchrun) saves the same
 # checkpoint and exits non-zero; the same command resumes.
 #
-# Environment (defaults in brackets):
-#   MODE                    video | text                                        [video]
-#   LM_PATH                 language model folder (config.json + tokenizer)     [./models/bambi-gpt2-italian]
-#   VISION_TOWER            tower folder or hub id (video mode only)            [facebook/dinov2-large]
-#   DATA_DIR                where the prepared WebVid-Italian data lives         [./data/webvid_italian]
-#   VIDEO_DATA_PATH         LLaVA JSON of video+caption samples                 [$DATA_DIR/train_video.json]
-#   TEXT_DATA_PATH          LLaVA JSON of text-only caption samples             [$DATA_DIR/train_text.json]
-#   DATA_PATH               the data file actually used (several: comma-joined, [by MODE: one of the two above]
-#                           /dir/{a,b}.json, or a LLaVA-NeXT YAML mixture)
-#   VIDEO_FOLDER            clips, paths in the JSON are relative to it         [$DATA_DIR/videos]
-#   IMAGE_FOLDER            images, for data files that hold image samples      [unset]
+# Launching (defaults in brackets):
+#   MODE                    video | text: which recipe                          [video]
+#   RECIPE                  the recipe file                                     [recipes/italian_$MODE.yaml]
+#   GPUS_PER_NODE (= NPROC) training processes per node                         [visible GPUs, or 1 without GPUs]
+#   LAUNCHER                auto | slurm | standalone                           [auto: slurm inside a SLURM job]
+#   MASTER_ADDR / MASTER_PORT  rendezvous under SLURM (an address of the first  [first node's NodeAddr /
+#                           node, which hosts the store)                         20000 + job id % 20000]
+#   PYTHON                  interpreter                                         [.venv/bin/python if present, else python]
+#   TRAIN_MODULE            module torchrun starts                              [llava.train.train]
+#   PREFLIGHT               1: check the recipe, model, data and folders before [1]
+#                           launching (llava.train.train only); 0: skip
 #   FEATURE_CACHE           folder of cached tower features (video mode): the   [unset: no cache]
 #                           clips not cached yet are encoded first (one process),
-#                           then every epoch reads them instead of decoding clips
-#                           and running the frozen tower
-#   OUTPUT_DIR              checkpoints and the final model                     [./checkpoints/llava-bambi-gpt2-italian-$MODE]
-#   DS_CONFIG               DeepSpeed config, or `none` to train without it     [scripts/zero2.json]
-#   VERSION                 prompt template (plain for GPT-2)                   [plain]
-#   NUM_FRAMES              frames sampled per clip                             [8]
-#   FAST_GRID / SLOW_GRID   packer output grids, frames rows columns            ["8 2 4" (64 tokens) / "2 4 4" (32)]
-#   MM_PACKER_NUM_HEADS     attention heads of each packer track                [8]
-#   MM_VISION_SELECT_LAYER  tower layer whose patch tokens are used             [-2]
-#   MM_PROJECTOR_TYPE       projector                                           [mlp2x_gelu]
-#   PROJECTOR_HIDDEN        projector hidden width (1024 -> 2560 -> 768)        [2560]
-#   MM_RESAMPLER_TYPE       resampler                                           [fast_slow_token_packer]
-#   MM_TUNABLE_PARTS        parts that train (video mode)                       [mm_vision_resampler,mm_mlp_adapter,mm_language_model]
-#   PRETRAIN_MM_MLP_ADAPTER mm_projector.bin of an adapter-only run             [unset]
-#   NUM_EPOCHS              epochs                                              [80]
-#   MAX_STEPS               stop after this many optimizer steps (-1: epochs)   [-1]
-#   BATCH_SIZE              per-device batch size                               [8]
-#   GRAD_ACCUM              gradient accumulation steps                         [1]
-#   LEARNING_RATE           learning rate (language model)                      [5e-5]
-#   MM_PROJECTOR_LR         learning rate of projector, packer, embeddings      [2e-4]
-#   WEIGHT_DECAY / WARMUP_RATIO / LR_SCHEDULER                                  [0.0 / 0.03 / cosine]
-#   WARMUP_STEPS            warmup steps, overrides WARMUP_RATIO                [unset]
-#   MODEL_MAX_LENGTH        longest sequence, visual + text tokens              [1024]
-#   MAX_SKIP_FRACTION       abort when more of the clips than this are unreadable [0.05]
-#   BF16 / FP16             mixed precision; auto: bf16 on GPUs that have it,   [auto / auto]
-#                           fp16 on older GPUs (V100), none on the CPU
-#   GRADIENT_CHECKPOINTING  true | false                                        [false]
-#   LOGGING_STEPS / SAVE_STRATEGY / SAVE_STEPS / SAVE_TOTAL_LIMIT               [10 / steps / 1000 / 3]
-#   SAVE_EVERY_MINUTES      besides SAVE_STEPS, a checkpoint whenever this many [30]
-#                           minutes have passed since the last (0: SAVE_STEPS only)
+#                           then training reads them (--feature_cache)
 #   REQUEUE                 1: a SLURM job told to stop requeues itself; 0: no  [1]
 #   MAX_REQUEUES            restarts (SLURM_RESTART_COUNT) after which it no    [10]
 #                           longer requeues itself
@@ -94,17 +69,53 @@
 #                           to finish the step, save and exit before it kills them
 #   SBATCH_SIGNAL           read by sbatch itself: the warning before the time  [B:USR1@300, the #SBATCH line]
 #                           limit
-#   DATALOADER_NUM_WORKERS  data loading processes per rank                     [4]
-#   REPORT_TO / SEED                                                            [none / 42]
-#   GPUS_PER_NODE (= NPROC) training processes per node                         [visible GPUs, or 1 without GPUs]
-#   MASTER_ADDR / MASTER_PORT  rendezvous under SLURM (an address of the first  [first node's NodeAddr /
-#                           node, which hosts the store)                         20000 + job id % 20000]
-#   LAUNCHER                auto | slurm | standalone                           [auto: slurm inside a SLURM job]
-#   PYTHON                  interpreter                                         [.venv/bin/python if present, else python]
-#   TRAIN_MODULE            module torchrun starts                              [llava.train.train]
-#   PREFLIGHT               1: check the model, data and folders before         [1]
-#                           launching (llava.train.train only); 0: skip
 #   LLAVA_HOME              folder to run from                                  [this script's folder / SLURM_SUBMIT_DIR]
+#
+# Settings: each variable, where set, overrides one flag of the recipe; unset, the recipe decides (the
+# values of recipes/italian_video.yaml are listed in README.md).
+#   LM_PATH                 --model_name_or_path           language model folder (config.json + tokenizer)
+#   VISION_TOWER            --vision_tower                 tower folder or hub id (video mode only)
+#   DATA_PATH               --data_path                    training data: LLaVA JSON/JSONL, several (a,b or /dir/{a,b}.json), a YAML mixture
+#   VIDEO_FOLDER            --video_folder                 clips; paths in the data are relative to it
+#   IMAGE_FOLDER            --image_folder                 images, for data files that hold image samples
+#   OUTPUT_DIR              --output_dir                   checkpoints and the final model
+#   DS_CONFIG               --deepspeed                    DeepSpeed config, or none to train without DeepSpeed
+#   VERSION                 --version                      prompt template (plain for GPT-2, chat or a LLaVA name for chat models)
+#   NUM_FRAMES              --num_frames                   frames sampled per clip
+#   FAST_GRID               --mm_fast_grid                 fast packer track: frames rows columns, e.g. "8 2 4"
+#   SLOW_GRID               --mm_slow_grid                 slow packer track: frames rows columns
+#   MM_PACKER_NUM_HEADS     --mm_packer_num_heads          attention heads of each packer track
+#   MM_VISION_SELECT_LAYER  --mm_vision_select_layer       tower layer whose patch tokens are used
+#   MM_PROJECTOR_TYPE       --mm_projector_type            projector
+#   PROJECTOR_HIDDEN        --mm_projector_hidden_size     projector hidden width
+#   MM_RESAMPLER_TYPE       --mm_resampler_type            resampler
+#   MM_TUNABLE_PARTS        --mm_tunable_parts             parts that train
+#   PRETRAIN_MM_MLP_ADAPTER --pretrain_mm_mlp_adapter      mm_projector.bin of an adapter-only run
+#   NUM_EPOCHS              --num_train_epochs             epochs
+#   MAX_STEPS               --max_steps                    stop after this many optimizer steps (-1: the epochs decide)
+#   BATCH_SIZE              --per_device_train_batch_size  per-device batch size
+#   GRAD_ACCUM              --gradient_accumulation_steps  gradient accumulation steps
+#   LEARNING_RATE           --learning_rate                learning rate of the language model
+#   MM_PROJECTOR_LR         --mm_projector_lr              learning rate of the packer, projector and embeddings
+#   WEIGHT_DECAY            --weight_decay                 weight decay
+#   WARMUP_RATIO            --warmup_ratio                 warmup as a share of the steps (below 1)
+#   WARMUP_STEPS            --warmup_steps                 warmup steps (below 1: a share of the steps)
+#   LR_SCHEDULER            --lr_scheduler_type            learning-rate schedule
+#   MODEL_MAX_LENGTH        --model_max_length             longest sequence, visual + text tokens
+#   MAX_SKIP_FRACTION       --max_skip_fraction            stop when more of the samples than this cannot be read
+#   BF16                    --bf16                         true | false | auto (bf16 on GPUs that have it)
+#   FP16                    --fp16                         true | false | auto (fp16 on GPUs without bf16, e.g. V100)
+#   GRADIENT_CHECKPOINTING  --activation_checkpointing     activation checkpointing: true | false
+#   LOGGING_STEPS           --logging_steps                log every this many steps
+#   SAVE_STRATEGY           --save_strategy                steps | epoch | no
+#   SAVE_STEPS              --save_steps                   a checkpoint every this many steps
+#   SAVE_TOTAL_LIMIT        --save_total_limit             checkpoints kept
+#   SAVE_EVERY_MINUTES      --save_every_minutes           besides SAVE_STEPS, a checkpoint whenever this many minutes have passed (0: off)
+#   DATALOADER_NUM_WORKERS  --dataloader_num_workers       decoding processes per rank
+#   REPORT_TO               --report_to                    none, tensorboard, wandb, ...
+#   SEED                    --seed                         random seed
+#   DATA_DIR / VIDEO_DATA_PATH / TEXT_DATA_PATH: where unset, DATA_PATH is $VIDEO_DATA_PATH (MODE=video) or
+#   $TEXT_DATA_PATH (MODE=text), else $DATA_DIR/train_$MODE.json, and VIDEO_FOLDER is $DATA_DIR/videos.
 
 set -euo pipefail
 
@@ -142,71 +153,16 @@ else
 fi
 cd "$RUN_DIR" || die "cannot enter $RUN_DIR"
 
-# --- settings --------------------------------------------------------------------------------------------
+# --- launching ---------------------------------------------------------------------------------------------
 MODE=${MODE:-video}
-LM_PATH=${LM_PATH:-./models/bambi-gpt2-italian}
-VISION_TOWER=${VISION_TOWER:-facebook/dinov2-large}
-DATA_DIR=${DATA_DIR:-./data/webvid_italian}
-VIDEO_DATA_PATH=${VIDEO_DATA_PATH:-$DATA_DIR/train_video.json}
-TEXT_DATA_PATH=${TEXT_DATA_PATH:-$DATA_DIR/train_text.json}
-VIDEO_FOLDER=${VIDEO_FOLDER:-$DATA_DIR/videos}
-IMAGE_FOLDER=${IMAGE_FOLDER:-}
+RECIPE=${RECIPE:-recipes/italian_$MODE.yaml}
 FEATURE_CACHE=${FEATURE_CACHE:-}
-DS_CONFIG=${DS_CONFIG:-scripts/zero2.json}
-VERSION=${VERSION:-plain}
-
-NUM_FRAMES=${NUM_FRAMES:-8}
-FAST_GRID=${FAST_GRID:-8 2 4}
-SLOW_GRID=${SLOW_GRID:-2 4 4}
-MM_PACKER_NUM_HEADS=${MM_PACKER_NUM_HEADS:-8}
-MM_VISION_SELECT_LAYER=${MM_VISION_SELECT_LAYER:--2}
-MM_PROJECTOR_TYPE=${MM_PROJECTOR_TYPE:-mlp2x_gelu}
-PROJECTOR_HIDDEN=${PROJECTOR_HIDDEN:-2560}
-MM_RESAMPLER_TYPE=${MM_RESAMPLER_TYPE:-fast_slow_token_packer}
-PRETRAIN_MM_MLP_ADAPTER=${PRETRAIN_MM_MLP_ADAPTER:-}
-
-NUM_EPOCHS=${NUM_EPOCHS:-80}
-MAX_STEPS=${MAX_STEPS:--1}
-BATCH_SIZE=${BATCH_SIZE:-8}
-GRAD_ACCUM=${GRAD_ACCUM:-1}
-LEARNING_RATE=${LEARNING_RATE:-5e-5}
-MM_PROJECTOR_LR=${MM_PROJECTOR_LR:-2e-4}
-WEIGHT_DECAY=${WEIGHT_DECAY:-0.0}
-WARMUP_RATIO=${WARMUP_RATIO:-0.03}
-WARMUP_STEPS=${WARMUP_STEPS:-$WARMUP_RATIO}  # transformers 5: a float below 1 is a ratio of the steps
-LR_SCHEDULER=${LR_SCHEDULER:-cosine}
-MODEL_MAX_LENGTH=${MODEL_MAX_LENGTH:-1024}
-MAX_SKIP_FRACTION=${MAX_SKIP_FRACTION:-0.05}
-BF16=${BF16:-auto}
-FP16=${FP16:-auto}
-GRADIENT_CHECKPOINTING=${GRADIENT_CHECKPOINTING:-false}
-LOGGING_STEPS=${LOGGING_STEPS:-10}
-SAVE_STRATEGY=${SAVE_STRATEGY:-steps}
-SAVE_STEPS=${SAVE_STEPS:-1000}
-SAVE_TOTAL_LIMIT=${SAVE_TOTAL_LIMIT:-3}
-SAVE_EVERY_MINUTES=${SAVE_EVERY_MINUTES:-30}
 REQUEUE=${REQUEUE:-1}
 MAX_REQUEUES=${MAX_REQUEUES:-10}
 STOP_TIMEOUT=${STOP_TIMEOUT:-300}
-DATALOADER_NUM_WORKERS=${DATALOADER_NUM_WORKERS:-4}
-REPORT_TO=${REPORT_TO:-none}
-SEED=${SEED:-42}
 LAUNCHER=${LAUNCHER:-auto}
 TRAIN_MODULE=${TRAIN_MODULE:-llava.train.train}
 PREFLIGHT=${PREFLIGHT:-1}
-
-case "$MODE" in
-    video)
-        DATA_PATH=${DATA_PATH:-$VIDEO_DATA_PATH}
-        MM_TUNABLE_PARTS=${MM_TUNABLE_PARTS:-mm_vision_resampler,mm_mlp_adapter,mm_language_model}
-        ;;
-    text)
-        DATA_PATH=${DATA_PATH:-$TEXT_DATA_PATH}
-        MM_TUNABLE_PARTS=${MM_TUNABLE_PARTS:-mm_language_model}
-        ;;
-    *) die "MODE must be 'video' (video+text training) or 'text' (text-only training on the captions), not '$MODE'" ;;
-esac
-OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/llava-bambi-gpt2-italian-$MODE}
 
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=$PWD/.venv/bin/python
@@ -215,7 +171,6 @@ if [[ -z "${PYTHON:-}" ]]; then
     fi
 fi
 
-# --- processes per node ------------------------------------------------------------------------------------
 visible_gpus() {
     if [[ -n "${SLURM_GPUS_ON_NODE:-}" ]]; then
         echo "$SLURM_GPUS_ON_NODE"
@@ -238,93 +193,19 @@ NUM_GPUS=${NUM_GPUS:-0}
 DEFAULT_PROCS=$(( NUM_GPUS > 0 ? NUM_GPUS : 1 ))
 GPUS_PER_NODE=${GPUS_PER_NODE:-${NPROC:-$DEFAULT_PROCS}}
 NPROC=$GPUS_PER_NODE
-gpu_has_bf16() {
-    "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 1)' 2>/dev/null
-}
-if [[ "$BF16" == auto || "$FP16" == auto ]]; then
-    HAS_BF16=false
-    if (( NUM_GPUS > 0 )) && gpu_has_bf16; then HAS_BF16=true; fi
-    if [[ "$BF16" == auto ]]; then BF16=$HAS_BF16; fi
-    if [[ "$FP16" == auto ]]; then
-        # fp16 only where there are GPUs, bf16 is off, and the GPUs lack it (an explicit BF16=false stays fp32)
-        if (( NUM_GPUS > 0 )) && [[ "$BF16" == false && "$HAS_BF16" == false ]]; then FP16=true; else FP16=false; fi
-    fi
-fi
 
 if [[ "$LAUNCHER" == auto ]]; then
     if [[ -n "${SLURM_JOB_ID:-}" ]]; then LAUNCHER=slurm; else LAUNCHER=standalone; fi
 fi
 
-# --- checks: fail here, in a second, rather than minutes into a job --------------------------------------
+# --- checks of the launching variables; the training's preflight checks every setting -------------------
 errors=()
 is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
-is_number() { [[ "$1" =~ ^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]]; }
-# check_count NAME MIN: the variable NAME holds a whole number of at least MIN
-check_count() {
-    local value=${!1}
-    if ! is_int "$value" || (( value < $2 )); then
-        errors+=("$1: '$value' is not a whole number of at least $2")
-    fi
-}
-check_number() {
-    is_number "${!1}" || errors+=("$1: '${!1}' is not a number")
-}
-check_choice() {  # check_choice NAME CHOICE...
-    local name=$1 value=${!1} choice
-    shift
-    for choice in "$@"; do [[ "$value" == "$choice" ]] && return; done
-    local IFS=/
-    errors+=("$name must be $*, not '$value'")
-}
-looks_like_hub_id() {  # owner/name, not a path that happens to be missing
-    [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$ ]] && [[ "$1" != .* ]]
-}
-
-if [[ ! -d "$LM_PATH" ]]; then
-    errors+=("LM_PATH: language model folder '$LM_PATH' not found (from $RUN_DIR); point LM_PATH at the BAMBI GPT-2 folder")
-elif [[ ! -f "$LM_PATH/config.json" ]]; then
-    errors+=("LM_PATH: '$LM_PATH' has no config.json; it is not a model folder written by save_pretrained")
-fi
-if [[ "$DATA_PATH" == *[,{]* ]]; then
-    :  # several files: the preflight checks each of them
-elif [[ ! -f "$DATA_PATH" ]]; then
-    errors+=("DATA_PATH: data file '$DATA_PATH' not found (MODE=$MODE; set DATA_PATH, or $( [[ $MODE == video ]] && echo VIDEO_DATA_PATH || echo TEXT_DATA_PATH ) or DATA_DIR)")
-fi
-if [[ "$MODE" == video ]]; then
-    if [[ ! -d "$VIDEO_FOLDER" ]]; then
-        errors+=("VIDEO_FOLDER: video folder '$VIDEO_FOLDER' not found")
-    fi
-    if [[ -d "$VISION_TOWER" ]]; then
-        :
-    elif looks_like_hub_id "$VISION_TOWER"; then
-        if [[ "${HF_HUB_OFFLINE:-0}" =~ ^(1|true|TRUE|yes|YES|on|ON)$ ]]; then
-            hub_cache=${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}
-            if [[ ! -d "$hub_cache/models--${VISION_TOWER//\//--}" ]]; then
-                errors+=("VISION_TOWER: '$VISION_TOWER' is not a local folder, HF_HUB_OFFLINE is set and it is not in the hub cache $hub_cache; download it ahead or point VISION_TOWER at its folder")
-            fi
-        fi
-    else
-        errors+=("VISION_TOWER: '$VISION_TOWER' is neither a folder nor a hub id (owner/name)")
-    fi
-    if [[ -n "$PRETRAIN_MM_MLP_ADAPTER" && ! -f "$PRETRAIN_MM_MLP_ADAPTER" ]]; then
-        errors+=("PRETRAIN_MM_MLP_ADAPTER: '$PRETRAIN_MM_MLP_ADAPTER' not found")
-    fi
-    read -r -a FAST_GRID_ARGS <<<"${FAST_GRID//[x,]/ }"
-    read -r -a SLOW_GRID_ARGS <<<"${SLOW_GRID//[x,]/ }"
-    for grid_name in FAST_GRID SLOW_GRID; do
-        declare -n grid_ref="${grid_name}_ARGS"
-        if (( ${#grid_ref[@]} != 3 )) || ! is_int "${grid_ref[0]}" || ! is_int "${grid_ref[1]}" || ! is_int "${grid_ref[2]}"; then
-            errors+=("$grid_name: '${!grid_name}' is not three integers (frames rows columns), e.g. '8 2 4'")
-        fi
-        unset -n grid_ref
-    done
-fi
-if [[ -n "$IMAGE_FOLDER" && ! -d "$IMAGE_FOLDER" ]]; then
-    errors+=("IMAGE_FOLDER: image folder '$IMAGE_FOLDER' not found")
-fi
-if [[ "$DS_CONFIG" != none && ! -f "$DS_CONFIG" ]]; then
-    errors+=("DS_CONFIG: DeepSpeed config '$DS_CONFIG' not found (DS_CONFIG=none trains without DeepSpeed)")
-fi
+case "$MODE" in
+    video | text) ;;
+    *) errors+=("MODE must be 'video' (video+text training) or 'text' (text-only training on the captions), not '$MODE'") ;;
+esac
+[[ -f "$RECIPE" ]] || errors+=("RECIPE: recipe file '$RECIPE' not found")
 if ! is_int "$GPUS_PER_NODE" || (( GPUS_PER_NODE < 1 )); then
     errors+=("GPUS_PER_NODE/NPROC: '$GPUS_PER_NODE' is not a positive number of processes")
 fi
@@ -341,32 +222,7 @@ if [[ "$PYTHON" == */* ]]; then
 else
     command -v "$PYTHON" >/dev/null 2>&1 || errors+=("PYTHON: '$PYTHON' not found on PATH")
 fi
-if [[ "$MODE" == video ]]; then
-    check_count NUM_FRAMES 1
-    check_count MM_PACKER_NUM_HEADS 1
-    check_count PROJECTOR_HIDDEN 1
-    is_int "$MM_VISION_SELECT_LAYER" || errors+=("MM_VISION_SELECT_LAYER: '$MM_VISION_SELECT_LAYER' is not a layer index (a whole number, e.g. -2)")
-    check_number MM_PROJECTOR_LR
-    check_number MAX_SKIP_FRACTION
-fi
-check_count MAX_STEPS -1
-check_count BATCH_SIZE 1
-check_count GRAD_ACCUM 1
-check_count MODEL_MAX_LENGTH 1
-check_count LOGGING_STEPS 1
-check_count SAVE_STEPS 1
-check_count SAVE_TOTAL_LIMIT 0
-check_count DATALOADER_NUM_WORKERS 0
-check_count SEED 0
-for number_name in NUM_EPOCHS LEARNING_RATE WEIGHT_DECAY WARMUP_RATIO SAVE_EVERY_MINUTES; do
-    check_number "$number_name"
-done
-[[ "$WARMUP_STEPS" == "$WARMUP_RATIO" ]] || check_number WARMUP_STEPS
-check_choice BF16 auto true false
-check_choice FP16 auto true false
-check_choice GRADIENT_CHECKPOINTING true false 1 0 yes no True False
-check_choice SAVE_STRATEGY steps epoch no
-check_choice PREFLIGHT 1 0
+[[ "$PREFLIGHT" == 0 || "$PREFLIGHT" == 1 ]] || errors+=("PREFLIGHT must be 1 (check before launching) or 0, not '$PREFLIGHT'")
 [[ "$REQUEUE" == 0 || "$REQUEUE" == 1 ]] || errors+=("REQUEUE must be 1 (a job told to stop requeues itself) or 0, not '$REQUEUE'")
 is_int "$MAX_REQUEUES" && (( MAX_REQUEUES >= 0 )) || errors+=("MAX_REQUEUES: '$MAX_REQUEUES' is not a number of restarts (0 or more)")
 is_int "$STOP_TIMEOUT" && (( STOP_TIMEOUT > 0 )) || errors+=("STOP_TIMEOUT: '$STOP_TIMEOUT' is not a positive number of seconds")
@@ -376,56 +232,30 @@ if (( ${#errors[@]} )); then
     exit 2
 fi
 
-# --- the training command ------------------------------------------------------------------------------------
-ARGS=(
-    --model_name_or_path "$LM_PATH"
-    --version "$VERSION"
-    --data_path "$DATA_PATH"
-    --output_dir "$OUTPUT_DIR"
-    --model_max_length "$MODEL_MAX_LENGTH"
-    --mm_tunable_parts "$MM_TUNABLE_PARTS"
-    --num_train_epochs "$NUM_EPOCHS"
-    --max_steps "$MAX_STEPS"
-    --per_device_train_batch_size "$BATCH_SIZE"
-    --gradient_accumulation_steps "$GRAD_ACCUM"
-    --learning_rate "$LEARNING_RATE"
-    --weight_decay "$WEIGHT_DECAY"
-    --warmup_steps "$WARMUP_STEPS"
-    --lr_scheduler_type "$LR_SCHEDULER"
-    --logging_steps "$LOGGING_STEPS"
-    --save_strategy "$SAVE_STRATEGY"
-    --save_steps "$SAVE_STEPS"
-    --save_total_limit "$SAVE_TOTAL_LIMIT"
-    --save_every_minutes "$SAVE_EVERY_MINUTES"
-    --bf16 "$BF16"
-    --fp16 "$FP16"
-    --dataloader_num_workers "$DATALOADER_NUM_WORKERS"
-    --report_to "$REPORT_TO"
-    --seed "$SEED"
-)
+# --- the training command: the recipe, the variables that are set, then the script's arguments ---------------
 if [[ "$MODE" == video ]]; then
-    ARGS+=(
-        --video_folder "$VIDEO_FOLDER"
-        --vision_tower "$VISION_TOWER"
-        --mm_vision_select_layer "$MM_VISION_SELECT_LAYER"
-        --num_frames "$NUM_FRAMES"
-        --mm_resampler_type "$MM_RESAMPLER_TYPE"
-        --mm_fast_grid "${FAST_GRID_ARGS[@]}"
-        --mm_slow_grid "${SLOW_GRID_ARGS[@]}"
-        --mm_packer_num_heads "$MM_PACKER_NUM_HEADS"
-        --mm_projector_type "$MM_PROJECTOR_TYPE"
-        --mm_projector_hidden_size "$PROJECTOR_HIDDEN"
-        --mm_projector_lr "$MM_PROJECTOR_LR"
-        --max_skip_fraction "$MAX_SKIP_FRACTION"
-    )
-    [[ -n "$PRETRAIN_MM_MLP_ADAPTER" ]] && ARGS+=(--pretrain_mm_mlp_adapter "$PRETRAIN_MM_MLP_ADAPTER")
-    [[ -n "$FEATURE_CACHE" ]] && ARGS+=(--feature_cache "$FEATURE_CACHE")
+    DATA_PATH=${DATA_PATH:-${VIDEO_DATA_PATH:-${DATA_DIR:+$DATA_DIR/train_video.json}}}
+    VIDEO_FOLDER=${VIDEO_FOLDER:-${DATA_DIR:+$DATA_DIR/videos}}
+else
+    DATA_PATH=${DATA_PATH:-${TEXT_DATA_PATH:-${DATA_DIR:+$DATA_DIR/train_text.json}}}
 fi
-[[ -n "$IMAGE_FOLDER" ]] && ARGS+=(--image_folder "$IMAGE_FOLDER")
-# only when on: transformers 5 calls the flag a deprecated alias of --activation_checkpointing
-case "${GRADIENT_CHECKPOINTING,,}" in true | 1 | yes) ARGS+=(--gradient_checkpointing True) ;; esac
-[[ "$DS_CONFIG" != none ]] && ARGS+=(--deepspeed "$DS_CONFIG")
+# A text run ignores the variables of the visual modules, which a shell may still hold from a video run.
+VIDEO_ONLY=" VISION_TOWER VIDEO_FOLDER NUM_FRAMES FAST_GRID SLOW_GRID MM_PACKER_NUM_HEADS MM_VISION_SELECT_LAYER MM_PROJECTOR_TYPE PROJECTOR_HIDDEN MM_RESAMPLER_TYPE PRETRAIN_MM_MLP_ADAPTER "
+ARGS=(--config "$RECIPE")
+# The variable -> flag table is the "Settings" list at the top of this file (one place for both).
+while read -r variable flag; do
+    [[ -n "${!variable:-}" ]] || continue
+    [[ "$MODE" == text && "$VIDEO_ONLY" == *" $variable "* ]] && continue
+    case "$variable" in
+        FAST_GRID | SLOW_GRID) read -r -a grid <<<"${!variable//[x,]/ }"; ARGS+=("$flag" "${grid[@]}") ;;
+        *) ARGS+=("$flag" "${!variable}") ;;
+    esac
+done < <(sed -n 's/^#   \([A-Z0-9_]*\) \{1,\}\(--[a-z0-9_]*\) .*/\1 \2/p' "${BASH_SOURCE[0]}")
+[[ "$MODE" == video && -n "$FEATURE_CACHE" ]] && ARGS+=(--feature_cache "$FEATURE_CACHE")
 ARGS+=("$@")
+# Where the run writes: the stop record (interrupted.json) the requeue decision reads is there.
+OUTPUT_DIR=$("$PYTHON" -m llava.train.recipe output_dir "${ARGS[@]}") || exit $?
+[[ -n "$OUTPUT_DIR" ]] || die "no output folder: the recipe $RECIPE sets no output_dir and neither OUTPUT_DIR nor --output_dir is given"
 
 # CPU threads per training process: the job's (or machine's) cores shared among its processes.
 if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
@@ -434,7 +264,8 @@ if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
 fi
 export OMP_NUM_THREADS
 export PYTHONUNBUFFERED=1
-# The training's own checks (model folder, data files, folders, OUTPUT_DIR writable), in one process on
+# The training's own checks (the recipe and every flag, model folder, data files, folders, the output
+# folder writable), in one process on
 # this node, before any rank starts; its one line says what is wrong. Another TRAIN_MODULE has its own
 # arguments: nothing to check it with.
 PREFLIGHT_COMMAND=()
@@ -481,21 +312,21 @@ else
     LAUNCH=("$PYTHON" -m llava.train.launch --standalone --nnodes 1 --nproc_per_node "$NPROC" -m "$TRAIN_MODULE")
 fi
 
-# --- what will run ----------------------------------------------------------------------------------------------
+# --- what will run (the preflight then prints the settings the recipe and the overrides make) -------------
 {
     echo "=== train_italian_video.sh $(date '+%Y-%m-%d %H:%M:%S') on $(hostname) ==="
     printf '  %-22s %s\n' \
         MODE "$MODE" \
+        RECIPE "$RECIPE" \
+        OVERRIDES "${ARGS[*]:2}" \
         RUN_DIR "$RUN_DIR" \
-        LM_PATH "$LM_PATH" \
-        DATA_PATH "$DATA_PATH" \
         OUTPUT_DIR "$OUTPUT_DIR" \
-        DS_CONFIG "$DS_CONFIG" \
         LAUNCHER "$LAUNCHER${SLURM_JOB_ID:+ (job $SLURM_JOB_ID)}" \
         NODES "$NNODES" \
         GPUS_PER_NODE "$GPUS_PER_NODE (visible GPUs: $NUM_GPUS)" \
         OMP_NUM_THREADS "$OMP_NUM_THREADS" \
         PYTHON "$PYTHON"
+    [[ "$MODE" == video ]] && printf '  %-22s %s\n' FEATURE_CACHE "${FEATURE_CACHE:-none}"
     if [[ "$LAUNCHER" == slurm ]]; then
         printf '  %-22s %s\n' RENDEZVOUS "$MASTER_ADDR:$MASTER_PORT"
         if [[ "$REQUEUE" == 1 ]]; then
@@ -504,25 +335,6 @@ fi
             printf '  %-22s %s\n' REQUEUE off
         fi
     fi
-    if [[ "$MODE" == video ]]; then
-        printf '  %-22s %s\n' \
-            VISION_TOWER "$VISION_TOWER" \
-            VIDEO_FOLDER "$VIDEO_FOLDER" \
-            FEATURE_CACHE "${FEATURE_CACHE:-none}" \
-            NUM_FRAMES "$NUM_FRAMES" \
-            FAST_GRID "${FAST_GRID_ARGS[*]} ($(( FAST_GRID_ARGS[0] * FAST_GRID_ARGS[1] * FAST_GRID_ARGS[2] )) tokens)" \
-            SLOW_GRID "${SLOW_GRID_ARGS[*]} ($(( SLOW_GRID_ARGS[0] * SLOW_GRID_ARGS[1] * SLOW_GRID_ARGS[2] )) tokens)" \
-            PROJECTOR "$MM_PROJECTOR_TYPE, hidden $PROJECTOR_HIDDEN" \
-            MM_PROJECTOR_LR "$MM_PROJECTOR_LR"
-    fi
-    printf '  %-22s %s\n' \
-        MM_TUNABLE_PARTS "$MM_TUNABLE_PARTS" \
-        EPOCHS "$NUM_EPOCHS (max steps $MAX_STEPS)" \
-        BATCH "$BATCH_SIZE per device x $GRAD_ACCUM accumulation x $(( NNODES * GPUS_PER_NODE )) processes" \
-        LEARNING_RATE "$LEARNING_RATE ($LR_SCHEDULER, warmup $WARMUP_STEPS, weight decay $WEIGHT_DECAY)" \
-        PRECISION "bf16=$BF16 fp16=$FP16" \
-        CHECKPOINTS "every $SAVE_STEPS steps and every $SAVE_EVERY_MINUTES minutes, and on a stop signal" \
-        EXTRA_ARGS "${*:-none}"
     echo "  command: ${LAUNCH[*]} ${ARGS[*]}"
 }
 

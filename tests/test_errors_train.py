@@ -346,14 +346,22 @@ def test_the_launcher_runs_the_preflight_and_stops_with_its_line(assets, tmp_pat
 
 
 def test_the_launcher_checks_its_own_variables_one_line_each(assets, tmp_path):
-    result = run_script(script_env(assets, tmp_path / "out", NUM_FRAMES="eight", LEARNING_RATE="fast", BF16="maybe"))
+    result = run_script(script_env(assets, tmp_path / "out", NPROC="0", REQUEUE="maybe", STOP_TIMEOUT="0"))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "train_italian_video.sh: error: NUM_FRAMES: 'eight' is not a whole number of at least 1",
-        "train_italian_video.sh: error: LEARNING_RATE: 'fast' is not a number",
-        "train_italian_video.sh: error: BF16 must be auto/true/false, not 'maybe'",
+        "train_italian_video.sh: error: GPUS_PER_NODE/NPROC: '0' is not a positive number of processes",
+        "train_italian_video.sh: error: REQUEUE must be 1 (a job told to stop requeues itself) or 0, not 'maybe'",
+        "train_italian_video.sh: error: STOP_TIMEOUT: '0' is not a positive number of seconds",
         f"train_italian_video.sh: nothing started (relative paths are taken from {ROOT}); see 'bash train_italian_video.sh --help'",
     ]
+
+
+def test_a_wrong_setting_variable_is_the_preflight_s_line_for_its_flag(assets, tmp_path):
+    result = run_script(script_env(assets, tmp_path / "out", NUM_FRAMES="eight", LEARNING_RATE="fast"))
+    assert (result.returncode, result.stderr) == (
+        2, "error: argument --num_frames/--num-frames: invalid int value: 'eight' (python -m llava.train.train --help lists the flags)\n"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
@@ -361,5 +369,5 @@ def test_the_launcher_help(flag):
     result = subprocess.run(["bash", str(SCRIPT), flag], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.startswith("Trains LLaVA on an Italian GPT-2")
-    assert re.search(r"^  PREFLIGHT +1: check the model, data and folders", result.stdout, re.M)
-    assert re.search(r"^  DATA_PATH ", result.stdout, re.M) and "set -euo" not in result.stdout
+    assert re.search(r"^  PREFLIGHT +1: check the recipe, model, data and folders", result.stdout, re.M)
+    assert re.search(r"^  DATA_PATH +--data_path ", result.stdout, re.M) and "set -euo" not in result.stdout

@@ -25,7 +25,8 @@ PYTHON = [sys.executable]
 
 # name -> (command line before --help, text its help must show)
 ENTRY_POINTS = {
-    "train": (PYTHON + ["-m", "llava.train.train"], "--model_name_or_path"),
+    "train": (PYTHON + ["-m", "llava.train.train"], "--config RECIPE.yaml"),
+    "recipe": (PYTHON + ["-m", "llava.train.recipe"], "--config RECIPE"),
     # LLaVA's users run train_mem.py as a script path, not as a module
     "train_mem.py": (PYTHON + ["llava/train/train_mem.py"], "--model_name_or_path"),
     "cache_features": (PYTHON + ["-m", "llava.train.cache_features"], "--feature_cache"),
