@@ -5,7 +5,9 @@ import pytest
 import torch
 
 import llava.model  # noqa: F401  (registers the families)
+from llava.demo.synthetic import caption_corpus, train_tokenizer
 from llava.testing import save_tiny_vision_tower
+
 from disk_helpers import SmallDisks
 from slurm_cluster import SlurmCluster
 from train_helpers import make_assets, train_tiny_checkpoint
@@ -33,6 +35,19 @@ def assets(tmp_path_factory):
 def checkpoint(assets, tmp_path_factory):
     """A full checkpoint of the tiny captioner, trained a few steps (read-only for the tests)."""
     return train_tiny_checkpoint(assets, tmp_path_factory.mktemp("run") / "llava-tiny")
+
+
+@pytest.fixture(scope="session")
+def train_assets(tmp_path_factory):
+    """make_assets' default set (24 clips for training, 4 for validation) of the training tests; read-only
+    (a test that needs more files writes them in its own tmp_path)."""
+    return make_assets(tmp_path_factory.mktemp("train_assets"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """A byte-level BPE tokenizer trained on the synthetic captions (as make_assets trains it), saved."""
+    return train_tokenizer(tmp_path_factory.mktemp("tokenizer"), caption_corpus())
 
 
 @pytest.fixture(autouse=True)
