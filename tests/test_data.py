@@ -9,7 +9,7 @@ from PIL import Image
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, HfArgumentParser
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.demo.synthetic import ClipSpec, caption_corpus, make_dataset, render_frames, train_tokenizer
+from llava.demo.synthetic import ClipSpec, make_dataset, render_frames
 from llava.testing import IMAGE_SIZE, TINY_TOWERS
 from media_helpers import write_broken_inputs
 from llava.train.data import (
@@ -32,11 +32,6 @@ def visual_tokens(num_frames):
 
 def conv(human, answer):
     return [{"from": "human", "value": human}, {"from": "gpt", "value": answer}]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    return train_tokenizer(tmp_path_factory.mktemp("tok"), caption_corpus())
 
 
 @pytest.fixture
