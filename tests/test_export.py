@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llava.demo.synthetic import caption_corpus, train_tokenizer
 from llava.eval import export_lm
 from llava.model.builder import causal_lm_class, load_pretrained_model
 from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
@@ -43,11 +42,6 @@ LOADER = textwrap.dedent("""
     assert not [m for m in sys.modules if m == "llava" or m.startswith("llava.")], "llava was imported"
     torch.save(results, out)
 """)
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    return train_tokenizer(tmp_path_factory.mktemp("tokenizer"), caption_corpus())
 
 
 def llava_checkpoint(family, folder, tokenizer_dir, tower_dir):
