@@ -193,13 +193,11 @@ def test_adapter_errors_are_clear(assets, tmp_path):
         f"loads without --model-base ({assets['gpt2']})")
 
 
-def test_base_plus_adapter_for_llama(tower_dir, tmp_path):
+def test_base_plus_adapter_for_llama(tower_dir, tokenizer_dir, tmp_path):
     """Another family, built from a tiny config: an adapter file and the run's config beside it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llava.demo.synthetic import caption_corpus, train_tokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(train_tokenizer(tmp_path / "tok", caption_corpus()))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = TINY_LANGUAGE_CONFIGS["llava_llama"]()
     config.vocab_size = len(tokenizer)
     base = tmp_path / "llama"
