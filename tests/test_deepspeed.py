@@ -8,23 +8,18 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Dinov2Model
 
-from train_helpers import ROOT, logged_losses, make_assets, run_training, train_args
+from train_helpers import ROOT, logged_losses, run_training, train_args
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_assets(tmp_path_factory.mktemp("assets"))
 
 
 # ZeRO-3 runs in bf16, as on GPUs: the visual modules built after from_pretrained must join the
 # partitioned bf16 model (a mix of dtypes fails DeepSpeed's partitioning).
 # zero3_offload: LLaVA's scripts name it (parameters and optimizer states offloaded to the CPU).
 @pytest.mark.parametrize("stage, precision", [("zero2", []), ("zero3", ["--bf16", "True"]), ("zero3_offload", ["--bf16", "True"])])
-def test_two_process_deepspeed_run_learns_and_saves_a_whole_model(stage, precision, assets, tmp_path):
+def test_two_process_deepspeed_run_learns_and_saves_a_whole_model(stage, precision, train_assets, tmp_path):
     out = tmp_path / stage
-    args = train_args(assets, out, "--deepspeed", str(ROOT / "scripts" / f"{stage}.json"), *precision,
+    args = train_args(train_assets, out, "--deepspeed", str(ROOT / "scripts" / f"{stage}.json"), *precision,
                       "--per_device_train_batch_size", "2", "--learning_rate", "3e-3", steps=30)
     start = time.perf_counter()
     result = run_training(args, launcher=TORCHRUN, env={"OMP_NUM_THREADS": "1"})
@@ -34,7 +29,7 @@ def test_two_process_deepspeed_run_learns_and_saves_a_whole_model(stage, precisi
     assert sum(losses[s] for s in (28, 29, 30)) / 3 < 0.6 * losses[1], losses
 
     model = AutoModelForCausalLM.from_pretrained(out)
-    tower = Dinov2Model.from_pretrained(assets["tower"]).state_dict()
+    tower = Dinov2Model.from_pretrained(train_assets["tower"]).state_dict()
     saved = model.get_vision_tower().vision_tower.state_dict()
     assert saved.keys() == tower.keys()
     # frozen and whole (bf16 training keeps the tower's values to bf16 precision)

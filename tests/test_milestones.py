@@ -16,14 +16,9 @@ from llava.train import train
 from llava.train.checkpoints import COMPLETE_MARKER
 from llava.train.milestones import babylm_milestones, count_words, milestone_label, parse_milestones
 
-from train_helpers import ROOT, make_assets, run_training, train_args
+from train_helpers import ROOT, run_training, train_args
 
 MILESTONES = "60,130,200,270"
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_assets(tmp_path_factory.mktemp("assets"))
 
 
 def saved_milestones(out: Path) -> dict[str, int]:
@@ -40,16 +35,16 @@ def test_babylm_schedule_and_labels():
     assert parse_milestones(False, "300, 100,1e2") == [100, 300]
 
 
-def test_words_are_those_of_the_trained_answer_text(assets):
-    tokenizer = AutoTokenizer.from_pretrained(assets["gpt2"])
+def test_words_are_those_of_the_trained_answer_text(train_assets):
+    tokenizer = AutoTokenizer.from_pretrained(train_assets["gpt2"])
     answer = tokenizer("un cerchio rosso si muove verso destra").input_ids + [tokenizer.eos_token_id]
     labels = torch.tensor([[IGNORE_INDEX] * 5 + answer, [IGNORE_INDEX] * (len(answer) + 5)])
     assert count_words(labels, tokenizer) == 7
 
 
-def test_run_saves_each_milestone_once_and_stops_at_max_words(assets, tmp_path):
+def test_run_saves_each_milestone_once_and_stops_at_max_words(train_assets, tmp_path):
     out = tmp_path / "out"
-    trainer = train.main(train_args(assets, out, "--word_milestones", MILESTONES, "--max_words", "270", steps=100))
+    trainer = train.main(train_args(train_assets, out, "--word_milestones", MILESTONES, "--max_words", "270", steps=100))
     saved = saved_milestones(out)
     assert list(saved) == ["checkpoint-words-130", "checkpoint-words-200", "checkpoint-words-270", "checkpoint-words-60"]
     for name, words in saved.items():
@@ -59,8 +54,8 @@ def test_run_saves_each_milestone_once_and_stops_at_max_words(assets, tmp_path):
     assert (out / "checkpoint-words-60" / "model.safetensors").exists()
 
 
-def test_killed_and_resumed_between_milestones_saves_the_same(assets, tmp_path):
-    args = lambda out: train_args(assets, out, "--word_milestones", MILESTONES, steps=14)  # noqa: E731
+def test_killed_and_resumed_between_milestones_saves_the_same(train_assets, tmp_path):
+    args = lambda out: train_args(train_assets, out, "--word_milestones", MILESTONES, steps=14)  # noqa: E731
     straight = tmp_path / "straight"
     assert run_training(args(straight)).returncode == 0
     expected = saved_milestones(straight)
