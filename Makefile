@@ -11,7 +11,7 @@ LMMS_EVAL_VERSION ?= 0.7.3
 LMMS_PY := $(LMMS_VENV)/bin/python
 LMMS_STAMP := $(LMMS_VENV)/.installed
 
-.PHONY: venv lmms-env test demo demo-quick check-wrapper clean
+.PHONY: venv lmms-env test test-fast lint demo demo-quick check-wrapper clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,16 @@ $(LMMS_STAMP): $(STAMP) requirements-lmms-eval.txt Makefile
 
 test: $(STAMP) $(LMMS_STAMP)
 	$(PY) -m pytest -q -rs --durations=20 tests
+
+# The inner loop: everything but the slow, distributed and SLURM tiers (markers in pyproject.toml), in
+# under a minute on 2 CPU cores. `make test` (and CI) still run all of them.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -rs -m "not slow and not distributed and not slurm" tests
+
+# Ruff's checks and its formatter, configured in pyproject.toml; reports only, changes nothing.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # The built-in default: synthetic clips, local tokenizer and models, DeepSpeed ZeRO-2 training through
 # train_italian_video.sh, evaluation against a video-blind control (results in demo_run/).
