@@ -3,45 +3,38 @@ enough to run in milliseconds on a CPU, saved with `save_pretrained` like the re
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from transformers import (
+    AutoConfig,
     BitImageProcessorPil,
     CLIPImageProcessorPil,
     CLIPVisionConfig,
     CLIPVisionModel,
     Dinov2Config,
     Dinov2Model,
-    GemmaConfig,
-    GPT2Config,
-    LlamaConfig,
-    MistralConfig,
-    MixtralConfig,
-    MptConfig,
-    Qwen2Config,
     SiglipImageProcessorPil,
     SiglipVisionConfig,
     SiglipVisionModel,
 )
 
+from .model.families import BY_LLAVA_TYPE
 from .model.vision_settings import VisionSettings
 
 VOCAB = 128
 SPECIAL_IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
-_DECODER = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    vocab_size=VOCAB, max_position_embeddings=256, **SPECIAL_IDS,
-)
 
-# Upstream transformers configs of each family, keyed by the llava model_type.
-TINY_LANGUAGE_CONFIGS = {
-    "llava_gpt2": lambda: GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=256, **SPECIAL_IDS),
-    "llava_llama": lambda: LlamaConfig(**_DECODER),
-    "llava_mistral": lambda: MistralConfig(**_DECODER),
-    "llava_mixtral": lambda: MixtralConfig(**_DECODER, num_local_experts=4, num_experts_per_tok=2),
-    "llava_qwen": lambda: Qwen2Config(**_DECODER),
-    "llava_gemma": lambda: GemmaConfig(**_DECODER, head_dim=8),
-    "llava_mpt": lambda: MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=VOCAB, max_seq_len=256, **SPECIAL_IDS),
-}
+
+def tiny_language_config(family: str):
+    """The stock transformers config (GPT2Config, LlamaConfig, ...) of a tiny model of `family` (a llava
+    model_type), with the sizes its row in llava.model.families gives."""
+    row = BY_LLAVA_TYPE[family]
+    return AutoConfig.for_model(row.stock_type, **row.tiny_config, vocab_size=VOCAB, **SPECIAL_IDS)
+
+
+# llava model_type -> a function returning its tiny stock config.
+TINY_LANGUAGE_CONFIGS = {family: functools.partial(tiny_language_config, family) for family in BY_LLAVA_TYPE}
 
 # 56-pixel inputs in 7-pixel patches: an 8x8 grid, which the default packer grids (8x2x4, 2x4x4) tile.
 IMAGE_SIZE, PATCH_SIZE = 56, 7

@@ -7,13 +7,13 @@ import logging
 import os
 
 from ..errors import InputError
-from . import AVAILABLE_MODELS
 from .load_options import apply_config_options, attention_request, quantization_config, resolve_device, resolve_dtype
-# One place decides what a model folder is and which family loads it (model_folder); family_of and
-# STOCK_TO_LLAVA are imported from here by training and callers of the seed's API.
+# Training, export and callers of the seed's API import family_of, STOCK_TO_LLAVA and LLAVA_TO_STOCK from
+# here. The families are rows of one table (families); one place decides what a model folder is and which
+# family loads it (model_folder).
+from .families import BY_LLAVA_TYPE, LLAVA_TO_STOCK, STOCK_TO_LLAVA
 from .model_folder import (  # noqa: F401
     ADAPTER_FILES,
-    STOCK_TO_LLAVA,
     MissingModelFile,
     adapter_file,
     check_model_folder,
@@ -29,14 +29,12 @@ from .vision_settings import VisionSettings
 
 logger = logging.getLogger(__name__)
 
-LLAVA_TO_STOCK = {llava: stock for stock, llava in STOCK_TO_LLAVA.items()}
-
 
 def causal_lm_class(family: str):
     """The causal-LM class of a family, e.g. LlavaGPT2ForCausalLM for 'llava_gpt2'."""
     from .. import model as package
 
-    return getattr(package, AVAILABLE_MODELS[family].split(", ")[0])
+    return getattr(package, BY_LLAVA_TYPE[family].causal_lm)
 
 
 def attention_implementation(cls, requested: str | None = None) -> str:
@@ -52,7 +50,7 @@ def attention_implementation(cls, requested: str | None = None) -> str:
 def from_pretrained(family: str, path: str, attn_implementation: str | None = None, **kwargs):
     """A family's model from a folder, with SDPA attention by default."""
     cls = causal_lm_class(family)
-    with stock_config_in_family(LLAVA_TO_STOCK.get(family), family):
+    with stock_config_in_family(LLAVA_TO_STOCK[family], family):
         return cls.from_pretrained(path, attn_implementation=attention_implementation(cls, attn_implementation), **kwargs)
 
 
@@ -174,7 +172,7 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     family = family_from_config(base_config, model_base)
     run_family = run.get("model_type")
     run_family = STOCK_TO_LLAVA.get(run_family, run_family)
-    if run_family in AVAILABLE_MODELS and run_family != family:
+    if run_family in BY_LLAVA_TYPE and run_family != family:
         raise InputError(
             f"the adapter was trained on a {run_family} model, but --model-base is a {family} model ({folder}, {model_base})")
     model = from_pretrained(family, model_base, config=_config(family, model_base, *options), **kwargs)

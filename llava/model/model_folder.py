@@ -13,21 +13,9 @@ import os
 import re
 
 from ..errors import InputError
+from .families import LLAVA_TYPES, STOCK_TO_LLAVA, SUPPORTED_TEXT
 
 logger = logging.getLogger(__name__)
-
-# Stock transformers model types -> the llava family that wraps them.
-STOCK_TO_LLAVA = {
-    "gpt2": "llava_gpt2",
-    "llama": "llava_llama",
-    "mistral": "llava_mistral",
-    "mixtral": "llava_mixtral",
-    "qwen2": "llava_qwen",
-    "gemma": "llava_gemma",
-    "mpt": "llava_mpt",
-}
-LLAVA_TYPES = frozenset(STOCK_TO_LLAVA.values())
-SUPPORTED_TEXT = f"{', '.join(sorted(STOCK_TO_LLAVA))}, or their llava_* types"
 
 ADAPTER_FILES = ("mm_projector.bin", "mm_projector.safetensors")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",

@@ -1,10 +1,11 @@
 """The visual settings of a llava model and their defaults, in one place.
 
-Training's flags (ModelArguments, DataArguments), a LLaVA client's own argument object, the model
-config's `mm_*` keys, the feature cache and the tiny test models all go through `VisionSettings`, so a
-default stated here is the default everywhere. The field names are the flag names; `CONFIG_KEYS` maps
-them to the names the model config records them under (LLaVA's `mm_*` names), the one mapping in both
-directions.
+Training's flags (ModelArguments; DataArguments' frame count, which a test holds to the default here)
+and cache_features' flags take their defaults from `VisionSettings`; `initialize_vision_modules` reads
+any arguments object through it (a LLaVA client's own ModelArguments included); a model config's `mm_*`
+keys are written and read back through it (checkpoint loading, the adapter path of
+`load_pretrained_model`); the tiny test models start from it. The field names are the flag names;
+`CONFIG_KEYS` maps them to the keys the model config records them under, the one mapping, used both ways.
 
 What the tower itself says (its config, its image processor, its width) is not a setting: the model
 records it beside these when it loads the tower (`LlavaMetaModel.initialize_vision_modules`).
