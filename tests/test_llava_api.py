@@ -150,12 +150,12 @@ def test_the_model_surface_clients_touch(loaded, frames):
     assert torch.equal(greedy(model, ids, images=[clip]), greedy(model, ids, images=[clip], image_sizes=[[64, 64]]))
 
 
-def test_longer_clips_are_sampled_uniformly_down_once_logged(loaded, frames, caplog):
-    tokenizer, model, processor, _ = loaded
+def test_longer_clips_are_sampled_uniformly_down_once_logged(checkpoint, frames, caplog):
+    # A model of its own: the shared one may have logged the sampling already, in another test.
+    tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
     clip = processor.preprocess(frames, return_tensors="pt")["pixel_values"]  # 32 frames, the model takes 8
     kept = clip[sample_indices(32, 8)]
     ids = torch.tensor([[IMAGE_TOKEN_INDEX]])
-    model._logged_frame_sampling = False
     with caplog.at_level(logging.WARNING, logger="llava.model.llava_arch"):
         long = greedy(model, ids, images=[clip], modalities="video")  # lmms-eval's llava_vid passes a string
         again = greedy(model, ids, images=[clip.half()], modalities=["video"])  # and half-precision pixels
