@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import functools
 import os
@@ -120,7 +121,22 @@ class OneLineArgumentErrors:
     UsageError line pointing at --help, instead of the usage text and a line of their own."""
 
     def error(self, message):
-        raise UsageError(f"{message} ({self.prog} --help lists the flags)")
+        raise UsageError(f"{message} ({self.help_hint()})")
+
+    def help_hint(self) -> str:
+        return f"{self.prog} --help lists the flags"
+
+    def unknown_arguments(self, unknown: list[str]) -> UsageError:
+        """The error for what a parser left unparsed (HfArgumentParser's `return_remaining_strings`): the
+        unknown flags, each with the known one it most resembles (a typo), or the stray values."""
+        flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
+        if not flags:
+            return UsageError(f"unexpected argument{'s' if len(unknown) > 1 else ''} {' '.join(unknown)} ({self.help_hint()})")
+        # argparse's own table of option strings: this object is the parser that holds it.
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        guesses = [difflib.get_close_matches(flag, known, n=1, cutoff=0.8) for flag in flags]
+        named = ", ".join(f"{flag} (did you mean {guess[0]}?)" if guess else flag for flag, guess in zip(flags, guesses))
+        return UsageError(f"unknown flag{'s' if len(flags) > 1 else ''} {named} ({self.help_hint()})")
 
 
 class ArgumentParser(OneLineArgumentErrors, argparse.ArgumentParser):

@@ -297,6 +297,22 @@ def test_demo_never_deletes_a_workdir_it_did_not_write(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "three months of notes\n" and (tmp_path / "src").is_dir()
 
 
+def test_demo_without_the_training_script_says_so_before_any_work(tmp_path, monkeypatch, capsys):
+    """An installed package has no train_italian_video.sh beside it; neither has this working folder."""
+    from llava.demo import run as demo_run
+
+    monkeypatch.setattr(demo_run, "CHECKOUT", tmp_path / "site-packages")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        errors.entry_point(demo_run.main)(["--quick", "--workdir", "demo"])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: the demo trains through train_italian_video.sh, which comes with the repository, not with the "
+        f"installed package: run it from a checkout's root (looked for {tmp_path / 'site-packages' / 'train_italian_video.sh'} "
+        f"and {tmp_path / 'train_italian_video.sh'})\n")
+    assert not (tmp_path / "demo").exists()
+
+
 def test_demo_workdir_under_a_file(tmp_path):
     (tmp_path / "file").write_text("")
     result = demo("--workdir", tmp_path / "file" / "demo")
