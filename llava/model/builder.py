@@ -1,4 +1,9 @@
-"""Choosing and loading a llava model from a checkpoint folder."""
+"""Choosing and loading a llava model from a checkpoint folder.
+
+Training, export and callers of the seed's API import `family_of`, `STOCK_TO_LLAVA` and `LLAVA_TO_STOCK`
+from here. The families are rows of one table (families.py); one place decides what a model folder is
+and which family loads it (model_folder.py).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,9 @@ import logging
 import os
 
 from ..errors import InputError
-from .load_options import apply_config_options, attention_request, quantization_config, resolve_device, resolve_dtype
-# Training, export and callers of the seed's API import family_of, STOCK_TO_LLAVA and LLAVA_TO_STOCK from
-# here. The families are rows of one table (families); one place decides what a model folder is and which
-# family loads it (model_folder).
+from .expected_warnings import stock_config_in_family
 from .families import BY_LLAVA_TYPE, LLAVA_TO_STOCK, STOCK_TO_LLAVA
+from .load_options import apply_config_options, attention_request, quantization_config, resolve_device, resolve_dtype
 from .model_folder import (  # noqa: F401
     ADAPTER_FILES,
     MissingModelFile,
@@ -23,7 +26,6 @@ from .model_folder import (  # noqa: F401
     is_llava_checkpoint,
     read_config,
 )
-from .expected_warnings import stock_config_in_family
 from .multimodal_encoder import tower_architecture
 from .vision_settings import VisionSettings
 

@@ -27,14 +27,14 @@ from tqdm import tqdm
 from transformers import AutoConfig, HfArgumentParser
 
 from .. import errors
-from ..model.multimodal_encoder import VisionTower
 from ..model.model_folder import check_model_folder
+from ..model.multimodal_encoder import VisionTower
 from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..model.vision_settings import VisionSettings
 from ..video import VideoReadError
-from .preflight import check_tower
 from .data import DataArguments, MediaReadError, load_pixels, load_samples, media_path
 from .feature_cache import FeatureCache
+from .preflight import check_tower
 
 logger = logging.getLogger("llava.cache_features")
 
