@@ -87,8 +87,7 @@ def _json_rows(text: str, path: Path) -> list[dict]:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"annotations are not valid JSON: {_json_problem(e)} ({path}:{e.lineno})") from None
-        if not isinstance(rows, list):  # a list followed by more text is a JSONDecodeError above
-            raise InputError(f"annotations are not a JSON list of rows ({path})")
+        # Text that starts with `[` and parses is a list: a list followed by more text is a JSONDecodeError.
         _raise_listed([f"{path} #{i + 1}: {_kind(row)}, not an object" for i, row in enumerate(rows) if not isinstance(row, dict)],
                       "annotation row is not a JSON object", "annotation rows are not JSON objects")
         return rows

@@ -150,3 +150,23 @@ def test_shuffled_clips_come_from_other_samples(loaded, assets):
     expected = hand_loss(model, tokenizer, processor, f"{assets['video_folder']}/{donor['media']}",
                          sample["conversations"][-1]["value"])
     assert captions.caption_loss(model, tokenizer, shuffled[:1]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_images_are_letterboxed_where_the_checkpoint_was_trained_so(checkpoint, tmp_path):
+    """--image_aspect_ratio pad, recorded in the checkpoint's config, preprocesses the evaluation's images."""
+    import numpy as np
+    from PIL import Image
+
+    from llava.mm_utils import process_images
+
+    tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
+    model.config.image_aspect_ratio = "pad"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 96, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
+    data = tmp_path / "images.json"
+    data.write_text(json.dumps([{"id": "wide", "image": "wide.png", "conversations": [
+        {"from": "human", "value": "<image>\n"}, {"from": "gpt", "value": "un quadrato"}]}]))
+    _, items = captions.load_items(model, tokenizer, processor, str(data), image_folder=str(tmp_path))
+    with Image.open(tmp_path / "wide.png") as image:
+        letterboxed, cropped = process_images([image], processor, model.config), process_images([image], processor)
+    assert not torch.equal(letterboxed, cropped)
+    assert torch.equal(items[0]["pixel_values"], letterboxed)

@@ -87,6 +87,23 @@ def test_cli_captions_an_image(checkpoint, tmp_path, capsys):
     assert capsys.readouterr().out == greedy_reference(model, tokenizer, pixels) + "\n"
 
 
+def test_images_are_preprocessed_as_the_checkpoint_was_trained(checkpoint, tmp_path):
+    """A checkpoint trained with --image_aspect_ratio pad (recorded in its config) gets letterboxed images,
+    one image (--image) or a set (--data), not the centre crop of 'square'."""
+    tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
+    model.config.image_aspect_ratio = "pad"
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 96, 3), dtype=np.uint8)).save(path)
+    with Image.open(path) as image:
+        letterboxed, cropped = process_images([image], processor, model.config), process_images([image], processor)
+    assert not torch.equal(letterboxed, cropped)
+    assert torch.equal(cli.media_pixels(str(path), "image", processor, model.config, 8), letterboxed)
+    data = tmp_path / "set.json"
+    data.write_text(json.dumps([{"id": "wide", "image": "wide.png", "conversations": [{"from": "human", "value": "<image>\n"}]}]))
+    dataset = cli.CaptionSet(str(data), tokenizer, processor, image_folder=str(tmp_path), config=model.config)
+    assert torch.equal(dataset[0]["pixels"], letterboxed)
+
+
 def test_cli_batch_mode_skips_a_broken_clip(checkpoint, assets, tmp_path, capsys, caplog):
     samples = json.loads(Path(assets["val"]).read_text())
     broken = tmp_path / "broken.mp4"

@@ -148,8 +148,7 @@ def evaluate(output_dir: Path, assets: dict) -> dict:
 
     tokenizer, model, processor, _ = load_pretrained_model(str(output_dir))
     dataset, items = load_items(model, tokenizer, processor, assets["val"], assets["video_folder"])
-    samples = {s["id"]: s for s in dataset.samples}
-    conversations = {i: s["conversations"] for i, s in samples.items()}
+    conversations = {s["id"]: s["conversations"] for s in dataset.samples}
     truth = {s["id"]: s["attributes"] for s in json.loads(Path(assets["val"]).read_text())}
     conditions = {"video": items, "blind": with_clips_from(items, derangement(len(items)))}
     results = {}

@@ -184,20 +184,19 @@ def evaluate(model_path, data_path, video_folder=None, image_folder=None, versio
 
     nll = caption_nll(model, tokenizer, items, batch_size, progress)
     loss = mean_nll(nll)
+    visual = [k for k, item in enumerate(items) if item["pixel_values"] is not None]
     result = {
         "model_path": model_path, "model_base": model_base, "data": data_path, "version": version,
         "samples": len(items), "skipped": dataset.skipped, "caption_tokens": sum(c for _, c in nll),
         "loss": loss, "perplexity": math.exp(loss),
-        "visual_samples": 0, "loss_true_clips": None, "loss_shuffled_clips": None, "grounding_gap": None,
+        "visual_samples": len(visual), "loss_true_clips": None, "loss_shuffled_clips": None, "grounding_gap": None,
     }
     per_sample = [{"id": i["id"], "loss": s / max(c, 1)} for i, (s, c) in zip(items, nll)]
 
     # Grounding gap: the same captions scored with another sample's clip. Over the samples that have a
     # clip or image (text-only samples would score the same either way); a positive gap means the
     # captions depend on what the model sees.
-    visual = [k for k, item in enumerate(items) if item["pixel_values"] is not None]
-    result["visual_samples"] = len(visual)
-    if len(visual) >= 2 and model.get_vision_tower() is not None:
+    if len(visual) >= 2:  # (samples with media were refused above for a model without a tower)
         order = derangement(len(visual), seed)
         shuffled = caption_nll(model, tokenizer, with_clips_from([items[k] for k in visual], order), batch_size, progress)
         result["loss_true_clips"] = mean_nll([nll[k] for k in visual])

@@ -24,8 +24,8 @@ from ..model.llava_arch import ADAPTER_MODULES
 logger = logging.getLogger("llava.export")
 
 VISUAL_MODULES = ("vision_tower", *ADAPTER_MODULES)
-# Config keys that are not the stock class's: llava generation defaults (they belong in the generation
-# config) and bookkeeping that from_pretrained/save_pretrained write themselves.
+# Config keys never copied: bookkeeping that from_pretrained/save_pretrained write themselves, and the
+# llava model type and architectures (the stock class brings its own).
 _NOT_COPIED = {"model_type", "architectures", "transformers_version", "_name_or_path", "auto_map"}
 
 

@@ -37,16 +37,26 @@ logger = logging.getLogger("llava.serve")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def media_pixels(path: str, modality: str, image_processor, config, num_frames: int) -> torch.Tensor:
+    """The pixels of one --video or --image as training preprocessed them: a clip at `num_frames` frames,
+    an image with the checkpoint's `image_aspect_ratio` ('pad' letterboxes). VideoReadError or
+    MediaReadError where the file cannot be read."""
+    from ..media import load_pixels
+
+    return load_pixels(modality, path, num_frames, image_processor, getattr(config, "image_aspect_ratio", None))
+
+
 class CaptionSet(Dataset):
     """A LLaVA data file as generation inputs: `{"id", "prompt_ids", "pixels", "reference"}` per sample,
-    or the dataset's skip record (`"skipped": True`, with the reason) for unreadable media."""
+    or the dataset's skip record (`"skipped": True`, with the reason) for unreadable media. `config`: the
+    checkpoint's, whose `image_aspect_ratio` preprocesses images as in training."""
 
     def __init__(self, data_path, tokenizer, image_processor, version="plain", video_folder=None,
-                 image_folder=None, num_frames=8, samples=None, image_aspect_ratio=None):
+                 image_folder=None, num_frames=8, samples=None, config=None):
         from ..train.data import DataArguments, LazySupervisedDataset
 
         args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder,
-                             num_frames=num_frames, image_aspect_ratio=image_aspect_ratio)
+                             num_frames=num_frames, image_aspect_ratio=getattr(config, "image_aspect_ratio", None))
         self.template = get_template(version)
         self.tokenizer = tokenizer
         # The training dataset reads media exactly as training did, and turns bad files into skip records.
@@ -78,7 +88,7 @@ def caption_set(model, tokenizer, image_processor, data_path, out_path, *, versi
     from ..errors import saving
 
     dataset = CaptionSet(data_path, tokenizer, image_processor, version, video_folder, image_folder, num_frames, samples,
-                         getattr(model.config, "image_aspect_ratio", None))
+                         model.config)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     skipped_path = f"{os.path.splitext(out_path)[0]}.skipped.jsonl"
     if os.path.exists(skipped_path):
@@ -184,17 +194,15 @@ def main(argv=None) -> int:
               + (f" (listed in {counts['skipped_list']})" if counts["skipped"] else ""), file=sys.stderr)
         return 0
 
-    from ..media import MediaReadError, load_clip, load_image
+    from ..media import MediaReadError
     from ..video import VideoReadError
 
     template = get_template(args.version)
     if args.prompt and template.name == "plain":
         logger.warning("the plain template keeps only the visual placeholder of a prompt (as in training): --prompt is not seen")
+    modality = "video" if args.video else "image"
     try:
-        if args.video:
-            pixels, modality = load_clip(args.video, image_processor, num_frames), "video"
-        else:
-            pixels, modality = load_image(args.image, image_processor, getattr(model.config, "image_aspect_ratio", None)), "image"
+        pixels = media_pixels(media, modality, image_processor, model.config, num_frames)
     except (VideoReadError, MediaReadError) as e:
         raise checks.media_error(e, media, flag) from e
     ids = single_turn_prompt(template, tokenizer, args.prompt, modality)

@@ -125,8 +125,7 @@ def scan_sample_file(path: str) -> tuple[list[tuple[str, object]], list[DataProb
             entries = json.loads(text)
         except json.JSONDecodeError as e:
             return [], [_json_problem(path, e, text)]
-        if not isinstance(entries, list):  # e.g. `[1] [2]` cannot parse; kept for safety
-            return [], [DataProblem(path, f"holds a JSON {_json_kind(entries)}, not a list of samples")]
+        # Text that starts with `[` and parses is a list: anything after the list is a JSONDecodeError.
         if not entries:
             return [], [DataProblem(path, "the data file holds an empty list: no samples")]
         name = os.path.basename(path)
