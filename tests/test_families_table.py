@@ -38,6 +38,7 @@ def test_row_names_the_classes_its_file_defines_and_registers(family):
 def readme_family_table() -> list[tuple[str, list[str], str]]:
     """(family, classes, model_type) of each row of the table in the README's "Using the model" section."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "\n## Using the model\n" in text, "README.md has no section 'Using the model'"
     section = text.split("\n## Using the model\n", 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]
     assert lines[0].replace(" ", "") == "|family|classes|model_type|", lines[0]
