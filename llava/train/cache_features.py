@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -178,7 +179,11 @@ class _ArgumentParser(errors.OneLineArgumentErrors, HfArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = _ArgumentParser((CacheArguments, DataArguments), prog="python -m llava.train.cache_features")
+    from .train import with_recipe  # the training's flags, so a recipe is read as training reads it
+
+    parser = _ArgumentParser((CacheArguments, DataArguments), prog="python -m llava.train.cache_features",
+                             description="Takes the training's command line, --config RECIPE included.")
+    argv = with_recipe(list(sys.argv[1:] if argv is None else argv))
     args, data_args, ignored = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     if ignored:

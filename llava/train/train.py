@@ -38,7 +38,7 @@ from ..model.builder import family_of, from_pretrained
 from ..model.llava_arch import max_positions
 from ..model.load_options import attention_request
 from ..model.vision_settings import VisionSettings
-from . import checkpoints, llava_flags, preemption, preflight
+from . import checkpoints, llava_flags, preemption, preflight, recipe
 from .callbacks import LossProgressBar
 from .llava_flags import TUNABLE_PARTS, FlagError, LlavaFlagArguments
 from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
@@ -101,6 +101,11 @@ class TrainingArguments(transformers.TrainingArguments):
 
 
 PROG = "python -m llava.train.train"
+DESCRIPTION = (
+    "Trains a llava model. --config RECIPE.yaml reads the run's settings from a recipe file (e.g. "
+    "recipes/italian_video.yaml: flag names and values); flags given here win over the recipe's, and "
+    "--FLAG none removes a recipe's value of a flag that is unset by default (--deepspeed none)."
+)
 HELP = f"{PROG} --help lists the flags"
 
 
@@ -108,11 +113,19 @@ class ArgumentParser(OneLineArgumentErrors, HfArgumentParser):
     pass
 
 
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainingArguments, LlavaFlagArguments)
+
+
+def with_recipe(argv: list[str]) -> list[str]:
+    """The command line with its `--config RECIPE` replaced by the recipe's flags (see recipe.py)."""
+    return recipe.expand(argv, ARGUMENT_CLASSES)
+
+
 def parse_args(argv: list[str] | None = None, log: bool = True):
     """Parses a command line (ours, or LLaVA's / LLaVA-NeXT's: see llava_flags); with `log`, sets up
     logging and logs what the LLaVA flags do here. Raises UsageError (FlagError for a flag this trainer
     cannot honour) with one line."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = with_recipe(list(sys.argv[1:] if argv is None else argv))
     argv, notes, given = llava_flags.rewrite_argv(argv)
     # transformers reads the --deepspeed file while parsing, and fails without naming it.
     preflight.check_deepspeed_config(preflight.without_deepspeed(argv)[1])
@@ -120,7 +133,7 @@ def parse_args(argv: list[str] | None = None, log: bool = True):
     # CPU explicit, so the same command line runs on a laptop and on a cluster.
     if not torch.cuda.is_available() and "use_cpu" not in given and "no_cuda" not in given:
         argv += ["--use_cpu", "True"]
-    parser = ArgumentParser((ModelArguments, DataArguments, TrainingArguments, LlavaFlagArguments), prog=PROG)
+    parser = ArgumentParser(ARGUMENT_CLASSES, prog=PROG, description=DESCRIPTION)
     try:
         *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except UsageError:
