@@ -369,7 +369,7 @@ def sbatch(cluster: SlurmCluster, env: dict, log_dir: Path, *script_args: str, t
 def test_sbatch_launches_torchrun_through_srun(slurm_cluster, dummy_paths, tmp_path):
     """The SLURM path of the script without training: srun starts one torchrun per node, which starts
     two ranks; each rank reports itself. Submitted from another folder, the script still runs from its
-    own (where scripts/zero2.json is)."""
+    own (where recipes/ and scripts/zero2.json are)."""
     module_dir = tmp_path / "stub"
     module_dir.mkdir()
     (module_dir / "stub_train.py").write_text(
@@ -394,7 +394,7 @@ def test_sbatch_launches_torchrun_through_srun(slurm_cluster, dummy_paths, tmp_p
     assert {r["SLURM_PROCID"] for r in ranks} == {"0"}  # one srun task, two torchrun ranks
     assert ranks[0]["argv"][-2:] == ["--max_steps", "2"]
     assert re.search(rf"RUN_DIR\s+{re.escape(str(REPO))}\n", job_log), job_log[:2000]
-    assert "scripts/zero2.json" in ranks[0]["argv"]
+    assert ranks[0]["argv"][:2] == ["--config", "recipes/italian_video.yaml"]  # found from the script's folder
 
 
 @needs_train_py
