@@ -441,14 +441,14 @@ def check_model_class_name(name: str | None, family: str) -> None:
     that the checkpoint's config.json gives; the family always comes from there."""
     if not name:
         return
-    from ..model import AVAILABLE_MODELS
+    from ..model.families import BY_LLAVA_TYPE, FAMILIES
 
-    known = {names.split(", ")[0]: fam for fam, names in AVAILABLE_MODELS.items()}
+    known = {f.causal_lm: f.llava_type for f in FAMILIES}
     if name not in known:
         raise FlagError(f"--model_class_name {name} is not one of {', '.join(sorted(known))}; drop it (the family comes from config.json)")
     if known[name] != family:
         raise FlagError(
-            f"--model_class_name {name} does not fit the checkpoint, whose config.json makes it {AVAILABLE_MODELS[family].split(', ')[0]}; "
+            f"--model_class_name {name} does not fit the checkpoint, whose config.json makes it {BY_LLAVA_TYPE[family].causal_lm}; "
             "drop the flag (the family comes from config.json)"
         )
 
