@@ -24,8 +24,8 @@ import torch
 
 from llava.eval import captions, export_lm, lmms_task
 from llava.model.model_folder import check_model_folder
+from llava.samples import load_samples
 from llava.serve import cli as serve
-from llava.train.data import load_samples
 
 from entry_points import run_cli_with_process_output
 from train_helpers import ROOT

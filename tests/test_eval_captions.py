@@ -122,7 +122,7 @@ def test_loss_is_the_mean_nll_of_the_caption_tokens(loaded, assets):
                             s["conversations"][-1]["value"]) for s in dataset.samples[:3]]
     lengths = [len(tokenizer(s["conversations"][-1]["value"], add_special_tokens=False).input_ids) + 1
                for s in dataset.samples[:3]]
-    weighted = sum(l * n for l, n in zip(per_sample, lengths)) / sum(lengths)
+    weighted = sum(loss * n for loss, n in zip(per_sample, lengths)) / sum(lengths)
     for batch_size in (1, 2, 3):
         assert captions.caption_loss(model, tokenizer, items[:3], batch_size=batch_size) == pytest.approx(weighted, abs=1e-5)
     # and it is what training minimizes: the model's own loss on one sample

@@ -56,6 +56,7 @@ import sys
 from pathlib import Path
 
 from ..conversation import last_answer
+from ..data_files import read_sample_file
 from ..demo.synthetic import COLOURS
 from ..errors import (
     ArgumentParser,
@@ -68,7 +69,6 @@ from ..errors import (
     listing,
     saving,
 )
-from ..train.data_files import read_sample_file
 from .metrics import bleu4, cider, tokenize_caption
 
 logger = logging.getLogger(__name__)

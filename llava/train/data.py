@@ -1,12 +1,12 @@
 """Training data: LLaVA JSON/JSONL samples -> tokenized, labelled, padded batches with clips and images.
 
-A sample is `{"id", "video" | "image" (optional), "conversations": [...]}`, the media path relative to
-`--video_folder` / `--image_folder`. Text-only, image and video samples mix in one file and one batch; a
+A sample is `{"id", "video" | "image" (optional), "conversations": [...]}` (read and validated by
+llava/samples.py), the media path relative to `--video_folder` / `--image_folder`. Text-only, image and video samples mix in one file and one batch; a
 text-only sample stays text-only (no placeholder, no pixels). Images are one-frame clips, letterboxed
 first with `--image_aspect_ratio pad`.
 
 `--data_path` is a JSON list or JSONL file, several of them joined by commas, LLaVA-NeXT's brace form
-`/data/{a,b,c}.json`, or a LLaVA-NeXT YAML mixture (see data_files.py).
+`/data/{a,b,c}.json`, or a LLaVA-NeXT YAML mixture (see llava/data_files.py).
 
 LLaVA-NeXT's prompt options: `--mm_use_im_start_end` writes the visual block `<im_start><image><im_end>`
 in the human turn; `--add_time_instruction` writes the clip's duration and its sampled frames' times
@@ -37,22 +37,20 @@ from torch.utils.data import Dataset
 from ..constants import (
     DEFAULT_IM_END_TOKEN,
     DEFAULT_IM_START_TOKEN,
-    DEFAULT_IMAGE_TOKEN,
-    DEFAULT_VIDEO_TOKEN,
     IGNORE_INDEX,
     IMAGE_TOKEN_INDEX,
 )
-from ..conversation import Template, get_template, to_messages
-from ..errors import InputError, UsageError, UserError
+from ..conversation import Template, get_template
+from ..errors import UsageError, UserError
 from ..media import MediaReadError, load_pixels
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio
+from ..samples import MODALITIES, load_samples
 from ..video import VideoReadError, sample_indices
-from .data_files import DataProblem, data_error, is_mixture, read_mixture, scan_sample_file, split_data_path
+from .ranks import is_distributed
 
 logger = logging.getLogger(__name__)
 
 SKIPPED_FILE = "skipped_samples.jsonl"
-MODALITIES = ("video", "image")
 
 
 @dataclass
@@ -80,85 +78,6 @@ class DataArguments:
         default=0.05,
         metadata={"help": "Abort when more than this share of the samples is skipped as unreadable (0.05: one sample in twenty)."},
     )
-
-
-# ------------------------------------------------------------------------------------------ loading
-def _prepare(sample: dict, where: str) -> dict:
-    """Validates one sample and normalizes it: `{"id", "modality", "media", "conversations"}`. Raises
-    InputError naming the sample and `where` (its file and place: `data.json #13`, `data.jsonl:14`)."""
-    sample_id = str(sample.get("id", where))
-    name = f"sample {sample_id!r} ({where})"
-    conversations = sample.get("conversations")
-    if not isinstance(conversations, list) or not conversations:
-        raise InputError(f"{name} has no 'conversations' list")
-    try:
-        messages = to_messages(conversations)
-    except ValueError as e:
-        raise InputError(f"{name}: {e}") from None
-    media = [key for key in MODALITIES if sample.get(key)]
-    if len(media) > 1:
-        raise InputError(f"{name} has both a video and an image; one visual input per sample")
-    modality = media[0] if media else None
-    if modality and not isinstance(sample[modality], str):
-        raise InputError(f"{name}: '{modality}' must be one path (lists of media are not supported)")
-
-    counts = [count_placeholders(m["content"]) for m in messages]
-    if any(c for c, m in zip(counts, messages) if m["role"] == "assistant"):
-        raise InputError(f"{name} has a visual placeholder in an answer; placeholders belong to human turns")
-    placeholders = sum(counts)
-    turns = [{"from": m["role"], "value": m["content"]} for m in messages]
-    if modality is None and placeholders:
-        raise InputError(f"{name} has {placeholders} visual placeholder(s) but no 'video' or 'image'")
-    if modality and placeholders > 1:
-        raise InputError(f"{name} has {placeholders} visual placeholders for its one {modality}")
-    if modality and not placeholders:
-        # LLaVA behaviour: the visual block goes before the first human turn's text.
-        token = DEFAULT_VIDEO_TOKEN if modality == "video" else DEFAULT_IMAGE_TOKEN
-        first_user = next((i for i, t in enumerate(turns) if t["from"] == "user"), None)
-        if first_user is None:
-            turns.insert(0, {"from": "user", "value": token})
-        else:
-            turns[first_user] = {"from": "user", "value": f"{token}\n{turns[first_user]['value']}"}
-    return {"id": sample_id, "modality": modality, "media": sample[modality] if modality else None, "conversations": turns}
-
-
-def read_samples(data_path: str, seed: int = 0) -> tuple[list[dict], list[DataProblem]]:
-    """Every sample that --data_path names (files, brace groups, YAML mixtures), validated, and every
-    problem found on the way: a file that is missing, empty or not JSON, each bad JSONL line, each
-    malformed sample. Samples with a problem are left out."""
-    paths = split_data_path(data_path)
-    if not paths:
-        raise UsageError(f"--data_path names no file ({data_path!r})")
-    samples, problems = [], []
-    for path in paths:
-        if os.path.isdir(path):
-            problems.append(DataProblem(path, "--data_path names a folder, not a data file"))
-            continue
-        if not os.path.isfile(path):
-            problems.append(DataProblem(path, "--data_path file does not exist"))
-            continue
-        if is_mixture(path):
-            triples = read_mixture(path, seed, problems)
-        else:
-            entries, file_problems = scan_sample_file(path)
-            problems += file_problems
-            triples = [(path, place, entry) for place, entry in entries if isinstance(entry, dict)]
-        for file, place, sample in triples:
-            try:
-                samples.append(_prepare(sample, place))
-            except InputError as e:
-                problems.append(DataProblem(file, str(e), whole=True))
-    if not samples and not problems:  # e.g. a mixture whose strategies pick nothing
-        problems.append(DataProblem(data_path, "--data_path picks no samples"))
-    return samples, problems
-
-
-def load_samples(data_path: str, seed: int = 0) -> list[dict]:
-    """The validated samples of --data_path; one DataFileError (an InputError) lists every problem."""
-    samples, problems = read_samples(data_path, seed)
-    if problems:
-        raise data_error(problems)
-    return samples
 
 
 # ------------------------------------------------------------------------------------------ dataset
@@ -537,7 +456,7 @@ def _ends_mid_line(path: str) -> bool:
 
 def _gather_from_ranks(items: list[dict], device) -> list[dict]:
     """Every rank's `items`, on every rank; with one process, `items`."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not is_distributed():
         return items
     total = torch.tensor([len(items)], dtype=torch.long, device=device)
     dist.all_reduce(total)

@@ -38,10 +38,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..model.llava_arch import ADAPTER_MODULES
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+from .ranks import is_distributed
 
 
 def visual_work(images, max_frames: int) -> tuple[bool, set[int]]:

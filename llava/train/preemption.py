@@ -35,6 +35,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from .. import errors
+from .ranks import is_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class StopSignals:
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is not threading.main_thread():
             logger.warning("not in the main thread: a signal cannot be caught and ends the run without a checkpoint")
             return self
@@ -119,15 +120,12 @@ class StopAndIntervalCheckpoints(TrainerCallback):
         self.stopping: str | None = None
 
     # ---------------------------------------------------------------------------------- decisions
-    def _distributed(self) -> bool:
-        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
     def _agree(self, args, state) -> tuple[int, bool]:
         """(the signal any rank has seen, 0 for none; whether rank 0 finds a time-based save due)."""
         due = bool(self.interval) and state.is_world_process_zero
         due = due and time.monotonic() - self.last_save >= self.interval
         flags = [self.stop.received or 0, int(due)]
-        if self._distributed():
+        if is_distributed():
             tensor = torch.tensor(flags, dtype=torch.int64)
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group)
             flags = tensor.tolist()
@@ -136,7 +134,7 @@ class StopAndIntervalCheckpoints(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if args.save_strategy == "no":
             self.interval = None
-        if self._distributed() and "gloo" not in str(dist.get_backend()):
+        if is_distributed() and "gloo" not in str(dist.get_backend()):
             # NCCL and the like reduce GPU tensors: a CPU group keeps the per-step check off the GPU stream.
             self.group = dist.new_group(backend="gloo")
         # accelerate wraps the DataLoader (DataLoaderShard.base_dataloader): the inner one starts the workers,
@@ -194,6 +192,6 @@ class StopAndIntervalCheckpoints(TrainerCallback):
                 f"(from the newest complete checkpoint in {os.path.abspath(args.output_dir)})\n"
             )
             sys.stderr.flush()
-        if self._distributed():
+        if is_distributed():
             dist.barrier(group=self.group)
         raise TrainingInterrupted(name, state.global_step, checkpoint)

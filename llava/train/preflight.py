@@ -23,10 +23,11 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
+from ..data_files import data_error
 from ..errors import InputError, UsageError, check_input_file, check_input_folder, check_writable, entry_point
 from ..model.model_folder import check_model_folder, is_llava_checkpoint, read_config
-from .data import media_path, read_samples
-from .data_files import data_error
+from ..samples import read_samples
+from .data import media_path
 from .llava_flags import parse_tunable_parts
 
 # A wrong --video_folder makes every clip unreadable: the run would skip them all and stop at the skip

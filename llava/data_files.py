@@ -16,9 +16,9 @@ import random
 import re
 from dataclasses import dataclass
 
-from ..errors import InputError, UsageError, listing
+from .errors import InputError, UsageError, listing
 
-logger = logging.getLogger("llava.train.data")
+logger = logging.getLogger("llava.train.data")  # the name training's data messages have always had
 
 # A message lists this many problems, then says how many more there are.
 SHOWN_PROBLEMS = 20
