@@ -10,7 +10,7 @@ from llava.testing import save_tiny_vision_tower
 
 from disk_helpers import SmallDisks
 from slurm_cluster import SlurmCluster
-from train_helpers import make_assets, train_tiny_checkpoint
+from train_helpers import make_assets, make_script_assets, train_tiny_checkpoint, write_dummy_paths
 
 # DeepSpeed compiles a small op on its first start, into torch's extension folder, by default one per
 # user; checkouts with other include paths rebuild it in turn and wait on each other's build lock. One
@@ -48,6 +48,20 @@ def train_assets(tmp_path_factory):
 def tokenizer_dir(tmp_path_factory):
     """A byte-level BPE tokenizer trained on the synthetic captions (as make_assets trains it), saved."""
     return train_tokenizer(tmp_path_factory.mktemp("tokenizer"), caption_corpus())
+
+
+@pytest.fixture(scope="session")
+def script_assets(tmp_path_factory):
+    """train_italian_video.sh's path variables for tiny real runs (clips, caption-only text, tokenizer, GPT-2,
+    tower); read-only."""
+    return make_script_assets(tmp_path_factory.mktemp("script_assets"))
+
+
+@pytest.fixture(scope="session")
+def dummy_paths(tmp_path_factory):
+    """train_italian_video.sh's path variables for runs that never train: they pass the preflight's checks
+    without being real models or clips; read-only."""
+    return write_dummy_paths(tmp_path_factory.mktemp("dummy"))
 
 
 @pytest.fixture(autouse=True)

@@ -100,50 +100,8 @@ def fake_python(folder: Path, checks: bool = False) -> tuple[Path, Path]:
     return exe, record
 
 
-# ------------------------------------------------------------------------------------- shared assets
-@pytest.fixture(scope="module")
-def dummy_paths(tmp_path_factory):
-    """Folders and files that pass the preflight's checks without being real models or clips: a GPT-2
-    config beside an empty weights file, a tower config, one video sample whose clip is an empty file."""
-    root = tmp_path_factory.mktemp("dummy")
-    (root / "lm").mkdir()
-    (root / "lm" / "config.json").write_text('{"model_type": "gpt2"}')
-    (root / "lm" / "model.safetensors").write_bytes(b"")
-    (root / "tower").mkdir()
-    (root / "tower" / "config.json").write_text('{"model_type": "dinov2"}')
-    (root / "videos").mkdir()
-    (root / "videos" / "a.mp4").write_bytes(b"")
-    turns = [{"from": "human", "value": "<video>\nDescrivi il video."}, {"from": "gpt", "value": "Un cerchio rosso."}]
-    (root / "train.json").write_text(json.dumps([{"id": "a", "video": "a.mp4", "conversations": turns}]))
-    (root / "text.json").write_text(json.dumps([{"id": "t", "conversations": [{"from": "human", "value": ""}, turns[1]]}]))
-    return {
-        "LM_PATH": root / "lm", "VISION_TOWER": root / "tower", "VIDEO_FOLDER": root / "videos",
-        "DATA_PATH": root / "train.json", "TEXT_DATA_PATH": root / "text.json",
-    }
-
-
-@pytest.fixture(scope="module")
-def tiny_assets(tmp_path_factory):
-    """A few real clips with Italian captions, a caption-only text file, a BPE tokenizer, a small GPT-2
-    and a tiny DINOv2, all saved like the real ones."""
-    from llava.demo.synthetic import caption_corpus, make_dataset, save_gpt2, train_tokenizer
-    from llava.testing import save_tiny_vision_tower
-
-    root = tmp_path_factory.mktemp("assets")
-    data = make_dataset(root / "data", num_train=8, num_val=2, seed=0, num_frames=16, size=64)
-    samples = json.loads(Path(data["train"]).read_text())
-    text_samples = [
-        {"id": f"text_{s['id']}", "conversations": [{"from": "human", "value": ""}, s["conversations"][1]]} for s in samples
-    ]
-    text_path = root / "data" / "train_text.json"
-    text_path.write_text(json.dumps(text_samples, ensure_ascii=False))
-    tokenizer = train_tokenizer(root / "tokenizer", caption_corpus(), vocab_size=300)
-    lm = save_gpt2(root / "bambi-gpt2-tiny", tokenizer, n_layer=2, n_embd=64, n_head=4, n_positions=256)
-    tower = save_tiny_vision_tower(root / "dinov2-tiny", "dinov2")
-    return {
-        "LM_PATH": lm, "VISION_TOWER": tower, "VIDEO_FOLDER": data["video_folder"],
-        "VIDEO_DATA_PATH": data["train"], "TEXT_DATA_PATH": str(text_path),
-    }
+# dummy_paths and script_assets (the script's path variables, never trained on / for tiny real runs) are
+# session fixtures of conftest.py.
 
 
 def assert_final_model_loads(output_dir: Path, tower_dir: str | None = None):
@@ -289,9 +247,9 @@ def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):
 # --------------------------------------------------------------- (b) plain bash: DeepSpeed ZeRO-2/3, 2 procs
 @needs_train_py
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
-def test_bash_trains_with_deepspeed_on_two_processes(stage, tiny_assets, tmp_path):
+def test_bash_trains_with_deepspeed_on_two_processes(stage, script_assets, tmp_path):
     output = tmp_path / "run"
-    env = clean_env(**TINY_SETTINGS, **tiny_assets, OUTPUT_DIR=output, NPROC=2, DS_CONFIG=f"scripts/{stage}.json")
+    env = clean_env(**TINY_SETTINGS, **script_assets, OUTPUT_DIR=output, NPROC=2, DS_CONFIG=f"scripts/{stage}.json")
     start = time.monotonic()
     result = run_script(env, timeout=300)
     elapsed = time.monotonic() - start
@@ -303,17 +261,17 @@ def test_bash_trains_with_deepspeed_on_two_processes(stage, tiny_assets, tmp_pat
     assert checkpoint.is_dir(), sorted(p.name for p in output.iterdir())
     assert list(checkpoint.glob("global_step*")), "no DeepSpeed engine state in the checkpoint: DeepSpeed did not run"
     assert len(train_log_losses(log)) >= 4, log[-3000:]
-    assert_final_model_loads(output, tiny_assets["VISION_TOWER"])
+    assert_final_model_loads(output, script_assets["VISION_TOWER"])
 
 
 @needs_train_py
-def test_feature_cache_is_filled_then_read_by_training(tiny_assets, tmp_path):
+def test_feature_cache_is_filled_then_read_by_training(script_assets, tmp_path):
     output, cache = tmp_path / "cached-run", tmp_path / "features"
-    env = clean_env(**TINY_SETTINGS, **tiny_assets, OUTPUT_DIR=output, NPROC=1, DS_CONFIG="none", FEATURE_CACHE=cache)
+    env = clean_env(**TINY_SETTINGS, **script_assets, OUTPUT_DIR=output, NPROC=1, DS_CONFIG="none", FEATURE_CACHE=cache)
     result = run_script(env, timeout=300)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
-    samples = len(json.loads(Path(tiny_assets["VIDEO_DATA_PATH"]).read_text()))
+    samples = len(json.loads(Path(script_assets["VIDEO_DATA_PATH"]).read_text()))
     assert f"0 cached already, {samples} to compute" in log
     assert f"{samples} of {samples} samples with media are cached" in log
     assert (output / "checkpoint-4").is_dir() and len(train_log_losses(log)) >= 4
@@ -324,9 +282,9 @@ def test_feature_cache_is_filled_then_read_by_training(tiny_assets, tmp_path):
 
 # ------------------------------------------------------------------------ (d) MODE=text: the LM alone
 @needs_train_py
-def test_text_mode_trains_the_language_model_on_captions(tiny_assets, tmp_path):
+def test_text_mode_trains_the_language_model_on_captions(script_assets, tmp_path):
     output = tmp_path / "text-run"
-    env = clean_env(**TINY_SETTINGS, **tiny_assets, OUTPUT_DIR=output, MODE="text", NPROC=1, DS_CONFIG="none")
+    env = clean_env(**TINY_SETTINGS, **script_assets, OUTPUT_DIR=output, MODE="text", NPROC=1, DS_CONFIG="none")
     start = time.monotonic()
     result = run_script(env, timeout=300)
     elapsed = time.monotonic() - start
@@ -398,9 +356,9 @@ def test_sbatch_launches_torchrun_through_srun(slurm_cluster, dummy_paths, tmp_p
 
 
 @needs_train_py
-def test_sbatch_trains_and_leaves_a_checkpoint(slurm_cluster, tiny_assets, tmp_path):
+def test_sbatch_trains_and_leaves_a_checkpoint(slurm_cluster, script_assets, tmp_path):
     output = tmp_path / "slurm-run"
-    env = clean_env(**TINY_SETTINGS, **tiny_assets, OUTPUT_DIR=output, NPROC=2, DS_CONFIG="scripts/zero2.json")
+    env = clean_env(**TINY_SETTINGS, **script_assets, OUTPUT_DIR=output, NPROC=2, DS_CONFIG="scripts/zero2.json")
     start = time.monotonic()
     rc, job_log, info = sbatch(slurm_cluster, env, tmp_path / "logs", timeout=300)
     elapsed = time.monotonic() - start
@@ -411,7 +369,7 @@ def test_sbatch_trains_and_leaves_a_checkpoint(slurm_cluster, tiny_assets, tmp_p
     checkpoint = output / "checkpoint-4"
     assert checkpoint.is_dir(), sorted(p.name for p in output.iterdir()) if output.exists() else job_log[-4000:]
     assert list(checkpoint.glob("global_step*")), "no DeepSpeed engine state in the checkpoint"
-    assert_final_model_loads(output, tiny_assets["VISION_TOWER"])
+    assert_final_model_loads(output, script_assets["VISION_TOWER"])
 
 
 def test_slurm_cluster_helper_skips_with_a_reason_when_slurm_is_missing(monkeypatch):

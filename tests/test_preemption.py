@@ -27,7 +27,6 @@ from llava.train.preemption import (
 )
 from slurm_cluster import SlurmCluster
 from test_launch_script import REPO, SCRIPT, TINY_SETTINGS, clean_env, needs_train_py, run_script, train_log_losses
-from test_launch_script import tiny_assets  # noqa: F401  (a fixture)
 from train_helpers import make_assets, train_args
 
 STEPS = 40
@@ -129,10 +128,10 @@ def assert_stopped_and_saved(log: str, output: Path, signal_name: str, steps: in
 
 
 @pytest.fixture(scope="module")
-def reference_losses(tiny_assets, tmp_path_factory):  # noqa: F811
+def reference_losses(script_assets, tmp_path_factory):
     """Per-step losses of the same run, never stopped."""
     output = tmp_path_factory.mktemp("reference") / "run"
-    result = run_script(clean_env(**SETTINGS, **tiny_assets, OUTPUT_DIR=output), timeout=300)
+    result = run_script(clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output), timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return final_losses(output)
 
@@ -187,12 +186,12 @@ def test_the_time_based_checkpoint_is_due_after_the_interval_since_the_last_save
 # --------------------------------------------------------------------------- plain bash (no SLURM)
 @pytest.mark.parametrize("target", ["launcher", "one rank"])
 def test_sigterm_saves_a_checkpoint_exits_nonzero_and_a_rerun_resumes(
-        target, tiny_assets, reference_losses, tmp_path):  # noqa: F811
+        target, script_assets, reference_losses, tmp_path):
     """SIGTERM to torchrun (as `kill` sends it), or to one rank only (the other rank never sees a signal:
     it learns of it at the next step boundary): one checkpoint, a non-zero exit and one line saying where
     it saved; the same command again resumes from it with the losses of a run never stopped."""
     output, log_path = tmp_path / "run", tmp_path / "run.log"
-    env = clean_env(**SETTINGS, **tiny_assets, OUTPUT_DIR=output)
+    env = clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output)
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(["bash", str(SCRIPT)], env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True, text=True)
@@ -255,13 +254,13 @@ def test_sigterm_to_every_process_with_dataloader_workers(tmp_path):
     assert (output / f"checkpoint-{step}" / COMPLETE_MARKER).is_file()
 
 
-def test_a_checkpoint_is_saved_every_few_minutes_besides_save_steps(tiny_assets, tmp_path):  # noqa: F811
+def test_a_checkpoint_is_saved_every_few_minutes_besides_save_steps(script_assets, tmp_path):
     """SAVE_EVERY_MINUTES (--save_every_minutes): with SAVE_STEPS far beyond the run, checkpoints still
     come, all complete, on both ranks together (rank 0's clock decides for all)."""
     output = tmp_path / "run"
     steps = 20
     settings = {**SETTINGS, "MAX_STEPS": steps, "SAVE_TOTAL_LIMIT": 100, "SAVE_EVERY_MINUTES": 0.002}  # 0.12 s
-    env = clean_env(**settings, **tiny_assets, OUTPUT_DIR=output)
+    env = clean_env(**settings, **script_assets, OUTPUT_DIR=output)
     result = run_script(env, timeout=300)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
@@ -322,12 +321,12 @@ def assert_requeued_and_finished(rc: int, log: str, output: Path, reference: dic
 
 
 def test_preempted_job_saves_requeues_resumes_and_finishes(
-        slurm_cluster, tiny_assets, reference_losses, tmp_path):  # noqa: F811
+        slurm_cluster, script_assets, reference_losses, tmp_path):
     """`scancel --signal=USR1` (a preemption notice: every process of the job step gets it, torchrun
     included, the batch shell not): one checkpoint, the job requeues itself, the next start resumes and
     finishes with the losses of a run never stopped."""
     output = tmp_path / "run"
-    job = Job(slurm_cluster, clean_env(**SETTINGS, **tiny_assets, OUTPUT_DIR=output), tmp_path / "logs", "--time=15")
+    job = Job(slurm_cluster, clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output), tmp_path / "logs", "--time=15")
     wait_for(lambda: len(train_log_losses(job.log())) >= 3 or job.proc.poll() is not None, 240, "three training steps")
     assert job.proc.poll() is None, job.log()[-6000:]
     slurm_cluster.run(["scancel", "--signal=USR1", job.id])
@@ -336,7 +335,7 @@ def test_preempted_job_saves_requeues_resumes_and_finishes(
 
 
 def test_job_at_its_time_limit_is_warned_saves_requeues_resumes_and_finishes(
-        slurm_cluster, tiny_assets, reference_losses, tmp_path):  # noqa: F811
+        slurm_cluster, script_assets, reference_losses, tmp_path):
     """A one-minute job: SLURM's warning (the script's `--signal=B:USR1@...`, here 5 s before the end)
     reaches the batch shell, which passes it on through srun. The ranks are held (SIGSTOP) from their
     second step until the warning is pending on them, standing in for a run longer than its time limit
@@ -345,7 +344,7 @@ def test_job_at_its_time_limit_is_warned_saves_requeues_resumes_and_finishes(
     header = re.search(r"^#SBATCH --signal=(\S+)@(\d+)$", SCRIPT.read_text(), re.M)
     assert header and header.group(1) == "B:USR1", "the script asks SLURM for a USR1 to the batch shell"
     output = tmp_path / "run"
-    job = Job(slurm_cluster, clean_env(**SETTINGS, **tiny_assets, OUTPUT_DIR=output), tmp_path / "logs",
+    job = Job(slurm_cluster, clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output), tmp_path / "logs",
               "--time=1", "--signal=B:USR1@5")
     wait_for(lambda: len(train_log_losses(job.log())) >= 2 or job.proc.poll() is not None, 240, "two training steps")
     ranks = training_ranks(slurm_cluster)
@@ -403,15 +402,3 @@ def test_requeue_only_after_a_saved_stop_and_a_bounded_number_of_times(
     assert len(re.findall(r"requeued job", log)) == incarnations - 1, log
     if says:
         assert f"not requeueing: {says}" in log, log
-
-
-@pytest.fixture
-def dummy_paths(tmp_path):
-    """Folders and files that pass the script's path checks without being real models or data."""
-    root = tmp_path / "dummy"
-    for sub in ("lm", "tower", "videos"):
-        (root / sub).mkdir(parents=True)
-    (root / "lm" / "config.json").write_text("{}")
-    (root / "train.json").write_text("[]")
-    return {"LM_PATH": root / "lm", "VISION_TOWER": root / "tower", "VIDEO_FOLDER": root / "videos",
-            "DATA_PATH": root / "train.json"}

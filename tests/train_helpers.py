@@ -54,3 +54,44 @@ def train_tiny_checkpoint(assets, output_dir, steps=4) -> str:
 
     train.main(train_args(assets, output_dir, "--save_steps", "1000", steps=steps))
     return str(output_dir)
+
+
+def make_script_assets(folder) -> dict:
+    """train_italian_video.sh's path variables for a tiny real run: a few clips with Italian captions, a
+    caption-only text file, a BPE tokenizer, a small GPT-2 and a tiny DINOv2, all saved like the real ones."""
+    root = Path(folder)
+    data = make_dataset(root / "data", num_train=8, num_val=2, seed=0, num_frames=16, size=64)
+    samples = json.loads(Path(data["train"]).read_text())
+    text_samples = [
+        {"id": f"text_{s['id']}", "conversations": [{"from": "human", "value": ""}, s["conversations"][1]]} for s in samples
+    ]
+    text_path = root / "data" / "train_text.json"
+    text_path.write_text(json.dumps(text_samples, ensure_ascii=False))
+    tokenizer = train_tokenizer(root / "tokenizer", caption_corpus(), vocab_size=300)
+    lm = save_gpt2(root / "bambi-gpt2-tiny", tokenizer, n_layer=2, n_embd=64, n_head=4, n_positions=256)
+    tower = save_tiny_vision_tower(root / "dinov2-tiny", "dinov2")
+    return {
+        "LM_PATH": lm, "VISION_TOWER": tower, "VIDEO_FOLDER": data["video_folder"],
+        "VIDEO_DATA_PATH": data["train"], "TEXT_DATA_PATH": str(text_path),
+    }
+
+
+def write_dummy_paths(folder) -> dict:
+    """train_italian_video.sh's path variables for runs that never train: folders and files that pass the
+    preflight's checks without being real models or clips (a GPT-2 config beside an empty weights file, a
+    tower config, one video sample whose clip is an empty file, one caption-only sample)."""
+    root = Path(folder)
+    (root / "lm").mkdir(parents=True)
+    (root / "lm" / "config.json").write_text('{"model_type": "gpt2"}')
+    (root / "lm" / "model.safetensors").write_bytes(b"")
+    (root / "tower").mkdir()
+    (root / "tower" / "config.json").write_text('{"model_type": "dinov2"}')
+    (root / "videos").mkdir()
+    (root / "videos" / "a.mp4").write_bytes(b"")
+    turns = [{"from": "human", "value": "<video>\nDescrivi il video."}, {"from": "gpt", "value": "Un cerchio rosso."}]
+    (root / "train.json").write_text(json.dumps([{"id": "a", "video": "a.mp4", "conversations": turns}]))
+    (root / "text.json").write_text(json.dumps([{"id": "t", "conversations": [{"from": "human", "value": ""}, turns[1]]}]))
+    return {
+        "LM_PATH": root / "lm", "VISION_TOWER": root / "tower", "VIDEO_FOLDER": root / "videos",
+        "DATA_PATH": root / "train.json", "TEXT_DATA_PATH": root / "text.json",
+    }
