@@ -16,7 +16,6 @@ ends its log with one summary line (run_summary.py).
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
@@ -106,7 +105,6 @@ DESCRIPTION = (
     "recipes/italian_video.yaml: flag names and values); flags given here win over the recipe's, and "
     "--FLAG none removes a recipe's value of a flag that is unset by default (--deepspeed none)."
 )
-HELP = f"{PROG} --help lists the flags"
 
 
 class ArgumentParser(OneLineArgumentErrors, HfArgumentParser):
@@ -141,7 +139,7 @@ def parse_args(argv: list[str] | None = None, log: bool = True):
     except ValueError as e:  # the arguments' own checks (TrainingArguments.__post_init__): flags that conflict
         raise UsageError(" ".join(str(e).split())) from e
     if unknown:
-        raise UsageError(_unknown_arguments(unknown, parser))
+        raise parser.unknown_arguments(unknown)
     model_args, data_args, training_args, flags = parsed
     if log:
         _setup_logging(training_args)
@@ -150,16 +148,6 @@ def parse_args(argv: list[str] | None = None, log: bool = True):
         for level, message in notes:
             logger.log(level, "%s", message)
     return model_args, data_args, training_args
-
-
-def _unknown_arguments(unknown: list[str], parser) -> str:
-    flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
-    if not flags:
-        return f"unexpected argument{'s' if len(unknown) > 1 else ''} {' '.join(unknown)} ({HELP})"
-    known = [s for s in parser._option_string_actions if s.startswith("--")]
-    guesses = [difflib.get_close_matches(flag, known, n=1, cutoff=0.8) for flag in flags]
-    named = ", ".join(f"{flag} (did you mean {guess[0]}?)" if guess else flag for flag, guess in zip(flags, guesses))
-    return f"unknown flag{'s' if len(flags) > 1 else ''} {named} ({HELP})"
 
 
 def _setup_logging(training_args) -> None:
@@ -214,8 +202,8 @@ def record_prompt_settings(model, model_args, data_args) -> None:
             logger.info("%s stays on: the checkpoint was trained with it", name)
         setattr(model_args, name, bool(getattr(model_args, name) or getattr(config, name, False)))
         setattr(config, name, getattr(model_args, name))
-    max_frames = getattr(config, "mm_num_frames", None)
-    if max_frames is not None and data_args.num_frames > max_frames:
+    max_frames = config.mm_num_frames  # the visual modules are built (called only then), so it is recorded
+    if data_args.num_frames > max_frames:
         logger.warning(
             "clips are read at %d frames, not %d: this model's packer is built for %d (mm_num_frames)",
             max_frames, data_args.num_frames, max_frames,
