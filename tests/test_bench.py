@@ -4,7 +4,11 @@ measurements, reported, never asserted)."""
 import subprocess
 import sys
 
+import pytest
+
 from train_helpers import ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def test_bench_runs_on_the_demo_shapes_and_writes_the_table(tmp_path):
