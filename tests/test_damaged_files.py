@@ -68,6 +68,7 @@ def flushes(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
+@pytest.mark.slow
 def test_damaged_newest_checkpoints_are_named_set_aside_and_the_run_resumes_from_an_intact_one(assets, tmp_path, capsys):
     out = tmp_path / "out"
     train.main(train_args(assets, out, steps=8))  # checkpoints at steps 2, 4, 6, 8
@@ -93,6 +94,8 @@ def test_damaged_newest_checkpoints_are_named_set_aside_and_the_run_resumes_from
     assert checkpoints.newest_complete_checkpoint(str(out)) == str(out / "checkpoint-8")
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_ranks_agree_on_the_intact_checkpoint_when_one_rank_s_shard_is_damaged(assets, tmp_path):
     # ZeRO-2: each rank saves its own optimizer shard; rank 1's, in the newest checkpoint, is cut short.
     out = tmp_path / "out"
