@@ -10,6 +10,8 @@ from transformers import AutoModelForCausalLM, Dinov2Model
 
 from train_helpers import ROOT, logged_losses, run_training, train_args
 
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
