@@ -3,7 +3,11 @@ DeepSpeed ZeRO-2 with two processes through train_italian_video.sh, evaluation a
 
 import json
 
+import pytest
+
 from llava.demo import run
+
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 
 def test_quick_demo_sees_what_the_blind_control_cannot(tmp_path):
