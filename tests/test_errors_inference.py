@@ -80,6 +80,7 @@ def test_missing_model_folder(tmp_path, clip):
                  f"--model-path folder does not exist ({tmp_path / 'nope'})")
 
 
+@pytest.mark.slow
 def test_missing_model_folder_that_could_be_a_hub_id_asks_no_hub_when_offline(tmp_path, clip):
     """Before: 42 lines ending in a hub message, after half a minute of retries."""
     result = run("llava.serve.cli", "--model-path", "no-such-model", "--video", clip, cwd=tmp_path,
@@ -88,6 +89,7 @@ def test_missing_model_folder_that_could_be_a_hub_id_asks_no_hub_when_offline(tm
                          f"Hugging Face cache ({tmp_path / 'hf' / 'hub'}) or can be downloaded (HF_HUB_OFFLINE is set)")
 
 
+@pytest.mark.slow
 def test_a_hub_id_in_the_cache_is_a_model_folder(tmp_path, assets):
     snapshot = tmp_path / "hf" / "hub" / "models--tiny-gpt2" / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)
@@ -157,6 +159,7 @@ def test_what_is_not_a_model_folder(tmp_path, case):
     assert str(error.value) == expected
 
 
+@pytest.mark.slow
 def test_debug_switch_shows_the_traceback(tmp_path, clip):
     """Through `python -m llava.serve.cli`, in a subprocess: the module's __main__ wiring."""
     result = run("llava.serve.cli", "--model-path", tmp_path / "nope", "--video", clip, env={"LLAVA_DEBUG": "1"})
@@ -165,6 +168,7 @@ def test_debug_switch_shows_the_traceback(tmp_path, clip):
                                               f"exist ({tmp_path / 'nope'})")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
 def test_a_gpu_on_a_machine_without_one(checkpoint, clip):
     assert_last(in_process(serve, "--model-path", checkpoint, "--video", clip, "--device", "cuda"),
@@ -173,6 +177,7 @@ def test_a_gpu_on_a_machine_without_one(checkpoint, clip):
 
 
 # ------------------------------------------------------------------------------------- media
+@pytest.mark.slow
 def test_missing_video_and_image(checkpoint, tmp_path):
     assert_alone(in_process(serve, "--model-path", checkpoint, "--video", tmp_path / "clip.mp4"),
                  f"--video file does not exist ({tmp_path / 'clip.mp4'})")
@@ -180,6 +185,7 @@ def test_missing_video_and_image(checkpoint, tmp_path):
                  f"--image is a folder, not a file ({tmp_path})")
 
 
+@pytest.mark.slow
 def test_unreadable_video_and_image(checkpoint, tmp_path):
     empty, text = tmp_path / "empty.mp4", tmp_path / "photo.png"
     empty.write_bytes(b"")
@@ -190,6 +196,7 @@ def test_unreadable_video_and_image(checkpoint, tmp_path):
                 f"--image cannot be read: UnidentifiedImageError: cannot identify image file '{text}' ({text})")
 
 
+@pytest.mark.slow
 def test_run_llava_on_a_plain_language_model(assets, clip):
     """run_llava's one case, through `python -m` in a subprocess."""
     assert_alone(run("llava.eval.run_llava", "--model-path", assets["gpt2"], "--image-file", clip, "--query", "?"),
@@ -198,6 +205,7 @@ def test_run_llava_on_a_plain_language_model(assets, clip):
 
 
 # ---------------------------------------------------------------------------------------- data
+@pytest.mark.slow
 def test_captions_data_problems(checkpoint, assets, tmp_path):
     missing = tmp_path / "val.json"  # through `python -m` in a subprocess; the others in this process
     assert_alone(run("llava.eval.captions", "--model-path", checkpoint, "--data", missing),
@@ -229,6 +237,7 @@ def test_serve_data_with_clips_needs_a_llava_checkpoint(assets, tmp_path):
                  f"--video-folder folder does not exist ({tmp_path / 'videos'})")
 
 
+@pytest.mark.slow
 def test_lmms_task_inputs(assets, tmp_path):
     """The first through `python -m` in a subprocess, the second in this process."""
     assert_alone(run("llava.eval.lmms_task", "--data", assets["val"], "--video-folder", tmp_path, "--out", tmp_path / "t"),
@@ -240,6 +249,7 @@ def test_lmms_task_inputs(assets, tmp_path):
 
 
 # -------------------------------------------------------------------------------------- outputs
+@pytest.mark.slow
 def test_outputs_on_a_read_only_disk(checkpoint, assets, disks):
     read_only = disks.mount("read-only", read_only=True)
     # export_lm through `python -m` in a subprocess; the others in this process
@@ -262,6 +272,7 @@ def test_export_on_a_full_disk(assets, disks):
 
 
 # ------------------------------------------------------------------------------------- warnings
+@pytest.mark.slow
 def test_stock_checkpoints_load_into_their_family_without_the_type_warning(assets, tmp_path):
     """All seven families through our loader: no warning. transformers' own config loader still warns about
     the same pair, and our loader still warns about a foreign type that the path rule sends to GPT-2."""
@@ -325,6 +336,7 @@ BATCH_WITH_AN_EARLY_END = """
 """
 
 
+@pytest.mark.slow
 def test_batch_generation_has_no_attention_mask_warning(checkpoint):
     """generate_texts (serve.cli, eval.captions, the demo's evaluation) passes the mask; the same batch through
     the language model's own generate shows the warning, so the case is really reached."""
