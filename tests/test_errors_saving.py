@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from disk_helpers import SmallDisks
 from entry_points import run_cli_with_process_output
 from llava.errors import size_text
@@ -49,6 +51,7 @@ def manifest_bytes(checkpoint: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_a_full_disk_at_a_checkpoint_says_so_and_the_run_resumes_from_the_one_before(assets, disks):
     disk = disks.mount("disk", CHECKPOINT_DISK)
     out = disk / "out"
@@ -97,6 +100,8 @@ def test_a_full_disk_at_a_checkpoint_says_so_and_the_run_resumes_from_the_one_be
     assert (out / "model.safetensors").stat().st_size == model_file
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_full_disk_under_deepspeed_names_the_rank_and_keeps_the_checkpoint_before(assets, disks):
     # ZeRO-2 on two ranks: rank 0 writes the model and DeepSpeed's copy of the module states, each rank
     # its optimizer shard through DeepSpeed's engine (torch.save); whichever write finds the disk full,
@@ -152,6 +157,7 @@ def _make_read_only_between_saves(run: subprocess.Popen, disk: Path, out: Path, 
     raise AssertionError("the disk could not be made read-only between two checkpoint saves")
 
 
+@pytest.mark.slow
 def test_a_disk_turned_read_only_during_a_run_says_so_at_the_next_checkpoint(assets, disks, tmp_path):
     disk = disks.mount("disk", "64m")
     out = disk / "out"
@@ -182,6 +188,7 @@ def run_cache_features(assets, cache_dir, *extra):
     return subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cache_features_on_a_full_disk_says_so_and_leaves_no_shard(assets, disks):
     # The 8 clips' features (8 frames x 8 x 8 patches x 32 channels in float16: 32 KiB each) make one
     # shard of about 260 KB; the disk holds the namespace's manifest and not much more.
@@ -199,6 +206,7 @@ def test_cache_features_on_a_full_disk_says_so_and_leaves_no_shard(assets, disks
     assert sorted(p.name for p in namespace.iterdir()) == ["manifest.json"]
 
 
+@pytest.mark.slow
 def test_cache_features_into_a_read_only_folder_fails_before_the_tower_loads(assets, disks):
     disk = disks.mount("disk", "1m")
     assert disks.remount(disk, "ro").returncode == 0
