@@ -98,6 +98,7 @@ BAD_ANNOTATIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_ANNOTATIONS))
 def test_prepare_webvid_names_a_bad_annotation_file_in_one_line(webvid, case):
     root, videos, _ = webvid
@@ -247,6 +248,7 @@ def test_bench_cuda_device_without_cuda(tmp_path):
     assert result.returncode == 2
 
 
+@pytest.mark.slow
 def test_bench_output_that_is_a_folder(tmp_path):
     """Through `python -m llava.bench` in a subprocess: the module's __main__ wiring."""
     result = run([sys.executable, "-m", "llava.bench", "--configs", "demo", "--workdir", str(tmp_path / "work"),
@@ -334,6 +336,8 @@ def test_demo_override_that_is_not_a_number(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_demo_failed_training_is_one_line_after_the_scripts_own_error(tmp_path):
     # Four clips and a tunable part that does not exist: the ranks refuse it at start-up, for real.
     result = demo("--workdir", tmp_path / "demo", env={"DEMO_NUM_TRAIN": "4", "DEMO_NUM_VAL": "2",
@@ -346,6 +350,7 @@ def test_demo_failed_training_is_one_line_after_the_scripts_own_error(tmp_path):
 
 
 # ------------------------------------------------------------------------- GPU checks, wrapper check
+@pytest.mark.slow
 def test_check_cuda_without_a_gpu():
     import torch
 
