@@ -204,6 +204,7 @@ def test_a_wrong_flag_is_one_line_with_status_2(assets, tmp_path, train_here, ex
     assert_one_error(result, message, status=2)
 
 
+@pytest.mark.slow
 def test_a_missing_deepspeed_config(assets, tmp_path):
     # A new process, as a user runs it: this is also the test of train's `python -m` wiring for a failure.
     data = tmp_path / "d.json"
@@ -223,6 +224,7 @@ def test_llava_debug_gives_the_traceback(assets, tmp_path, train_here):
     assert result.stderr.rstrip().splitlines()[-1] == f"llava.data_files.DataFileError: the data file is empty ({data})"
 
 
+@pytest.mark.slow
 def test_the_preflight_alone_says_ok(assets, tmp_path, train_here):
     out = tmp_path / "out"
     # `python -m llava.train.preflight` itself (its wiring; the launcher runs it so), then its cli here
@@ -238,6 +240,8 @@ def test_the_preflight_alone_says_ok(assets, tmp_path, train_here):
     assert_one_error(train_here(text_args(assets, empty, out), cli=preflight.main), f"the data file is empty ({empty})")
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_under_torchrun_a_failure_every_rank_shares_is_said_once(assets, tmp_path):
     data = tmp_path / "empty.json"
     data.write_text("")
@@ -262,6 +266,7 @@ def last_log_message(stderr: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_a_finished_run_ends_its_log_with_its_summary(assets, tmp_path):
     out = tmp_path / "out"
     result = train(train_args(assets, out, steps=2))
@@ -269,6 +274,7 @@ def test_a_finished_run_ends_its_log_with_its_summary(assets, tmp_path):
     assert last_log_message(result.stderr) == f"run finished: 2 steps, no samples skipped, final model in {out}"
 
 
+@pytest.mark.slow
 def test_a_run_that_reaches_max_words_says_so(assets, tmp_path):
     out = tmp_path / "out"
     result = train(train_args(assets, out, "--max_words", "5", steps=6))
@@ -278,6 +284,7 @@ def test_a_run_that_reaches_max_words_says_so(assets, tmp_path):
     assert summary and int(summary.group(1)) >= 5 and summary.group(2) == str(out), result.stderr[-1000:]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_a_signal_names_the_checkpoint_to_resume_from(assets, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "llava.train.train", *train_args(assets, out, "--save_steps", "1", steps=200)]
@@ -296,6 +303,7 @@ def test_a_run_stopped_by_a_signal_names_the_checkpoint_to_resume_from(assets, t
     assert summary and summary.group(2) == str(out / f"checkpoint-{summary.group(1)}"), stderr[-1000:]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_the_skip_limit_says_why_then_sums_up(assets, tmp_path):
     samples = json.loads(Path(assets["train"]).read_text())
     missing = [{**samples[0], "id": f"gone{i}", "video": f"gone{i}.mp4"} for i in range(2)]
@@ -333,6 +341,7 @@ def script_env(assets, out, **overrides) -> dict:
             "DATA_PATH": assets["train"], "OUTPUT_DIR": out, **overrides}
 
 
+@pytest.mark.slow
 def test_the_launcher_runs_the_preflight_and_stops_with_its_line(assets, tmp_path):
     data = tmp_path / "cut.json"
     data.write_text('[{"id": "a", "conversations": []},\n')
@@ -356,6 +365,7 @@ def test_the_launcher_checks_its_own_variables_one_line_each(assets, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_a_wrong_setting_variable_is_the_preflight_s_line_for_its_flag(assets, tmp_path):
     result = run_script(script_env(assets, tmp_path / "out", NUM_FRAMES="eight", LEARNING_RATE="fast"))
     assert (result.returncode, result.stderr) == (
