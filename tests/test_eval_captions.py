@@ -17,6 +17,8 @@ from llava.video import read_video_frames
 
 from train_helpers import make_assets, train_tiny_checkpoint
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
