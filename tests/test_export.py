@@ -62,6 +62,7 @@ def llava_checkpoint(family, folder, tokenizer_dir, tower_dir):
     return checkpoint
 
 
+@pytest.mark.slow
 def test_stock_transformers_loads_the_export_with_the_same_logits(tmp_path, tokenizer_dir, tower_dir):
     exported = {}
     for family in FAMILIES:
