@@ -85,6 +85,7 @@ def test_cached_loss_equals_online_without_decoding_or_tower(assets, tmp_path, m
     assert abs(cached_loss.item() - online_loss.item()) <= 1e-3 * abs(online_loss.item())
 
 
+@pytest.mark.slow
 def test_training_with_the_cache_logs_the_online_losses(assets, tmp_path):
     cache_dir = tmp_path / "cache"
     cache_features.main(cache_args(assets, cache_dir))
@@ -158,6 +159,7 @@ def test_namespace_follows_tower_layer_and_weights_not_dtype(assets, tmp_path):
     assert FeatureCache(str(tmp_path), tower).namespace != namespace
 
 
+@pytest.mark.slow
 def test_a_saved_checkpoint_caches_with_its_own_tower(assets, tmp_path):
     checkpoint = train_tiny_checkpoint(assets, tmp_path / "run", steps=1)
     cache_dir = tmp_path / "cache"
