@@ -21,6 +21,8 @@ from llava.serve import cli as serve
 from entry_points import run_cli_with_process_output
 from train_helpers import ROOT
 
+pytestmark = pytest.mark.slow
+
 PYTHON = [sys.executable]
 
 # name -> (command line before --help, text its help must show)
