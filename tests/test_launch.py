@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+
 ROOT = Path(__file__).resolve().parents[1]
 HOST = socket.gethostname()
 
