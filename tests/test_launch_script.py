@@ -146,6 +146,7 @@ MISSING_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(MISSING_CASES))
 def test_missing_path_fails_early_with_a_clear_message(case, dummy_paths, tmp_path):
     overrides, expected = MISSING_CASES[case]
@@ -160,6 +161,7 @@ def test_missing_path_fails_early_with_a_clear_message(case, dummy_paths, tmp_pa
     assert not record.exists(), "training was launched despite the error"
 
 
+@pytest.mark.slow
 def test_the_dummy_paths_pass_the_checks(dummy_paths, tmp_path):
     """The cases above fail for their own path alone: with none of them, the script launches."""
     exe, record = fake_python(tmp_path, checks=True)
@@ -168,6 +170,7 @@ def test_the_dummy_paths_pass_the_checks(dummy_paths, tmp_path):
     assert record.read_text().splitlines()[:2] == ["-m", "llava.train.launch"]
 
 
+@pytest.mark.slow
 def test_text_mode_needs_no_tower_or_videos(dummy_paths, tmp_path):
     exe, record = fake_python(tmp_path, checks=True)
     env = clean_env(**dummy_paths, PYTHON=exe, NPROC=1, MODE="text", OUTPUT_DIR=tmp_path / "out")
@@ -245,6 +248,8 @@ def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):
 
 
 # --------------------------------------------------------------- (b) plain bash: DeepSpeed ZeRO-2/3, 2 procs
+@pytest.mark.slow
+@pytest.mark.distributed
 @needs_train_py
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_bash_trains_with_deepspeed_on_two_processes(stage, script_assets, tmp_path):
@@ -264,6 +269,7 @@ def test_bash_trains_with_deepspeed_on_two_processes(stage, script_assets, tmp_p
     assert_final_model_loads(output, script_assets["VISION_TOWER"])
 
 
+@pytest.mark.slow
 @needs_train_py
 def test_feature_cache_is_filled_then_read_by_training(script_assets, tmp_path):
     output, cache = tmp_path / "cached-run", tmp_path / "features"
@@ -281,6 +287,7 @@ def test_feature_cache_is_filled_then_read_by_training(script_assets, tmp_path):
 
 
 # ------------------------------------------------------------------------ (d) MODE=text: the LM alone
+@pytest.mark.slow
 @needs_train_py
 def test_text_mode_trains_the_language_model_on_captions(script_assets, tmp_path):
     output = tmp_path / "text-run"
@@ -324,6 +331,9 @@ def sbatch(cluster: SlurmCluster, env: dict, log_dir: Path, *script_args: str, t
     return result.returncode, job_log, info
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.slurm
 def test_sbatch_launches_torchrun_through_srun(slurm_cluster, dummy_paths, tmp_path):
     """The SLURM path of the script without training: srun starts one torchrun per node, which starts
     two ranks; each rank reports itself. Submitted from another folder, the script still runs from its
@@ -355,6 +365,9 @@ def test_sbatch_launches_torchrun_through_srun(slurm_cluster, dummy_paths, tmp_p
     assert ranks[0]["argv"][:2] == ["--config", "recipes/italian_video.yaml"]  # found from the script's folder
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.slurm
 @needs_train_py
 def test_sbatch_trains_and_leaves_a_checkpoint(slurm_cluster, script_assets, tmp_path):
     output = tmp_path / "slurm-run"
