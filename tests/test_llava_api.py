@@ -19,6 +19,8 @@ from llava.video import read_video_frames, sample_indices
 
 from train_helpers import ROOT
 
+pytestmark = pytest.mark.slow
+
 NEW = 6
 
 
