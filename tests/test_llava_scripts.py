@@ -66,6 +66,7 @@ def assert_ran(result):
 
 
 # ------------------------------------------------------------------------ LLaVA-NeXT's scripts
+@pytest.mark.slow
 def test_pretrain_siglip_command_line_trains_through_train_mem(assets, tmp_path):
     out = tmp_path / "projector"
     result = run_train_mem(pretrain_siglip_args(assets, out), launcher=[*TORCHRUN, "--nproc_per_node", "1"])
@@ -81,6 +82,7 @@ def test_pretrain_siglip_command_line_trains_through_train_mem(assets, tmp_path)
     assert model.config.conv_template == "plain" and model.config.image_aspect_ratio == "square"
 
 
+@pytest.mark.slow
 def test_video_script_command_line_with_a_yaml_mixture(assets, mixture, tmp_path):
     # SO400M_Qwen2_7B_ov_to_video_am9.sh, started as it starts (deepspeed llava/train/train_mem.py); its
     # anyres flags are the one change besides paths and sizes: refused here, replaced as the refusal says.
@@ -98,6 +100,7 @@ def test_video_script_command_line_with_a_yaml_mixture(assets, mixture, tmp_path
     assert (config.conv_template, config.image_aspect_ratio) == ("qwen_1_5", "pad")
 
 
+@pytest.mark.slow
 def test_anyres_flags_of_finetune_ov_are_refused_in_one_line(assets, mixture, tmp_path):
     result = run_train_mem(ov_to_video_args(assets, tmp_path / "ov", mixture))  # finetune_ov.sh's image flags
     assert result.returncode == 2
@@ -108,6 +111,7 @@ def test_anyres_flags_of_finetune_ov_are_refused_in_one_line(assets, mixture, tm
 
 
 # -------------------------------------------------------------------------- LLaVA-1.5's stages
+@pytest.mark.slow
 def test_llava15_two_stages_carry_the_trained_adapter_into_stage_two(assets, tmp_path):
     stage1 = tmp_path / "llava-v1.5-pretrain"
     result = run_train_mem(llava15_pretrain_args(assets, stage1), launcher=[*TORCHRUN, "--nproc_per_node", "1"])
@@ -140,6 +144,7 @@ def test_llava15_two_stages_carry_the_trained_adapter_into_stage_two(assets, tmp
 
 
 # ------------------------------------------------------------------ the switches, on their models
+@pytest.mark.slow
 def test_im_start_end_and_patch_tokens_round_trip(assets, tmp_path):
     out = tmp_path / "start_end"
     args = llava15_finetune_args(assets, out, "unused", steps=2)
@@ -172,6 +177,7 @@ def test_im_start_end_and_patch_tokens_round_trip(assets, tmp_path):
     assert model.config.mm_use_im_start_end and model_args.mm_use_im_start_end
 
 
+@pytest.mark.slow
 def test_vision_tower_lr_is_its_own_optimizer_group_and_frames_upbound_meets_the_model(assets, tmp_path, capsys):
     args = without(llava15_finetune_args(assets, tmp_path / "out", "unused", steps=1), "--deepspeed", "--pretrain_mm_mlp_adapter")
     trainer, _ = train.build_trainer([*args, "--mm_tunable_parts", "mm_vision_tower,mm_mlp_adapter,mm_language_model",
@@ -242,6 +248,8 @@ train.train_and_save(trainer, resume)
 '''
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_group_by_modality_length_under_two_processes(assets, tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(RANKS_SCRIPT)
