@@ -27,6 +27,8 @@ from llava.video import read_video_frames
 
 from train_helpers import ROOT
 
+pytestmark = pytest.mark.slow
+
 LMMS_PYTHON = ROOT / ".venv-lmms" / "bin" / "python"
 NUM_FRAMES = 8  # the tiny checkpoint's mm_num_frames; the demo clips have 16
 # What each class needs on a CPU, for a caption model of ours (see llava/eval/lmms_task.py).
