@@ -42,6 +42,7 @@ def test_words_are_those_of_the_trained_answer_text(train_assets):
     assert count_words(labels, tokenizer) == 7
 
 
+@pytest.mark.slow
 def test_run_saves_each_milestone_once_and_stops_at_max_words(train_assets, tmp_path):
     out = tmp_path / "out"
     trainer = train.main(train_args(train_assets, out, "--word_milestones", MILESTONES, "--max_words", "270", steps=100))
@@ -54,6 +55,7 @@ def test_run_saves_each_milestone_once_and_stops_at_max_words(train_assets, tmp_
     assert (out / "checkpoint-words-60" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_between_milestones_saves_the_same(train_assets, tmp_path):
     args = lambda out: train_args(train_assets, out, "--word_milestones", MILESTONES, steps=14)  # noqa: E731
     straight = tmp_path / "straight"
