@@ -54,6 +54,7 @@ def test_generate_with_video_returns_tokens(family, tmp_path, tower_dir):
     assert out.dtype == torch.long and int(out.min()) >= 0 and int(out.max()) < model.config.vocab_size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cached_decode_equals_uncached_forward(family, tmp_path, tower_dir):
     _, model = llava_model(family, tmp_path, tower_dir)
@@ -70,6 +71,7 @@ def test_cached_decode_equals_uncached_forward(family, tmp_path, tower_dir):
     assert (cached - uncached).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_left_padded_batch_generates_as_each_alone(family, tmp_path, tower_dir):
     _, model = llava_model(family, tmp_path, tower_dir)
@@ -82,6 +84,7 @@ def test_left_padded_batch_generates_as_each_alone(family, tmp_path, tower_dir):
         assert got.tolist() == alone[0].tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_sdpa_by_default_eager_on_request_same_logits(family, tmp_path, tower_dir):
     from llava.model.builder import from_pretrained
