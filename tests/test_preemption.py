@@ -184,6 +184,8 @@ def test_the_time_based_checkpoint_is_due_after_the_interval_since_the_last_save
 
 
 # --------------------------------------------------------------------------- plain bash (no SLURM)
+@pytest.mark.slow
+@pytest.mark.distributed
 @pytest.mark.parametrize("target", ["launcher", "one rank"])
 def test_sigterm_saves_a_checkpoint_exits_nonzero_and_a_rerun_resumes(
         target, script_assets, reference_losses, tmp_path):
@@ -227,6 +229,7 @@ def test_sigterm_saves_a_checkpoint_exits_nonzero_and_a_rerun_resumes(
     assert_same_losses(final_losses(output), reference_losses)
 
 
+@pytest.mark.slow
 def test_sigterm_to_every_process_with_dataloader_workers(tmp_path):
     """SLURM signals every process of a job step, DataLoader workers included, and torch's workers die of a
     SIGTERM their parent did not send, which crashed the rank before it could save. One process (no
@@ -254,6 +257,8 @@ def test_sigterm_to_every_process_with_dataloader_workers(tmp_path):
     assert (output / f"checkpoint-{step}" / COMPLETE_MARKER).is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_checkpoint_is_saved_every_few_minutes_besides_save_steps(script_assets, tmp_path):
     """SAVE_EVERY_MINUTES (--save_every_minutes): with SAVE_STEPS far beyond the run, checkpoints still
     come, all complete, on both ranks together (rank 0's clock decides for all)."""
@@ -320,6 +325,9 @@ def assert_requeued_and_finished(rc: int, log: str, output: Path, reference: dic
     assert_same_losses(final_losses(output), reference)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.slurm
 def test_preempted_job_saves_requeues_resumes_and_finishes(
         slurm_cluster, script_assets, reference_losses, tmp_path):
     """`scancel --signal=USR1` (a preemption notice: every process of the job step gets it, torchrun
@@ -334,6 +342,9 @@ def test_preempted_job_saves_requeues_resumes_and_finishes(
     assert_requeued_and_finished(rc, log, output, reference_losses, "SIGUSR1")
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.slurm
 def test_job_at_its_time_limit_is_warned_saves_requeues_resumes_and_finishes(
         slurm_cluster, script_assets, reference_losses, tmp_path):
     """A one-minute job: SLURM's warning (the script's `--signal=B:USR1@...`, here 5 s before the end)
@@ -376,6 +387,8 @@ sys.exit(int(os.environ['STUB_EXIT']))
 """
 
 
+@pytest.mark.slow
+@pytest.mark.slurm
 @pytest.mark.parametrize(
     "case, settings, incarnations, says",
     [
