@@ -53,6 +53,7 @@ def run_job(args, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedPro
 
 
 # ------------------------------------------------------------------------------------- the model
+@pytest.mark.slow
 def test_stand_ins_leave_every_sequence_alone_and_give_the_visual_modules_exact_zero_gradients(tmp_path, tower_dir):
     _, model = llava_model("llava_gpt2", tmp_path / "lm", tower_dir)
     model.get_vision_tower().requires_grad_(True)  # a trainable tower takes part too
@@ -199,6 +200,8 @@ def one_process_losses(assets, tmp_path_factory):
     return losses
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_two_ranks_stay_in_step_through_empty_and_mixed_modality_batches(stage, assets, one_process_losses, tmp_path):
     out = tmp_path / stage
@@ -216,6 +219,8 @@ def test_two_ranks_stay_in_step_through_empty_and_mixed_modality_batches(stage, 
     assert ": 3 of 12 samples with media are cached" in result.stderr  # the tower runs on some ranks only
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_the_skip_limit_counts_every_rank_and_stops_them_all(assets, tmp_path):
     videos = json.loads(Path(assets["train"]).read_text())
     bad = {"id": "bad", "video": "broken/empty.mp4", "conversations": videos[0]["conversations"]}
@@ -253,6 +258,8 @@ def _worker_of_rank(launcher_pid: int, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_killed_rank_ends_the_job_and_is_named(assets, tmp_path):
     out = tmp_path / "out"
     args = train_args(assets, out, *STAGES["zero2"], "--per_device_train_batch_size", "2", steps=1000)
