@@ -13,6 +13,7 @@ from llava.testing import save_tiny_vision_tower, tiny_vision_args
 from model_helpers import FAMILIES, clip, llava_model, prompt, right_padded
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_round_trip_rebuilds_everything_from_config(family, tmp_path):
     tower = save_tiny_vision_tower(tmp_path / "tower")
