@@ -46,6 +46,7 @@ def greedy_reference(model, tokenizer, pixels) -> str:
     return tokenizer.decode(out[0], skip_special_tokens=True).strip()
 
 
+@pytest.mark.slow
 def test_cli_captions_a_clip(checkpoint, clip_path):
     result = subprocess.run(
         [sys.executable, "-m", "llava.serve.cli", "--model-path", checkpoint, "--video", clip_path,
@@ -59,6 +60,7 @@ def test_cli_captions_a_clip(checkpoint, clip_path):
     assert result.stdout == expected + "\n"
 
 
+@pytest.mark.slow
 def test_cli_sampling_and_frame_limits(checkpoint, clip_path, capsys):
     args = ["--model-path", checkpoint, "--video", clip_path, "--max-new-tokens", str(MAX_NEW)]
     assert cli.main(args + ["--temperature", "0.8", "--top-p", "0.9", "--seed", "1"]) == 0
@@ -76,6 +78,7 @@ def test_cli_sampling_and_frame_limits(checkpoint, clip_path, capsys):
     assert capsys.readouterr().err == f"error: --video file does not exist ({clip_path}.missing)\n"
 
 
+@pytest.mark.slow
 def test_cli_captions_an_image(checkpoint, tmp_path, capsys):
     rng = np.random.default_rng(0)
     path = tmp_path / "photo.png"
@@ -87,6 +90,7 @@ def test_cli_captions_an_image(checkpoint, tmp_path, capsys):
     assert capsys.readouterr().out == greedy_reference(model, tokenizer, pixels) + "\n"
 
 
+@pytest.mark.slow
 def test_images_are_preprocessed_as_the_checkpoint_was_trained(checkpoint, tmp_path):
     """A checkpoint trained with --image_aspect_ratio pad (recorded in its config) gets letterboxed images,
     one image (--image) or a set (--data), not the centre crop of 'square'."""
@@ -104,6 +108,7 @@ def test_images_are_preprocessed_as_the_checkpoint_was_trained(checkpoint, tmp_p
     assert torch.equal(dataset[0]["pixels"], letterboxed)
 
 
+@pytest.mark.slow
 def test_cli_batch_mode_skips_a_broken_clip(checkpoint, assets, tmp_path, capsys, caplog):
     samples = json.loads(Path(assets["val"]).read_text())
     broken = tmp_path / "broken.mp4"
@@ -143,6 +148,7 @@ def test_cli_batch_mode_skips_a_broken_clip(checkpoint, assets, tmp_path, capsys
     assert lines[-1]["caption"] == tokenizer.decode(text, skip_special_tokens=True).strip()
 
 
+@pytest.mark.slow
 def test_batches_of_prompts_of_different_lengths_match_single_prompts(checkpoint, assets):
     from llava.conversation import get_template
     from llava.generation import generate_texts, single_turn_prompt
@@ -157,6 +163,7 @@ def test_batches_of_prompts_of_different_lengths_match_single_prompts(checkpoint
     assert batched == [generate_texts(model, tokenizer, [p], [c], max_new_tokens=MAX_NEW)[0] for p, c in zip(prompts, clips)]
 
 
+@pytest.mark.slow
 def test_base_model_plus_adapter_gives_the_trained_model(assets, tmp_path, capsys):
     out = tmp_path / "adapter"
     trainer = train.main(train_args(assets, out, "--mm_tunable_parts", "mm_vision_resampler,mm_mlp_adapter",
