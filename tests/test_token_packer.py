@@ -39,6 +39,7 @@ def test_token_counts():
     assert p(image).shape == (3, 8 + 16, DIM)
 
 
+@pytest.mark.slow
 def test_each_token_depends_on_its_region_only():
     p = packer()
     x = torch.randn(1, *GRID, DIM, requires_grad=True)
@@ -49,6 +50,7 @@ def test_each_token_depends_on_its_region_only():
         assert torch.equal(touched, mask), f"token {k} reads outside its region"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("token", [0, 13, 63, 64, 80, 95])
 def test_changing_patches_outside_a_region_leaves_the_token_unchanged(token):
     p = packer()
@@ -94,6 +96,7 @@ def textbook_track(track, x, masks):
     return torch.cat(tokens)
 
 
+@pytest.mark.slow
 def test_tracks_compute_textbook_regional_attention_and_its_gradients():
     p = packer()
     with torch.no_grad():  # biases and norms away from their initial values, so every term counts
