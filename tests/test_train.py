@@ -25,6 +25,7 @@ def first_batch(trainer):
     return batch
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_and_the_final_model_reloads(train_assets, tmp_path):
     out = tmp_path / "out"
     start = time.perf_counter()
@@ -51,6 +52,7 @@ def test_model_max_length_beyond_positions_is_bounded_by_them(train_assets, tmp_
     assert "--model_max_length 512 is more than the language model's 256 positions" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_broken_clips_are_skipped_counted_listed_and_the_run_finishes(train_assets, tmp_path):
     # (written beside the test, not into the shared clip folder: an absolute path overrides --video_folder)
     broken = write_broken_inputs(tmp_path / "broken", Path(train_assets["video_folder"]) / "train_00000.mp4")
@@ -73,6 +75,7 @@ def test_broken_clips_are_skipped_counted_listed_and_the_run_finishes(train_asse
         train.main(train_args(train_assets, tmp_path / "strict", steps=8, data=str(data)))  # default limit: 5%
 
 
+@pytest.mark.slow
 def test_adapter_only_run_with_gradient_checkpointing_saves_a_loadable_adapter(train_assets, tmp_path):
     out = tmp_path / "out"
     trainer = train.main(train_args(train_assets, out, "--mm_tunable_parts", "mm_vision_resampler,mm_mlp_adapter",
@@ -91,6 +94,7 @@ def test_adapter_only_run_with_gradient_checkpointing_saves_a_loadable_adapter(t
         assert torch.equal(value, adapter[key]), key
 
 
+@pytest.mark.slow
 def test_bf16_on_the_cpu_and_continuing_from_a_llava_checkpoint(train_assets, tmp_path):
     first = tmp_path / "first"
     train.main(train_args(train_assets, first, "--bf16", "True", steps=2))
@@ -104,6 +108,7 @@ def test_bf16_on_the_cpu_and_continuing_from_a_llava_checkpoint(train_assets, tm
     assert (tmp_path / "second" / "preprocessor_config.json").exists()
 
 
+@pytest.mark.slow
 def test_text_only_training_on_captions(train_assets, tmp_path):
     samples = json.loads(Path(train_assets["train"]).read_text())
     captions = [{"id": s["id"], "conversations": s["conversations"][1:]} for s in samples]
@@ -116,6 +121,7 @@ def test_text_only_training_on_captions(train_assets, tmp_path):
     assert not hasattr(AutoModelForCausalLM.from_pretrained(tmp_path / "out").config, "mm_vision_tower")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_same_losses(train_assets, tmp_path):
     steps = 12
     straight = tmp_path / "straight"
