@@ -103,6 +103,9 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
         assert f"node {node}: torchrun --local_addr {addr}, rendezvous store here: {is_host}" in result.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.slurm
 @needs_train_py
 def test_two_node_job_trains_like_one_node_with_the_same_global_batch(tmp_path):
     assets = make_assets(tmp_path / "assets", num_train=8, num_val=2)
