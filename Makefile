@@ -49,10 +49,10 @@ test: $(STAMP) $(LMMS_STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -rs -m "not slow and not distributed and not slurm" tests
 
-# Ruff's checks and its formatter, configured in pyproject.toml; reports only, changes nothing.
+# Ruff's checks and its formatter, configured in pyproject.toml; reports only, changes nothing. Both run
+# (the formatter's report is not hidden behind a failed check); either failing fails the target.
 lint: $(STAMP)
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .; checked=$$?; $(PY) -m ruff format --check . && exit $$checked
 
 # The built-in default: synthetic clips, local tokenizer and models, DeepSpeed ZeRO-2 training through
 # train_italian_video.sh, evaluation against a video-blind control (results in demo_run/).
