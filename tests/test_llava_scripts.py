@@ -203,7 +203,7 @@ def test_vision_tower_lr_is_its_own_optimizer_group_and_frames_upbound_meets_the
     tokenizer = AutoTokenizer.from_pretrained(first)
     dataset, collator, _ = train.build_data(model_args, data_args, training_args, tokenizer, model)
     assert dataset[0]["pixel_values"].shape[0] == 8
-    assert dataset._visual_tokens("video") == model.get_model().num_visual_tokens(8)
+    assert dataset.visual_tokens("video") == model.get_model().num_visual_tokens(8)
 
 
 def test_model_class_name_and_flash_attention_fall_back_or_refuse(assets, tmp_path, capsys):

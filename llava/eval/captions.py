@@ -36,6 +36,7 @@ from ..errors import ArgumentParser, InputError, check_input_folder, entry_point
 from ..generation import caption
 from ..model.builder import load_pretrained_model
 from ..model.llava_arch import max_positions
+from ..model.vision_settings import VisionSettings
 from ..train.data import (
     DataArguments,
     DataCollatorForSupervisedDataset,
@@ -58,7 +59,7 @@ def load_items(model, tokenizer, image_processor, data_path, video_folder=None, 
     tower = model.get_vision_tower()
     # The model's image_aspect_ratio: images preprocessed as training preprocessed them ('pad' letterboxes).
     args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder,
-                         num_frames=num_frames or getattr(model.config, "mm_num_frames", 8),
+                         num_frames=num_frames or VisionSettings.from_config(model.config).num_frames,
                          image_aspect_ratio=getattr(model.config, "image_aspect_ratio", None))
     dataset = LazySupervisedDataset(
         data_path, tokenizer, args, image_processor=image_processor, template=version,

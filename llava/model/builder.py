@@ -142,7 +142,7 @@ def _config(family: str, path: str, customized_config=None, overwrite_config=Non
 
 def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower: str | None, options: tuple, kwargs: dict):
     """The base language model with the visual modules of an adapter-only run (see load_pretrained_model)."""
-    from .multimodal_encoder.builder import _processor_from_dict
+    from .multimodal_encoder.builder import image_processor_from_dict
 
     if os.path.isdir(model_path):
         folder, adapter = model_path, adapter_file(model_path)
@@ -203,7 +203,7 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     if run.get("mm_image_processor") and run["mm_image_processor"] != json.loads(json.dumps(config.mm_image_processor)):
         # Preprocess exactly as the run did: its recorded processor wins over the folder's.
         logger.warning("the tower folder's image processor differs from the run's; using the run's")
-        model.get_vision_tower().image_processor = _processor_from_dict(run["mm_image_processor"])
+        model.get_vision_tower().image_processor = image_processor_from_dict(run["mm_image_processor"])
         config.mm_image_processor = run["mm_image_processor"]
     model.get_model().load_adapter_weights(adapter)
     if "dtype" in kwargs:

@@ -58,7 +58,7 @@ def _zero3_init():
     return deepspeed.zero.Init(config_dict_or_path=deepspeed_config())
 
 
-def _gathered(module, modify: bool = False):
+def gathered_parameters(module, modify: bool = False):
     """Whole parameters of a possibly ZeRO-3-partitioned module for the duration of the block; with
     `modify`, what rank 0 writes is what every rank keeps."""
     params = [p for p in module.parameters() if hasattr(p, "ds_id")]
@@ -73,7 +73,7 @@ def _embedding_std(weight: torch.Tensor) -> float:
     """Per-dimension spread of the LM's input embeddings (gathered first where ZeRO-3 partitioned them)."""
     holder = torch.nn.Module()
     holder.weight = weight
-    with _gathered(holder):
+    with gathered_parameters(holder):
         return float(weight.detach().float().std())
 
 
@@ -141,7 +141,7 @@ class LlavaMetaModel:
             target_std = _embedding_std(self.get_input_embeddings().weight)
             with _zero3_init():
                 self._build_vision_modules(tower, settings)
-            with _gathered(self.mm_projector, modify=True):
+            with gathered_parameters(self.mm_projector, modify=True):
                 match_output_scale(self.mm_projector, target_std, tower.hidden_size)
             tower.requires_grad_(False)
         else:
@@ -172,7 +172,7 @@ class LlavaMetaModel:
             module = getattr(self, name)
             if not part and not any(True for _ in module.parameters()):
                 continue
-            with _gathered(module, modify=True):
+            with gathered_parameters(module, modify=True):
                 missing, unexpected = module.load_state_dict(part, strict=False)
                 if missing or unexpected:
                     raise ValueError(

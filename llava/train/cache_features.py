@@ -33,7 +33,9 @@ from ..model.multimodal_encoder import VisionTower
 from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..model.vision_settings import VisionSettings
 from ..video import VideoReadError
-from .data import DataArguments, MediaReadError, load_pixels, load_samples, media_path
+from ..media import MediaReadError, load_pixels
+from ..samples import load_samples
+from .data import DataArguments, media_path
 from .feature_cache import FeatureCache
 from .preflight import check_tower
 

@@ -44,6 +44,7 @@ from ..conversation import Template, get_template
 from ..errors import UsageError, UserError
 from ..media import MediaReadError, load_pixels
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio
+from ..model.vision_settings import VisionSettings
 from ..samples import MODALITIES, load_samples
 from ..video import VideoReadError, sample_indices
 from .ranks import is_distributed
@@ -61,7 +62,7 @@ class DataArguments:
     )
     video_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'video' paths are relative to."})
     image_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'image' paths are relative to."})
-    num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each clip (LLaVA-NeXT: --frames_upbound)."})
+    num_frames: int = field(default=VisionSettings.num_frames, metadata={"help": "Frames sampled uniformly from each clip (LLaVA-NeXT: --frames_upbound)."})
     image_aspect_ratio: str | None = field(
         default=None,
         metadata={"help": "square (resize and centre-crop) or pad (letterbox onto the processor's mean colour first, as LLaVA-1.5); default: the checkpoint's setting, else square. Recorded in the model config."},
@@ -177,7 +178,7 @@ class LazySupervisedDataset(Dataset):
         if present and image_processor is None:
             raise UsageError(f"the data holds {' and '.join(sorted(present))} samples but the model has no vision tower: give --vision_tower ({data_path})")
         for modality in sorted(present):
-            visual = self._visual_tokens(modality)
+            visual = self.visual_tokens(modality)
             if model_max_length is not None and visual >= model_max_length:
                 raise UsageError(
                     f"a {modality} takes {visual} visual tokens, which leaves no room for text in "
@@ -194,7 +195,8 @@ class LazySupervisedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _visual_tokens(self, modality: str | None) -> int:
+    def visual_tokens(self, modality: str | None) -> int:
+        """Positions one medium of `modality` takes in the language model (0 for a text-only sample)."""
         if modality is None or self.visual_tokens_per_input is None:
             return 0
         return int(self.visual_tokens_per_input(self.data_args.num_frames if modality == "video" else 1))
@@ -233,7 +235,7 @@ class LazySupervisedDataset(Dataset):
         """`(lengths, has_media)` per sample, without reading any medium: words of the conversation plus
         the visual tokens of its medium (what LLaVA's --group_by_modality_length sorts by)."""
         lengths = [
-            sum(len(t["value"].split()) for t in s["conversations"]) + self._visual_tokens(s["modality"]) for s in self.samples
+            sum(len(t["value"].split()) for t in s["conversations"]) + self.visual_tokens(s["modality"]) for s in self.samples
         ]
         return lengths, [s["modality"] is not None for s in self.samples]
 
@@ -252,7 +254,7 @@ class LazySupervisedDataset(Dataset):
         if self.model_max_length is None:
             return ids, labels, 0
         placeholders = sum(i == IMAGE_TOKEN_INDEX for i in ids)
-        length = len(ids) - placeholders + placeholders * self._visual_tokens(modality)
+        length = len(ids) - placeholders + placeholders * self.visual_tokens(modality)
         excess = length - self.model_max_length
         if excess <= 0:
             return ids, labels, 0

@@ -81,9 +81,9 @@ def file_digest(path: str) -> str:
 def weights_digest(tower) -> str:
     """Digest of the tower's weights rounded to bfloat16 (see the module docstring), gathered first
     where ZeRO-3 partitioned them."""
-    from ..model.llava_arch import _gathered
+    from ..model.llava_arch import gathered_parameters
 
-    with _gathered(tower):
+    with gathered_parameters(tower):
         state = tower.state_dict()
         return _digest(
             name.encode() + bytes(str(tuple(t.shape)), "ascii") + t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes()

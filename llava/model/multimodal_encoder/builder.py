@@ -53,7 +53,7 @@ def _vision_config(config):
     return config
 
 
-def _processor_from_dict(processor_dict: dict):
+def image_processor_from_dict(processor_dict: dict):
     # transformers resolves the processor class (and its backend: torchvision where installed, PIL
     # otherwise) only through from_pretrained, so the stored dictionary goes through a folder.
     with tempfile.TemporaryDirectory() as folder:
@@ -91,7 +91,7 @@ class VisionTower(nn.Module):
         """Builds the architecture only; the weights are expected to come from a checkpoint."""
         config = AutoConfig.for_model(**vision_config)
         encoder = TOWER_KINDS[config.model_type].model_class(config)
-        return cls(encoder, _processor_from_dict(processor_dict), select_layer)
+        return cls(encoder, image_processor_from_dict(processor_dict), select_layer)
 
     @property
     def config(self):
