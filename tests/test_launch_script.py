@@ -140,10 +140,41 @@ MISSING_CASES = {
     "deepspeed config": ({"DS_CONFIG": "scripts/zero9.json"}, "error: --deepspeed config file does not exist (scripts/zero9.json)"),
     "tower path": ({"VISION_TOWER": "./no/such/tower"}, "error: --vision_tower folder does not exist (./no/such/tower)"),
     "tower not a hub id": ({"VISION_TOWER": "dinov2 large"}, "error: --vision_tower folder does not exist (dinov2 large)"),
+    "hub tower offline, not cached": (
+        {"VISION_TOWER": "facebook/dinov2-large", "HF_HOME": "{empty_dir}"},
+        "error: --vision_tower folder does not exist (facebook/dinov2-large), and no hub model of that name is in the "
+        "Hugging Face cache ({empty_dir}/hub) or can be downloaded (HF_HUB_OFFLINE is set)",
+    ),
     "mode": ({"MODE": "audio"}, "train_italian_video.sh: error: MODE must be 'video' (video+text training) or 'text' (text-only training on the captions), not 'audio'"),
     "recipe": ({"RECIPE": "recipes/none.yaml"}, "train_italian_video.sh: error: RECIPE: recipe file 'recipes/none.yaml' not found"),
     "text mode data file": ({"MODE": "text", "DATA_PATH": "/nonexistent/captions.json"}, "(/nonexistent/captions.json)"),
 }
+
+
+@pytest.mark.slow
+def test_every_wrong_path_is_named_in_the_one_line(dummy_paths, tmp_path):
+    exe, record = fake_python(tmp_path, checks=True)
+    wrong = {"LM_PATH": tmp_path / "no-lm", "VIDEO_FOLDER": tmp_path / "no-videos", "VISION_TOWER": tmp_path / "no-tower"}
+    env = clean_env(**{**dummy_paths, **wrong}, PYTHON=exe, OUTPUT_DIR=tmp_path / "out")
+    result = run_script(env, timeout=60)
+    assert (result.returncode, result.stderr) == (1, (
+        f"error: --model_name_or_path folder does not exist ({tmp_path / 'no-lm'}); --vision_tower folder does not "
+        f"exist ({tmp_path / 'no-tower'}); --video_folder folder does not exist ({tmp_path / 'no-videos'})\n"
+    ))
+    assert not record.exists()
+
+
+@pytest.mark.slow
+def test_packer_grids_that_do_not_tile_the_tower_are_refused_before_any_model_loads(script_assets, tmp_path):
+    exe, record = fake_python(tmp_path, checks=True)
+    env = clean_env(**script_assets, PYTHON=exe, OUTPUT_DIR=tmp_path / "out", FAST_GRID="8 3 4", DS_CONFIG="none")
+    result = run_script(env, timeout=60)
+    # the tiny tower: 56-pixel crops in 7-pixel patches, an 8x8 grid
+    assert (result.returncode, result.stderr) == (2, (
+        "error: --mm_fast_grid 8x3x4 does not divide the input grid 8x8x8 (frames x rows x columns). Valid choices: "
+        f"frames in (1, 2, 4, 8); rows in (1, 2, 4, 8); columns in (1, 2, 4, 8). ({script_assets['VISION_TOWER']})\n"
+    ))
+    assert not record.exists()
 
 
 @pytest.mark.slow

@@ -18,14 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
 
 from ..data_files import data_error
 from ..errors import InputError, UsageError, check_input_file, check_input_folder, check_writable, entry_point
-from ..model.model_folder import check_model_folder, is_llava_checkpoint, read_config
+from ..model.model_folder import check_model_folder, config_file_of, is_llava_checkpoint, read_config
+from ..model.multimodal_encoder.builder import processor_output_size
+from ..model.multimodal_resampler.token_packer import validate_grid
+from ..model.vision_settings import VisionSettings
 from ..samples import read_samples
 from .data import media_path
 from .llava_flags import parse_tunable_parts
@@ -33,8 +35,6 @@ from .llava_flags import parse_tunable_parts
 # A wrong --video_folder makes every clip unreadable: the run would skip them all and stop at the skip
 # limit after loading the model. Looking up this many media paths per modality is enough to tell.
 MEDIA_LOOKED_UP = 20
-# `name` or `owner/name`: what is not on disk and has this shape may be a Hugging Face hub id.
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 @dataclass
@@ -54,19 +54,25 @@ class Checked:
 
 
 def check(model_args, data_args, training_args) -> Checked:
-    """Runs every check; raises a UserError whose message is the one line to print."""
+    """Runs every check; raises a UserError whose message is the one line to print. The paths are checked
+    side by side, so that one line names every wrong one (a job resubmitted per wrong path costs a
+    queue wait each time)."""
     check_writable(training_args.output_dir, "--output_dir")
     parse_tunable_parts(model_args.mm_tunable_parts)
-    config = check_model_folder(model_args.model_name_or_path, "--model_name_or_path")
-    if model_args.vision_tower:
-        check_tower(model_args.vision_tower)
-    check_input_file(model_args.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
-    check_input_folder(data_args.video_folder, "--video_folder")
-    check_input_folder(data_args.image_folder, "--image_folder")
+    wrong: list[str] = []
+    config = _collect(wrong, check_model_folder, model_args.model_name_or_path, "--model_name_or_path")
+    tower_config_file = _collect(wrong, check_tower, model_args.vision_tower) if model_args.vision_tower else None
+    _collect(wrong, check_input_file, model_args.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
+    _collect(wrong, check_input_folder, data_args.video_folder, "--video_folder")
+    _collect(wrong, check_input_folder, data_args.image_folder, "--image_folder")
     # A --feature_cache folder not there yet is not an error: train_italian_video.sh fills it after these
     # checks, and training without it encodes every clip online (and warns).
     if data_args.feature_cache and os.path.exists(data_args.feature_cache):
-        check_input_folder(data_args.feature_cache, "--feature_cache")
+        _collect(wrong, check_input_folder, data_args.feature_cache, "--feature_cache")
+    if wrong:
+        raise InputError("; ".join(wrong))
+    if tower_config_file:
+        check_packer_grids(model_args, data_args, tower_config_file)
     if not data_args.data_path:
         raise UsageError("--data_path is required: the JSON list or JSONL file of training samples")
     samples, problems = read_samples(data_args.data_path, training_args.seed)
@@ -84,18 +90,43 @@ def check(model_args, data_args, training_args) -> Checked:
     return Checked(samples, config)
 
 
-def check_tower(tower: str) -> None:
-    """A local tower folder must hold a readable config.json; a hub id is left to the loader (which finds
-    it in the cache, or says it cannot)."""
-    if not os.path.exists(tower) and HUB_ID.fullmatch(tower) and not tower.startswith("."):
-        return
-    if not os.path.isdir(tower):
-        raise InputError(f"--vision_tower folder does not exist ({tower})" if not os.path.exists(tower)
-                         else f"--vision_tower is a file, not a model folder ({tower})")
-    config_file = os.path.join(tower, "config.json")
-    if not os.path.isfile(config_file):
-        raise InputError(f"--vision_tower folder has no config.json, so it is not a model folder ({tower})")
+def _collect(wrong: list[str], check, *args):
+    """`check(*args)`'s result, or None with its one-line message added to `wrong`."""
+    try:
+        return check(*args)
+    except InputError as e:
+        wrong.append(str(e))
+        return None
+
+
+def check_tower(tower: str) -> str:
+    """The config.json of a tower folder, or of a hub id in the local cache (fetched where the hub can be
+    reached; with HF_HUB_OFFLINE set, not being cached is an error here, not minutes later)."""
+    config_file = config_file_of(tower, "--vision_tower")
     read_config(config_file, "--vision_tower")
+    return config_file
+
+
+def check_packer_grids(model_args, data_args, tower_config_file: str) -> None:
+    """The packer's grids tile the tower's patch grid at --num_frames frames: the model build refuses
+    them too, but only after the language model and the tower are loaded."""
+    settings = VisionSettings.from_args(model_args, data_args)
+    if settings.mm_resampler_type != "fast_slow_token_packer":
+        return
+    try:
+        from transformers import AutoImageProcessor
+
+        patch_size = read_config(tower_config_file, "--vision_tower")["patch_size"]
+        processor = AutoImageProcessor.from_pretrained(os.path.dirname(tower_config_file))
+        side = processor_output_size(processor) // patch_size
+    except Exception:  # noqa: BLE001 - a tower described otherwise: the model build checks the grids
+        return
+    input_grid = (settings.num_frames, side, side)
+    for flag, grid in (("--mm_fast_grid", settings.mm_fast_grid), ("--mm_slow_grid", settings.mm_slow_grid)):
+        try:
+            validate_grid(flag, grid, input_grid)
+        except ValueError as e:
+            raise UsageError(f"{e} ({model_args.vision_tower})") from None
 
 
 def _check_media_found(samples: list[dict], modality: str, data_args) -> None:
