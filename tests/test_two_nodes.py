@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import subprocess
 from pathlib import Path
 
@@ -73,9 +74,10 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
         'while [ "$1" != bash ]; do shift; done\n'
         'for node in gpu-a01 gpu-a02; do SLURMD_NODENAME=$node "$@" || exit; done\n'
     )
-    recorder = bin_dir / "fake-python"  # records its environment and arguments
+    recorder = bin_dir / "fake-python"  # records its environment and arguments (the recipe's output folder: asked of python)
     recorder.write_text(
         "#!/usr/bin/env bash\n"
+        f'if [ "$1 $2" = "-m llava.train.recipe" ]; then exec "{sys.executable}" "$@"; fi\n'
         'printf "%s\\n" "PET_LOCAL_ADDR=$PET_LOCAL_ADDR" "PET_RDZV_CONF=$PET_RDZV_CONF" "$@"'
         ' > "$RECORD_DIR/$SLURMD_NODENAME.txt"\n'
     )
