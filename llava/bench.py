@@ -78,18 +78,42 @@ SHAPES = {
     "seed": Shapes(
         "seed",
         gpt2=dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=30000),
-        tower=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                   patch_size=14, image_size=518),
-        crop=224, resize=256, projector_hidden=2560,
-        num_clips=4, batch_size=2, clip_size=(640, 360), clip_seconds=10.0, fps=25,
+        tower=dict(
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            patch_size=14,
+            image_size=518,
+        ),
+        crop=224,
+        resize=256,
+        projector_hidden=2560,
+        num_clips=4,
+        batch_size=2,
+        clip_size=(640, 360),
+        clip_seconds=10.0,
+        fps=25,
     ),
     "demo": Shapes(
         "demo",
         gpt2=dict(n_layer=4, n_embd=128, n_head=4, n_positions=256),
-        tower=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                   patch_size=7, image_size=56),
-        crop=56, resize=64, projector_hidden=128,
-        num_clips=16, batch_size=8, clip_size=(64, 64), clip_seconds=2.0, fps=8,
+        tower=dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            patch_size=7,
+            image_size=56,
+        ),
+        crop=56,
+        resize=64,
+        projector_hidden=128,
+        num_clips=16,
+        batch_size=8,
+        clip_size=(64, 64),
+        clip_seconds=2.0,
+        fps=8,
     ),
 }
 
@@ -144,7 +168,9 @@ def _web_like_frames(num_frames: int, width: int, height: int, seed: int) -> np.
     so the encoder spends bits as on real footage (flat synthetic frames decode unrealistically fast)."""
     rng = np.random.default_rng(seed)
     texture = rng.integers(0, 256, size=(height + 64, width + 256, 3), dtype=np.uint8)
-    texture = ((texture.astype(np.uint16) + np.roll(texture, 1, axis=1) + np.roll(texture, 1, axis=0)) // 3).astype(np.uint8)
+    texture = ((texture.astype(np.uint16) + np.roll(texture, 1, axis=1) + np.roll(texture, 1, axis=0)) // 3).astype(
+        np.uint8
+    )
     y, x = np.mgrid[0:height, 0:width]
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
     for t in range(num_frames):
@@ -180,8 +206,16 @@ def build_assets(shapes: Shapes, workdir: Path) -> dict:
         name = f"clip_{i:03d}.mp4"
         # A keyframe every 2 seconds, as web video is commonly encoded (the seeking decoders depend on it).
         write_clip(videos / name, frames, fps=shapes.fps, gop_size=2 * shapes.fps)
-        samples.append({"id": name, "video": name, "conversations": [
-            {"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": spec.caption(i % 3)}]})
+        samples.append(
+            {
+                "id": name,
+                "video": name,
+                "conversations": [
+                    {"from": "human", "value": "<video>\n"},
+                    {"from": "gpt", "value": spec.caption(i % 3)},
+                ],
+            }
+        )
     (folder / "train.json").write_text(json.dumps(samples, ensure_ascii=False))
 
     tokenizer_dir = train_tokenizer(folder / "tokenizer", caption_corpus())
@@ -189,15 +223,29 @@ def build_assets(shapes: Shapes, workdir: Path) -> dict:
     torch.manual_seed(0)
     gpt2 = dict(shapes.gpt2)
     gpt2.setdefault("vocab_size", len(tokenizer))
-    GPT2LMHeadModel(GPT2Config(**gpt2, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).save_pretrained(folder / "gpt2")
+    GPT2LMHeadModel(
+        GPT2Config(
+            **gpt2,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+    ).save_pretrained(folder / "gpt2")
     tokenizer.save_pretrained(folder / "gpt2")
     Dinov2Model(Dinov2Config(**shapes.tower)).save_pretrained(folder / "tower")
-    BitImageProcessorPil(size={"shortest_edge": shapes.resize},
-                         crop_size={"height": shapes.crop, "width": shapes.crop}).save_pretrained(folder / "tower")
-    assets = {"folder": str(folder), "data": str(folder / "train.json"), "videos": str(videos),
-              "gpt2": str(folder / "gpt2"), "tower": str(folder / "tower"),
-              "clip": f"{shapes.clip_size[0]}x{shapes.clip_size[1]}, {shapes.fps} fps, {shapes.clip_seconds:g} s, H.264, keyframe every 2 s"}
+    BitImageProcessorPil(
+        size={"shortest_edge": shapes.resize}, crop_size={"height": shapes.crop, "width": shapes.crop}
+    ).save_pretrained(folder / "tower")
+    assets = {
+        "folder": str(folder),
+        "data": str(folder / "train.json"),
+        "videos": str(videos),
+        "gpt2": str(folder / "gpt2"),
+        "tower": str(folder / "tower"),
+        "clip": f"{shapes.clip_size[0]}x{shapes.clip_size[1]}, {shapes.fps} fps, {shapes.clip_seconds:g} s, H.264, keyframe every 2 s",
+    }
     # Written last and renamed into place: a run stopped while writing leaves no assets.json, so the
     # next run builds the assets again instead of reading half a file.
     partial = done.with_name(done.name + ".partial")
@@ -225,10 +273,24 @@ def _reusable_assets(done: Path) -> dict | None:
 
 
 def _train_argv(shapes: Shapes, assets: dict, workdir: Path, cache: str | None = None) -> list[str]:
-    argv = ["--model_name_or_path", assets["gpt2"], "--vision_tower", assets["tower"],
-            "--data_path", assets["data"], "--video_folder", assets["videos"], "--num_frames", "8",
-            "--mm_projector_hidden_size", str(shapes.projector_hidden),
-            "--output_dir", str(workdir / shapes.name / "unused-output"), "--disable_tqdm", "True"]
+    argv = [
+        "--model_name_or_path",
+        assets["gpt2"],
+        "--vision_tower",
+        assets["tower"],
+        "--data_path",
+        assets["data"],
+        "--video_folder",
+        assets["videos"],
+        "--num_frames",
+        "8",
+        "--mm_projector_hidden_size",
+        str(shapes.projector_hidden),
+        "--output_dir",
+        str(workdir / shapes.name / "unused-output"),
+        "--disable_tqdm",
+        "True",
+    ]
     return argv + (["--feature_cache", cache] if cache else [])
 
 
@@ -258,8 +320,10 @@ class Bench:
         self.assets = build_assets(self.shapes, self.workdir)
         cache_dir = str(self.workdir / self.shapes.name / "feature-cache")
         start = time.perf_counter()
-        summary = cache_features.main(_train_argv(self.shapes, self.assets, self.workdir, cache_dir)
-                                      + ["--dataloader_num_workers", "0", "--device", str(self.device)])
+        summary = cache_features.main(
+            _train_argv(self.shapes, self.assets, self.workdir, cache_dir)
+            + ["--dataloader_num_workers", "0", "--device", str(self.device)]
+        )
         self.cache_seconds = (time.perf_counter() - start) if summary["computed"] else None
         model_args, data_args, training_args = train.parse_args(_train_argv(self.shapes, self.assets, self.workdir))
         _, model = train.build_model(model_args, data_args, training_args)
@@ -315,8 +379,15 @@ class Bench:
         # FLOPs are counted on the warm-up call, which the timing then discards.
         flops_online = count_flops(lambda: self.train_step(self.online_batch))
         flops_cached = count_flops(lambda: self.train_step(self.cached_batch))
-        steps = side_by_side({"online": lambda: self.train_step(self.online_batch),
-                              "cached": lambda: self.train_step(self.cached_batch)}, device, n, warmup=0)
+        steps = side_by_side(
+            {
+                "online": lambda: self.train_step(self.online_batch),
+                "cached": lambda: self.train_step(self.cached_batch),
+            },
+            device,
+            n,
+            warmup=0,
+        )
         t_online, t_cached = steps["online"], steps["cached"]
         self.report("train step online", f"{b / t_online:.3f} samples/s ({t_online:.3f} s per batch of {b})")
         self.report("train step cached", f"{b / t_cached:.3f} samples/s ({t_cached:.3f} s per batch of {b})")
@@ -328,8 +399,13 @@ class Bench:
         frames = torch.cat(self.online_batch["images"])
         with torch.no_grad():
             _, _, mask, _, embeds, labels = self.model.prepare_inputs_labels_for_multimodal(
-                self.online_batch["input_ids"], None, self.online_batch["attention_mask"], None,
-                self.online_batch["labels"], self.online_batch["images"])
+                self.online_batch["input_ids"],
+                None,
+                self.online_batch["attention_mask"],
+                None,
+                self.online_batch["labels"],
+                self.online_batch["images"],
+            )
         text_ids = torch.randint(0, self.model.config.vocab_size, mask.shape, device=device)
 
         def tower_forward():
@@ -348,38 +424,62 @@ class Bench:
             self.model.zero_grad(set_to_none=True)
             self.forward_backward(self.cached_batch)
 
-        parts = side_by_side({"full": full, "tower": tower_forward, "lm": lm_only, "full_cached": full_cached}, device, n)
+        parts = side_by_side(
+            {"full": full, "tower": tower_forward, "lm": lm_only, "full_cached": full_cached}, device, n
+        )
         t_full, t_tower, t_lm, t_full_cached = parts["full"], parts["tower"], parts["lm"], parts["full_cached"]
-        self.report("sequence", f"{embeds.shape[1]} tokens ({self.model.get_model().num_visual_tokens(8)} visual), batch {b}")
-        self.report("online forward+backward vs tower + LM", f"{t_full:.3f} s vs {t_tower:.3f} + {t_lm:.3f} s: **{t_full / (t_tower + t_lm):.3f}x**")
-        self.report("cached forward+backward vs LM alone", f"{t_full_cached:.3f} s vs {t_lm:.3f} s: {t_full_cached / t_lm:.3f}x (packer, projector, splicing)")
+        self.report(
+            "sequence", f"{embeds.shape[1]} tokens ({self.model.get_model().num_visual_tokens(8)} visual), batch {b}"
+        )
+        self.report(
+            "online forward+backward vs tower + LM",
+            f"{t_full:.3f} s vs {t_tower:.3f} + {t_lm:.3f} s: **{t_full / (t_tower + t_lm):.3f}x**",
+        )
+        self.report(
+            "cached forward+backward vs LM alone",
+            f"{t_full_cached:.3f} s vs {t_lm:.3f} s: {t_full_cached / t_lm:.3f}x (packer, projector, splicing)",
+        )
         core = t_full_cached - t_lm  # the core's own work: the same in both steps, the tower aside
-        self.report("the core's own time (cached step - LM alone)", f"{core:.3f} s = {core / t_full:.1%} of the online forward+backward")
+        self.report(
+            "the core's own time (cached step - LM alone)",
+            f"{core:.3f} s = {core / t_full:.1%} of the online forward+backward",
+        )
 
         # Decoding the same files with each backend (the sampled 8 frames, as training does).
         from .video import read_video_frames
 
         paths = [os.path.join(self.assets["videos"], sample["media"]) for sample in self.online.samples]
         for backend in ("decord", "pyav"):
-            t = timed(lambda backend=backend: [read_video_frames(p, 8, backend=backend) for p in paths], device, max(1, n // 2))
+            t = timed(
+                lambda backend=backend: [read_video_frames(p, 8, backend=backend) for p in paths],
+                device,
+                max(1, n // 2),
+            )
             self.report(f"decode 8 frames, {backend}", f"{len(paths) / t:.2f} clips/s ({self.assets['clip']})")
 
         for name, dataset, step_time in (("online", self.online, t_online), ("cached", self.cached, t_cached)):
             rate = self._loader_rate(dataset)
-            self.report(f"data loader {name} ({self.workers} workers)",
-                        f"{rate:.2f} clips/s vs step {b / step_time:.3f} samples/s: **{rate * step_time / b:.1f}x** ahead")
+            self.report(
+                f"data loader {name} ({self.workers} workers)",
+                f"{rate:.2f} clips/s vs step {b / step_time:.3f} samples/s: **{rate * step_time / b:.1f}x** ahead",
+            )
 
         # Epochs of eight steps: the data loader's start-up (a fresh set of workers every epoch, as the
         # Trainer does) is paid once per epoch, and real epochs are longer still.
         batches = 8
         online_epoch, cached_epoch = self._epoch_rate(self.online, batches), self._epoch_rate(self.cached, batches)
-        self.report(f"epoch through the data loader, {batches} steps",
-                    f"online {online_epoch:.3f}, cached {cached_epoch:.3f} samples/s: **{cached_epoch / online_epoch:.1f}x**")
+        self.report(
+            f"epoch through the data loader, {batches} steps",
+            f"online {online_epoch:.3f}, cached {cached_epoch:.3f} samples/s: **{cached_epoch / online_epoch:.1f}x**",
+        )
 
         peak = matmul_flops_per_second(device, self.autocast_dtype or torch.float32)
         for name, flops, t in (("online", flops_online, t_online), ("cached", flops_cached, t_cached)):
             achieved = flops / t
-            self.report(f"achieved FLOP/s, {name} step", f"{achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.0%} of matmul {peak / 1e9:.1f} GFLOP/s ({flops / 1e9:.1f} GFLOP per step)")
+            self.report(
+                f"achieved FLOP/s, {name} step",
+                f"{achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.0%} of matmul {peak / 1e9:.1f} GFLOP/s ({flops / 1e9:.1f} GFLOP per step)",
+            )
 
         self.model.eval()
         per_call: dict[int, float] = {}
@@ -430,7 +530,9 @@ class Bench:
             with self._autocast():
                 out = self.model.generate(ids, attention_mask=mask, images=clips, max_new_tokens=NEW_TOKENS, **greedy)
             if tuple(out.shape) != (batch_size, NEW_TOKENS):
-                raise RuntimeError(f"generation bench: generate returned {tuple(out.shape)}, expected ({batch_size}, {NEW_TOKENS})")
+                raise RuntimeError(
+                    f"generation bench: generate returned {tuple(out.shape)}, expected ({batch_size}, {NEW_TOKENS})"
+                )
 
         def tower_forward():
             with torch.no_grad(), self._autocast():
@@ -438,34 +540,64 @@ class Bench:
 
         def lm_generate(new_tokens: int):
             with self._autocast():
-                self.model.generate(inputs_embeds=embeds, attention_mask=spliced_mask, max_new_tokens=new_tokens, **greedy)
+                self.model.generate(
+                    inputs_embeds=embeds, attention_mask=spliced_mask, max_new_tokens=new_tokens, **greedy
+                )
 
         def bound():
             with torch.no_grad(), self._autocast():
                 self.model(inputs_embeds=bound_embeds, attention_mask=bound_mask, logits_to_keep=NEW_TOKENS)
 
-        t = side_by_side({"caption": caption, "tower": tower_forward, "splice": splice, "prefill": lambda: lm_generate(1),
-                          "lm": lambda: lm_generate(NEW_TOKENS), "bound": bound}, self.device, repeats, warmup)
-        runs = ("one timed run" if repeats == 1 else f"median of {repeats} runs") + (", after a warm-up" if warmup else ", no warm-up")
+        t = side_by_side(
+            {
+                "caption": caption,
+                "tower": tower_forward,
+                "splice": splice,
+                "prefill": lambda: lm_generate(1),
+                "lm": lambda: lm_generate(NEW_TOKENS),
+                "bound": bound,
+            },
+            self.device,
+            repeats,
+            warmup,
+        )
+        runs = ("one timed run" if repeats == 1 else f"median of {repeats} runs") + (
+            ", after a warm-up" if warmup else ", no warm-up"
+        )
         call, decode = t["caption"], t["lm"] - t["prefill"]
-        parts = {"tower": t["tower"], "packer+projector+splicing": t["splice"], "prefill": t["prefill"], "decode steps": decode}
+        parts = {
+            "tower": t["tower"],
+            "packer+projector+splicing": t["splice"],
+            "prefill": t["prefill"],
+            "decode steps": decode,
+        }
         shares = ", ".join(f"{name} {value / call:.0%}" for name, value in parts.items())
-        self.report(f"generation, batch {batch_size}",
-                    f"{batch_size / call:.3f} captions/s ({call:.3f} s per call, {embeds.shape[1]} prompt tokens; {runs})")
-        self.report(f"generation time shares, batch {batch_size}",
-                    f"{shares} ({decode / (NEW_TOKENS - 1) * 1e3:.1f} ms per step); the parts add up to {sum(parts.values()) / call:.0%} of the call")
+        self.report(
+            f"generation, batch {batch_size}",
+            f"{batch_size / call:.3f} captions/s ({call:.3f} s per call, {embeds.shape[1]} prompt tokens; {runs})",
+        )
+        self.report(
+            f"generation time shares, batch {batch_size}",
+            f"{shares} ({decode / (NEW_TOKENS - 1) * 1e3:.1f} ms per step); the parts add up to {sum(parts.values()) / call:.0%} of the call",
+        )
         at_bound = t["tower"] + t["splice"] + t["bound"]
-        self.report(f"LM decoding vs forward-only bound, batch {batch_size}",
-                    f"{t['lm']:.3f} s vs one forward {t['bound']:.3f} s: **{t['lm'] / t['bound']:.2f}x**; "
-                    f"whole caption at the bound {batch_size / at_bound:.3f} captions/s")
+        self.report(
+            f"LM decoding vs forward-only bound, batch {batch_size}",
+            f"{t['lm']:.3f} s vs one forward {t['bound']:.3f} s: **{t['lm'] / t['bound']:.2f}x**; "
+            f"whole caption at the bound {batch_size / at_bound:.3f} captions/s",
+        )
         return call
 
     def _loader(self, dataset, min_batches: int):
         from torch.utils.data import ConcatDataset, DataLoader
 
         passes = -(-min_batches * self.shapes.batch_size // len(dataset))
-        return DataLoader(ConcatDataset([dataset] * passes), batch_size=self.shapes.batch_size,
-                          num_workers=self.workers, collate_fn=self.collator)
+        return DataLoader(
+            ConcatDataset([dataset] * passes),
+            batch_size=self.shapes.batch_size,
+            num_workers=self.workers,
+            collate_fn=self.collator,
+        )
 
     def _loader_rate(self, dataset) -> float:
         """Clips/s the DataLoader delivers with the training default's workers, after the first batch
@@ -508,8 +640,10 @@ def describe_load(start: tuple[float, float, float], end: tuple[float, float, fl
     """The machine's load around the run. The run itself keeps about its torch threads busy, so other work
     shows as a load at the start (before the run's own) or clearly above the run's threads at the end."""
     cores, threads = os.cpu_count(), torch.get_num_threads()
-    text = (f"Load average (1 min) {start[0]:.1f} when the run began and {end[0]:.1f} when it ended, on "
-            f"{cores} cores (this run alone keeps about {threads} busy).")
+    text = (
+        f"Load average (1 min) {start[0]:.1f} when the run began and {end[0]:.1f} when it ended, on "
+        f"{cores} cores (this run alone keeps about {threads} busy)."
+    )
     if start[0] >= 1.0 or end[0] > threads + 1:
         text += f" Other work shared this {cores}-core machine during the run: its absolute times are inflated."
     return text
@@ -562,9 +696,11 @@ def write_markdown(path: Path, machine: str, results: dict[str, list[tuple[str, 
 def _describe_shapes(s: Shapes) -> str:
     g, t = s.gpt2, s.tower
     vocab = f", vocabulary {g['vocab_size']}" if "vocab_size" in g else ""
-    return (f"GPT-2 {g['n_layer']}x{g['n_embd']}{vocab}; DINOv2-shaped tower {t['num_hidden_layers']}x{t['hidden_size']} "
-            f"(random weights) on {s.crop}-pixel crops; 8 frames; packer 64 + 32 tokens; projector -> "
-            f"{s.projector_hidden} -> {g['n_embd']}; batch {s.batch_size}; {s.num_clips} clips.")
+    return (
+        f"GPT-2 {g['n_layer']}x{g['n_embd']}{vocab}; DINOv2-shaped tower {t['num_hidden_layers']}x{t['hidden_size']} "
+        f"(random weights) on {s.crop}-pixel crops; 8 frames; packer 64 + 32 tokens; projector -> "
+        f"{s.projector_hidden} -> {g['n_embd']}; batch {s.batch_size}; {s.num_clips} clips."
+    )
 
 
 def _count(minimum: int):
@@ -608,7 +744,9 @@ def parse_device(text: str) -> torch.device:
 
 def check_output(output: str) -> None:
     if os.path.isdir(output):
-        raise InputError(f"--output {output} is a folder; name the table's file, e.g. {os.path.join(output, 'benchmarks.md')}")
+        raise InputError(
+            f"--output {output} is a folder; name the table's file, e.g. {os.path.join(output, 'benchmarks.md')}"
+        )
     # A path that does not exist yet is checked by the folder it would be made in (check_writable walks up).
     target = os.path.dirname(os.path.abspath(output)) if os.path.exists(output) else output
     errors.check_writable(target, "--output")
@@ -618,7 +756,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = errors.ArgumentParser(prog="python -m llava.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="seed,demo", help="comma-separated: seed, demo")
     parser.add_argument("--repeats", type=_count(1), default=3, help="timed repetitions of each measurement (median)")
-    parser.add_argument("--workers", type=_count(0), default=DEFAULT_WORKERS, help="data loader workers (the training script's default)")
+    parser.add_argument(
+        "--workers", type=_count(0), default=DEFAULT_WORKERS, help="data loader workers (the training script's default)"
+    )
     # Relative to the working directory, not to the package: an installed package's folder is no place to write.
     parser.add_argument("--workdir", default="bench_work", help="models and clips (kept between runs)")
     parser.add_argument("--output", default=os.path.join("docs", "benchmarks.md"), help="the table in Markdown")

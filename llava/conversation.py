@@ -80,8 +80,11 @@ def to_messages(conversations: list[dict]) -> list[dict]:
 def last_answer(conversations: list[dict]) -> str | None:
     """The text of a conversation's last answer (gpt/assistant turn): a sample's reference caption; None
     where it has none. Turns are read as they come (unvalidated files too): others are passed over."""
-    answers = [turn.get("value", turn.get("content")) for turn in conversations
-               if ROLES.get(turn.get("from", turn.get("role"))) == "assistant"]
+    answers = [
+        turn.get("value", turn.get("content"))
+        for turn in conversations
+        if ROLES.get(turn.get("from", turn.get("role"))) == "assistant"
+    ]
     return answers[-1] if answers else None
 
 
@@ -171,7 +174,9 @@ class Conversation:
     def answer_end(self) -> str:
         """The text that closes an answer in this layout ("" where none does)."""
         if self.sep_style not in _ANSWER_END_FIELD:
-            raise ValueError(f"conversation {self.version!r}: SeparatorStyle.{self.sep_style.name} has no layout; use CHATML")
+            raise ValueError(
+                f"conversation {self.version!r}: SeparatorStyle.{self.sep_style.name} has no layout; use CHATML"
+            )
         return getattr(self, _ANSWER_END_FIELD[self.sep_style]) or ""
 
     def pieces(self) -> list[Piece]:
@@ -321,7 +326,10 @@ class ConversationTemplate(Template):
                     "--version %s: the tokenizer splits the prompt before answer %d differently alone than inside "
                     "the training text (last prompt ids %s, training ids %s); generation prompts will not match "
                     "training exactly",
-                    self.name, number, prompt[-3:], ids[max(len(prompt) - 3, 0) : len(prompt)],
+                    self.name,
+                    number,
+                    prompt[-3:],
+                    ids[max(len(prompt) - 3, 0) : len(prompt)],
                 )
                 return
 
@@ -445,7 +453,9 @@ def _end_after_content(text: str, start: int, content: str, tokenizer) -> int:
     """End of `content` found from `start`, extended over an end-of-turn special token right after it."""
     found = text.find(content, start)
     end = (found if found >= 0 else start) + len(content)
-    specials = sorted(set(tokenizer.all_special_tokens) | {t.content for t in tokenizer.added_tokens_decoder.values()}, key=len)
+    specials = sorted(
+        set(tokenizer.all_special_tokens) | {t.content for t in tokenizer.added_tokens_decoder.values()}, key=len
+    )
     for token in reversed(specials):  # longest first
         if token and text.startswith(token, end):
             return end + len(token)
@@ -512,7 +522,9 @@ _VICUNA_V0_EXAMPLE = [
 
 
 def _single(system: str, version: str = "Unknown", messages=None, offset: int = 0) -> Conversation:
-    return Conversation(system, ("Human", "Assistant"), messages or [], offset, SeparatorStyle.SINGLE, "###", None, version)
+    return Conversation(
+        system, ("Human", "Assistant"), messages or [], offset, SeparatorStyle.SINGLE, "###", None, version
+    )
 
 
 def _two(system: str, version: str) -> Conversation:
@@ -531,7 +543,9 @@ def _mpt(
 
 def _qwen(system: str) -> Conversation:
     roles = ("<|im_start|>user", "<|im_start|>assistant")
-    return Conversation(f"<|im_start|>system\n{system}", roles, [], 0, SeparatorStyle.CHATML, "<|im_end|>", None, "qwen")
+    return Conversation(
+        f"<|im_start|>system\n{system}", roles, [], 0, SeparatorStyle.CHATML, "<|im_end|>", None, "qwen"
+    )
 
 
 conv_vicuna_v0 = _single(_VICUNA_V0_SYSTEM, messages=_VICUNA_V0_EXAMPLE, offset=2)
@@ -566,7 +580,14 @@ conv_chatml_direct = _mpt("<|im_start|>system\nAnswer the questions.")
 conv_qwen = _qwen("You are a helpful assistant.")
 conv_qwen_2_5 = _qwen("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
 conv_gemma_instruct = Conversation(
-    "", ("<start_of_turn>user\n", "<start_of_turn>model\n"), [], 0, SeparatorStyle.GEMMA, "<end_of_turn>\n", None, "gemma"
+    "",
+    ("<start_of_turn>user\n", "<start_of_turn>model\n"),
+    [],
+    0,
+    SeparatorStyle.GEMMA,
+    "<end_of_turn>\n",
+    None,
+    "gemma",
 )
 conv_llava_plain = Conversation("", ("USER", "ASSISTANT"), [], 0, SeparatorStyle.PLAIN, "\n", None, "plain")
 

@@ -131,15 +131,19 @@ def scan_sample_file(path: str) -> tuple[list[tuple[str, object]], list[DataProb
         name = os.path.basename(path)
         problems = [
             DataProblem(path, f"{name} #{i} is a JSON {_json_kind(entry)}, not a sample object", whole=True)
-            for i, entry in enumerate(entries) if not isinstance(entry, dict)
+            for i, entry in enumerate(entries)
+            if not isinstance(entry, dict)
         ]
         return [(f"{name} #{i}", entry) for i, entry in enumerate(entries)], problems
     whole = _one_json_object(text)
     if whole is not None:
-        return [], [DataProblem(
-            path, "the data file holds one JSON object, not a list of samples: expected a JSON list "
-            "[{...}, {...}] or JSONL (one sample object per line)"
-        )]
+        return [], [
+            DataProblem(
+                path,
+                "the data file holds one JSON object, not a list of samples: expected a JSON list "
+                "[{...}, {...}] or JSONL (one sample object per line)",
+            )
+        ]
     entries, problems = [], []
     name = os.path.basename(path)
     for number, line in enumerate(text.splitlines(), 1):
@@ -210,7 +214,9 @@ def _sampling_count(strategy: str, total: int) -> tuple[str, int]:
         return "all", total
     kind, sep, amount = strategy.partition(":")
     if not sep or kind not in ("first", "end", "random"):
-        raise ValueError(f"sampling_strategy {strategy!r}; expected all, first:N, end:N or random:N (N a count or a percentage)")
+        raise ValueError(
+            f"sampling_strategy {strategy!r}; expected all, first:N, end:N or random:N (N a count or a percentage)"
+        )
     try:
         if amount.endswith("%"):
             count = math.ceil(float(amount[:-1]) * total / 100)
@@ -266,7 +272,11 @@ def _read_mixture(path: str, seed: int, problems: list[DataProblem]) -> list[tup
         json_path = str(entry["json_path"])
         file, looked_at = _mixture_file(path, json_path)
         if file is None:
-            problems.append(DataProblem(path, f"{where}: json_path {json_path} does not exist (looked at {' and '.join(looked_at)})"))
+            problems.append(
+                DataProblem(
+                    path, f"{where}: json_path {json_path} does not exist (looked at {' and '.join(looked_at)})"
+                )
+            )
             continue
         samples, file_problems = scan_sample_file(file)
         if file_problems:

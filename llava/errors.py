@@ -131,11 +131,15 @@ class OneLineArgumentErrors:
         unknown flags, each with the known one it most resembles (a typo), or the stray values."""
         flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
         if not flags:
-            return UsageError(f"unexpected argument{'s' if len(unknown) > 1 else ''} {' '.join(unknown)} ({self.help_hint()})")
+            return UsageError(
+                f"unexpected argument{'s' if len(unknown) > 1 else ''} {' '.join(unknown)} ({self.help_hint()})"
+            )
         # argparse's own table of option strings: this object is the parser that holds it.
         known = [s for s in self._option_string_actions if s.startswith("--")]
         guesses = [difflib.get_close_matches(flag, known, n=1, cutoff=0.8) for flag in flags]
-        named = ", ".join(f"{flag} (did you mean {guess[0]}?)" if guess else flag for flag, guess in zip(flags, guesses))
+        named = ", ".join(
+            f"{flag} (did you mean {guess[0]}?)" if guess else flag for flag, guess in zip(flags, guesses)
+        )
         return UsageError(f"unknown flag{'s' if len(flags) > 1 else ''} {named} ({self.help_hint()})")
 
 

@@ -51,9 +51,17 @@ def _visual_inputs(entry) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def generate_texts(model, tokenizer, prompts: list[list[int]], images: list, max_new_tokens: int = 64,
-                   temperature: float = 0.0, top_p: float | None = 1.0, num_beams: int = 1,
-                   stop_strings=()) -> list[str]:
+def generate_texts(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    images: list,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float | None = 1.0,
+    num_beams: int = 1,
+    stop_strings=(),
+) -> list[str]:
     """One batch: `prompts[i]` (ids with IMAGE_TOKEN_INDEX placeholders) with `images[i]` (a (T, 3, S, S)
     clip, a (3, S, S) or (1, 3, S, S) image, a list of them in placeholder order, or None for a text-only
     prompt) -> the generated texts.
@@ -76,28 +84,53 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], images: list, max
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     visual = [x.to(device) for entry in images for x in _visual_inputs(entry)]
     modalities = ["video" if x.ndim == 4 and x.shape[0] > 1 else "image" for x in visual]
-    decoding = {"do_sample": True, "temperature": float(temperature), "top_p": top_p} if temperature > 0 else {
-        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    decoding = (
+        {"do_sample": True, "temperature": float(temperature), "top_p": top_p}
+        if temperature > 0
+        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    )
     stops = [s for s in stop_strings if s]
     if stops:
         decoding.update(stop_strings=stops, tokenizer=tokenizer)
     # images= is always passed (None for text-only prompts): generate then returns only the new tokens.
-    out = model.generate(ids, attention_mask=mask, images=visual or None, modalities=modalities or None,
-                         max_new_tokens=max_new_tokens, num_beams=num_beams, pad_token_id=pad,
-                         eos_token_id=stop_token_ids(tokenizer), **decoding)
+    out = model.generate(
+        ids,
+        attention_mask=mask,
+        images=visual or None,
+        modalities=modalities or None,
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        pad_token_id=pad,
+        eos_token_id=stop_token_ids(tokenizer),
+        **decoding,
+    )
     # A stop string that is a special token (`<|im_end|>`, a Llama `</s>`) ended generation as a stop id and
     # is skipped in decoding; one spelled with ordinary tokens (`###`, `</s>` for GPT-2) is cut here.
     return [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops) for row in out]
 
 
-def caption(model, tokenizer, template, prompts: list[list[int]], images: list, batch_size: int | None = None,
-            progress: bool = False, **decoding) -> list[str]:
+def caption(
+    model,
+    tokenizer,
+    template,
+    prompts: list[list[int]],
+    images: list,
+    batch_size: int | None = None,
+    progress: bool = False,
+    **decoding,
+) -> list[str]:
     """generate_texts over `prompts` and `images` in batches of `batch_size` (all in one where None),
     stopping at `template`'s end-of-answer strings; `decoding`: generate_texts' max_new_tokens,
     temperature, top_p, num_beams."""
     size = batch_size or max(len(prompts), 1)
     texts = []
     for start in tqdm(range(0, len(prompts), size), desc="captions", disable=not progress, file=sys.stderr):
-        texts += generate_texts(model, tokenizer, prompts[start : start + size], images[start : start + size],
-                                stop_strings=template.stop_strings, **decoding)
+        texts += generate_texts(
+            model,
+            tokenizer,
+            prompts[start : start + size],
+            images[start : start + size],
+            stop_strings=template.stop_strings,
+            **decoding,
+        )
     return texts

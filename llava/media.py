@@ -49,7 +49,9 @@ def load_clip(path: str, image_processor, num_frames: int) -> torch.Tensor:
     return process_video_frames(read_video_frames(path, num_frames), image_processor)
 
 
-def load_pixels(modality: str, path: str, num_frames: int, image_processor, aspect_ratio: str | None = None) -> torch.Tensor:
+def load_pixels(
+    modality: str, path: str, num_frames: int, image_processor, aspect_ratio: str | None = None
+) -> torch.Tensor:
     """The pixels of one medium of `modality` ('video' or 'image'): load_clip or load_image."""
     if modality == "video":
         return load_clip(path, image_processor, num_frames)

@@ -56,7 +56,12 @@ def prepare_sample(sample: dict, where: str) -> dict:
             turns.insert(0, {"from": "user", "value": token})
         else:
             turns[first_user] = {"from": "user", "value": f"{token}\n{turns[first_user]['value']}"}
-    return {"id": sample_id, "modality": modality, "media": sample[modality] if modality else None, "conversations": turns}
+    return {
+        "id": sample_id,
+        "modality": modality,
+        "media": sample[modality] if modality else None,
+        "conversations": turns,
+    }
 
 
 def read_samples(data_path: str, seed: int = 0) -> tuple[list[dict], list[DataProblem]]:

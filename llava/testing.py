@@ -52,7 +52,9 @@ TINY_TOWERS = {
     ),
     "clip": lambda: (
         CLIPVisionModel(CLIPVisionConfig(**_TOWER, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)),
-        CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+        CLIPImageProcessorPil(
+            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        ),
     ),
     "siglip": lambda: (
         SiglipVisionModel(SiglipVisionConfig(**_TOWER, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)),
@@ -73,4 +75,6 @@ def save_tiny_vision_tower(folder, kind: str = "dinov2", seed: int = 0) -> str:
 def tiny_vision_args(tower_path: str, **overrides) -> VisionSettings:
     """Vision settings for `initialize_vision_modules` that fit the tiny towers: the defaults, with a
     narrower projector and fewer packer heads for the towers' width of 32."""
-    return VisionSettings(vision_tower=str(tower_path), mm_projector_hidden_size=48, mm_packer_num_heads=4).replace(**overrides)
+    return VisionSettings(vision_tower=str(tower_path), mm_projector_hidden_size=48, mm_packer_num_heads=4).replace(
+        **overrides
+    )

@@ -158,8 +158,7 @@ def _read_pyav(path: str, probe: _Probe, indices: list[int], deadline: float, ti
     missing = wanted - kept.keys()
     if missing:
         raise VideoReadError(
-            f"{path}: stream yielded fewer frames than its {probe.num_frames} packets "
-            f"(frame {min(missing)} missing)"
+            f"{path}: stream yielded fewer frames than its {probe.num_frames} packets (frame {min(missing)} missing)"
         )
     return np.stack([kept[i] for i in indices])
 

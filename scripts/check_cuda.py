@@ -38,8 +38,9 @@ def build(tower_dir):
     """One model, copied for each attention implementation: the comparison is then of kernels only
     (two separately built random models need not get the same weights)."""
     torch.manual_seed(0)
-    config = LlavaGPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=30000, n_positions=1024,
-                             bos_token_id=0, eos_token_id=0)
+    config = LlavaGPT2Config(
+        n_layer=12, n_embd=768, n_head=12, vocab_size=30000, n_positions=1024, bos_token_id=0, eos_token_id=0
+    )
     model = LlavaGPT2ForCausalLM(config)
     model.get_model().initialize_vision_modules(
         tiny_vision_args(tower_dir, mm_projector_hidden_size=2560, mm_packer_num_heads=8)
@@ -76,16 +77,28 @@ def step_time(model, ids, labels, clips, steps=10):
 
 
 def main(argv=None) -> int:
-    parser = errors.ArgumentParser(prog="python scripts/check_cuda.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = errors.ArgumentParser(
+        prog="python scripts/check_cuda.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.parse_args(argv)
     if not torch.cuda.is_available():
         build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
         raise errors.UserError(f"no CUDA device: these checks need a GPU (torch {torch.__version__}, {build})")
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
     with tempfile.TemporaryDirectory() as tower_dir:
-        Dinov2Model(Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                 intermediate_size=4096, image_size=518, patch_size=14)).save_pretrained(tower_dir)
-        BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}).save_pretrained(tower_dir)
+        Dinov2Model(
+            Dinov2Config(
+                hidden_size=1024,
+                num_hidden_layers=24,
+                num_attention_heads=16,
+                intermediate_size=4096,
+                image_size=518,
+                patch_size=14,
+            )
+        ).save_pretrained(tower_dir)
+        BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}).save_pretrained(
+            tower_dir
+        )
         eager, sdpa = build(tower_dir)
 
     ids, labels, clips = batch()
@@ -94,14 +107,20 @@ def main(argv=None) -> int:
     with torch.no_grad():
         text = ids[:, 1:]
         a, b = eager(input_ids=text).logits, sdpa(input_ids=text).logits
-        report("eager == sdpa, text only (fp32 logits)", (a - b).abs().max().item() < 1e-3,
-               f"max diff {(a - b).abs().max().item():.2e}, logit scale {a.abs().max().item():.2e}")
+        report(
+            "eager == sdpa, text only (fp32 logits)",
+            (a - b).abs().max().item() < 1e-3,
+            f"max diff {(a - b).abs().max().item():.2e}, logit scale {a.abs().max().item():.2e}",
+        )
         fa, fb = eager.encode_videos(clips), sdpa.encode_videos(clips)
         feature_diff = max((x - y).abs().max().item() for x, y in zip(fa, fb))
         report("visual tokens equal", feature_diff < 1e-4, f"max diff {feature_diff:.2e}")
         a, b = eager(input_ids=ids, images=clips).logits, sdpa(input_ids=ids, images=clips).logits
-        report("eager == sdpa, video (fp32 logits)", (a - b).abs().max().item() < 1e-3,
-               f"max diff {(a - b).abs().max().item():.2e}, logit scale {a.abs().max().item():.2e}")
+        report(
+            "eager == sdpa, video (fp32 logits)",
+            (a - b).abs().max().item() < 1e-3,
+            f"max diff {(a - b).abs().max().item():.2e}, logit scale {a.abs().max().item():.2e}",
+        )
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     sdpa.train()
@@ -109,8 +128,11 @@ def main(argv=None) -> int:
         out = sdpa(input_ids=ids, labels=labels, images=clips)
     out.loss.backward()
     inner = sdpa.get_model()
-    adapter_ok = all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
-                     for m in (inner.mm_projector, inner.vision_resampler, inner.mm_pos_embed) for p in m.parameters())
+    adapter_ok = all(
+        p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+        for m in (inner.mm_projector, inner.vision_resampler, inner.mm_pos_embed)
+        for p in m.parameters()
+    )
     tower_ok = all(p.grad is None for p in inner.vision_tower.parameters())
     report("bf16 train step", bool(torch.isfinite(out.loss)) and adapter_ok and tower_ok, f"loss {out.loss.item():.3f}")
     sdpa.zero_grad(set_to_none=True)
@@ -123,8 +145,11 @@ def main(argv=None) -> int:
     sdpa.train()
     eager.train()
     t_sdpa, t_eager = step_time(sdpa, ids, labels, clips), step_time(eager, ids, labels, clips)
-    print(f"bf16 train step, batch 4 x 8 frames: sdpa {t_sdpa * 1e3:.1f} ms, eager {t_eager * 1e3:.1f} ms, "
-          f"ratio eager/sdpa {t_eager / t_sdpa:.2f}", flush=True)
+    print(
+        f"bf16 train step, batch 4 x 8 frames: sdpa {t_sdpa * 1e3:.1f} ms, eager {t_eager * 1e3:.1f} ms, "
+        f"ratio eager/sdpa {t_eager / t_sdpa:.2f}",
+        flush=True,
+    )
     print(f"{sum(RESULTS)}/{len(RESULTS)} checks passed", flush=True)
     return 0 if all(RESULTS) else 1
 

@@ -71,7 +71,9 @@ def read_annotations(path: Path) -> list[dict]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise InputError(f"annotations are not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} ({path}:{line})") from None
+        raise InputError(
+            f"annotations are not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} ({path}:{line})"
+        ) from None
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = _json_rows(text, path)
     else:
@@ -88,8 +90,15 @@ def _json_rows(text: str, path: Path) -> list[dict]:
         except json.JSONDecodeError as e:
             raise InputError(f"annotations are not valid JSON: {_json_problem(e)} ({path}:{e.lineno})") from None
         # Text that starts with `[` and parses is a list: a list followed by more text is a JSONDecodeError.
-        _raise_listed([f"{path} #{i + 1}: {_kind(row)}, not an object" for i, row in enumerate(rows) if not isinstance(row, dict)],
-                      "annotation row is not a JSON object", "annotation rows are not JSON objects")
+        _raise_listed(
+            [
+                f"{path} #{i + 1}: {_kind(row)}, not an object"
+                for i, row in enumerate(rows)
+                if not isinstance(row, dict)
+            ],
+            "annotation row is not a JSON object",
+            "annotation rows are not JSON objects",
+        )
         return rows
     lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     if len(lines) > 1:
@@ -98,8 +107,10 @@ def _json_rows(text: str, path: Path) -> list[dict]:
         except json.JSONDecodeError:
             whole = None
         if whole is not None:
-            raise InputError(f"annotations are a single JSON value ({_kind(whole)}) over several lines; expected a "
-                             f"JSON list of rows or one JSON object per line ({path})")
+            raise InputError(
+                f"annotations are a single JSON value ({_kind(whole)}) over several lines; expected a "
+                f"JSON list of rows or one JSON object per line ({path})"
+            )
     rows, problems = [], []
     for number, line in lines:
         try:
@@ -126,7 +137,9 @@ def _csv_rows(text: str, path: Path) -> list[dict]:
         except StopIteration:
             break
         except csv.Error as e:
-            reason = "the file ends inside a quoted field" if "unexpected end of data" in str(e) else f"not valid CSV: {e}"
+            reason = (
+                "the file ends inside a quoted field" if "unexpected end of data" in str(e) else f"not valid CSV: {e}"
+            )
             raise InputError(f"annotations: {reason} ({path}:{first_line})") from None
         if not fields:  # a blank line
             continue
@@ -177,8 +190,9 @@ def pick_field(columns: list[str], given: str | None, candidates: tuple[str, ...
     for name in candidates:
         if name in columns:
             return name
-    raise InputError(f"no {what} column found among {', '.join(candidates)}; name it with --{what}-field "
-                     f"({path}; columns: {listed})")
+    raise InputError(
+        f"no {what} column found among {', '.join(candidates)}; name it with --{what}-field ({path}; columns: {listed})"
+    )
 
 
 def check_clip_pattern(pattern: str, columns: list[str], path: Path) -> None:
@@ -192,8 +206,10 @@ def check_clip_pattern(pattern: str, columns: list[str], path: Path) -> None:
         if field == "" or field.isdigit():
             raise UsageError(f"--clip-pattern {pattern!r}: every {{}} must name a column, e.g. {{id}} or {{page_dir}}")
         if field != "id" and field not in columns:
-            raise UsageError(f"--clip-pattern {pattern!r} names {{{field}}}, which is not a column of the annotations "
-                             f"({path}; columns: {', '.join(map(str, columns))})")
+            raise UsageError(
+                f"--clip-pattern {pattern!r} names {{{field}}}, which is not a column of the annotations "
+                f"({path}; columns: {', '.join(map(str, columns))})"
+            )
 
 
 # ------------------------------------------------------------------------------------------ clips
@@ -259,13 +275,19 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = errors.ArgumentParser(prog="python scripts_italian/prepare_webvid_italian.py", description=__doc__.split("\n\n")[0])
+    parser = errors.ArgumentParser(
+        prog="python scripts_italian/prepare_webvid_italian.py", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--annotations", required=True, type=Path, help="CSV or JSONL annotation file")
     parser.add_argument("--video-folder", required=True, type=Path, help="folder of the downloaded clips")
     parser.add_argument("--out-dir", required=True, type=Path)
     parser.add_argument("--id-field")
     parser.add_argument("--caption-field")
-    parser.add_argument("--clip-pattern", default="{id}.mp4", help="clip path under --video-folder, filled with the row's fields and {id}")
+    parser.add_argument(
+        "--clip-pattern",
+        default="{id}.mp4",
+        help="clip path under --video-folder, filled with the row's fields and {id}",
+    )
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="human turn of each video sample (must hold <video>)")
     parser.add_argument("--num-frames", type=_positive_int, default=8, help="frames decoded per clip when checking it")
     parser.add_argument("--workers", type=_positive_int, default=min(8, os.cpu_count() or 1))
@@ -314,22 +336,32 @@ def main(argv=None) -> int:
             dropped.append({"id": clip_id, "path": path, "reason": reason})
             continue
         answer = {"from": "gpt", "value": caption}
-        video_samples.append({"id": clip_id, "video": relative, "conversations": [{"from": "human", "value": args.prompt}, answer]})
+        video_samples.append(
+            {"id": clip_id, "video": relative, "conversations": [{"from": "human", "value": args.prompt}, answer]}
+        )
         text_samples.append({"id": clip_id, "conversations": [answer]})
 
     with errors.saving(str(args.out_dir), "the prepared annotations"):
         args.out_dir.mkdir(parents=True, exist_ok=True)
     listing = args.out_dir / "dropped.jsonl"
-    write_outputs({
-        args.out_dir / "train_video.json": json.dumps(video_samples, ensure_ascii=False, indent=1),
-        args.out_dir / "train_text.json": json.dumps(text_samples, ensure_ascii=False, indent=1),
-        listing: "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in dropped),
-    })
+    write_outputs(
+        {
+            args.out_dir / "train_video.json": json.dumps(video_samples, ensure_ascii=False, indent=1),
+            args.out_dir / "train_text.json": json.dumps(text_samples, ensure_ascii=False, indent=1),
+            listing: "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in dropped),
+        }
+    )
     if not video_samples:
         raise nothing_kept(len(rows), dropped, listing)
     unreadable = sum(1 for e in dropped if e["reason"] not in NOT_DECODED)
-    logger.info("%d rows: %d clips kept; dropped %d (%d unreadable), listed in %s", len(rows), len(video_samples),
-                len(dropped), unreadable, listing)
+    logger.info(
+        "%d rows: %d clips kept; dropped %d (%d unreadable), listed in %s",
+        len(rows),
+        len(video_samples),
+        len(dropped),
+        unreadable,
+        listing,
+    )
     return 0
 
 

@@ -116,8 +116,11 @@ def _tiny_model():
         from llava.testing import save_tiny_vision_tower, tiny_vision_args
 
         torch.manual_seed(0)
-        model = LlavaGPT2ForCausalLM(LlavaGPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=256,
-                                                     bos_token_id=1, eos_token_id=2))
+        model = LlavaGPT2ForCausalLM(
+            LlavaGPT2Config(
+                n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=256, bos_token_id=1, eos_token_id=2
+            )
+        )
         with tempfile.TemporaryDirectory() as tower:
             model.get_model().initialize_vision_modules(tiny_vision_args(save_tiny_vision_tower(tower)))
         _CACHE["model"] = model.eval()
@@ -143,9 +146,12 @@ def _clip():
 def main(argv=None) -> int:
     from llava.errors import ArgumentParser
 
-    parser = ArgumentParser(prog="python scripts_italian/test_gpt2_wrapper.py", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="checks: " + ", ".join(fn.__name__ for fn in CHECKS))
+    parser = ArgumentParser(
+        prog="python scripts_italian/test_gpt2_wrapper.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="checks: " + ", ".join(fn.__name__ for fn in CHECKS),
+    )
     parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     from transformers.utils import logging as hf_logging

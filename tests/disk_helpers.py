@@ -22,7 +22,9 @@ class SmallDisks:
         folder.mkdir()
         if shutil.which("mount") is None:
             pytest.skip("no mount command: a small disk cannot be made")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"a small disk cannot be made here (mount -t tmpfs: {done.stderr.strip() or done.returncode})")
         self.mounted.append(folder)

@@ -48,9 +48,13 @@ def run_cli(cli, argv: list, monkeypatch=None) -> Ended:
 # Python's own warning filters at start-up (no -W, no PYTHONWARNINGS), in order. The libraries' filters
 # made at import are not among them: pytest drops those after the import, so a warning they would hide
 # shows here and fails the test (stricter, never silently weaker).
-_INTERPRETER_WARNING_FILTERS = (("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, ""),
-                                ("ignore", PendingDeprecationWarning, ""), ("ignore", ImportWarning, ""),
-                                ("ignore", ResourceWarning, ""))
+_INTERPRETER_WARNING_FILTERS = (
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, ""),
+    ("ignore", PendingDeprecationWarning, ""),
+    ("ignore", ImportWarning, ""),
+    ("ignore", ResourceWarning, ""),
+)
 
 
 class _CurrentStderr:

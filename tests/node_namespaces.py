@@ -61,7 +61,7 @@ def _path() -> str:
 def unavailable_reason() -> str | None:
     """Why namespaces cannot be made here (one line), or None."""
     if os.geteuid() != 0:
-        return "network namespaces need root (the test runs as uid %d)" % os.geteuid()
+        return f"network namespaces need root (the test runs as uid {os.geteuid()})"
     missing = [tool for tool in TOOLS if shutil.which(tool, path=_path()) is None]
     if missing:
         return f"{' and '.join(missing)} not found (iproute2, util-linux); .ci/setup_slurm.sh installs them"
@@ -229,16 +229,25 @@ class NodeNetwork:
             host_listener.listen(16)
             targets = [f"{self.host_addr}:{host_listener.getsockname()[1]}"]
             for i, addr in enumerate(self.node_addrs):
-                proc = subprocess.Popen([*self.enter(i), sys.executable, "-c", _LISTEN, addr], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                proc = subprocess.Popen(
+                    [*self.enter(i), sys.executable, "-c", _LISTEN, addr],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
                 listeners.append(proc)
                 port = proc.stdout.readline().strip()
                 if not port.isdigit():
                     raise NetworkError(f"cannot listen on {addr} in {self.namespaces[i]}: {proc.stderr.read().strip()}")
                 targets.append(f"{addr}:{port}")
             for i in range(len(self.namespaces)):
-                result = subprocess.run([*self.enter(i), sys.executable, "-c", _CONNECT, *targets],
-                                        capture_output=True, text=True, timeout=60)
+                result = subprocess.run(
+                    [*self.enter(i), sys.executable, "-c", _CONNECT, *targets],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 if result.returncode != 0:
                     raise NetworkError(f"node {i + 1} ({self.node_addrs[i]}) cannot reach {result.stderr.strip()}")
         finally:

@@ -132,8 +132,13 @@ def _terminate(pid: int, grace: float = 10.0) -> None:
 class SlurmCluster:
     """Starts on `start()` (or entering a `with` block), stops on `stop()` (or leaving it)."""
 
-    def __init__(self, root: str | os.PathLike | None = None, start_timeout: float = 60.0, keep_files: bool = False,
-                 nodes: int = 1):
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        start_timeout: float = 60.0,
+        keep_files: bool = False,
+        nodes: int = 1,
+    ):
         if nodes < 1:
             raise ValueError(f"SlurmCluster: nodes must be at least 1, not {nodes}")
         self.start_timeout = start_timeout
@@ -162,7 +167,7 @@ class SlurmCluster:
         self.started = False
 
     # -- life cycle ---------------------------------------------------------------------------------
-    def __enter__(self) -> "SlurmCluster":
+    def __enter__(self) -> SlurmCluster:
         self.start()
         return self
 
@@ -317,11 +322,11 @@ CredType=cred/munge
 # a requeued job waits cred_expire + 1 s before it may start again (default 120 s; 5 is the least allowed)
 AuthInfo=socket={self.munge_socket},cred_expire=10
 StateSaveLocation={r}/state
-SlurmdSpoolDir={node_files['spool']}
-SlurmctldPidFile={self.pid_files['slurmctld']}
-SlurmdPidFile={node_files['pid']}
-SlurmctldLogFile={self.logs['slurmctld']}
-SlurmdLogFile={node_files['log']}
+SlurmdSpoolDir={node_files["spool"]}
+SlurmctldPidFile={self.pid_files["slurmctld"]}
+SlurmdPidFile={node_files["pid"]}
+SlurmctldLogFile={self.logs["slurmctld"]}
+SlurmdLogFile={node_files["log"]}
 PlugStackConfig={r}/plugstack.conf
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -341,20 +346,23 @@ MinJobAge=4
 # the main scheduler every 2 s (default 60), so that a requeued job starts once it may, not a minute later
 SchedulerParameters=sched_interval=2
 {node_lines}
-PartitionName=debug Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes={",".join(self.node_names)} Default=YES MaxTime=INFINITE State=UP
 """
         )
         (self.root / "plugstack.conf").write_text("")
 
     def _popen(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.root / f"{name}.stdout", "ab")
-        try:
+        # the daemon keeps its own copy of the file descriptor: ours is closed once it has started
+        with open(self.root / f"{name}.stdout", "ab") as log:
             proc = subprocess.Popen(
-                args, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.root,
+                args,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.root,
             )
-        finally:
-            log.close()
         self._procs[name] = proc
         return proc
 
@@ -374,16 +382,22 @@ PartitionName=debug Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINI
         proc = self._popen(
             "munged",
             [
-                _which("munged"), "--foreground", "--force",
-                f"--socket={self.munge_socket}", f"--key-file={self.munge_key}",
-                f"--pid-file={self.pid_files['munged']}", f"--log-file={self.logs['munged']}",
+                _which("munged"),
+                "--foreground",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={self.munge_key}",
+                f"--pid-file={self.pid_files['munged']}",
+                f"--log-file={self.logs['munged']}",
                 f"--seed-file={self.root / 'munge.seed'}",
             ],
         )
         self._wait_for("munged", self.munge_socket.exists, proc)
 
         def credential_round_trip() -> bool:
-            munge = subprocess.run([_which("munge"), "-n", "-S", str(self.munge_socket)], capture_output=True, timeout=10)
+            munge = subprocess.run(
+                [_which("munge"), "-n", "-S", str(self.munge_socket)], capture_output=True, timeout=10
+            )
             if munge.returncode != 0:
                 return False
             unmunge = subprocess.run(

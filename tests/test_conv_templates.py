@@ -58,9 +58,15 @@ def llama_like(tmp_path_factory):
         initial_alphabet=list(string.printable) + ["▁"],  # every character the templates write
     )
     model.train_from_iterator(CORPUS, trainer)
-    model.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", model.token_to_id("<s>"))])
+    model.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", model.token_to_id("<s>"))]
+    )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=model, bos_token="<s>", eos_token="</s>", unk_token="<unk>", extra_special_tokens=LLAMA_SPECIALS
+        tokenizer_object=model,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens=LLAMA_SPECIALS,
     )
     folder = tmp_path_factory.mktemp("llama_like")
     tokenizer.save_pretrained(folder)
@@ -86,7 +92,9 @@ def client_ids(prompt: str, tokenizer) -> list[int]:
 
 def labelled_runs(tokenizer, labels):
     """Decoded text of each maximal run of labelled positions."""
-    return [tokenizer.decode(list(run)) for keep, run in itertools.groupby(labels, key=lambda x: x != IGNORE_INDEX) if keep]
+    return [
+        tokenizer.decode(list(run)) for keep, run in itertools.groupby(labels, key=lambda x: x != IGNORE_INDEX) if keep
+    ]
 
 
 def test_the_tokenizers_are_the_two_kinds(byte_level, llama_like):
@@ -131,7 +139,10 @@ def test_labels_cover_each_answer_and_its_end_marker(name, tokenizer):
     assert all(label in (IGNORE_INDEX, token) for token, label in zip(ids, labels))
     runs = labelled_runs(tokenizer, labels)
     if name in PLAIN_NAMES:  # human turns are dropped: one run, each answer tokenized alone and closed by EOS
-        answers = [tokenizer(a, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for a in (CAPTION, SECOND_ANSWER)]
+        answers = [
+            tokenizer(a, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+            for a in (CAPTION, SECOND_ANSWER)
+        ]
         assert len(runs) == 1 and [label for label in labels if label != IGNORE_INDEX] == answers[0] + answers[1]
         assert template.stop_strings == []
         return
@@ -199,7 +210,9 @@ def test_known_layouts():
         "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
         "detailed, and polite answers to the user's questions. USER: <image>\nQ ASSISTANT:"
     )
-    assert prompt("llava_v1").startswith("A chat between a curious human") and prompt("llava_v1").endswith(" USER: <image>\nQ ASSISTANT:")
+    assert prompt("llava_v1").startswith("A chat between a curious human") and prompt("llava_v1").endswith(
+        " USER: <image>\nQ ASSISTANT:"
+    )
     assert client_prompt("vicuna_v1", [("human", "Q"), ("gpt", "A"), ("human", "Q2"), ("gpt", None)]).endswith(
         "questions. USER: Q ASSISTANT: A</s>USER: Q2 ASSISTANT:"
     )
@@ -247,7 +260,17 @@ def test_conversation_surface():
         "sep2": "</s>",
     }
     assert (conv.sep_style, conv.version, conv.offset) == (SeparatorStyle.TWO, "v1", 0)
-    assert [m.name for m in SeparatorStyle] == ["SINGLE", "TWO", "MPT", "PLAIN", "CHATML", "LLAMA_2", "LLAMA_3", "QWEN", "GEMMA"]
+    assert [m.name for m in SeparatorStyle] == [
+        "SINGLE",
+        "TWO",
+        "MPT",
+        "PLAIN",
+        "CHATML",
+        "LLAMA_2",
+        "LLAMA_3",
+        "QWEN",
+        "GEMMA",
+    ]
     assert default_conversation is conv_templates["default"] and default_conversation.offset == 2
     custom = Conversation(system="S", roles=("Q", "R"), messages=[], offset=0, sep_style=SeparatorStyle.QWEN, sep="|")
     with pytest.raises(ValueError, match="SeparatorStyle.QWEN has no layout"):

@@ -52,7 +52,9 @@ def chat_tokenizer(tokenizer_dir):
 
 def labelled_runs(tokenizer, labels):
     """Decoded text of each maximal run of labelled positions."""
-    return [tokenizer.decode(list(run)) for keep, run in itertools.groupby(labels, key=lambda x: x != IGNORE_INDEX) if keep]
+    return [
+        tokenizer.decode(list(run)) for keep, run in itertools.groupby(labels, key=lambda x: x != IGNORE_INDEX) if keep
+    ]
 
 
 def test_versions_are_llavas_names_and_ours():
@@ -112,7 +114,9 @@ def test_chat_uses_the_tokenizers_template_and_labels_only_answers(chat_tokenize
     ids, labels = template.tokenize(conv, tok)
 
     # exactly the tokenizer's own rendering, with the placeholder as one IMAGE_TOKEN_INDEX
-    text = tok.apply_chat_template([{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in conv], tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in conv], tokenize=False
+    )
     expected = tokenizer_image_token(text, tok)
     assert ids == expected
     assert ids.count(IMAGE_TOKEN_INDEX) == 1
@@ -140,7 +144,9 @@ def test_chat_without_template_falls_back_to_chatml_with_eos(tokenizer, caplog):
     assert ids.count(IMAGE_TOKEN_INDEX) == 1
     assert get_template("chatml").tokenize(VIDEO_CONV, tokenizer) == (ids, labels)
     prompt = get_template("chatml").prompt_ids(VIDEO_CONV, tokenizer)
-    assert ids[: len(prompt)] == prompt and tokenizer.decode(prompt[prompt.index(IMAGE_TOKEN_INDEX) + 1 :]).endswith("<|im_start|>assistant\n")
+    assert ids[: len(prompt)] == prompt and tokenizer.decode(prompt[prompt.index(IMAGE_TOKEN_INDEX) + 1 :]).endswith(
+        "<|im_start|>assistant\n"
+    )
 
 
 def test_chatml_prefers_im_end_where_the_tokenizer_has_it(tokenizer):

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from llava.train import cache_features, checkpoints, train
 from llava.train.checkpoints import COMPLETE_MARKER, DAMAGE_NOTE, DAMAGED_FOLDER
+
 from train_helpers import ROOT, logged_losses, make_assets, run_training, train_args
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -33,7 +34,7 @@ def assets(tmp_path_factory):
 
 def flip_bytes(path, offset, count=16):
     data = bytearray(Path(path).read_bytes())
-    data[offset:offset + count] = bytes(b ^ 0xFF for b in data[offset:offset + count])
+    data[offset : offset + count] = bytes(b ^ 0xFF for b in data[offset : offset + count])
     Path(path).write_bytes(bytes(data))
 
 
@@ -69,7 +70,9 @@ def flushes(monkeypatch):
 
 # ------------------------------------------------------------------------------------------ checkpoints
 @pytest.mark.slow
-def test_damaged_newest_checkpoints_are_named_set_aside_and_the_run_resumes_from_an_intact_one(assets, tmp_path, capsys):
+def test_damaged_newest_checkpoints_are_named_set_aside_and_the_run_resumes_from_an_intact_one(
+    assets, tmp_path, capsys
+):
     out = tmp_path / "out"
     train.main(train_args(assets, out, steps=8))  # checkpoints at steps 2, 4, 6, 8
     expected = logged_losses(out)
@@ -88,7 +91,9 @@ def test_damaged_newest_checkpoints_are_named_set_aside_and_the_run_resumes_from
     assert "model.safetensors" in (aside / "checkpoint-8" / DAMAGE_NOTE).read_text()
     assert (aside / "checkpoint-8" / "model.safetensors").exists()  # the evidence is kept
     got = logged_losses(out)
-    assert all(abs(got[s] - expected[s]) <= 1e-4 for s in (5, 6, 7, 8)), {s: (got[s], expected[s]) for s in (5, 6, 7, 8)}
+    assert all(abs(got[s] - expected[s]) <= 1e-4 for s in (5, 6, 7, 8)), {
+        s: (got[s], expected[s]) for s in (5, 6, 7, 8)
+    }
     # The steps trained again were saved anew, intact.
     assert checkpoints.damage(str(out / "checkpoint-8")) is None
     assert checkpoints.newest_complete_checkpoint(str(out)) == str(out / "checkpoint-8")
@@ -99,7 +104,9 @@ def test_damaged_newest_checkpoints_are_named_set_aside_and_the_run_resumes_from
 def test_two_ranks_agree_on_the_intact_checkpoint_when_one_rank_s_shard_is_damaged(assets, tmp_path):
     # ZeRO-2: each rank saves its own optimizer shard; rank 1's, in the newest checkpoint, is cut short.
     out = tmp_path / "out"
-    args = train_args(assets, out, "--deepspeed", str(ROOT / "scripts" / "zero2.json"), "--per_device_train_batch_size", "2", steps=6)
+    args = train_args(
+        assets, out, "--deepspeed", str(ROOT / "scripts" / "zero2.json"), "--per_device_train_batch_size", "2", steps=6
+    )
     first = run_training(args, launcher=TORCHRUN, env={"OMP_NUM_THREADS": "1"})
     assert first.returncode == 0, first.stderr[-4000:]
     expected = logged_losses(out)
@@ -127,13 +134,18 @@ def test_each_kind_of_damage_is_named_and_old_markers_still_resume(tmp_path):
     out = tmp_path / "out"
     ckpt = write_checkpoint(out / "checkpoint-7", 7)
     manifest = json.loads((ckpt / COMPLETE_MARKER).read_text())
-    assert manifest["step"] == 7 and set(manifest["files"]) == {"model.safetensors", "global_step/rank_0/optim_states.pt"}
+    assert manifest["step"] == 7 and set(manifest["files"]) == {
+        "model.safetensors",
+        "global_step/rank_0/optim_states.pt",
+    }
     assert checkpoints.damage(str(ckpt)) is None
 
     model, optim = ckpt / "model.safetensors", ckpt / "global_step" / "rank_0" / "optim_states.pt"
     intact = model.read_bytes()
     model.write_bytes(intact + b"\0")
-    assert checkpoints.damage(str(ckpt)) == f"model.safetensors is {len(intact) + 1:,} bytes, {len(intact):,} when saved"
+    assert (
+        checkpoints.damage(str(ckpt)) == f"model.safetensors is {len(intact) + 1:,} bytes, {len(intact):,} when saved"
+    )
     model.write_bytes(intact[:100] + bytes(len(intact) - 100))  # zeroed, same size
     assert "model.safetensors has other bytes than when saved (crc32 " in checkpoints.damage(str(ckpt))
     model.write_bytes(intact)
@@ -148,8 +160,13 @@ def test_each_kind_of_damage_is_named_and_old_markers_still_resume(tmp_path):
     garbled = write_checkpoint(out / "checkpoint-9", 9)
     (garbled / COMPLETE_MARKER).write_bytes(bytes(40))
     assert checkpoints.newest_complete_checkpoint(str(out)) == str(old)
-    assert "completion marker checkpoint_complete is damaged" in (out / DAMAGED_FOLDER / "checkpoint-9" / DAMAGE_NOTE).read_text()
-    assert (out / DAMAGED_FOLDER / "checkpoint-7" / DAMAGE_NOTE).read_text().strip() == "global_step/rank_0/optim_states.pt is missing"
+    assert (
+        "completion marker checkpoint_complete is damaged"
+        in (out / DAMAGED_FOLDER / "checkpoint-9" / DAMAGE_NOTE).read_text()
+    )
+    assert (
+        out / DAMAGED_FOLDER / "checkpoint-7" / DAMAGE_NOTE
+    ).read_text().strip() == "global_step/rank_0/optim_states.pt is missing"
 
     # The same step damaged again later is kept beside the first.
     again = write_checkpoint(out / "checkpoint-7", 7)
@@ -167,9 +184,13 @@ def test_checkpoint_files_reach_the_disk_before_the_marker_appears(tmp_path, flu
     shown, partial = renames[0], flushes[renames[0]][1]
     before = {e[1] for e in flushes[:shown] if e[0] == "fsync"}
     files = {str(p.resolve()) for p in ckpt.rglob("*") if p.is_file() and p.name != COMPLETE_MARKER}
-    folders = {str(ckpt.resolve()), str((ckpt / "global_step").resolve()), str((ckpt / "global_step" / "rank_0").resolve())}
+    folders = {
+        str(ckpt.resolve()),
+        str((ckpt / "global_step").resolve()),
+        str((ckpt / "global_step" / "rank_0").resolve()),
+    }
     assert files | folders | {partial, str(out.resolve())} <= before, sorted(files | folders - before)
-    assert ("fsync", str(ckpt.resolve())) in flushes[shown + 1:]  # the marker's name itself
+    assert ("fsync", str(ckpt.resolve())) in flushes[shown + 1 :]  # the marker's name itself
 
 
 # -------------------------------------------------------------------------------------- feature cache
@@ -235,14 +256,20 @@ def test_damaged_cache_shards_are_named_once_and_their_samples_take_the_online_p
         assert sum(len(batch["images"]) for batch in loader) == 8
     items = [cached[i] for i in range(8)]
     log = cache_log.read_text()
-    for shard, what in ((zeroed, "does not match its checksum"), (flipped, "does not match its checksum"), (truncated, "cannot be read")):
+    for shard, what in (
+        (zeroed, "does not match its checksum"),
+        (flipped, "does not match its checksum"),
+        (truncated, "cannot be read"),
+    ):
         lines = [line for line in log.splitlines() if f"damaged feature cache shard {shard}:" in line]
         assert len(lines) == 1 and what in lines[0], log
     assert log.count("damaged feature cache shard") == 3, log
 
     for i in range(8):
         online_path = i in (0, 1, 2)
-        assert (items[i]["pixel_values"] is not None) == online_path and (items[i]["patch_features"] is None) == online_path, i
+        assert (items[i]["pixel_values"] is not None) == online_path and (
+            items[i]["patch_features"] is None
+        ) == online_path, i
     with torch.no_grad():
         damaged = model(**{k: v for k, v in collator(items[:3]).items() if k != "skipped"}).loss
         reference = model(**{k: v for k, v in collator([online[i] for i in range(3)]).items() if k != "skipped"}).loss
@@ -254,7 +281,7 @@ def test_shards_without_checksums_are_read_with_one_warning(assets, tmp_path, ca
     cache_features.main(cache_args(assets, cache_dir, "--shard_size_mb", "0", "--dataloader_num_workers", "0"))
     for shard in list(shard_of_each_sample(assets, cache_dir).values())[:2]:  # as written before checksums
         with safe_open(str(shard), framework="pt") as f:
-            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118 - not iterable
         save_file(tensors, str(shard), metadata={"sources": metadata["sources"]})
     _, cached, _ = build(assets, cache_dir)
     assert len(cached.cache_keys) == 8 and all(cached[i]["patch_features"] is not None for i in range(8))
@@ -266,13 +293,22 @@ def test_shards_reach_the_disk_before_they_are_renamed_into_place(assets, tmp_pa
     data = tmp_path / "two.json"
     data.write_text(json.dumps(json.loads(Path(assets["train"]).read_text())[:2]))
     cache_dir = tmp_path / "cache"
-    args = [*train_args(assets, "unused-output", data=str(data)), "--feature_cache", str(cache_dir), "--shard_size_mb", "0",
-            "--dataloader_num_workers", "0"]
+    args = [
+        *train_args(assets, "unused-output", data=str(data)),
+        "--feature_cache",
+        str(cache_dir),
+        "--shard_size_mb",
+        "0",
+        "--dataloader_num_workers",
+        "0",
+    ]
     cache_features.main(args)
-    written = sorted(str(p.resolve()) for p in cache_dir.glob("*/shard-*.safetensors")) + [str(p.resolve()) for p in cache_dir.glob("*/manifest.json")]
+    written = sorted(str(p.resolve()) for p in cache_dir.glob("*/shard-*.safetensors")) + [
+        str(p.resolve()) for p in cache_dir.glob("*/manifest.json")
+    ]
     assert len(written) == 3
     for final in written:
         (shown,) = [i for i, e in enumerate(flushes) if e[0] == "rename" and e[2] == final]
         partial = flushes[shown][1]
         assert ("fsync", partial) in flushes[:shown], (final, flushes)
-        assert ("fsync", os.path.dirname(final)) in flushes[shown + 1:], (final, flushes)
+        assert ("fsync", os.path.dirname(final)) in flushes[shown + 1 :], (final, flushes)

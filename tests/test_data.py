@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,6 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, HfArgumentP
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.demo.synthetic import ClipSpec, make_dataset, render_frames
 from llava.testing import IMAGE_SIZE, TINY_TOWERS
-from media_helpers import write_broken_inputs
 from llava.train.data import (
     SKIPPED_FILE,
     DataArguments,
@@ -21,6 +21,8 @@ from llava.train.data import (
     ensure_pad_token,
     load_samples,
 )
+
+from media_helpers import write_broken_inputs
 
 FRAMES = 8
 
@@ -58,7 +60,7 @@ def media(tmp_path_factory):
     (images / "fake.png").write_text("not an image")
 
     write_broken_inputs(videos, videos / "train_00000.mp4")
-    train = json.loads(open(data["train"]).read())
+    train = json.loads(Path(data["train"]).read_text())
     return {"root": root, "videos": str(videos), "images": str(images), "train": train}
 
 
@@ -80,9 +82,17 @@ def dataset(path, tokenizer, media, processor, **kwargs):
 
 MIXED = [
     {"id": "text", "conversations": conv("Scrivi una frase.", "un triangolo verde va verso sinistra")},
-    {"id": "vid", "video": "train_00000.mp4", "conversations": conv("<video>\nDescrivi.", "un cerchio rosso si muove verso destra")},
+    {
+        "id": "vid",
+        "video": "train_00000.mp4",
+        "conversations": conv("<video>\nDescrivi.", "un cerchio rosso si muove verso destra"),
+    },
     {"id": "img", "image": "good.png", "conversations": conv("<image>\nCosa vedi?", "un quadrato blu")},
-    {"id": "vid2", "video": "train_00001.mp4", "conversations": conv("Descrivi.", "un cerchio verde si muove verso il basso")},
+    {
+        "id": "vid2",
+        "video": "train_00001.mp4",
+        "conversations": conv("Descrivi.", "un cerchio verde si muove verso il basso"),
+    },
 ]
 
 
@@ -195,7 +205,11 @@ def test_data_arguments_parse():
         ["--data_path", "a.json,b.jsonl", "--video_folder", "v", "--num_frames", "4", "--max_skip_fraction", "0.2"]
     )
     assert (args.data_path, args.video_folder, args.image_folder, args.num_frames, args.max_skip_fraction) == (
-        "a.json,b.jsonl", "v", None, 4, 0.2,
+        "a.json,b.jsonl",
+        "v",
+        None,
+        4,
+        0.2,
     )
 
 
@@ -213,7 +227,8 @@ BROKEN = {
 
 def test_broken_inputs_are_skipped_listed_once_and_limited(tmp_path, tokenizer, media, processor, caplog):
     samples = [
-        {"id": name, modality: file, "conversations": conv("", "un cerchio")} for name, (modality, file, _) in BROKEN.items()
+        {"id": name, modality: file, "conversations": conv("", "un cerchio")}
+        for name, (modality, file, _) in BROKEN.items()
     ] + MIXED
     ds = dataset(write_json(tmp_path / "broken.json", samples), tokenizer, media, processor)
     items = [ds[i] for i in range(len(ds))]
@@ -342,15 +357,24 @@ def test_yaml_mixture_reads_the_samples_each_strategy_names(tmp_path):
     assert len(load_samples(str(percent))) == 4
 
 
-@pytest.mark.parametrize("entry, message", [
-    ("  - json_path: parts/missing.json\n",
-     r"^datasets\[0\]: json_path parts/missing.json does not exist \(looked at \S+/parts/missing.json and parts/missing.json\) \(\S+/bad.yaml\)$"),
-    ("  - json_path: parts/a.json\n    sampling_strategy: middle:3\n",
-     r"^datasets\[0\] \(parts/a.json\): sampling_strategy 'middle:3'; expected all, first:N, end:N or random:N \(N a count or a percentage\) \(\S+/bad.yaml\)$"),
-    ("  - json_path: parts/a.json\n    sampling_strategy: first:many\n",
-     r"^datasets\[0\] \(parts/a.json\): sampling_strategy 'first:many': 'many' is not a count or a percentage \(\S+/bad.yaml\)$"),
-    ("  - sampling_strategy: all\n", r"^datasets\[0\] has no json_path \(\S+/bad.yaml\)$"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            "  - json_path: parts/missing.json\n",
+            r"^datasets\[0\]: json_path parts/missing.json does not exist \(looked at \S+/parts/missing.json and parts/missing.json\) \(\S+/bad.yaml\)$",
+        ),
+        (
+            "  - json_path: parts/a.json\n    sampling_strategy: middle:3\n",
+            r"^datasets\[0\] \(parts/a.json\): sampling_strategy 'middle:3'; expected all, first:N, end:N or random:N \(N a count or a percentage\) \(\S+/bad.yaml\)$",
+        ),
+        (
+            "  - json_path: parts/a.json\n    sampling_strategy: first:many\n",
+            r"^datasets\[0\] \(parts/a.json\): sampling_strategy 'first:many': 'many' is not a count or a percentage \(\S+/bad.yaml\)$",
+        ),
+        ("  - sampling_strategy: all\n", r"^datasets\[0\] has no json_path \(\S+/bad.yaml\)$"),
+    ],
+)
 def test_mixture_errors_name_the_file_and_the_entry(tmp_path, entry, message):
     (tmp_path / "parts").mkdir()
     (tmp_path / "parts" / "a.json").write_text(json.dumps([{"id": "x", "conversations": conv("a", "b")}]))
@@ -374,13 +398,23 @@ def test_time_instruction_and_start_end_tokens_in_the_human_turn(tmp_path, token
     tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
     path = write_json(tmp_path / "d.json", MIXED[1:2])
     args = data_args(media, add_time_instruction=True)
-    ds = LazySupervisedDataset(path, tokenizer, args, processor, template="chatml", model_max_length=1024,
-                               visual_tokens_per_input=visual_tokens, im_start_end=True)
+    ds = LazySupervisedDataset(
+        path,
+        tokenizer,
+        args,
+        processor,
+        template="chatml",
+        model_max_length=1024,
+        visual_tokens_per_input=visual_tokens,
+        im_start_end=True,
+    )
     text = tokenizer.decode([t for t in ds[0]["input_ids"].tolist() if t != IMAGE_TOKEN_INDEX])
     # make_dataset's clips: 12 frames at 8 fps, read at 8 frames (segment centres)
     times = ",".join(f"{i / 8:.2f}s" for i in sample_indices(12, FRAMES))
-    expected = (f"{DEFAULT_IM_START_TOKEN}{DEFAULT_IM_END_TOKEN}\nThe video lasts for 1.50 seconds, and 8 frames are uniformly "
-                f"sampled from it. These frames are located at {times}.Please answer the following questions related to this video.\nDescrivi.")
+    expected = (
+        f"{DEFAULT_IM_START_TOKEN}{DEFAULT_IM_END_TOKEN}\nThe video lasts for 1.50 seconds, and 8 frames are uniformly "
+        f"sampled from it. These frames are located at {times}.Please answer the following questions related to this video.\nDescrivi."
+    )
     assert expected in text, text
     ids = ds[0]["input_ids"].tolist()
     at = ids.index(IMAGE_TOKEN_INDEX)
@@ -395,11 +429,15 @@ def test_pad_letterboxes_images_as_inference_does(tmp_path, tokenizer, media, pr
 
     wide = Image.new("RGB", (96, 40), (200, 30, 30))
     wide.save(media["root"] / "images" / "wide.png")
-    path = write_json(tmp_path / "d.json", [{"id": "w", "image": "wide.png", "conversations": conv("<image>", "rosso")}])
-    padded = LazySupervisedDataset(path, tokenizer, data_args(media, image_aspect_ratio="pad"), processor,
-                                   visual_tokens_per_input=visual_tokens)[0]["pixel_values"]
-    square = LazySupervisedDataset(path, tokenizer, data_args(media), processor,
-                                   visual_tokens_per_input=visual_tokens)[0]["pixel_values"]
+    path = write_json(
+        tmp_path / "d.json", [{"id": "w", "image": "wide.png", "conversations": conv("<image>", "rosso")}]
+    )
+    padded = LazySupervisedDataset(
+        path, tokenizer, data_args(media, image_aspect_ratio="pad"), processor, visual_tokens_per_input=visual_tokens
+    )[0]["pixel_values"]
+    square = LazySupervisedDataset(path, tokenizer, data_args(media), processor, visual_tokens_per_input=visual_tokens)[
+        0
+    ]["pixel_values"]
     assert torch.equal(padded, process_images([wide], processor, SimpleNamespace(image_aspect_ratio="pad")))
     assert not torch.equal(padded, square)
 

@@ -18,11 +18,23 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 # ZeRO-3 runs in bf16, as on GPUs: the visual modules built after from_pretrained must join the
 # partitioned bf16 model (a mix of dtypes fails DeepSpeed's partitioning).
 # zero3_offload: LLaVA's scripts name it (parameters and optimizer states offloaded to the CPU).
-@pytest.mark.parametrize("stage, precision", [("zero2", []), ("zero3", ["--bf16", "True"]), ("zero3_offload", ["--bf16", "True"])])
+@pytest.mark.parametrize(
+    "stage, precision", [("zero2", []), ("zero3", ["--bf16", "True"]), ("zero3_offload", ["--bf16", "True"])]
+)
 def test_two_process_deepspeed_run_learns_and_saves_a_whole_model(stage, precision, train_assets, tmp_path):
     out = tmp_path / stage
-    args = train_args(train_assets, out, "--deepspeed", str(ROOT / "scripts" / f"{stage}.json"), *precision,
-                      "--per_device_train_batch_size", "2", "--learning_rate", "3e-3", steps=30)
+    args = train_args(
+        train_assets,
+        out,
+        "--deepspeed",
+        str(ROOT / "scripts" / f"{stage}.json"),
+        *precision,
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "3e-3",
+        steps=30,
+    )
     start = time.perf_counter()
     result = run_training(args, launcher=TORCHRUN, env={"OMP_NUM_THREADS": "1"})
     print(f"{stage} two-process run wall time {time.perf_counter() - start:.1f} s")

@@ -36,8 +36,14 @@ MASK_WARNING = "We strongly recommend passing in an `attention_mask`"
 
 
 def run(module, *args, env=None, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def in_process(module, *args):
@@ -46,8 +52,14 @@ def in_process(module, *args):
 
 
 def run_python(code, *args, env=None):
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], cwd=ROOT,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def assert_alone(result, message, status=1):
@@ -76,17 +88,29 @@ def clip(assets):
 
 # ------------------------------------------------------------------------------ the model folder
 def test_missing_model_folder(tmp_path, clip):
-    assert_alone(in_process(serve, "--model-path", tmp_path / "nope", "--video", clip),
-                 f"--model-path folder does not exist ({tmp_path / 'nope'})")
+    assert_alone(
+        in_process(serve, "--model-path", tmp_path / "nope", "--video", clip),
+        f"--model-path folder does not exist ({tmp_path / 'nope'})",
+    )
 
 
 @pytest.mark.slow
 def test_missing_model_folder_that_could_be_a_hub_id_asks_no_hub_when_offline(tmp_path, clip):
     """Before: 42 lines ending in a hub message, after half a minute of retries."""
-    result = run("llava.serve.cli", "--model-path", "no-such-model", "--video", clip, cwd=tmp_path,
-                 env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
-    assert_alone(result, "--model-path folder does not exist (no-such-model), and no hub model of that name is in the "
-                         f"Hugging Face cache ({tmp_path / 'hf' / 'hub'}) or can be downloaded (HF_HUB_OFFLINE is set)")
+    result = run(
+        "llava.serve.cli",
+        "--model-path",
+        "no-such-model",
+        "--video",
+        clip,
+        cwd=tmp_path,
+        env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"},
+    )
+    assert_alone(
+        result,
+        "--model-path folder does not exist (no-such-model), and no hub model of that name is in the "
+        f"Hugging Face cache ({tmp_path / 'hf' / 'hub'}) or can be downloaded (HF_HUB_OFFLINE is set)",
+    )
 
 
 @pytest.mark.slow
@@ -96,33 +120,53 @@ def test_a_hub_id_in_the_cache_is_a_model_folder(tmp_path, assets):
     (snapshot / "config.json").write_text(Path(assets["gpt2"], "config.json").read_text())
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    code = "import sys; from llava.model.model_folder import check_model_folder as c; print(c(sys.argv[1])['model_type'])"
+    code = (
+        "import sys; from llava.model.model_folder import check_model_folder as c; print(c(sys.argv[1])['model_type'])"
+    )
     result = run_python(code, "tiny-gpt2", env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
     assert (result.returncode, result.stdout) == (0, "gpt2\n"), result.stderr[-3000:]
 
 
 def test_plain_language_model_is_not_a_llava_checkpoint(assets, clip):
-    assert_alone(in_process(serve, "--model-path", assets["gpt2"], "--video", clip),
-                 f"--model-path is a plain gpt2 model with no vision tower, not a llava checkpoint, so it cannot caption "
-                 f"images or videos ({assets['gpt2']})")
+    assert_alone(
+        in_process(serve, "--model-path", assets["gpt2"], "--video", clip),
+        f"--model-path is a plain gpt2 model with no vision tower, not a llava checkpoint, so it cannot caption "
+        f"images or videos ({assets['gpt2']})",
+    )
 
 
 def test_unknown_model_type(tmp_path, clip):
     folder = write_config(tmp_path / "bert", '{"model_type": "bert"}')
-    assert_alone(in_process(serve, "--model-path", folder, "--video", clip),
-                 f"--model-path config.json has model_type 'bert', which no family here loads; {SUPPORTED} "
-                 f"({folder / 'config.json'})")
+    assert_alone(
+        in_process(serve, "--model-path", folder, "--video", clip),
+        f"--model-path config.json has model_type 'bert', which no family here loads; {SUPPORTED} "
+        f"({folder / 'config.json'})",
+    )
 
 
 def test_truncated_config(tmp_path, clip):
     folder = write_config(tmp_path / "cut", '{\n  "model_type": "llava_gpt2",\n  "n_embd": 64,\n')
-    assert_alone(in_process(serve, "--model-path", folder, "--video", clip),
-                 "--model-path config.json is cut short or not valid JSON: expecting property name enclosed in double "
-                 f"quotes ({folder / 'config.json'}:4:1)")
+    assert_alone(
+        in_process(serve, "--model-path", folder, "--video", clip),
+        "--model-path config.json is cut short or not valid JSON: expecting property name enclosed in double "
+        f"quotes ({folder / 'config.json'}:4:1)",
+    )
 
 
-@pytest.mark.parametrize("case", ["no config", "checkpoints inside", "empty", "invalid", "list", "no model_type",
-                                  "no weights", "adapter only", "a file"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no config",
+        "checkpoints inside",
+        "empty",
+        "invalid",
+        "list",
+        "no model_type",
+        "no weights",
+        "adapter only",
+        "a file",
+    ],
+)
 def test_what_is_not_a_model_folder(tmp_path, case):
     """Each check of the model folder, in-process: the same function serves every entry point and training."""
     folder = tmp_path / "model"
@@ -130,15 +174,15 @@ def test_what_is_not_a_model_folder(tmp_path, case):
     expected = {
         "no config": f"--model-path folder has no config.json, so it is not a model folder ({folder})",
         "checkpoints inside": f"--model-path folder has no config.json, so it is not a model folder; model folders inside "
-                              f"it: checkpoint-10, checkpoint-20 ({folder})",
+        f"it: checkpoint-10, checkpoint-20 ({folder})",
         "empty": f"--model-path config.json is empty ({config})",
         "invalid": f"--model-path config.json is not valid JSON: expecting ',' delimiter ({config}:2:3)",
         "list": f"--model-path config.json holds a JSON list, not an object of settings ({config})",
         "no model_type": f"--model-path config.json names no model_type, so its model family is unknown; {SUPPORTED} ({config})",
         "no weights": f"--model-path folder has a config.json but no model weights (model.safetensors or pytorch_model.bin): "
-                      f"was it copied completely? ({folder})",
+        f"was it copied completely? ({folder})",
         "adapter only": f"--model-path folder holds an adapter (mm_projector.bin) but no model weights: load it with the "
-                        f"language model it was trained on (--model-base) ({folder})",
+        f"language model it was trained on (--model-base) ({folder})",
         "a file": f"--model-path is a file, not a model folder ({folder})",
     }[case]
     if case == "a file":
@@ -148,8 +192,13 @@ def test_what_is_not_a_model_folder(tmp_path, case):
     if case == "checkpoints inside":
         for step in (10, 20):
             write_config(folder / f"checkpoint-{step}", '{"model_type": "llava_gpt2"}')
-    text = {"empty": " \n", "invalid": '{"model_type": "gpt2"\n  "n_layer": 2}', "list": "[]",
-            "no model_type": '{"n_layer": 2}', "no weights": '{"model_type": "gpt2"}'}.get(case)
+    text = {
+        "empty": " \n",
+        "invalid": '{"model_type": "gpt2"\n  "n_layer": 2}',
+        "list": "[]",
+        "no model_type": '{"n_layer": 2}',
+        "no weights": '{"model_type": "gpt2"}',
+    }.get(case)
     if text is not None:
         config.write_text(text)
     if case == "adapter only":
@@ -164,25 +213,33 @@ def test_debug_switch_shows_the_traceback(tmp_path, clip):
     """Through `python -m llava.serve.cli`, in a subprocess: the module's __main__ wiring."""
     result = run("llava.serve.cli", "--model-path", tmp_path / "nope", "--video", clip, env={"LLAVA_DEBUG": "1"})
     assert result.returncode == 1 and "Traceback" in result.stderr
-    assert result.stderr.splitlines()[-1] == ("llava.model.model_folder.MissingModelFile: --model-path folder does not "
-                                              f"exist ({tmp_path / 'nope'})")
+    assert result.stderr.splitlines()[-1] == (
+        f"llava.model.model_folder.MissingModelFile: --model-path folder does not exist ({tmp_path / 'nope'})"
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
 def test_a_gpu_on_a_machine_without_one(checkpoint, clip):
-    assert_last(in_process(serve, "--model-path", checkpoint, "--video", clip, "--device", "cuda"),
-                "device_map/device 'cuda' asks for a CUDA GPU, but torch sees none on this machine; pass device_map='auto' "
-                "(or 'cpu') to load on the CPU", status=2)
+    assert_last(
+        in_process(serve, "--model-path", checkpoint, "--video", clip, "--device", "cuda"),
+        "device_map/device 'cuda' asks for a CUDA GPU, but torch sees none on this machine; pass device_map='auto' "
+        "(or 'cpu') to load on the CPU",
+        status=2,
+    )
 
 
 # ------------------------------------------------------------------------------------- media
 @pytest.mark.slow
 def test_missing_video_and_image(checkpoint, tmp_path):
-    assert_alone(in_process(serve, "--model-path", checkpoint, "--video", tmp_path / "clip.mp4"),
-                 f"--video file does not exist ({tmp_path / 'clip.mp4'})")
-    assert_alone(in_process(serve, "--model-path", checkpoint, "--image", tmp_path),
-                 f"--image is a folder, not a file ({tmp_path})")
+    assert_alone(
+        in_process(serve, "--model-path", checkpoint, "--video", tmp_path / "clip.mp4"),
+        f"--video file does not exist ({tmp_path / 'clip.mp4'})",
+    )
+    assert_alone(
+        in_process(serve, "--model-path", checkpoint, "--image", tmp_path),
+        f"--image is a folder, not a file ({tmp_path})",
+    )
 
 
 @pytest.mark.slow
@@ -190,26 +247,34 @@ def test_unreadable_video_and_image(checkpoint, tmp_path):
     empty, text = tmp_path / "empty.mp4", tmp_path / "photo.png"
     empty.write_bytes(b"")
     text.write_text("not an image\n")
-    assert_last(in_process(serve, "--model-path", checkpoint, "--video", empty),
-                f"--video cannot be read: file is empty (0 bytes) ({empty})")
-    assert_last(in_process(serve, "--model-path", checkpoint, "--image", text),
-                f"--image cannot be read: UnidentifiedImageError: cannot identify image file '{text}' ({text})")
+    assert_last(
+        in_process(serve, "--model-path", checkpoint, "--video", empty),
+        f"--video cannot be read: file is empty (0 bytes) ({empty})",
+    )
+    assert_last(
+        in_process(serve, "--model-path", checkpoint, "--image", text),
+        f"--image cannot be read: UnidentifiedImageError: cannot identify image file '{text}' ({text})",
+    )
 
 
 @pytest.mark.slow
 def test_run_llava_on_a_plain_language_model(assets, clip):
     """run_llava's one case, through `python -m` in a subprocess."""
-    assert_alone(run("llava.eval.run_llava", "--model-path", assets["gpt2"], "--image-file", clip, "--query", "?"),
-                 f"--model-path is a plain gpt2 model with no vision tower, not a llava checkpoint, so it cannot look at "
-                 f"--image-file ({assets['gpt2']})")
+    assert_alone(
+        run("llava.eval.run_llava", "--model-path", assets["gpt2"], "--image-file", clip, "--query", "?"),
+        f"--model-path is a plain gpt2 model with no vision tower, not a llava checkpoint, so it cannot look at "
+        f"--image-file ({assets['gpt2']})",
+    )
 
 
 # ---------------------------------------------------------------------------------------- data
 @pytest.mark.slow
 def test_captions_data_problems(checkpoint, assets, tmp_path):
     missing = tmp_path / "val.json"  # through `python -m` in a subprocess; the others in this process
-    assert_alone(run("llava.eval.captions", "--model-path", checkpoint, "--data", missing),
-                 f"--data file does not exist ({missing})")
+    assert_alone(
+        run("llava.eval.captions", "--model-path", checkpoint, "--data", missing),
+        f"--data file does not exist ({missing})",
+    )
     # a file cut short: the training data checks' own line (llava.train.data), before the model is loaded
     text = Path(assets["val"]).read_text()
     cut = tmp_path / "cut.json"
@@ -220,32 +285,76 @@ def test_captions_data_problems(checkpoint, assets, tmp_path):
     assert_alone(in_process(captions, "--model-path", checkpoint, "--data", cut), str(error.value))
     # a sample without an answer has nothing to score against
     unanswered = tmp_path / "unanswered.json"
-    samples = [{"id": f"s{i}", "conversations": [{"from": "human", "value": "ciao"}] + (
-        [{"from": "gpt", "value": "ciao"}] if i == 1 else [])} for i in range(8)]
+    samples = [
+        {
+            "id": f"s{i}",
+            "conversations": [{"from": "human", "value": "ciao"}]
+            + ([{"from": "gpt", "value": "ciao"}] if i == 1 else []),
+        }
+        for i in range(8)
+    ]
     unanswered.write_text(json.dumps(samples))
-    assert_alone(in_process(captions, "--model-path", assets["gpt2"], "--data", unanswered),
-                 f"--data: 7 samples have no reference answer to score: 's0', 's2', 's3', 's4', 's5' and 2 more ({unanswered})")
+    assert_alone(
+        in_process(captions, "--model-path", assets["gpt2"], "--data", unanswered),
+        f"--data: 7 samples have no reference answer to score: 's0', 's2', 's3', 's4', 's5' and 2 more ({unanswered})",
+    )
 
 
 def test_serve_data_with_clips_needs_a_llava_checkpoint(assets, tmp_path):
-    assert_alone(in_process(serve, "--model-path", assets["gpt2"], "--data", assets["val"], "--video-folder",
-                     assets["video_folder"], "--out", tmp_path / "out.jsonl"),
-                 f"--model-path is a plain gpt2 model with no vision tower, not a llava checkpoint, so it cannot caption "
-                 f"the clips and images of --data ({assets['gpt2']})")
-    assert_alone(in_process(serve, "--model-path", assets["gpt2"], "--data", assets["val"], "--video-folder",
-                     tmp_path / "videos", "--out", tmp_path / "out.jsonl"),
-                 f"--video-folder folder does not exist ({tmp_path / 'videos'})")
+    assert_alone(
+        in_process(
+            serve,
+            "--model-path",
+            assets["gpt2"],
+            "--data",
+            assets["val"],
+            "--video-folder",
+            assets["video_folder"],
+            "--out",
+            tmp_path / "out.jsonl",
+        ),
+        f"--model-path is a plain gpt2 model with no vision tower, not a llava checkpoint, so it cannot caption "
+        f"the clips and images of --data ({assets['gpt2']})",
+    )
+    assert_alone(
+        in_process(
+            serve,
+            "--model-path",
+            assets["gpt2"],
+            "--data",
+            assets["val"],
+            "--video-folder",
+            tmp_path / "videos",
+            "--out",
+            tmp_path / "out.jsonl",
+        ),
+        f"--video-folder folder does not exist ({tmp_path / 'videos'})",
+    )
 
 
 @pytest.mark.slow
 def test_lmms_task_inputs(assets, tmp_path):
     """The first through `python -m` in a subprocess, the second in this process."""
-    assert_alone(run("llava.eval.lmms_task", "--data", assets["val"], "--video-folder", tmp_path, "--out", tmp_path / "t"),
-                 f"--data names 4 videos that do not exist under --video-folder: val_00000.mp4, val_00001.mp4, "
-                 f"val_00002.mp4, val_00003.mp4 ({tmp_path})")
-    assert_alone(in_process(lmms_task, "--data", assets["val"], "--video-folder", assets["video_folder"], "--out",
-                     tmp_path / "t", "--name", "demo-1"),
-                 "--name 'demo-1': a task name prefix has letters, digits and underscores only", status=2)
+    assert_alone(
+        run("llava.eval.lmms_task", "--data", assets["val"], "--video-folder", tmp_path, "--out", tmp_path / "t"),
+        f"--data names 4 videos that do not exist under --video-folder: val_00000.mp4, val_00001.mp4, "
+        f"val_00002.mp4, val_00003.mp4 ({tmp_path})",
+    )
+    assert_alone(
+        in_process(
+            lmms_task,
+            "--data",
+            assets["val"],
+            "--video-folder",
+            assets["video_folder"],
+            "--out",
+            tmp_path / "t",
+            "--name",
+            "demo-1",
+        ),
+        "--name 'demo-1': a task name prefix has letters, digits and underscores only",
+        status=2,
+    )
 
 
 # -------------------------------------------------------------------------------------- outputs
@@ -253,13 +362,28 @@ def test_lmms_task_inputs(assets, tmp_path):
 def test_outputs_on_a_read_only_disk(checkpoint, assets, disks):
     read_only = disks.mount("read-only", read_only=True)
     # export_lm through `python -m` in a subprocess; the others in this process
-    assert_alone(run("llava.eval.export_lm", "--model-path", assets["gpt2"], "--out", read_only / "lm"),
-                 f"read-only file system: --out {read_only / 'lm'} cannot be written ({read_only})")
-    assert_alone(in_process(captions, "--model-path", checkpoint, "--data", assets["val"], "--video-folder",
-                     assets["video_folder"], "--out", read_only / "result.json"),
-                 f"read-only file system: the folder of --out {read_only} cannot be written ({read_only})")
-    assert_alone(in_process(serve, "--model-path", checkpoint, "--data", assets["val"], "--out", assets["video_folder"]),
-                 f"--out is a folder; it names the file to write ({assets['video_folder']})")
+    assert_alone(
+        run("llava.eval.export_lm", "--model-path", assets["gpt2"], "--out", read_only / "lm"),
+        f"read-only file system: --out {read_only / 'lm'} cannot be written ({read_only})",
+    )
+    assert_alone(
+        in_process(
+            captions,
+            "--model-path",
+            checkpoint,
+            "--data",
+            assets["val"],
+            "--video-folder",
+            assets["video_folder"],
+            "--out",
+            read_only / "result.json",
+        ),
+        f"read-only file system: the folder of --out {read_only} cannot be written ({read_only})",
+    )
+    assert_alone(
+        in_process(serve, "--model-path", checkpoint, "--data", assets["val"], "--out", assets["video_folder"]),
+        f"--out is a folder; it names the file to write ({assets['video_folder']})",
+    )
 
 
 def test_export_on_a_full_disk(assets, disks):

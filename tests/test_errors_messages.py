@@ -52,9 +52,11 @@ def test_flags_a_parser_left_over_are_named_with_the_nearest_known_one():
     _, unknown = parser.parse_known_args(["--lerning_rate", "1", "--bogus=2"])
     error = parser.unknown_arguments(unknown)
     assert isinstance(error, UsageError) and error.exit_code == 2
-    assert str(error) == ("unknown flags --lerning_rate (did you mean --learning_rate?), --bogus "
-                          "(python -m tool --help lists the flags)")
+    assert str(error) == (
+        "unknown flags --lerning_rate (did you mean --learning_rate?), --bogus (python -m tool --help lists the flags)"
+    )
     assert str(parser.unknown_arguments(["stray", "values"])) == (
-        "unexpected arguments stray values (python -m tool --help lists the flags)")
+        "unexpected arguments stray values (python -m tool --help lists the flags)"
+    )
     with pytest.raises(UsageError, match=r"^argument --learning_rate: expected one argument \(python -m tool --help"):
         parser.parse_args(["--learning_rate"])

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from disk_helpers import SmallDisks
-from entry_points import run_cli_with_process_output
 from llava.errors import size_text
 from llava.train import cache_features, checkpoints
 from llava.train.checkpoints import COMPLETE_MARKER
+
+from disk_helpers import SmallDisks
+from entry_points import run_cli_with_process_output
 from train_helpers import ROOT, run_training, train_args
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -41,8 +42,10 @@ def error_line(stderr: str) -> str:
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:
-    return sorted((p for p in output_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()),
-                  key=lambda p: int(p.name.split("-")[1]))
+    return sorted(
+        (p for p in output_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
 
 
 def manifest_bytes(checkpoint: Path) -> int:
@@ -108,14 +111,17 @@ def test_a_full_disk_under_deepspeed_names_the_rank_and_keeps_the_checkpoint_bef
     # its rank says so. A checkpoint takes about 3.7 MB here: one fits, two do not.
     disk = disks.mount("disk", "5500k")
     out = disk / "out"
-    args = train_args(assets, out, "--deepspeed", str(ROOT / "scripts" / "zero2.json"), "--per_device_train_batch_size", "2", steps=4)
+    args = train_args(
+        assets, out, "--deepspeed", str(ROOT / "scripts" / "zero2.json"), "--per_device_train_batch_size", "2", steps=4
+    )
     failed = run_training(args, launcher=TORCHRUN, env={"OMP_NUM_THREADS": "1"})
     assert failed.returncode != 0
     # The other rank, left waiting in a collective, ends as the launcher stops it (with its own report).
     assert re.search(
         rf"^error: rank [01]: no space left on the device saving checkpoint-4 \({re.escape(str(out / 'checkpoint-4'))}: "
         r"needs about [\d.]+ MB, [\d.]+ (bytes|KB|MB) free\)$",
-        failed.stderr, flags=re.MULTILINE,
+        failed.stderr,
+        flags=re.MULTILINE,
     ), failed.stderr[-5000:]
     previous = out / "checkpoint-2"
     assert complete_checkpoints(out) == [previous]
@@ -135,6 +141,7 @@ def _make_read_only_between_saves(run: subprocess.Popen, disk: Path, out: Path, 
     """Remounts `disk` read-only while the run is stopped outside any checkpoint save, once it has saved
     one: every checkpoint folder there is has its marker (a save starts by making its folder), and no
     file is open for writing (the remount refuses otherwise). A stopped process starts no save meanwhile."""
+
     def saved_one() -> bool:
         return any((f / COMPLETE_MARKER).is_file() for f in out.glob("checkpoint-*"))
 
@@ -148,9 +155,9 @@ def _make_read_only_between_saves(run: subprocess.Popen, disk: Path, out: Path, 
         try:
             while not _stopped(run.pid):
                 time.sleep(0.01)
-            if all((f / COMPLETE_MARKER).is_file() for f in out.glob("checkpoint-*")):
-                if SmallDisks.remount(disk, "ro").returncode == 0:
-                    return
+            complete = all((f / COMPLETE_MARKER).is_file() for f in out.glob("checkpoint-*"))
+            if complete and SmallDisks.remount(disk, "ro").returncode == 0:
+                return
         finally:
             os.kill(run.pid, signal.SIGCONT)
         time.sleep(0.05)
@@ -163,9 +170,16 @@ def test_a_disk_turned_read_only_during_a_run_says_so_at_the_next_checkpoint(ass
     out = disk / "out"
     command = [sys.executable, "-m", "llava.train.train", *train_args(assets, out, steps=200)]
     log = tmp_path / "stderr.txt"  # a file, not a pipe: nobody reads a pipe while the test waits
-    with open(log, "w") as stderr_file, subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=stderr_file,
-    ) as run:
+    with (
+        open(log, "w") as stderr_file,
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+        ) as run,
+    ):
         try:
             _make_read_only_between_saves(run, disk, out, deadline=time.monotonic() + 300)
             run.wait(timeout=300)
@@ -176,16 +190,35 @@ def test_a_disk_turned_read_only_during_a_run_says_so_at_the_next_checkpoint(ass
     assert run.returncode == 1, stderr[-3000:]
     newest = complete_checkpoints(out)[-1]
     step = int(newest.name.split("-")[1]) + 2  # --save_steps 2
-    assert error_line(stderr) == f"error: read-only file system saving checkpoint-{step} ({out / f'checkpoint-{step}'})", stderr[-3000:]
+    assert (
+        error_line(stderr) == f"error: read-only file system saving checkpoint-{step} ({out / f'checkpoint-{step}'})"
+    ), stderr[-3000:]
     assert checkpoints.damage(str(newest)) is None
 
 
 # ------------------------------------------------------------------------------- cache_features
 def run_cache_features(assets, cache_dir, *extra):
-    command = [sys.executable, "-m", "llava.train.cache_features", "--vision_tower", assets["tower"],
-               "--data_path", assets["train"], "--video_folder", assets["video_folder"], "--num_frames", "8",
-               "--feature_cache", str(cache_dir), "--dataloader_num_workers", "0", *extra]
-    return subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "llava.train.cache_features",
+        "--vision_tower",
+        assets["tower"],
+        "--data_path",
+        assets["train"],
+        "--video_folder",
+        assets["video_folder"],
+        "--num_frames",
+        "8",
+        "--feature_cache",
+        str(cache_dir),
+        "--dataloader_num_workers",
+        "0",
+        *extra,
+    ]
+    return subprocess.run(
+        command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -213,7 +246,10 @@ def test_cache_features_into_a_read_only_folder_fails_before_the_tower_loads(ass
     cache = disk / "cache"
     done = run_cache_features(assets, cache)
     assert done.returncode == 1, done.stderr[-3000:]
-    assert error_line(done.stderr) == f"error: read-only file system: --feature_cache folder {cache} cannot be written ({disk})"
+    assert (
+        error_line(done.stderr)
+        == f"error: read-only file system: --feature_cache folder {cache} cannot be written ({disk})"
+    )
     assert "Loading weights" not in done.stderr
 
 
@@ -221,8 +257,9 @@ def test_cache_features_names_a_missing_data_file_in_one_line(assets, tmp_path, 
     # In this process (the failure comes before the tower loads); the tests above run its `python -m`.
     missing = tmp_path / "missing.json"
     monkeypatch.chdir(ROOT)
-    done = run_cli_with_process_output(cache_features.cli, ["--vision_tower", assets["tower"], "--data_path", str(missing),
-                                                            "--feature_cache", str(tmp_path / "cache")])
+    done = run_cli_with_process_output(
+        cache_features.cli,
+        ["--vision_tower", assets["tower"], "--data_path", str(missing), "--feature_cache", str(tmp_path / "cache")],
+    )
     assert done.returncode == 1
     assert error_line(done.stderr) == f"error: --data_path file does not exist ({missing})"
-

@@ -23,13 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from entry_points import run_cli_with_process_output
 from llava.train import preflight
 from llava.train import train as train_module
+
+from entry_points import run_cli_with_process_output
 from train_helpers import ROOT, train_args
 
 HELP = "python -m llava.train.train --help lists the flags"
-SAMPLE = {"id": "ok", "conversations": [{"from": "human", "value": "Descrivi."}, {"from": "gpt", "value": "un cerchio"}]}
+SAMPLE = {
+    "id": "ok",
+    "conversations": [{"from": "human", "value": "Descrivi."}, {"from": "gpt", "value": "un cerchio"}],
+}
 
 
 def run(module: str, args, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -48,6 +52,7 @@ def as_python_m_runs_it(cli):
     LLAVA_DEBUG=1) is printed as its traceback on stderr, status 1. torch's @record on train's cli enables
     faulthandler on sys.stderr, which here is a captured stream without a file descriptor: the warning that
     it could not is this capture's, not the command's (a real stderr has one)."""
+
     def run():
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Unable to enable fault handler", category=UserWarning)
@@ -56,6 +61,7 @@ def as_python_m_runs_it(cli):
             except Exception as e:  # noqa: BLE001 - what `python -m` does with it
                 traceback.print_exception(e)
                 return 1
+
     return run
 
 
@@ -79,31 +85,54 @@ def train_here(monkeypatch):
 
 def text_args(assets, data, out) -> list[str]:
     """The command line of a text-only run: no tower, no clips (what most checks need)."""
-    return ["--model_name_or_path", assets["gpt2"], "--data_path", str(data), "--output_dir", str(out), "--max_steps", "1"]
+    return [
+        "--model_name_or_path",
+        assets["gpt2"],
+        "--data_path",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+    ]
 
 
 def assert_one_error(result, message: str, status: int = 1) -> None:
     """Exactly `error: message` on stderr, nothing else anywhere, and the status (of a CompletedProcess, or
     of entry_points' Ended: the same three fields)."""
-    assert (result.returncode, result.stderr, result.stdout) == (status, f"error: {message}\n", ""), result.stderr[-3000:]
+    assert (result.returncode, result.stderr, result.stdout) == (status, f"error: {message}\n", ""), result.stderr[
+        -3000:
+    ]
 
 
 # ------------------------------------------------------------------------------------------- data files
-@pytest.mark.parametrize("name, text, message", [
-    ("empty.json", "", "the data file is empty ({path})"),
-    ("blank.jsonl", "\n  \n", "the data file is empty ({path})"),
-    ("empty_list.json", "[]\n", "the data file holds an empty list: no samples ({path})"),
-    # a copy cut inside the second sample's key, and one cut right after the first sample
-    ("cut.json", '[{"id": "a", "conversations": []},\n {"id": "b", "conv',
-     "the JSON list is cut short: the file ends inside it (unterminated string) ({path}:2:14)"),
-    ("cut_between.json", '[{"id": "a", "conversations": []},\n',
-     "the JSON list is cut short: the file ends inside it (expecting value) ({path}:2:1)"),
-    ("broken.json", '[{"id": "a"} {"id": "b"}]', "not valid JSON: expecting ',' delimiter ({path}:1:14)"),
-    ("object.json", json.dumps({"data": [SAMPLE]}, indent=2),
-     "the data file holds one JSON object, not a list of samples: expected a JSON list [{...}, {...}] or JSONL "
-     "(one sample object per line) ({path})"),
-    ("missing.json", None, "--data_path file does not exist ({path})"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("empty.json", "", "the data file is empty ({path})"),
+        ("blank.jsonl", "\n  \n", "the data file is empty ({path})"),
+        ("empty_list.json", "[]\n", "the data file holds an empty list: no samples ({path})"),
+        # a copy cut inside the second sample's key, and one cut right after the first sample
+        (
+            "cut.json",
+            '[{"id": "a", "conversations": []},\n {"id": "b", "conv',
+            "the JSON list is cut short: the file ends inside it (unterminated string) ({path}:2:14)",
+        ),
+        (
+            "cut_between.json",
+            '[{"id": "a", "conversations": []},\n',
+            "the JSON list is cut short: the file ends inside it (expecting value) ({path}:2:1)",
+        ),
+        ("broken.json", '[{"id": "a"} {"id": "b"}]', "not valid JSON: expecting ',' delimiter ({path}:1:14)"),
+        (
+            "object.json",
+            json.dumps({"data": [SAMPLE]}, indent=2),
+            "the data file holds one JSON object, not a list of samples: expected a JSON list [{...}, {...}] or JSONL "
+            "(one sample object per line) ({path})",
+        ),
+        ("missing.json", None, "--data_path file does not exist ({path})"),
+    ],
+)
 def test_a_bad_data_file_is_one_line_naming_it(assets, tmp_path, train_here, name, text, message):
     data = tmp_path / name
     if text is not None:
@@ -121,17 +150,22 @@ def test_every_problem_of_the_data_is_listed_in_one_line(assets, tmp_path, train
         "{'id': 'single quotes'}",
         json.dumps([SAMPLE]),
         json.dumps({"id": "c"}),
-        json.dumps({"id": "d", "conversations": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "x"}]}),
+        json.dumps(
+            {"id": "d", "conversations": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "x"}]}
+        ),
         json.dumps({"id": "e", "video": "a.mp4", "image": "b.png", "conversations": SAMPLE["conversations"]}),
     ]
     data.write_text("\n".join(lines) + "\n")
     result = train_here(text_args(assets, data, tmp_path / "out"))
-    assert_one_error(result, (
-        f"5 problems in {data}: line 2 column 2: not JSON: expecting property name enclosed in double quotes; "
-        "line 3: a JSON list, not a sample object; sample 'c' (mixed.jsonl:4) has no 'conversations' list; "
-        "sample 'd' (mixed.jsonl:5) has 1 visual placeholder(s) but no 'video' or 'image'; "
-        "sample 'e' (mixed.jsonl:6) has both a video and an image; one visual input per sample"
-    ))
+    assert_one_error(
+        result,
+        (
+            f"5 problems in {data}: line 2 column 2: not JSON: expecting property name enclosed in double quotes; "
+            "line 3: a JSON list, not a sample object; sample 'c' (mixed.jsonl:4) has no 'conversations' list; "
+            "sample 'd' (mixed.jsonl:5) has 1 visual placeholder(s) but no 'video' or 'image'; "
+            "sample 'e' (mixed.jsonl:6) has both a video and an image; one visual input per sample"
+        ),
+    )
 
 
 def test_problems_past_the_limit_are_counted_and_files_named(assets, tmp_path, train_here):
@@ -158,19 +192,26 @@ def test_a_video_folder_without_the_clips(assets, tmp_path, train_here):
     args = train_args(assets, tmp_path / "out")
     args[args.index("--video_folder") + 1] = str(elsewhere)
     first = json.loads(Path(assets["train"]).read_text())[0]["video"]
-    assert_one_error(train_here(args), (
-        f"none of the first 8 video files of --data_path exist under --video_folder {elsewhere}; "
-        f"is it the right folder? ({elsewhere / first})"
-    ))
+    assert_one_error(
+        train_here(args),
+        (
+            f"none of the first 8 video files of --data_path exist under --video_folder {elsewhere}; "
+            f"is it the right folder? ({elsewhere / first})"
+        ),
+    )
 
 
 def test_clips_without_a_vision_tower(assets, tmp_path, train_here):
     args = train_args(assets, tmp_path / "out")
-    del args[args.index("--vision_tower"):args.index("--vision_tower") + 2]
-    assert_one_error(train_here(args), (
-        f"--data_path holds 8 video samples but {assets['gpt2']} has no vision tower: give --vision_tower, "
-        f"or train on text-only data ({assets['train']})"
-    ), status=2)
+    del args[args.index("--vision_tower") : args.index("--vision_tower") + 2]
+    assert_one_error(
+        train_here(args),
+        (
+            f"--data_path holds 8 video samples but {assets['gpt2']} has no vision tower: give --vision_tower, "
+            f"or train on text-only data ({assets['train']})"
+        ),
+        status=2,
+    )
 
 
 def test_a_missing_model_folder(assets, tmp_path, train_here):
@@ -190,13 +231,19 @@ def test_an_output_dir_that_cannot_be_written(assets, tmp_path, disks, train_her
     assert_one_error(result, f"read-only file system: --output_dir {out} cannot be written ({read_only_folder})")
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--bogus", "1"], f"unknown flag --bogus ({HELP})"),
-    (["--lerning_rate", "1e-3"], f"unknown flag --lerning_rate (did you mean --learning_rate?) ({HELP})"),
-    (["--max_steps", "many"], f"argument --max_steps/--max-steps: invalid int value: 'many' ({HELP})"),
-    (["--mm_tunable_parts", "mm_everything"], "unknown --mm_tunable_parts ['mm_everything']; choose from mm_vision_tower, "
-                                                "mm_vision_resampler, mm_mlp_adapter, mm_language_model"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--bogus", "1"], f"unknown flag --bogus ({HELP})"),
+        (["--lerning_rate", "1e-3"], f"unknown flag --lerning_rate (did you mean --learning_rate?) ({HELP})"),
+        (["--max_steps", "many"], f"argument --max_steps/--max-steps: invalid int value: 'many' ({HELP})"),
+        (
+            ["--mm_tunable_parts", "mm_everything"],
+            "unknown --mm_tunable_parts ['mm_everything']; choose from mm_vision_tower, "
+            "mm_vision_resampler, mm_mlp_adapter, mm_language_model",
+        ),
+    ],
+)
 def test_a_wrong_flag_is_one_line_with_status_2(assets, tmp_path, train_here, extra, message):
     data = tmp_path / "d.json"
     data.write_text(json.dumps([SAMPLE]))
@@ -245,10 +292,25 @@ def test_the_preflight_alone_says_ok(assets, tmp_path, train_here):
 def test_under_torchrun_a_failure_every_rank_shares_is_said_once(assets, tmp_path):
     data = tmp_path / "empty.json"
     data.write_text("")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "llava.train.train", *text_args(assets, data, tmp_path / "out")]
-    result = subprocess.run(launcher, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "llava.train.train",
+        *text_args(assets, data, tmp_path / "out"),
+    ]
+    result = subprocess.run(
+        launcher,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: the data file is empty ({data})"], result.stderr[-3000:]
@@ -279,8 +341,11 @@ def test_a_run_that_reaches_max_words_says_so(assets, tmp_path):
     out = tmp_path / "out"
     result = train(train_args(assets, out, "--max_words", "5", steps=6))
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = re.fullmatch(r"run finished \(--max_words 5 reached: (\d+) words trained\): 1 step, no samples skipped, "
-                           r"final model in (.*)", last_log_message(result.stderr))
+    summary = re.fullmatch(
+        r"run finished \(--max_words 5 reached: (\d+) words trained\): 1 step, no samples skipped, "
+        r"final model in (.*)",
+        last_log_message(result.stderr),
+    )
     assert summary and int(summary.group(1)) >= 5 and summary.group(2) == str(out), result.stderr[-1000:]
 
 
@@ -298,8 +363,11 @@ def test_a_run_stopped_by_a_signal_names_the_checkpoint_to_resume_from(assets, t
     finally:
         process.kill()
     assert process.returncode == 75, stderr[-3000:]
-    summary = re.fullmatch(r"run stopped by SIGTERM: (\d+) of 200 steps, no samples skipped, "
-                           r"checkpoint (.*) saved \(the same command resumes from it\)", last_log_message(stderr))
+    summary = re.fullmatch(
+        r"run stopped by SIGTERM: (\d+) of 200 steps, no samples skipped, "
+        r"checkpoint (.*) saved \(the same command resumes from it\)",
+        last_log_message(stderr),
+    )
     assert summary and summary.group(2) == str(out / f"checkpoint-{summary.group(1)}"), stderr[-1000:]
 
 
@@ -332,13 +400,25 @@ SCRIPT = ROOT / "train_italian_video.sh"
 def run_script(env: dict, *args, timeout=300) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_"))}
     full_env = {**base, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "DS_CONFIG": "none", "NPROC": "1", **env}
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env={k: str(v) for k, v in full_env.items()},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        cwd=ROOT,
+        env={k: str(v) for k, v in full_env.items()},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def script_env(assets, out, **overrides) -> dict:
-    return {"LM_PATH": assets["gpt2"], "VISION_TOWER": assets["tower"], "VIDEO_FOLDER": assets["video_folder"],
-            "DATA_PATH": assets["train"], "OUTPUT_DIR": out, **overrides}
+    return {
+        "LM_PATH": assets["gpt2"],
+        "VISION_TOWER": assets["tower"],
+        "VIDEO_FOLDER": assets["video_folder"],
+        "DATA_PATH": assets["train"],
+        "OUTPUT_DIR": out,
+        **overrides,
+    }
 
 
 @pytest.mark.slow
@@ -348,7 +428,8 @@ def test_the_launcher_runs_the_preflight_and_stops_with_its_line(assets, tmp_pat
     out = tmp_path / "out"
     result = run_script(script_env(assets, out, DATA_PATH=data))
     assert (result.returncode, result.stderr) == (
-        1, f"error: the JSON list is cut short: the file ends inside it (expecting value) ({data}:2:1)\n"
+        1,
+        f"error: the JSON list is cut short: the file ends inside it (expecting value) ({data}:2:1)\n",
     ), result.stderr[-3000:]
     assert "-m llava.train.launch " in result.stdout  # the command it would have run is shown
     assert not out.exists(), "nothing was launched"
@@ -369,7 +450,8 @@ def test_the_launcher_checks_its_own_variables_one_line_each(assets, tmp_path):
 def test_a_wrong_setting_variable_is_the_preflight_s_line_for_its_flag(assets, tmp_path):
     result = run_script(script_env(assets, tmp_path / "out", NUM_FRAMES="eight", LEARNING_RATE="fast"))
     assert (result.returncode, result.stderr) == (
-        2, "error: argument --num_frames/--num-frames: invalid int value: 'eight' (python -m llava.train.train --help lists the flags)\n"
+        2,
+        "error: argument --num_frames/--num-frames: invalid int value: 'eight' (python -m llava.train.train --help lists the flags)\n",
     )
     assert not (tmp_path / "out").exists()
 

@@ -58,22 +58,56 @@ def test_command_line_writes_the_json_and_prints_the_table(checkpoint, assets, t
     samples = json.loads(Path(assets["val"]).read_text())
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"")
-    samples.append({"id": "broken", "video": str(broken),
-                    "conversations": [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": "niente"}]})
-    samples.append({"id": "text-only", "conversations": [{"from": "human", "value": "ciao"},
-                                                          {"from": "gpt", "value": "un cerchio rosso"}]})
+    samples.append(
+        {
+            "id": "broken",
+            "video": str(broken),
+            "conversations": [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": "niente"}],
+        }
+    )
+    samples.append(
+        {
+            "id": "text-only",
+            "conversations": [{"from": "human", "value": "ciao"}, {"from": "gpt", "value": "un cerchio rosso"}],
+        }
+    )
     data = tmp_path / "val.json"
     data.write_text(json.dumps(samples, ensure_ascii=False))
     out = tmp_path / "result.json"
-    captions.main(["--model-path", checkpoint, "--data", str(data), "--video-folder", assets["video_folder"],
-                   "--out", str(out), "--batch-size", "2", "--max-new-tokens", "6"])
+    captions.main(
+        [
+            "--model-path",
+            checkpoint,
+            "--data",
+            str(data),
+            "--video-folder",
+            assets["video_folder"],
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "6",
+        ]
+    )
     table = capsys.readouterr().out
     for row in ("caption loss", "perplexity", "loss, shuffled clips", "grounding gap", "BLEU-4", "CIDEr"):
         assert row in table
 
     result = json.loads(out.read_text())
-    for field in ("samples", "skipped", "caption_tokens", "loss", "perplexity", "loss_true_clips",
-                  "loss_shuffled_clips", "grounding_gap", "bleu4", "cider", "captions"):
+    for field in (
+        "samples",
+        "skipped",
+        "caption_tokens",
+        "loss",
+        "perplexity",
+        "loss_true_clips",
+        "loss_shuffled_clips",
+        "grounding_gap",
+        "bleu4",
+        "cider",
+        "captions",
+    ):
         assert field in result, field
     assert result["samples"] == 6 and result["visual_samples"] == 5
     assert [s["id"] for s in result["skipped"]] == ["broken"]
@@ -81,18 +115,23 @@ def test_command_line_writes_the_json_and_prints_the_table(checkpoint, assets, t
     assert result["grounding_gap"] == pytest.approx(result["loss_shuffled_clips"] - result["loss_true_clips"])
     # the gap is measured over the samples with a clip: the text-only one weighs in the loss alone
     entries = result["captions"]
-    tokens = {e["id"]: len(tokenizer_of(checkpoint)(e["reference"], add_special_tokens=False).input_ids) + 1 for e in entries}
+    tokens = {
+        e["id"]: len(tokenizer_of(checkpoint)(e["reference"], add_special_tokens=False).input_ids) + 1 for e in entries
+    }
     tokens["text-only"] -= 1  # its first token has no context to be predicted from (GPT-2 adds no BOS), as in training
     assert result["caption_tokens"] == sum(tokens.values())
     assert result["loss"] == pytest.approx(sum(e["loss"] * tokens[e["id"]] for e in entries) / sum(tokens.values()))
     visual = [e for e in entries if e["id"] != "text-only"]
     assert result["loss_true_clips"] == pytest.approx(
-        sum(e["loss"] * tokens[e["id"]] for e in visual) / sum(tokens[e["id"]] for e in visual))
+        sum(e["loss"] * tokens[e["id"]] for e in visual) / sum(tokens[e["id"]] for e in visual)
+    )
     assert "clip_from" not in entries[-1]
 
     ids = [s["id"] for s in samples if s["id"] != "broken"]
     assert [e["id"] for e in entries] == ids
-    assert [e["reference"] for e in entries] == [s["conversations"][-1]["value"] for s in samples if s["id"] != "broken"]
+    assert [e["reference"] for e in entries] == [
+        s["conversations"][-1]["value"] for s in samples if s["id"] != "broken"
+    ]
     entries = visual
     ids = ids[:5]
     # the shuffled loss uses other samples' clips, each clip once
@@ -104,8 +143,19 @@ def test_command_line_writes_the_json_and_prints_the_table(checkpoint, assets, t
     assert result["cider"] == pytest.approx(cider(hyps, refs))
 
     # --json puts the same result on stdout
-    captions.main(["--model-path", checkpoint, "--data", assets["val"], "--video-folder", assets["video_folder"],
-                   "--max-new-tokens", "6", "--json"])
+    captions.main(
+        [
+            "--model-path",
+            checkpoint,
+            "--data",
+            assets["val"],
+            "--video-folder",
+            assets["video_folder"],
+            "--max-new-tokens",
+            "6",
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     again = json.loads(captured.out)
     assert again["loss"] == pytest.approx(result["loss_true_clips"]) and "grounding gap" in captured.err  # the 5 clips
@@ -120,13 +170,21 @@ def test_loss_is_the_mean_nll_of_the_caption_tokens(loaded, assets):
     assert captions.caption_loss(model, tokenizer, items[:1]) == pytest.approx(expected, abs=1e-5)
 
     # over several samples: the token-weighted mean, whatever the batching
-    per_sample = [hand_loss(model, tokenizer, processor, f"{assets['video_folder']}/{s['media']}",
-                            s["conversations"][-1]["value"]) for s in dataset.samples[:3]]
-    lengths = [len(tokenizer(s["conversations"][-1]["value"], add_special_tokens=False).input_ids) + 1
-               for s in dataset.samples[:3]]
+    per_sample = [
+        hand_loss(
+            model, tokenizer, processor, f"{assets['video_folder']}/{s['media']}", s["conversations"][-1]["value"]
+        )
+        for s in dataset.samples[:3]
+    ]
+    lengths = [
+        len(tokenizer(s["conversations"][-1]["value"], add_special_tokens=False).input_ids) + 1
+        for s in dataset.samples[:3]
+    ]
     weighted = sum(loss * n for loss, n in zip(per_sample, lengths)) / sum(lengths)
     for batch_size in (1, 2, 3):
-        assert captions.caption_loss(model, tokenizer, items[:3], batch_size=batch_size) == pytest.approx(weighted, abs=1e-5)
+        assert captions.caption_loss(model, tokenizer, items[:3], batch_size=batch_size) == pytest.approx(
+            weighted, abs=1e-5
+        )
     # and it is what training minimizes: the model's own loss on one sample
     batch = captions.DataCollatorForSupervisedDataset(tokenizer)(items[:1])
     batch.pop("skipped")
@@ -149,8 +207,9 @@ def test_shuffled_clips_come_from_other_samples(loaded, assets):
         assert item["pixel_values"] is items[j]["pixel_values"] and item["input_ids"] is items[k]["input_ids"]
     # the shuffled loss of a sample is its caption scored after the other sample's clip
     sample, donor = dataset.samples[0], dataset.samples[order[0]]
-    expected = hand_loss(model, tokenizer, processor, f"{assets['video_folder']}/{donor['media']}",
-                         sample["conversations"][-1]["value"])
+    expected = hand_loss(
+        model, tokenizer, processor, f"{assets['video_folder']}/{donor['media']}", sample["conversations"][-1]["value"]
+    )
     assert captions.caption_loss(model, tokenizer, shuffled[:1]) == pytest.approx(expected, abs=1e-5)
 
 
@@ -165,8 +224,17 @@ def test_images_are_letterboxed_where_the_checkpoint_was_trained_so(checkpoint, 
     model.config.image_aspect_ratio = "pad"
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 96, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
     data = tmp_path / "images.json"
-    data.write_text(json.dumps([{"id": "wide", "image": "wide.png", "conversations": [
-        {"from": "human", "value": "<image>\n"}, {"from": "gpt", "value": "un quadrato"}]}]))
+    data.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "wide",
+                    "image": "wide.png",
+                    "conversations": [{"from": "human", "value": "<image>\n"}, {"from": "gpt", "value": "un quadrato"}],
+                }
+            ]
+        )
+    )
     _, items = captions.load_items(model, tokenizer, processor, str(data), image_folder=str(tmp_path))
     with Image.open(tmp_path / "wide.png") as image:
         letterboxed, cropped = process_images([image], processor, model.config), process_images([image], processor)

@@ -73,8 +73,13 @@ def test_stock_transformers_loads_the_export_with_the_same_logits(tmp_path, toke
 
     results_file = tmp_path / "stock_logits.pt"
     folders = [str(out) for _, out in exported.values()]
-    result = subprocess.run([sys.executable, "-c", LOADER, json.dumps(folders), TEXT, str(results_file)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, json.dumps(folders), TEXT, str(results_file)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stock = torch.load(results_file, weights_only=True)
 
@@ -83,8 +88,10 @@ def test_stock_transformers_loads_the_export_with_the_same_logits(tmp_path, toke
         config = json.loads((out / "config.json").read_text())
         assert config["model_type"] == stock_type and config["architectures"] == [stock_class], family
         assert not [k for k in config if k.startswith("mm_")], family
-        assert not any(k.startswith(("vision", "mm_")) or ".vision_" in k or ".mm_" in k
-                       for k in _safetensors_keys(out / "model.safetensors")), family
+        assert not any(
+            k.startswith(("vision", "mm_")) or ".vision_" in k or ".mm_" in k
+            for k in _safetensors_keys(out / "model.safetensors")
+        ), family
 
         got = stock[str(out)]
         assert got["class"] == stock_class
@@ -93,7 +100,10 @@ def test_stock_transformers_loads_the_export_with_the_same_logits(tmp_path, toke
         assert torch.equal(got["ids"], ids), family
         with torch.no_grad():
             expected = model(input_ids=ids).logits
-        assert torch.allclose(got["logits"], expected, atol=1e-5, rtol=0), (family, (got["logits"] - expected).abs().max())
+        assert torch.allclose(got["logits"], expected, atol=1e-5, rtol=0), (
+            family,
+            (got["logits"] - expected).abs().max(),
+        )
 
 
 def _safetensors_keys(path):

@@ -18,6 +18,7 @@ import llava.media as media_module
 from llava.demo.synthetic import ClipSpec, render_frames, write_clip
 from llava.train import cache_features, train
 from llava.train.feature_cache import FeatureCache, describe_tower
+
 from media_helpers import write_broken_inputs
 from train_helpers import logged_losses, make_assets, train_args, train_tiny_checkpoint
 
@@ -29,7 +30,14 @@ def assets(tmp_path_factory):
 
 def cache_args(assets, cache_dir, data=None, *extra):
     # The training command line itself: flags that do not concern caching are ignored by cache_features.
-    return [*train_args(assets, "unused-output", data=data), "--feature_cache", str(cache_dir), "--dataloader_num_workers", "0", *extra]
+    return [
+        *train_args(assets, "unused-output", data=data),
+        "--feature_cache",
+        str(cache_dir),
+        "--dataloader_num_workers",
+        "0",
+        *extra,
+    ]
 
 
 def build(assets, cache_dir=None, data=None):
@@ -164,9 +172,20 @@ def test_a_saved_checkpoint_caches_with_its_own_tower(assets, tmp_path):
     checkpoint = train_tiny_checkpoint(assets, tmp_path / "run", steps=1)
     cache_dir = tmp_path / "cache"
     # The checkpoint's tower is the one a run from the plain LM + --vision_tower loads: one namespace.
-    from_checkpoint = cache_features.main(["--model_name_or_path", checkpoint, "--data_path", assets["train"],
-                                           "--video_folder", assets["video_folder"], "--feature_cache", str(cache_dir),
-                                           "--dataloader_num_workers", "0"])
+    from_checkpoint = cache_features.main(
+        [
+            "--model_name_or_path",
+            checkpoint,
+            "--data_path",
+            assets["train"],
+            "--video_folder",
+            assets["video_folder"],
+            "--feature_cache",
+            str(cache_dir),
+            "--dataloader_num_workers",
+            "0",
+        ]
+    )
     from_tower = cache_features.main(cache_args(assets, cache_dir))
     assert from_checkpoint["namespace"] == from_tower["namespace"]
     assert (from_tower["computed"], from_tower["present"]) == (0, 12)
@@ -174,8 +193,16 @@ def test_a_saved_checkpoint_caches_with_its_own_tower(assets, tmp_path):
 
 def test_cache_features_explains_a_missing_tower(tmp_path, assets):
     with pytest.raises(ValueError, match="--vision_tower"):
-        cache_features.main(["--model_name_or_path", assets["gpt2"], "--data_path", assets["train"],
-                             "--feature_cache", str(tmp_path / "cache")])
+        cache_features.main(
+            [
+                "--model_name_or_path",
+                assets["gpt2"],
+                "--data_path",
+                assets["train"],
+                "--feature_cache",
+                str(tmp_path / "cache"),
+            ]
+        )
 
 
 def test_a_yaml_mixture_caches_the_samples_training_draws(assets, tmp_path):
@@ -186,7 +213,8 @@ def test_a_yaml_mixture_caches_the_samples_training_draws(assets, tmp_path):
     summary = cache_features.main(cache_args(assets, cache_dir, str(mixture), "--seed", "7"))
     assert summary["computed"] == 6
     model_args, data_args, training_args = train.parse_args(
-        train_args(assets, "unused-output", "--feature_cache", str(cache_dir), "--seed", "7", data=str(mixture)))
+        train_args(assets, "unused-output", "--feature_cache", str(cache_dir), "--seed", "7", data=str(mixture))
+    )
     _, model = train.build_model(model_args, data_args, training_args)
     from transformers import AutoTokenizer
 

@@ -47,8 +47,13 @@ ENTRY_POINTS = {
 }
 SHELL_SCRIPTS = {"train_italian_video.sh", "gpu_check.sh"}
 # name -> the function `python -m` runs (those that take seconds to start; lmms_task and the demo take less)
-IN_PROCESS = {"serve.cli": serve.cli, "eval.captions": captions.cli, "eval.export_lm": export_lm.cli,
-              "eval.run_llava": run_llava.cli, "bench": errors.entry_point(bench.main)}
+IN_PROCESS = {
+    "serve.cli": serve.cli,
+    "eval.captions": captions.cli,
+    "eval.export_lm": export_lm.cli,
+    "eval.run_llava": run_llava.cli,
+    "bench": errors.entry_point(bench.main),
+}
 
 
 def _help(name: str) -> subprocess.CompletedProcess:
@@ -67,8 +72,11 @@ def _help_in_process(name: str):
 def helps(request) -> dict:
     """The --help runs of the entry points this session selected: the subprocesses side by side, then
     the in-process ones (each result has returncode, stdout and stderr)."""
-    selected = [item.callspec.params["name"] for item in request.session.items
-                if item.module.__name__ == __name__ and hasattr(item, "callspec")]
+    selected = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module.__name__ == __name__ and hasattr(item, "callspec")
+    ]
     started = [name for name in selected if name not in IN_PROCESS]
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = dict(zip(started, pool.map(_help, started)))

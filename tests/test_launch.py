@@ -41,13 +41,18 @@ def launch(tmp_path, mode, **popen):
     script.write_text(RANK_SCRIPT)
     command = [sys.executable, "-m", "llava.train.launch", "--standalone", "--nproc_per_node", "2", str(script), mode]
     env = {**os.environ, "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT", "LLAVA_DEBUG": ""}
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
 
 
-@pytest.mark.parametrize("mode, line", [
-    ("exit", "error: the rank's own line (here)"),  # an expected failure: nothing added to its line
-    ("raise", f"error: rank 1 ({HOST}) failed: ValueError: bad value on two lines (its traceback is above)"),
-])
+@pytest.mark.parametrize(
+    "mode, line",
+    [
+        ("exit", "error: the rank's own line (here)"),  # an expected failure: nothing added to its line
+        ("raise", f"error: rank 1 ({HOST}) failed: ValueError: bad value on two lines (its traceback is above)"),
+    ],
+)
 def test_a_failed_rank_is_named_in_the_last_line(tmp_path, mode, line):
     job = launch(tmp_path, mode)
     _, stderr = job.communicate(timeout=120)

@@ -53,8 +53,21 @@ def clean_env(**overrides) -> dict:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMI_", "OMPI_"))
-        and k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                      "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID", "OMP_NUM_THREADS", "GPUS_PER_NODE", "NPROC")
+        and k
+        not in (
+            "RANK",
+            "LOCAL_RANK",
+            "WORLD_SIZE",
+            "LOCAL_WORLD_SIZE",
+            "MASTER_ADDR",
+            "MASTER_PORT",
+            "GROUP_RANK",
+            "ROLE_RANK",
+            "TORCHELASTIC_RUN_ID",
+            "OMP_NUM_THREADS",
+            "GPUS_PER_NODE",
+            "NPROC",
+        )
         and k not in TINY_SETTINGS
     }
     env.update(PYTHON=sys.executable, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -66,8 +79,9 @@ def run_script(env: dict, *args: str, timeout: float = 60, cwd: Path = REPO) -> 
     """`bash train_italian_video.sh ARGS` in its own process group, which is killed whole (torchrun and its
     ranks) if it runs past `timeout`."""
     command = ["bash", str(SCRIPT), *args]
-    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -133,34 +147,68 @@ def train_log_losses(text: str) -> list[float]:
 # What the preflight (run by the script before it launches) says of each wrong path, and the script's own
 # checks of its launching variables.
 MISSING_CASES = {
-    "lm folder": ({"LM_PATH": "/nonexistent/bambi-gpt2"}, "error: --model_name_or_path folder does not exist (/nonexistent/bambi-gpt2)"),
-    "lm without config.json": ({"LM_PATH": "{empty_dir}"}, "error: --model_name_or_path folder has no config.json, so it is not a model folder ({empty_dir})"),
+    "lm folder": (
+        {"LM_PATH": "/nonexistent/bambi-gpt2"},
+        "error: --model_name_or_path folder does not exist (/nonexistent/bambi-gpt2)",
+    ),
+    "lm without config.json": (
+        {"LM_PATH": "{empty_dir}"},
+        "error: --model_name_or_path folder has no config.json, so it is not a model folder ({empty_dir})",
+    ),
     "data file": ({"DATA_PATH": "/nonexistent/train.json"}, "(/nonexistent/train.json)"),
-    "video folder": ({"VIDEO_FOLDER": "/nonexistent/videos"}, "error: --video_folder folder does not exist (/nonexistent/videos)"),
-    "deepspeed config": ({"DS_CONFIG": "scripts/zero9.json"}, "error: --deepspeed config file does not exist (scripts/zero9.json)"),
-    "tower path": ({"VISION_TOWER": "./no/such/tower"}, "error: --vision_tower folder does not exist (./no/such/tower)"),
-    "tower not a hub id": ({"VISION_TOWER": "dinov2 large"}, "error: --vision_tower folder does not exist (dinov2 large)"),
+    "video folder": (
+        {"VIDEO_FOLDER": "/nonexistent/videos"},
+        "error: --video_folder folder does not exist (/nonexistent/videos)",
+    ),
+    "deepspeed config": (
+        {"DS_CONFIG": "scripts/zero9.json"},
+        "error: --deepspeed config file does not exist (scripts/zero9.json)",
+    ),
+    "tower path": (
+        {"VISION_TOWER": "./no/such/tower"},
+        "error: --vision_tower folder does not exist (./no/such/tower)",
+    ),
+    "tower not a hub id": (
+        {"VISION_TOWER": "dinov2 large"},
+        "error: --vision_tower folder does not exist (dinov2 large)",
+    ),
     "hub tower offline, not cached": (
         {"VISION_TOWER": "facebook/dinov2-large", "HF_HOME": "{empty_dir}"},
         "error: --vision_tower folder does not exist (facebook/dinov2-large), and no hub model of that name is in the "
         "Hugging Face cache ({empty_dir}/hub) or can be downloaded (HF_HUB_OFFLINE is set)",
     ),
-    "mode": ({"MODE": "audio"}, "train_italian_video.sh: error: MODE must be 'video' (video+text training) or 'text' (text-only training on the captions), not 'audio'"),
-    "recipe": ({"RECIPE": "recipes/none.yaml"}, "train_italian_video.sh: error: RECIPE: recipe file 'recipes/none.yaml' not found"),
-    "text mode data file": ({"MODE": "text", "DATA_PATH": "/nonexistent/captions.json"}, "(/nonexistent/captions.json)"),
+    "mode": (
+        {"MODE": "audio"},
+        "train_italian_video.sh: error: MODE must be 'video' (video+text training) or 'text' (text-only training on the captions), not 'audio'",
+    ),
+    "recipe": (
+        {"RECIPE": "recipes/none.yaml"},
+        "train_italian_video.sh: error: RECIPE: recipe file 'recipes/none.yaml' not found",
+    ),
+    "text mode data file": (
+        {"MODE": "text", "DATA_PATH": "/nonexistent/captions.json"},
+        "(/nonexistent/captions.json)",
+    ),
 }
 
 
 @pytest.mark.slow
 def test_every_wrong_path_is_named_in_the_one_line(dummy_paths, tmp_path):
     exe, record = fake_python(tmp_path, checks=True)
-    wrong = {"LM_PATH": tmp_path / "no-lm", "VIDEO_FOLDER": tmp_path / "no-videos", "VISION_TOWER": tmp_path / "no-tower"}
+    wrong = {
+        "LM_PATH": tmp_path / "no-lm",
+        "VIDEO_FOLDER": tmp_path / "no-videos",
+        "VISION_TOWER": tmp_path / "no-tower",
+    }
     env = clean_env(**{**dummy_paths, **wrong}, PYTHON=exe, OUTPUT_DIR=tmp_path / "out")
     result = run_script(env, timeout=60)
-    assert (result.returncode, result.stderr) == (1, (
-        f"error: --model_name_or_path folder does not exist ({tmp_path / 'no-lm'}); --vision_tower folder does not "
-        f"exist ({tmp_path / 'no-tower'}); --video_folder folder does not exist ({tmp_path / 'no-videos'})\n"
-    ))
+    assert (result.returncode, result.stderr) == (
+        1,
+        (
+            f"error: --model_name_or_path folder does not exist ({tmp_path / 'no-lm'}); --vision_tower folder does not "
+            f"exist ({tmp_path / 'no-tower'}); --video_folder folder does not exist ({tmp_path / 'no-videos'})\n"
+        ),
+    )
     assert not record.exists()
 
 
@@ -170,10 +218,13 @@ def test_packer_grids_that_do_not_tile_the_tower_are_refused_before_any_model_lo
     env = clean_env(**script_assets, PYTHON=exe, OUTPUT_DIR=tmp_path / "out", FAST_GRID="8 3 4", DS_CONFIG="none")
     result = run_script(env, timeout=60)
     # the tiny tower: 56-pixel crops in 7-pixel patches, an 8x8 grid
-    assert (result.returncode, result.stderr) == (2, (
-        "error: --mm_fast_grid 8x3x4 does not divide the input grid 8x8x8 (frames x rows x columns). Valid choices: "
-        f"frames in (1, 2, 4, 8); rows in (1, 2, 4, 8); columns in (1, 2, 4, 8). ({script_assets['VISION_TOWER']})\n"
-    ))
+    assert (result.returncode, result.stderr) == (
+        2,
+        (
+            "error: --mm_fast_grid 8x3x4 does not divide the input grid 8x8x8 (frames x rows x columns). Valid choices: "
+            f"frames in (1, 2, 4, 8); rows in (1, 2, 4, 8); columns in (1, 2, 4, 8). ({script_assets['VISION_TOWER']})\n"
+        ),
+    )
     assert not record.exists()
 
 
@@ -205,7 +256,11 @@ def test_the_dummy_paths_pass_the_checks(dummy_paths, tmp_path):
 def test_text_mode_needs_no_tower_or_videos(dummy_paths, tmp_path):
     exe, record = fake_python(tmp_path, checks=True)
     env = clean_env(**dummy_paths, PYTHON=exe, NPROC=1, MODE="text", OUTPUT_DIR=tmp_path / "out")
-    env.update(DATA_PATH=str(dummy_paths["TEXT_DATA_PATH"]), VIDEO_FOLDER=str(tmp_path / "missing"), VISION_TOWER=str(tmp_path / "missing-tower"))
+    env.update(
+        DATA_PATH=str(dummy_paths["TEXT_DATA_PATH"]),
+        VIDEO_FOLDER=str(tmp_path / "missing"),
+        VISION_TOWER=str(tmp_path / "missing-tower"),
+    )
     result = run_script(env, timeout=60)
     assert result.returncode == 0, result.stderr
     argv = record.read_text().splitlines()
@@ -221,16 +276,42 @@ def test_standalone_command_is_the_recipe_and_the_variables_that_are_set(dummy_p
     assert result.returncode == 0, result.stderr
     argv = record.read_text().splitlines()
     head = argv[: argv.index("-m", 3) + 2]
-    assert head == ["-m", "llava.train.launch", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-                    "-m", "llava.train.train"]
+    assert head == [
+        "-m",
+        "llava.train.launch",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "llava.train.train",
+    ]
     # the recipe, each variable that is set as its flag (in the order of the script's Settings list), then
     # the script's own arguments
-    assert argv[len(head):] == [
-        "--config", "recipes/italian_video.yaml",
-        "--model_name_or_path", str(dummy_paths["LM_PATH"]), "--vision_tower", str(dummy_paths["VISION_TOWER"]),
-        "--data_path", str(dummy_paths["DATA_PATH"]), "--video_folder", str(dummy_paths["VIDEO_FOLDER"]),
-        "--output_dir", str(tmp_path / "out"), "--mm_fast_grid", "4", "2", "2", "--per_device_train_batch_size", "3",
-        "--max_steps", "3", "--learning_rate", "0.5",
+    assert argv[len(head) :] == [
+        "--config",
+        "recipes/italian_video.yaml",
+        "--model_name_or_path",
+        str(dummy_paths["LM_PATH"]),
+        "--vision_tower",
+        str(dummy_paths["VISION_TOWER"]),
+        "--data_path",
+        str(dummy_paths["DATA_PATH"]),
+        "--video_folder",
+        str(dummy_paths["VIDEO_FOLDER"]),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--mm_fast_grid",
+        "4",
+        "2",
+        "2",
+        "--per_device_train_batch_size",
+        "3",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "0.5",
     ]
     assert "RECIPE" in result.stdout and f"OUTPUT_DIR             {tmp_path / 'out'}" in result.stdout
 
@@ -256,24 +337,60 @@ def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):
     exe, record = fake_python(tmp_path)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text('#!/usr/bin/env bash\n[ "$1 $2" = "show hostnames" ] && printf "gpu-a01\\ngpu-a02\\n"\n')
+    (bin_dir / "scontrol").write_text(
+        '#!/usr/bin/env bash\n[ "$1 $2" = "show hostnames" ] && printf "gpu-a01\\ngpu-a02\\n"\n'
+    )
     (bin_dir / "srun").write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "{tmp_path}/srun.txt"\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
-    env = clean_env(**dummy_paths, PYTHON=exe, PATH=f"{bin_dir}:{os.environ['PATH']}", OUTPUT_DIR=tmp_path / "out",
-                    SLURM_JOB_ID="4242", SLURM_NNODES="2", SLURM_JOB_NODELIST="gpu-a[01-02]",
-                    SLURM_GPUS_ON_NODE="4", SLURM_CPUS_PER_TASK="32", SLURM_SUBMIT_DIR=str(REPO))
+    env = clean_env(
+        **dummy_paths,
+        PYTHON=exe,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        OUTPUT_DIR=tmp_path / "out",
+        SLURM_JOB_ID="4242",
+        SLURM_NNODES="2",
+        SLURM_JOB_NODELIST="gpu-a[01-02]",
+        SLURM_GPUS_ON_NODE="4",
+        SLURM_CPUS_PER_TASK="32",
+        SLURM_SUBMIT_DIR=str(REPO),
+    )
     result = run_script(env, timeout=30)
     assert result.returncode == 0, result.stderr
     srun = (tmp_path / "srun.txt").read_text().splitlines()
     # each node's task starts torchrun through a one-line snippet that gives it the node's own address
-    assert srun[:13] == ["--nodes", "2", "--ntasks", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1",
-                         "--cpus-per-task", "32", "bash", "-c", srun[11], "on-node"]
+    assert srun[:13] == [
+        "--nodes",
+        "2",
+        "--ntasks",
+        "2",
+        "--ntasks-per-node",
+        "1",
+        "--kill-on-bad-exit=1",
+        "--cpus-per-task",
+        "32",
+        "bash",
+        "-c",
+        srun[11],
+        "on-node",
+    ]
     assert srun[13] == str(exe)
     torchrun = srun[14:]
     assert torchrun[:14] == [
-        "-m", "llava.train.launch", "--nnodes", "2", "--nproc_per_node", "4", "--rdzv_backend", "c10d",
-        "--rdzv_endpoint", "gpu-a01:24242", "--rdzv_id", "4242", "-m", "llava.train.train",
+        "-m",
+        "llava.train.launch",
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "4",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        "gpu-a01:24242",
+        "--rdzv_id",
+        "4242",
+        "-m",
+        "llava.train.train",
     ]
     assert re.search(r"OMP_NUM_THREADS\s+8\n", result.stdout), result.stdout
 
@@ -344,8 +461,15 @@ def sbatch(cluster: SlurmCluster, env: dict, log_dir: Path, *script_args: str, t
     log_dir.mkdir(parents=True, exist_ok=True)  # SLURM opens --output before the job runs
     cpus = os.cpu_count() or 1
     args = [
-        "sbatch", "--wait", "--parsable", f"--output={log_dir}/%x_%j.out", "--gpus-per-node=0",
-        f"--cpus-per-task={min(cpus, 2)}", "--time=00:15:00", str(SCRIPT), *script_args,
+        "sbatch",
+        "--wait",
+        "--parsable",
+        f"--output={log_dir}/%x_%j.out",
+        "--gpus-per-node=0",
+        f"--cpus-per-task={min(cpus, 2)}",
+        "--time=00:15:00",
+        str(SCRIPT),
+        *script_args,
     ]
     env = {**cluster.env, **env, "SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": cluster.env["PATH"]}
     try:

@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,7 +73,9 @@ def test_disable_torch_init_then_load_gives_the_same_model(checkpoint, loaded):
         "torch.save({k: v for k, v in model.state_dict().items()}, sys.argv[2])\n"
     )
     out = f"{checkpoint}/../state.pt"
-    result = subprocess.run([sys.executable, "-c", code, checkpoint, out], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code, checkpoint, out], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     state = torch.load(out, weights_only=True)
     reference = loaded[1].state_dict()
@@ -91,7 +94,9 @@ def test_positional_llava_call_returns_the_four_parts(loaded):
 def test_llava_keyword_forms(checkpoint, loaded):
     name = get_model_name_from_path(checkpoint)
     # lmms-eval's call: multimodal=True, device_map="auto", attn_implementation="sdpa"
-    _, model, _, _ = load_pretrained_model(checkpoint, None, name, device_map="auto", multimodal=True, attn_implementation="sdpa")
+    _, model, _, _ = load_pretrained_model(
+        checkpoint, None, name, device_map="auto", multimodal=True, attn_implementation="sdpa"
+    )
     assert model.config._attn_implementation == "sdpa"
     # LLaVA-1.5's keywords, and ours
     _, model, _, _ = load_pretrained_model(checkpoint, None, name, use_flash_attn=False, device="cpu")
@@ -130,7 +135,7 @@ def test_overwrite_and_customized_config_reach_the_model(checkpoint, loaded, tmp
     assert model.config.mm_spatial_pool_stride == 2  # lmms-eval's keys are kept on the config
     assert model.get_vision_tower().select_layer == -1 != reference.get_vision_tower().select_layer
 
-    custom = json.loads(open(f"{checkpoint}/config.json").read())
+    custom = json.loads(Path(checkpoint, "config.json").read_text())
     custom["mm_vision_select_layer"] = -3
     (tmp_path / "custom.json").write_text(json.dumps(custom))
     _, model, _, _ = load_pretrained_model(checkpoint, None, "x", customized_config=str(tmp_path / "custom.json"))
@@ -173,10 +178,16 @@ def test_generate_with_images_returns_only_new_tokens_text_only_included(loaded)
     ids = torch.tensor([tokenizer("un cerchio").input_ids])
     full = greedy(model, ids)  # transformers' call: prompt + new tokens
     assert torch.equal(full[:, : ids.shape[1]], ids)
-    assert torch.equal(greedy(model, ids, images=None), full[:, ids.shape[1]:])  # LLaVA's call: new tokens
-    keyword = model.generate(input_ids=ids, images=None, attention_mask=torch.ones_like(ids), max_new_tokens=NEW,
-                             min_new_tokens=NEW, do_sample=False)
-    assert torch.equal(keyword, full[:, ids.shape[1]:])
+    assert torch.equal(greedy(model, ids, images=None), full[:, ids.shape[1] :])  # LLaVA's call: new tokens
+    keyword = model.generate(
+        input_ids=ids,
+        images=None,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=NEW,
+        min_new_tokens=NEW,
+        do_sample=False,
+    )
+    assert torch.equal(keyword, full[:, ids.shape[1] :])
 
 
 def test_keywords_stopping_criteria_stops_a_generate_with_images(loaded, frames):
@@ -229,11 +240,23 @@ def test_llava_readme_quick_start(checkpoint, loaded, frames, tmp_path, capsys):
     image_file = tmp_path / "frame.png"
     Image.fromarray(frames[5]).save(image_file)
     model_path = checkpoint
-    args = type("Args", (), {
-        "model_path": model_path, "model_base": None, "model_name": get_model_name_from_path(model_path),
-        "query": "Cosa si vede?", "conv_mode": None, "image_file": str(image_file), "sep": ",",
-        "temperature": 0, "top_p": None, "num_beams": 1, "max_new_tokens": NEW,
-    })()
+    args = type(
+        "Args",
+        (),
+        {
+            "model_path": model_path,
+            "model_base": None,
+            "model_name": get_model_name_from_path(model_path),
+            "query": "Cosa si vede?",
+            "conv_mode": None,
+            "image_file": str(image_file),
+            "sep": ",",
+            "temperature": 0,
+            "top_p": None,
+            "num_beams": 1,
+            "max_new_tokens": NEW,
+        },
+    )()
     answer = eval_model(args)
     tokenizer, model, processor, _ = loaded
     expected = reference_caption(model, tokenizer, process_images([Image.open(image_file)], processor, model.config))
@@ -243,16 +266,47 @@ def test_llava_readme_quick_start(checkpoint, loaded, frames, tmp_path, capsys):
 def test_run_llava_command_line_on_a_clip(checkpoint, loaded, assets):
     clip = f"{assets['video_folder']}/val_00001.mp4"
     result = subprocess.run(
-        [sys.executable, "-m", "llava.eval.run_llava", "--model-path", checkpoint, "--image-file", clip,
-         "--query", "Descrivi il video.", "--temperature", "0", "--max_new_tokens", str(NEW)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "llava.eval.run_llava",
+            "--model-path",
+            checkpoint,
+            "--image-file",
+            clip,
+            "--query",
+            "Descrivi il video.",
+            "--temperature",
+            "0",
+            "--max_new_tokens",
+            str(NEW),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     tokenizer, model, processor, _ = loaded
     pixels = processor.preprocess(read_video_frames(clip, 8), return_tensors="pt")["pixel_values"]
     assert result.stdout == reference_caption(model, tokenizer, pixels) + "\n"
-    missing = subprocess.run([sys.executable, "-m", "llava.eval.run_llava", "--model-path", checkpoint, "--image-file",
-                              clip + ".missing", "--query", "?"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llava.eval.run_llava",
+            "--model-path",
+            checkpoint,
+            "--image-file",
+            clip + ".missing",
+            "--query",
+            "?",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 1
     assert missing.stderr == f"error: --image-file file does not exist ({clip}.missing)\n"
 
@@ -268,7 +322,9 @@ def test_llava_next_video_snippet_with_more_frames_than_the_model_takes(loaded, 
     conv.append_message(conv.roles[0], "<image>\nDescrivi il video in dettaglio.")
     conv.append_message(conv.roles[1], None)
     input_ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt").unsqueeze(0)
-    cont = model.generate(input_ids, images=video, modalities=["video"], do_sample=False, temperature=0, max_new_tokens=NEW)
+    cont = model.generate(
+        input_ids, images=video, modalities=["video"], do_sample=False, temperature=0, max_new_tokens=NEW
+    )
     text = tokenizer.batch_decode(cont, skip_special_tokens=True)[0].strip()
     kept = image_processor.preprocess(frames[:16][sample_indices(16, 8)], return_tensors="pt")["pixel_values"]
     assert text == reference_caption(model, tokenizer, kept)
@@ -292,6 +348,8 @@ def test_llava_budgets_of_new_tokens_are_fitted_to_the_models_positions(loaded, 
     clip = processor.preprocess(frames[:8], return_tensors="pt")["pixel_values"]
     ids = torch.tensor([[IMAGE_TOKEN_INDEX]])
     with caplog.at_level(logging.WARNING, logger="llava.model.llava_arch"):
-        out = model.generate(ids, images=[clip], max_new_tokens=1024, min_new_tokens=1024, do_sample=False)  # lmms-eval's
+        out = model.generate(
+            ids, images=[clip], max_new_tokens=1024, min_new_tokens=1024, do_sample=False
+        )  # lmms-eval's
     assert out.shape[1] == context_len - 96  # 96 visual tokens of an 8-frame clip fill the rest
     assert "max_new_tokens=1024 does not fit the language model's 256 positions" in caplog.text

@@ -14,7 +14,16 @@ def parse(*flags):
 
 
 def test_renamed_training_flags_are_aliases():
-    _, _, args = parse("--evaluation_strategy", "no", "--warmup_ratio", "0.03", "--group_by_length", "True", "--save_safetensors", "True")
+    _, _, args = parse(
+        "--evaluation_strategy",
+        "no",
+        "--warmup_ratio",
+        "0.03",
+        "--group_by_length",
+        "True",
+        "--save_safetensors",
+        "True",
+    )
     assert args.eval_strategy == "no" and args.warmup_steps == 0.03
     assert args.get_warmup_steps(1000) == 30  # transformers 5 reads warmup_steps < 1 as a ratio
     assert args.train_sampling_strategy == "group_by_length"
@@ -26,7 +35,11 @@ def test_renamed_training_flags_are_aliases():
 
 def logged(capsys, level):
     """Messages logged at `level` (train.parse_args sets up logging to stderr)."""
-    return [line.split(" llava.train: ", 1)[1] for line in capsys.readouterr().err.splitlines() if f" {level} llava.train: " in line]
+    return [
+        line.split(" llava.train: ", 1)[1]
+        for line in capsys.readouterr().err.splitlines()
+        if f" {level} llava.train: " in line
+    ]
 
 
 def test_machine_dependent_flags_are_dropped_with_a_warning_here(capsys):
@@ -37,24 +50,27 @@ def test_machine_dependent_flags_are_dropped_with_a_warning_here(capsys):
     assert any(w.startswith("--report_to wandb is dropped: the wandb package is not installed") for w in warnings)
 
 
-@pytest.mark.parametrize("flags, alternative", [
-    (["--image_aspect_ratio", "anyres_max_9"], "use 'pad'"),
-    (["--image_aspect_ratio", "anyres"], "use 'pad'"),
-    (["--image_aspect_ratio", "highres"], "use 'pad'"),
-    (["--image_aspect_ratio", "crop_split"], "use 'pad'"),
-    (["--image_grid_pinpoints", "(1x1),...,(6x6)"], "--image_aspect_ratio pad"),
-    (["--mm_patch_merge_type", "spatial_unpad"], "--image_aspect_ratio pad"),
-    (["--mm_patch_merge_type", "spatial"], "--image_aspect_ratio pad"),
-    (["--mm_vision_select_feature", "cls_patch"], "--mm_vision_select_feature patch"),
-    (["--bits", "4"], "LoRA adapters"),
-    (["--lora_enable", "True"], "--mm_tunable_parts"),
-    (["--mm_resampler_type", "spatial_pool"], "fast_slow_token_packer"),
-    (["--trainer_mode", "zo"], "--trainer_mode regular"),
-    (["--vision_tower_pretrained", "x.bin"], "--vision_tower"),
-    (["--rope_scaling_factor", "2"], "config.json"),
-    (["--frames_upbound", "16", "--num_frames", "8"], "give one"),
-    (["--version", "v9"], "choose one of"),
-])
+@pytest.mark.parametrize(
+    "flags, alternative",
+    [
+        (["--image_aspect_ratio", "anyres_max_9"], "use 'pad'"),
+        (["--image_aspect_ratio", "anyres"], "use 'pad'"),
+        (["--image_aspect_ratio", "highres"], "use 'pad'"),
+        (["--image_aspect_ratio", "crop_split"], "use 'pad'"),
+        (["--image_grid_pinpoints", "(1x1),...,(6x6)"], "--image_aspect_ratio pad"),
+        (["--mm_patch_merge_type", "spatial_unpad"], "--image_aspect_ratio pad"),
+        (["--mm_patch_merge_type", "spatial"], "--image_aspect_ratio pad"),
+        (["--mm_vision_select_feature", "cls_patch"], "--mm_vision_select_feature patch"),
+        (["--bits", "4"], "LoRA adapters"),
+        (["--lora_enable", "True"], "--mm_tunable_parts"),
+        (["--mm_resampler_type", "spatial_pool"], "fast_slow_token_packer"),
+        (["--trainer_mode", "zo"], "--trainer_mode regular"),
+        (["--vision_tower_pretrained", "x.bin"], "--vision_tower"),
+        (["--rope_scaling_factor", "2"], "config.json"),
+        (["--frames_upbound", "16", "--num_frames", "8"], "give one"),
+        (["--version", "v9"], "choose one of"),
+    ],
+)
 def test_what_cannot_be_honoured_is_refused_in_one_line_naming_the_alternative(flags, alternative):
     with pytest.raises(FlagError) as refused:
         parse(*flags)
@@ -63,8 +79,22 @@ def test_what_cannot_be_honoured_is_refused_in_one_line_naming_the_alternative(f
 
 
 def test_video_pooling_flags_warn_that_the_packer_sets_the_tokens(capsys):
-    parse("--mm_spatial_pool_stride", "2", "--mm_newline_position", "grid", "--force_sample", "True",
-          "--lazy_preprocess", "True", "--is_multimodal", "True", "--mm_patch_merge_type", "flat", "--mm_vision_select_feature", "patch")
+    parse(
+        "--mm_spatial_pool_stride",
+        "2",
+        "--mm_newline_position",
+        "grid",
+        "--force_sample",
+        "True",
+        "--lazy_preprocess",
+        "True",
+        "--is_multimodal",
+        "True",
+        "--mm_patch_merge_type",
+        "flat",
+        "--mm_vision_select_feature",
+        "patch",
+    )
     warnings = logged(capsys, "WARNING")
     assert len(warnings) == 1, warnings  # default-valued and harmless flags pass silently
     assert warnings[0].startswith("--mm_spatial_pool_stride 2 has no effect") and "--mm_fast_grid" in warnings[0]
@@ -74,17 +104,26 @@ def test_video_pooling_flags_warn_that_the_packer_sets_the_tokens(capsys):
         assert flag in warned
 
 
-@pytest.mark.parametrize("flags, parts", [
-    ([], "mm_vision_resampler,mm_mlp_adapter,mm_language_model"),
-    (["--tune_mm_mlp_adapter", "True"], "mm_vision_resampler,mm_mlp_adapter"),
-    (["--tune_mm_vision_resampler", "True"], "mm_vision_resampler"),
-    (["--freeze_backbone", "True"], "mm_vision_resampler,mm_mlp_adapter"),
-    (["--unfreeze_mm_vision_tower", "True"], "mm_vision_tower,mm_vision_resampler,mm_mlp_adapter,mm_language_model"),
-    (["--freeze_mm_mlp_adapter", "True"], "mm_vision_resampler,mm_language_model"),
-    (["--tune_mm_mlp_adapter", "True", "--unfreeze_mm_vision_tower", "True"], "mm_vision_tower,mm_vision_resampler,mm_mlp_adapter"),
-    # LLaVA-NeXT: --mm_tunable_parts decides where given
-    (["--mm_tunable_parts", "mm_mlp_adapter", "--freeze_backbone", "True"], "mm_mlp_adapter"),
-])
+@pytest.mark.parametrize(
+    "flags, parts",
+    [
+        ([], "mm_vision_resampler,mm_mlp_adapter,mm_language_model"),
+        (["--tune_mm_mlp_adapter", "True"], "mm_vision_resampler,mm_mlp_adapter"),
+        (["--tune_mm_vision_resampler", "True"], "mm_vision_resampler"),
+        (["--freeze_backbone", "True"], "mm_vision_resampler,mm_mlp_adapter"),
+        (
+            ["--unfreeze_mm_vision_tower", "True"],
+            "mm_vision_tower,mm_vision_resampler,mm_mlp_adapter,mm_language_model",
+        ),
+        (["--freeze_mm_mlp_adapter", "True"], "mm_vision_resampler,mm_language_model"),
+        (
+            ["--tune_mm_mlp_adapter", "True", "--unfreeze_mm_vision_tower", "True"],
+            "mm_vision_tower,mm_vision_resampler,mm_mlp_adapter",
+        ),
+        # LLaVA-NeXT: --mm_tunable_parts decides where given
+        (["--mm_tunable_parts", "mm_mlp_adapter", "--freeze_backbone", "True"], "mm_mlp_adapter"),
+    ],
+)
 def test_llava_switches_map_onto_tunable_parts(flags, parts):
     model_args, _, _ = parse(*flags)
     assert model_args.mm_tunable_parts == parts
@@ -101,10 +140,24 @@ def test_frames_upbound_sets_the_frames_per_clip_and_other_grouping_flags():
 
 def test_flag_forms_and_the_table():
     assert split_flags(["--a=1", "--b", "2", "--c", "--d", "-2", "--e-f", "x"]) == [
-        ("a", "1"), ("b", "2"), ("c", None), ("d", "-2"), ("e_f", "x")]
+        ("a", "1"),
+        ("b", "2"),
+        ("c", None),
+        ("d", "-2"),
+        ("e_f", "x"),
+    ]
     documented = {row[0] for row in flag_table()}
-    for name in ("--evaluation_strategy", "--warmup_ratio", "--tf32", "--report_to", "--frames_upbound",
-                 "--mm_use_im_start_end", "--image_aspect_ratio", "--mm_vision_tower_lr", "--group_by_modality_length"):
+    for name in (
+        "--evaluation_strategy",
+        "--warmup_ratio",
+        "--tf32",
+        "--report_to",
+        "--frames_upbound",
+        "--mm_use_im_start_end",
+        "--image_aspect_ratio",
+        "--mm_vision_tower_lr",
+        "--group_by_modality_length",
+    ):
         assert name in documented
     assert all(rule.why for rule in FLAG_RULES.values())
 

@@ -41,11 +41,11 @@ def mixture(assets, tmp_path_factory):
     """A LLaVA-NeXT YAML mixture of the images, the clips and the text-only samples."""
     path = tmp_path_factory.mktemp("mixture") / "video_mix.yaml"
     path.write_text(f"""datasets:
-  - json_path: {assets['images']}
+  - json_path: {assets["images"]}
     sampling_strategy: "first:50%"
-  - json_path: {assets['train']}
+  - json_path: {assets["train"]}
     sampling_strategy: "end:6"
-  - json_path: {assets['text']}
+  - json_path: {assets["text"]}
     sampling_strategy: "random:4"
 """)
     return path
@@ -77,7 +77,9 @@ def test_pretrain_siglip_command_line_trains_through_train_mem(assets, tmp_path)
     # --mm_tunable_parts mm_mlp_adapter on an untrained packer: the packer trains with the projector
     assert "mm_vision_resampler trains too" in result.stderr
     adapter = torch.load(out / "mm_projector.bin", weights_only=True)
-    assert any(k.startswith("vision_resampler.") for k in adapter) and any(k.startswith("mm_projector.") for k in adapter)
+    assert any(k.startswith("vision_resampler.") for k in adapter) and any(
+        k.startswith("mm_projector.") for k in adapter
+    )
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.conv_template == "plain" and model.config.image_aspect_ratio == "square"
 
@@ -120,7 +122,9 @@ def test_llava15_two_stages_carry_the_trained_adapter_into_stage_two(assets, tmp
 
     # --tune_mm_mlp_adapter trained the packer and the projector (and the embeddings) from their start
     set_seed(0)
-    _, start = train.build_model(*train.parse_args(without(llava15_pretrain_args(assets, tmp_path / "x"), "--deepspeed")))
+    _, start = train.build_model(
+        *train.parse_args(without(llava15_pretrain_args(assets, tmp_path / "x"), "--deepspeed"))
+    )
     initial = start.get_model().adapter_state_dict()
     assert set(adapter) == set(initial)
     for prefix in ("vision_resampler.", "mm_projector.", "mm_pos_embed."):
@@ -148,7 +152,9 @@ def test_llava15_two_stages_carry_the_trained_adapter_into_stage_two(assets, tmp
 def test_im_start_end_and_patch_tokens_round_trip(assets, tmp_path):
     out = tmp_path / "start_end"
     args = llava15_finetune_args(assets, out, "unused", steps=2)
-    args = without(args, "--deepspeed", "--pretrain_mm_mlp_adapter", "--mm_use_im_start_end", "--mm_use_im_patch_token", "--bf16")
+    args = without(
+        args, "--deepspeed", "--pretrain_mm_mlp_adapter", "--mm_use_im_start_end", "--mm_use_im_patch_token", "--bf16"
+    )
     trainer = train.main([*args, "--mm_use_im_start_end", "True", "--mm_use_im_patch_token", "True"])
     tokenizer = trainer.processing_class
     new = [DEFAULT_IMAGE_PATCH_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
@@ -159,7 +165,7 @@ def test_im_start_end_and_patch_tokens_round_trip(assets, tmp_path):
 
     item = trainer.train_dataset[0]["input_ids"].tolist()
     at = item.index(IMAGE_TOKEN_INDEX)
-    assert item[at - 1: at + 2] == [ids[1], IMAGE_TOKEN_INDEX, ids[2]]  # <im_start><image><im_end>
+    assert item[at - 1 : at + 2] == [ids[1], IMAGE_TOKEN_INDEX, ids[2]]  # <im_start><image><im_end>
 
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.config.mm_use_im_start_end and reloaded.config.mm_use_im_patch_token
@@ -170,8 +176,13 @@ def test_im_start_end_and_patch_tokens_round_trip(assets, tmp_path):
         assert torch.equal(trainer.model.eval()(**batch).logits, reloaded.eval()(**batch).logits)
 
     # continuing from the checkpoint without the flags keeps them (the model was trained with them)
-    args = [*without(args, "--model_name_or_path", "--vision_tower", "--output_dir"), "--model_name_or_path", str(out),
-            "--output_dir", str(tmp_path / "again")]
+    args = [
+        *without(args, "--model_name_or_path", "--vision_tower", "--output_dir"),
+        "--model_name_or_path",
+        str(out),
+        "--output_dir",
+        str(tmp_path / "again"),
+    ]
     model_args, data_args, training_args = train.parse_args(args)
     _, model = train.build_model(model_args, data_args, training_args)
     assert model.config.mm_use_im_start_end and model_args.mm_use_im_start_end
@@ -179,12 +190,27 @@ def test_im_start_end_and_patch_tokens_round_trip(assets, tmp_path):
 
 @pytest.mark.slow
 def test_vision_tower_lr_is_its_own_optimizer_group_and_frames_upbound_meets_the_model(assets, tmp_path, capsys):
-    args = without(llava15_finetune_args(assets, tmp_path / "out", "unused", steps=1), "--deepspeed", "--pretrain_mm_mlp_adapter")
-    trainer, _ = train.build_trainer([*args, "--mm_tunable_parts", "mm_vision_tower,mm_mlp_adapter,mm_language_model",
-                                      "--mm_vision_tower_lr", "2e-6", "--mm_projector_lr", "1e-4"])
+    args = without(
+        llava15_finetune_args(assets, tmp_path / "out", "unused", steps=1), "--deepspeed", "--pretrain_mm_mlp_adapter"
+    )
+    trainer, _ = train.build_trainer(
+        [
+            *args,
+            "--mm_tunable_parts",
+            "mm_vision_tower,mm_mlp_adapter,mm_language_model",
+            "--mm_vision_tower_lr",
+            "2e-6",
+            "--mm_projector_lr",
+            "1e-4",
+        ]
+    )
     optimizer = trainer.create_optimizer()
     tower = {id(p) for p in trainer.model.get_vision_tower().parameters()}
-    adapter = {id(p) for m in ("vision_resampler", "mm_projector", "mm_pos_embed") for p in getattr(trainer.model.get_model(), m).parameters()}
+    adapter = {
+        id(p)
+        for m in ("vision_resampler", "mm_projector", "mm_pos_embed")
+        for p in getattr(trainer.model.get_model(), m).parameters()
+    }
     for group in optimizer.param_groups:
         ids = {id(p) for p in group["params"]}
         expected = 2e-6 if ids <= tower else 1e-4 if ids <= adapter else 2e-5
@@ -196,8 +222,18 @@ def test_vision_tower_lr_is_its_own_optimizer_group_and_frames_upbound_meets_the
     train.main(without(llava15_pretrain_args(assets, first, steps=1), "--deepspeed"))
     video = without(args, "--model_name_or_path", "--vision_tower", "--data_path")
     model_args, data_args, training_args = train.parse_args(
-        [*video, "--model_name_or_path", str(first), "--data_path", assets["train"], "--video_folder", assets["video_folder"],
-         "--frames_upbound", "16"])
+        [
+            *video,
+            "--model_name_or_path",
+            str(first),
+            "--data_path",
+            assets["train"],
+            "--video_folder",
+            assets["video_folder"],
+            "--frames_upbound",
+            "16",
+        ]
+    )
     _, model = train.build_model(model_args, data_args, training_args)
     assert data_args.num_frames == 8 and "clips are read at 8 frames, not 16" in capsys.readouterr().err
     tokenizer = AutoTokenizer.from_pretrained(first)
@@ -207,9 +243,14 @@ def test_vision_tower_lr_is_its_own_optimizer_group_and_frames_upbound_meets_the
 
 
 def test_model_class_name_and_flash_attention_fall_back_or_refuse(assets, tmp_path, capsys):
-    args = without(llava15_finetune_args(assets, tmp_path / "out", "unused", steps=1), "--deepspeed", "--pretrain_mm_mlp_adapter")
-    _, model = train.build_model(*train.parse_args([*args, "--model_class_name", "LlavaGPT2ForCausalLM",
-                                                    "--attn_implementation", "flash_attention_2"]))
+    args = without(
+        llava15_finetune_args(assets, tmp_path / "out", "unused", steps=1), "--deepspeed", "--pretrain_mm_mlp_adapter"
+    )
+    _, model = train.build_model(
+        *train.parse_args(
+            [*args, "--model_class_name", "LlavaGPT2ForCausalLM", "--attn_implementation", "flash_attention_2"]
+        )
+    )
     assert isinstance(model, LlavaGPT2ForCausalLM) and model.config._attn_implementation == "sdpa"
     assert "flash_attention_2 needs the flash-attn package" in capsys.readouterr().err
     with pytest.raises(train.FlagError, match="--model_class_name LlavaQwenForCausalLM does not fit the checkpoint"):
@@ -224,7 +265,7 @@ def test_modality_grouped_order_is_single_modality_complete_and_seeded():
     order = list(sampler)
     assert sorted(order) == list(range(20))
     for start in range(0, 20, 4):  # each step's mega-batch (2 ranks x 2) holds one modality
-        assert len({has_media[i] for i in order[start:start + 4]}) == 1
+        assert len({has_media[i] for i in order[start : start + 4]}) == 1
     assert list(sampler) == order
     sampler.set_epoch(1)
     assert list(sampler) != order
@@ -232,11 +273,11 @@ def test_modality_grouped_order_is_single_modality_complete_and_seeded():
     flags = [True] * 10 + [False] * 5
     tail = list(ModalityLengthGroupedSampler(lengths[:15], flags, batch_size=2, world_size=2))
     assert sorted(tail) == list(range(15))
-    assert all(len({flags[i] for i in tail[s:s + 4]}) == 1 for s in range(0, 12, 4))
+    assert all(len({flags[i] for i in tail[s : s + 4]}) == 1 for s in range(0, 12, 4))
     assert [flags[i] for i in tail[12:]] == [True, True, False]
 
 
-RANKS_SCRIPT = '''
+RANKS_SCRIPT = """
 import json, sys
 from llava.train import train
 
@@ -245,7 +286,7 @@ trainer, resume = train.build_trainer(argv)
 batches = [[len(b["modalities"]), b["input_ids"].shape[0]] for b in trainer.get_train_dataloader()]
 json.dump(batches, open(f"{out}.rank{trainer.args.process_index}", "w"))
 train.train_and_save(trainer, resume)
-'''
+"""
 
 
 @pytest.mark.slow
@@ -254,16 +295,48 @@ def test_group_by_modality_length_under_two_processes(assets, tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(RANKS_SCRIPT)
     out = tmp_path / "run"
-    args = ["--deepspeed", str(ROOT / "scripts" / "zero2.json"), "--model_name_or_path", assets["gpt2"],
-            "--vision_tower", assets["siglip"], "--version", "plain", "--data_path", assets["mixed"],
-            "--image_folder", assets["image_folder"], "--video_folder", assets["video_folder"],
-            "--group_by_modality_length", "True", "--per_device_train_batch_size", "2", "--max_steps", "3",
-            "--output_dir", str(out), "--logging_steps", "1", "--report_to", "none", "--dataloader_num_workers", "0", *TINY_SIZES]
+    args = [
+        "--deepspeed",
+        str(ROOT / "scripts" / "zero2.json"),
+        "--model_name_or_path",
+        assets["gpt2"],
+        "--vision_tower",
+        assets["siglip"],
+        "--version",
+        "plain",
+        "--data_path",
+        assets["mixed"],
+        "--image_folder",
+        assets["image_folder"],
+        "--video_folder",
+        assets["video_folder"],
+        "--group_by_modality_length",
+        "True",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_steps",
+        "3",
+        "--output_dir",
+        str(out),
+        "--logging_steps",
+        "1",
+        "--report_to",
+        "none",
+        "--dataloader_num_workers",
+        "0",
+        *TINY_SIZES,
+    ]
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([*TORCHRUN, "--nproc_per_node", "2", str(script), str(tmp_path / "batches"), *args],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [*TORCHRUN, "--nproc_per_node", "2", str(script), str(tmp_path / "batches"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert_ran(result)
     ranks = [json.loads(Path(f"{tmp_path / 'batches'}.rank{r}").read_text()) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 6  # 24 samples, 2 ranks x 2 per batch
@@ -278,8 +351,11 @@ def test_group_by_modality_length_under_two_processes(assets, tmp_path):
 def test_letterboxed_images_are_encoded_online_not_read_from_the_feature_cache(assets, tmp_path, capsys):
     from llava.train import cache_features
 
-    base = [*without(llava15_pretrain_args(assets, tmp_path / "unused", steps=1), "--deepspeed"),
-            "--feature_cache", str(tmp_path / "cache")]
+    base = [
+        *without(llava15_pretrain_args(assets, tmp_path / "unused", steps=1), "--deepspeed"),
+        "--feature_cache",
+        str(tmp_path / "cache"),
+    ]
     assert cache_features.main(base)["computed"] == 12  # images as the tower sees them, square
 
     def dataset(*extra):

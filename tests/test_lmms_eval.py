@@ -20,9 +20,9 @@ import torch
 
 from llava.conversation import get_template
 from llava.eval import lmms_task
+from llava.generation import generate_texts
 from llava.mm_utils import process_images, process_video_frames
 from llava.model.builder import load_pretrained_model
-from llava.generation import generate_texts
 from llava.video import read_video_frames
 
 from train_helpers import ROOT
@@ -58,8 +58,14 @@ def lmms_python() -> str:
 
 
 def offline_env(hf_home) -> dict:
-    return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +101,26 @@ def runs(checkpoint, task_dir, tmp_path_factory):
 
 def run_cli(model, checkpoint, task_dir, work):
     command = [
-        lmms_python(), "-m", "lmms_eval", "--model", model,
-        "--model_args", f"pretrained={checkpoint},{MODEL_ARGS[model]}",
-        "--tasks", ",".join(TASKS[model]), "--include_path", str(task_dir),
-        "--output_path", str(work / "out"), "--batch_size", "1", "--log_samples",
+        lmms_python(),
+        "-m",
+        "lmms_eval",
+        "--model",
+        model,
+        "--model_args",
+        f"pretrained={checkpoint},{MODEL_ARGS[model]}",
+        "--tasks",
+        ",".join(TASKS[model]),
+        "--include_path",
+        str(task_dir),
+        "--output_path",
+        str(work / "out"),
+        "--batch_size",
+        "1",
+        "--log_samples",
     ]
-    result = subprocess.run(command, cwd=work, env=offline_env(work / "hf"), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command, cwd=work, env=offline_env(work / "hf"), capture_output=True, text=True, timeout=600
+    )
     log = (result.stdout + result.stderr)[-6000:]
     assert result.returncode == 0, log
     # lmms-eval 0.7.3 exits 0 even when the evaluation fails; the results file is the evidence.
@@ -148,7 +168,8 @@ def our_loss(ours, pixels, caption: str) -> float:
     scores the caption alone, so the EOS that ends it in training is left out."""
     tokenizer, model, _ = ours
     ids, labels = get_template("plain").tokenize(
-        [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": caption}], tokenizer)
+        [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": caption}], tokenizer
+    )
     assert ids[-1] == tokenizer.eos_token_id
     with torch.no_grad():
         out = model(input_ids=torch.tensor([ids[:-1]]), labels=torch.tensor([labels[:-1]]), images=[pixels])
@@ -170,8 +191,19 @@ def reported_losses(sample) -> list[float]:
 # ------------------------------------------------------------------------------ tests
 def test_environment_takes_our_packages_and_shadows_none_but_filelock():
     python = lmms_python()
-    names = ["torch", "transformers", "av", "decord", "accelerate", "numpy", "PIL", "tokenizers", "huggingface_hub", "llava"]
-    code = "import json, importlib; print(json.dumps({n: importlib.import_module(n).__file__ for n in %r}))" % names
+    names = [
+        "torch",
+        "transformers",
+        "av",
+        "decord",
+        "accelerate",
+        "numpy",
+        "PIL",
+        "tokenizers",
+        "huggingface_hub",
+        "llava",
+    ]
+    code = f"import json, importlib; print(json.dumps({{n: importlib.import_module(n).__file__ for n in {names!r}}}))"
     result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     ours_site = Path(torch.__file__).resolve().parents[1]
@@ -183,7 +215,9 @@ def test_environment_takes_our_packages_and_shadows_none_but_filelock():
     assert result.returncode == 0, result.stderr[-3000:]
     site, version = json.loads(result.stdout)
     assert version == "0.7.3"
-    installed = {p.name for p in Path(site).iterdir() if not p.name.endswith((".dist-info", ".pth")) and p.name != "__pycache__"}
+    installed = {
+        p.name for p in Path(site).iterdir() if not p.name.endswith((".dist-info", ".pth")) and p.name != "__pycache__"
+    }
     ours_installed = {p.name for p in ours_site.iterdir()}
     assert installed & ours_installed == {"filelock"}  # lmms-eval 0.7.3 needs filelock<4 (filelock._api)
 
@@ -196,13 +230,17 @@ def test_task_writer(assets, task_dir, docs, tmp_path):
         assert doc["choices"][doc["answer"]] == doc["caption"] and len(set(doc["choices"])) == 4
         assert {lmms_task.named_colours(c).pop() for c in doc["choices"]} == set(lmms_task.COLOUR_WORDS)
     assert sorted(p.name for p in task_dir.glob("*.yaml")) == sorted(
-        f"llava_demo_{kind}{suffix}.yaml" for kind in ("caption", "colour") for suffix in ("", "_image"))
+        f"llava_demo_{kind}{suffix}.yaml" for kind in ("caption", "colour") for suffix in ("", "_image")
+    )
     # without the demo's attributes there is no colour to ask about: the caption tasks only
     for sample in samples:
         del sample["attributes"]
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps(samples))
-    assert lmms_task.write_tasks(plain, assets["video_folder"], tmp_path / "t", limit=2) == ["llava_demo_caption", "llava_demo_caption_image"]
+    assert lmms_task.write_tasks(plain, assets["video_folder"], tmp_path / "t", limit=2) == [
+        "llava_demo_caption",
+        "llava_demo_caption_image",
+    ]
     with pytest.raises(FileNotFoundError) as error:
         lmms_task.write_tasks(plain, tmp_path, tmp_path / "u")
     names = ", ".join(s["video"] for s in samples)
@@ -249,7 +287,8 @@ def test_llava_vid_loglikelihoods_are_our_losses(runs, docs, ours):
         assert abs(our_loss(ours, other, doc["choices"][0]) - reported[0]) > LOSS_TOLERANCE
     chosen = [int(np.argmin(reported_losses(s))) for s in colour]
     assert results["results"]["llava_demo_colour"]["acc,none"] == pytest.approx(
-        np.mean([c == d["answer"] for c, d in zip(chosen, docs)]))
+        np.mean([c == d["answer"] for c, d in zip(chosen, docs)])
+    )
 
 
 def test_llava_onevision_captions_are_our_captions(runs, docs, ours):
@@ -264,7 +303,9 @@ def test_llava_image_class_answers_with_our_model(runs, docs, ours):
     for doc, caption, choice in zip(docs[:2], samples["llava_demo_caption_image"], samples["llava_demo_colour_image"]):
         pixels = frame_pixels(doc, processor, model.config)
         assert generated(caption) == our_caption(ours, pixels, stop_at_newline=False).strip()
-        assert reported_losses(choice) == pytest.approx([our_loss(ours, pixels, c) for c in doc["choices"]], abs=LOSS_TOLERANCE)
+        assert reported_losses(choice) == pytest.approx(
+            [our_loss(ours, pixels, c) for c in doc["choices"]], abs=LOSS_TOLERANCE
+        )
 
 
 ONEVISION_LOGLIKELIHOOD = """
@@ -287,11 +328,18 @@ print("RESULT " + json.dumps({"acc": out["results"]["llava_demo_colour"]["acc,no
 def test_llava_onevision_loglikelihoods_are_our_losses(checkpoint, task_dir, docs, ours, tmp_path):
     result = subprocess.run(
         [lmms_python(), "-c", ONEVISION_LOGLIKELIHOOD, checkpoint, str(task_dir), MODEL_ARGS["llava_onevision"]],
-        cwd=tmp_path, env=offline_env(tmp_path / "hf"), capture_output=True, text=True, timeout=600)
+        cwd=tmp_path,
+        env=offline_env(tmp_path / "hf"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    answer = json.loads(line[len("RESULT "):])
+    answer = json.loads(line[len("RESULT ") :])
     assert 0.0 <= answer["acc"] <= 1.0
     doc = docs[0]
     reported = reported_losses({"filtered_resps": answer["resps"][0]})
-    assert reported == pytest.approx([our_loss(ours, video_pixels(doc["video"], ours[2]), c) for c in doc["choices"]], abs=LOSS_TOLERANCE)
+    assert reported == pytest.approx(
+        [our_loss(ours, video_pixels(doc["video"], ours[2]), c) for c in doc["choices"]], abs=LOSS_TOLERANCE
+    )

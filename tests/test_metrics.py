@@ -19,12 +19,19 @@ SACREBLEU_REFS = [
 
 def test_tokenize_caption_italian():
     assert tokenize_caption("L'alto dell\u2019uomo, sulla SPIAGGIA!") == [
-        "l'", "alto", "dell'", "uomo", "sulla", "spiaggia"]
+        "l'",
+        "alto",
+        "dell'",
+        "uomo",
+        "sulla",
+        "spiaggia",
+    ]
     assert tokenize_caption("Un po' di più: c'è 'ciao'.") == ["un", "po", "di", "più", "c'", "è", "ciao"]
     assert tokenize_caption("") == []
 
 
 # ---------------------------------------------------------------- BLEU-4
+
 
 def test_bleu_sacrebleu_readme_example():
     # README: "BLEU = 48.53 82.4/50.0/45.5/37.5 (BP = 0.943 ...)" with tok:13a, case:mixed.
@@ -64,6 +71,7 @@ def test_bleu_identical_and_empty():
 
 # ---------------------------------------------------------------- CIDEr-D
 
+
 def test_cider_hand_computed():
     # Two clips, N = 2, so idf(g) = ln 2 - ln df(g).
     #   A: hyp "un gatto",  ref "un gatto nero";   B: hyp "un cane", ref "un cane".
@@ -85,12 +93,17 @@ def test_cider_identical_single_reference_hits_maximum():
     # Clipped cosine <= 1 and penalty <= 1, so a clip scores at most 10; it reaches 10 when the
     # hypothesis equals its only reference and every order 1..4 has non-zero tf-idf (>= 4 words,
     # n-grams not shared by all clips).
-    refs = [["una donna cammina sulla spiaggia"], ["due bambini giocano a calcio"],
-            ["un uomo taglia il pane in cucina"]]
+    refs = [
+        ["una donna cammina sulla spiaggia"],
+        ["due bambini giocano a calcio"],
+        ["un uomo taglia il pane in cucina"],
+    ]
     assert cider([r[0] for r in refs], refs) == pytest.approx(10.0, rel=1e-12)
     # Punctuation and case do not matter after tokenize_caption.
-    assert cider(["Una donna cammina, sulla spiaggia!", "DUE bambini giocano a calcio.",
-                  "un uomo taglia il pane in cucina"], refs) == pytest.approx(10.0, rel=1e-12)
+    assert cider(
+        ["Una donna cammina, sulla spiaggia!", "DUE bambini giocano a calcio.", "un uomo taglia il pane in cucina"],
+        refs,
+    ) == pytest.approx(10.0, rel=1e-12)
 
 
 def test_cider_degenerate_inputs():
@@ -122,7 +135,10 @@ def _random_corpus(rng):
     # A tiny vocabulary forces repeated n-grams (clipping) and shared n-grams (idf); lengths
     # 0 and 1 check that word counts match the reference's bigram-based length.
     vocab = ["un", "gatto", "cane", "nero", "corre", "sul", "prato", "l'", "uomo"]
-    sentence = lambda: " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 9)))
+
+    def sentence():
+        return " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 9)))
+
     clips = rng.randint(2, 12)
     hyps = [sentence() for _ in range(clips)]
     refs = [[sentence() or "gatto" for _ in range(rng.randint(1, 5))] for _ in range(clips)]
@@ -133,8 +149,11 @@ def _random_corpus(rng):
 def test_cider_matches_pycocoevalcap(seed):
     Cider = pytest.importorskip("pycocoevalcap.cider.cider").Cider
     hyps, refs = _random_corpus(random.Random(seed))
+
     # pycocoevalcap scores pre-tokenized, space-joined strings (its PTB tokenizer needs Java).
-    joined = lambda s: " ".join(tokenize_caption(s))
+    def joined(s):
+        return " ".join(tokenize_caption(s))
+
     gts = {i: [joined(r) for r in rs] for i, rs in enumerate(refs)}
     res = {i: [joined(h)] for i, h in enumerate(hyps)}
     expected, _ = Cider().compute_score(gts, res)

@@ -22,7 +22,9 @@ MILESTONES = "60,130,200,270"
 
 
 def saved_milestones(out: Path) -> dict[str, int]:
-    return {p.name: json.loads((p / "word_count.json").read_text())["words"] for p in sorted(out.glob("checkpoint-words-*"))}
+    return {
+        p.name: json.loads((p / "word_count.json").read_text())["words"] for p in sorted(out.glob("checkpoint-words-*"))
+    }
 
 
 def test_babylm_schedule_and_labels():
@@ -45,9 +47,16 @@ def test_words_are_those_of_the_trained_answer_text(train_assets):
 @pytest.mark.slow
 def test_run_saves_each_milestone_once_and_stops_at_max_words(train_assets, tmp_path):
     out = tmp_path / "out"
-    trainer = train.main(train_args(train_assets, out, "--word_milestones", MILESTONES, "--max_words", "270", steps=100))
+    trainer = train.main(
+        train_args(train_assets, out, "--word_milestones", MILESTONES, "--max_words", "270", steps=100)
+    )
     saved = saved_milestones(out)
-    assert list(saved) == ["checkpoint-words-130", "checkpoint-words-200", "checkpoint-words-270", "checkpoint-words-60"]
+    assert list(saved) == [
+        "checkpoint-words-130",
+        "checkpoint-words-200",
+        "checkpoint-words-270",
+        "checkpoint-words-60",
+    ]
     for name, words in saved.items():
         milestone = int(name.rsplit("-", 1)[1])
         assert milestone <= words < milestone + 60  # crossed within one step (4 captions of a few words)
@@ -64,8 +73,12 @@ def test_killed_and_resumed_between_milestones_saves_the_same(train_assets, tmp_
     assert len(expected) == 4
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "llava.train.train", *args(killed)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llava.train.train", *args(killed)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     # kill once the first milestone is saved and a regular checkpoint after it is complete
     while time.time() < deadline:

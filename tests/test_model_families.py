@@ -31,7 +31,9 @@ def test_video_batch_trains_adapter_not_tower(family, tmp_path, tower_dir):
     _, model = llava_model(family, tmp_path, tower_dir)
     model.train()
     ids, mask = right_padded([prompt(5, None, 7, 8, 9, 10), prompt(11, 12, 13)])
-    out = model(input_ids=ids, attention_mask=mask, labels=ids.clamp(min=0).masked_fill(mask == 0, -100), images=[clip()])
+    out = model(
+        input_ids=ids, attention_mask=mask, labels=ids.clamp(min=0).masked_fill(mask == 0, -100), images=[clip()]
+    )
     assert torch.isfinite(out.loss)
     out.loss.backward()
     inner = model.get_model()
@@ -61,8 +63,14 @@ def test_cached_decode_equals_uncached_forward(family, tmp_path, tower_dir):
     video, steps = clip(), 5
     ids = torch.tensor([prompt(5, None, 7, 8)])
     out = model.generate(
-        ids, images=[video], max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-        return_dict_in_generate=True, output_logits=True, use_cache=True,
+        ids,
+        images=[video],
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_logits=True,
+        use_cache=True,
     )
     cached = torch.stack(out.logits, dim=1)  # (1, steps, vocab)
     full_ids = torch.cat([ids, out.sequences[:, :-1]], dim=1)
@@ -78,7 +86,9 @@ def test_left_padded_batch_generates_as_each_alone(family, tmp_path, tower_dir):
     rows = [prompt(5, None, 7, 8, 9, 10, 11), prompt(12, None, 13)]
     videos = [clip(), clip()]
     ids, mask = left_padded(rows)
-    together = model.generate(ids, attention_mask=mask, images=videos, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    together = model.generate(
+        ids, attention_mask=mask, images=videos, max_new_tokens=4, min_new_tokens=4, do_sample=False
+    )
     for row, video, got in zip(rows, videos, together):
         alone = model.generate(torch.tensor([row]), images=[video], max_new_tokens=4, min_new_tokens=4, do_sample=False)
         assert got.tolist() == alone[0].tolist()
@@ -105,5 +115,5 @@ def test_sdpa_by_default_eager_on_request_same_logits(family, tmp_path, tower_di
         a = default(input_ids=ids, attention_mask=mask, images=clips).logits
         b = eager(input_ids=ids, attention_mask=mask, images=clips).logits
     valid = torch.zeros(a.shape[:2], dtype=torch.bool)
-    valid[0, :4 + 96], valid[1, :2 + 96] = True, True
+    valid[0, : 4 + 96], valid[1, : 2 + 96] = True, True
     assert (a - b)[valid].abs().max() <= 1e-4

@@ -65,7 +65,9 @@ def test_text_is_truncated_never_the_visual_block(gpt2):
     ids = torch.tensor([row])
     labels = ids.clone()
     video = clip()
-    _, _, mask, _, embeds, new_labels = gpt2.prepare_inputs_labels_for_multimodal(ids, None, None, None, labels, [video])
+    _, _, mask, _, embeds, new_labels = gpt2.prepare_inputs_labels_for_multimodal(
+        ids, None, None, None, labels, [video]
+    )
     assert embeds.shape[1] == limit == mask.sum()
     (features,) = gpt2.encode_videos([video])
     assert torch.equal(embeds[0, 1 : 1 + VIDEO_TOKENS], features)

@@ -18,13 +18,17 @@ import time
 from pathlib import Path
 
 import pytest
-
-from llava.train.checkpoints import COMPLETE_MARKER
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from llava.train.checkpoints import COMPLETE_MARKER
 from llava.train.preemption import (
-    EXIT_INTERRUPTED, INTERRUPTED_FILE, StopAndIntervalCheckpoints, StopSignals, TrainingInterrupted,
+    EXIT_INTERRUPTED,
+    INTERRUPTED_FILE,
+    StopAndIntervalCheckpoints,
+    StopSignals,
+    TrainingInterrupted,
 )
+
 from slurm_cluster import SlurmCluster
 from test_launch_script import REPO, SCRIPT, TINY_SETTINGS, clean_env, needs_train_py, run_script, train_log_losses
 from train_helpers import make_assets, train_args
@@ -33,7 +37,11 @@ STEPS = 40
 # No periodic checkpoint: the one a signal makes is the only one before the end. One thread per process,
 # so that runs with plain bash and under SLURM compute the same losses on any machine.
 SETTINGS = {
-    **TINY_SETTINGS, "MAX_STEPS": str(STEPS), "SAVE_STEPS": "1000", "NPROC": "2", "DS_CONFIG": "scripts/zero2.json",
+    **TINY_SETTINGS,
+    "MAX_STEPS": str(STEPS),
+    "SAVE_STEPS": "1000",
+    "NPROC": "2",
+    "DS_CONFIG": "scripts/zero2.json",
     "OMP_NUM_THREADS": "1",
 }
 STOPPED_LINE = re.compile(
@@ -188,18 +196,29 @@ def test_the_time_based_checkpoint_is_due_after_the_interval_since_the_last_save
 @pytest.mark.distributed
 @pytest.mark.parametrize("target", ["launcher", "one rank"])
 def test_sigterm_saves_a_checkpoint_exits_nonzero_and_a_rerun_resumes(
-        target, script_assets, reference_losses, tmp_path):
+    target, script_assets, reference_losses, tmp_path
+):
     """SIGTERM to torchrun (as `kill` sends it), or to one rank only (the other rank never sees a signal:
     it learns of it at the next step boundary): one checkpoint, a non-zero exit and one line saying where
     it saved; the same command again resumes from it with the losses of a run never stopped."""
     output, log_path = tmp_path / "run", tmp_path / "run.log"
     env = clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output)
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(["bash", str(SCRIPT)], env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True, text=True)
+        proc = subprocess.Popen(
+            ["bash", str(SCRIPT)],
+            env=env,
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+        )
         try:
-            wait_for(lambda: len(train_log_losses(read(log_path))) >= 3 or proc.poll() is not None, 240,
-                     "three training steps")
+            wait_for(
+                lambda: len(train_log_losses(read(log_path))) >= 3 or proc.poll() is not None,
+                240,
+                "three training steps",
+            )
             assert proc.poll() is None, read(log_path)[-5000:]
             if target == "launcher":
                 os.kill(proc.pid, signal.SIGTERM)  # the script execs torchrun
@@ -236,15 +255,35 @@ def test_sigterm_to_every_process_with_dataloader_workers(tmp_path):
     launcher), two workers, SIGTERM to the whole process group: it saves and exits with status 75."""
     assets = make_assets(tmp_path / "assets", num_train=24, num_val=2)  # 12 steps an epoch: the workers are busy
     output, log_path = tmp_path / "run", tmp_path / "run.log"
-    args = train_args(assets, output, "--dataloader_num_workers", "2", "--save_steps", "1000",
-                      "--per_device_train_batch_size", "2", "--disable_tqdm", "False", steps=200)
+    args = train_args(
+        assets,
+        output,
+        "--dataloader_num_workers",
+        "2",
+        "--save_steps",
+        "1000",
+        "--per_device_train_batch_size",
+        "2",
+        "--disable_tqdm",
+        "False",
+        steps=200,
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "llava.train.train", *args], cwd=REPO, env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llava.train.train", *args],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
-            wait_for(lambda: len(train_log_losses(read(log_path))) >= 3 or proc.poll() is not None, 240,
-                     "three training steps")
+            wait_for(
+                lambda: len(train_log_losses(read(log_path))) >= 3 or proc.poll() is not None,
+                240,
+                "three training steps",
+            )
             assert proc.poll() is None, read(log_path)[-5000:]
             os.killpg(proc.pid, signal.SIGTERM)
             rc = proc.wait(timeout=120)
@@ -287,13 +326,25 @@ class Job:
     def __init__(self, cluster: SlurmCluster, env: dict, folder: Path, *sbatch_args: str, cpus: int = 2):
         self.cluster, self.log_path = cluster, folder / "job.out"
         folder.mkdir(parents=True, exist_ok=True)
-        command = ["sbatch", "--wait", "--parsable", f"--output={self.log_path}", "--gpus-per-node=0",
-                   f"--cpus-per-task={min(os.cpu_count() or 1, cpus)}", *sbatch_args, str(SCRIPT)]
+        command = [
+            "sbatch",
+            "--wait",
+            "--parsable",
+            f"--output={self.log_path}",
+            "--gpus-per-node=0",
+            f"--cpus-per-task={min(os.cpu_count() or 1, cpus)}",
+            *sbatch_args,
+            str(SCRIPT),
+        ]
         env = {**cluster.env, **env, "SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": cluster.env["PATH"]}
-        self.proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-        self.id = wait_for(lambda: cluster.run(["squeue", "-h", "-o", "%i"], check=False).stdout.split()[:1], 30,
-                           "the job to be queued")[0]
+        self.proc = subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.id = wait_for(
+            lambda: cluster.run(["squeue", "-h", "-o", "%i"], check=False).stdout.split()[:1],
+            30,
+            "the job to be queued",
+        )[0]
 
     def log(self) -> str:
         return read(self.log_path)
@@ -307,8 +358,10 @@ class Job:
         except subprocess.TimeoutExpired:
             self.cluster.run(["scancel", self.id], check=False)
             self.proc.communicate(timeout=30)
-            pytest.fail(f"job {self.id} did not end within {timeout:.0f} s\n{self.log()[-6000:]}\n"
-                        f"{self.cluster.daemon_log_tails()}")
+            pytest.fail(
+                f"job {self.id} did not end within {timeout:.0f} s\n{self.log()[-6000:]}\n"
+                f"{self.cluster.daemon_log_tails()}"
+            )
         return self.proc.returncode, self.log()
 
 
@@ -328,8 +381,7 @@ def assert_requeued_and_finished(rc: int, log: str, output: Path, reference: dic
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.slurm
-def test_preempted_job_saves_requeues_resumes_and_finishes(
-        slurm_cluster, script_assets, reference_losses, tmp_path):
+def test_preempted_job_saves_requeues_resumes_and_finishes(slurm_cluster, script_assets, reference_losses, tmp_path):
     """`scancel --signal=USR1` (a preemption notice: every process of the job step gets it, torchrun
     included, the batch shell not): one checkpoint, the job requeues itself, the next start resumes and
     finishes with the losses of a run never stopped."""
@@ -346,7 +398,8 @@ def test_preempted_job_saves_requeues_resumes_and_finishes(
 @pytest.mark.distributed
 @pytest.mark.slurm
 def test_job_at_its_time_limit_is_warned_saves_requeues_resumes_and_finishes(
-        slurm_cluster, script_assets, reference_losses, tmp_path):
+    slurm_cluster, script_assets, reference_losses, tmp_path
+):
     """A one-minute job: SLURM's warning (the script's `--signal=B:USR1@...`, here 5 s before the end)
     reaches the batch shell, which passes it on through srun. The ranks are held (SIGSTOP) from their
     second step until the warning is pending on them, standing in for a run longer than its time limit
@@ -355,8 +408,13 @@ def test_job_at_its_time_limit_is_warned_saves_requeues_resumes_and_finishes(
     header = re.search(r"^#SBATCH --signal=(\S+)@(\d+)$", SCRIPT.read_text(), re.M)
     assert header and header.group(1) == "B:USR1", "the script asks SLURM for a USR1 to the batch shell"
     output = tmp_path / "run"
-    job = Job(slurm_cluster, clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output), tmp_path / "logs",
-              "--time=1", "--signal=B:USR1@5")
+    job = Job(
+        slurm_cluster,
+        clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output),
+        tmp_path / "logs",
+        "--time=1",
+        "--signal=B:USR1@5",
+    )
     wait_for(lambda: len(train_log_losses(job.log())) >= 2 or job.proc.poll() is not None, 240, "two training steps")
     ranks = training_ranks(slurm_cluster)
     assert len(ranks) == 2, job.log()[-6000:]
@@ -392,22 +450,28 @@ sys.exit(int(os.environ['STUB_EXIT']))
 @pytest.mark.parametrize(
     "case, settings, incarnations, says",
     [
-        ("stopped twice, one requeue allowed", {"STUB_STOPS": 1, "STUB_EXIT": 75, "MAX_REQUEUES": 1}, 2,
-         "MAX_REQUEUES=1"),
+        (
+            "stopped twice, one requeue allowed",
+            {"STUB_STOPS": 1, "STUB_EXIT": 75, "MAX_REQUEUES": 1},
+            2,
+            "MAX_REQUEUES=1",
+        ),
         ("stopped, requeue off", {"STUB_STOPS": 1, "STUB_EXIT": 75, "REQUEUE": 0}, 1, "REQUEUE=0"),
         ("failed without a stop", {"STUB_STOPS": 0, "STUB_EXIT": 1}, 1, None),
     ],
 )
 def test_requeue_only_after_a_saved_stop_and_a_bounded_number_of_times(
-        case, settings, incarnations, says, slurm_cluster, dummy_paths, tmp_path):
+    case, settings, incarnations, says, slurm_cluster, dummy_paths, tmp_path
+):
     """The requeue decision, with a stand-in training module: it stops (writes interrupted.json and
     exits 75, as a run stopped by a signal does) or fails (exits 1, nothing written)."""
     module_dir = tmp_path / "stub"
     module_dir.mkdir()
     (module_dir / "stub_train.py").write_text(STUB_TRAIN.format(marker=INTERRUPTED_FILE))
     output = tmp_path / "out"
-    env = clean_env(**dummy_paths, NPROC=1, TRAIN_MODULE="stub_train", PYTHONPATH=module_dir, OUTPUT_DIR=output,
-                    **settings)
+    env = clean_env(
+        **dummy_paths, NPROC=1, TRAIN_MODULE="stub_train", PYTHONPATH=module_dir, OUTPUT_DIR=output, **settings
+    )
     job = Job(slurm_cluster, env, tmp_path / "logs", "--time=5", cpus=1)
     rc, log = job.wait(timeout=120)
     assert rc != 0, log

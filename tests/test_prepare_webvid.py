@@ -20,17 +20,44 @@ def webvid(tmp_path):
     videos = tmp_path / "videos"
     (videos / "000001_000050").mkdir(parents=True)
     for i, clip_id in enumerate(["1001", "1002", "1003"]):
-        write_clip(videos / "000001_000050" / f"{clip_id}.mp4", render_frames(ClipSpec("rosso", "cerchio", "destra"), 12, 48, seed=i))
+        write_clip(
+            videos / "000001_000050" / f"{clip_id}.mp4",
+            render_frames(ClipSpec("rosso", "cerchio", "destra"), 12, 48, seed=i),
+        )
     broken = write_broken_inputs(tmp_path / "broken", videos / "000001_000050" / "1001.mp4")
     (videos / "000001_000050" / "1004.mp4").write_bytes(broken["truncated.mp4"].read_bytes())
     (videos / "000001_000050" / "1005.mp4").write_bytes(broken["audio.mp4"].read_bytes())
     rows = [
-        {"videoid": "1001", "caption_it": "Un cerchio rosso si muove.", "duration": "PT00H00M12S", "page_dir": "000001_000050", "contentUrl": "https://example.invalid/1001.mp4"},
-        {"videoid": "1002", "caption_it": "Una  palla   rossa rotola", "duration": "PT00H00M08S", "page_dir": "000001_000050", "contentUrl": ""},
+        {
+            "videoid": "1001",
+            "caption_it": "Un cerchio rosso si muove.",
+            "duration": "PT00H00M12S",
+            "page_dir": "000001_000050",
+            "contentUrl": "https://example.invalid/1001.mp4",
+        },
+        {
+            "videoid": "1002",
+            "caption_it": "Una  palla   rossa rotola",
+            "duration": "PT00H00M08S",
+            "page_dir": "000001_000050",
+            "contentUrl": "",
+        },
         {"videoid": "1003", "caption_it": "", "duration": "", "page_dir": "000001_000050", "contentUrl": ""},
-        {"videoid": "1004", "caption_it": "Un file troncato", "duration": "", "page_dir": "000001_000050", "contentUrl": ""},
+        {
+            "videoid": "1004",
+            "caption_it": "Un file troncato",
+            "duration": "",
+            "page_dir": "000001_000050",
+            "contentUrl": "",
+        },
         {"videoid": "1005", "caption_it": "Solo audio", "duration": "", "page_dir": "000001_000050", "contentUrl": ""},
-        {"videoid": "1006", "caption_it": "Mai scaricato", "duration": "", "page_dir": "000001_000050", "contentUrl": ""},
+        {
+            "videoid": "1006",
+            "caption_it": "Mai scaricato",
+            "duration": "",
+            "page_dir": "000001_000050",
+            "contentUrl": "",
+        },
     ]
     return tmp_path, videos, rows
 
@@ -61,8 +88,18 @@ def test_csv_annotations(webvid):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    result = run("--annotations", root / "webvid_it.csv", "--video-folder", videos, "--out-dir", root / "out",
-                 "--clip-pattern", "{page_dir}/{videoid}.mp4", "--workers", "2")
+    result = run(
+        "--annotations",
+        root / "webvid_it.csv",
+        "--video-folder",
+        videos,
+        "--out-dir",
+        root / "out",
+        "--clip-pattern",
+        "{page_dir}/{videoid}.mp4",
+        "--workers",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     check_outputs(root / "out")
 
@@ -71,8 +108,22 @@ def test_jsonl_annotations_with_named_fields(webvid):
     root, videos, rows = webvid
     renamed = [{"clip": r["videoid"], "testo": r["caption_it"], "page_dir": r["page_dir"]} for r in rows]
     (root / "webvid_it.jsonl").write_text("\n".join(json.dumps(r) for r in renamed) + "\n")
-    result = run("--annotations", root / "webvid_it.jsonl", "--video-folder", videos, "--out-dir", root / "out",
-                 "--id-field", "clip", "--caption-field", "testo", "--clip-pattern", "{page_dir}/{id}.mp4", "--workers", "1")
+    result = run(
+        "--annotations",
+        root / "webvid_it.jsonl",
+        "--video-folder",
+        videos,
+        "--out-dir",
+        root / "out",
+        "--id-field",
+        "clip",
+        "--caption-field",
+        "testo",
+        "--clip-pattern",
+        "{page_dir}/{id}.mp4",
+        "--workers",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     check_outputs(root / "out")
 

@@ -130,7 +130,9 @@ def assets(tmp_path_factory):
     assets["gpt2"] = save_gpt2(folder / "gpt2-no-dropout", folder / "tokenizer", n_positions=256, dropout=0.0)
     images = folder / "images"
     images.mkdir()
-    Image.fromarray(render_frames(ClipSpec("rosso", "cerchio", "destra"), num_frames=1, size=64)[0]).save(images / "still.png")
+    Image.fromarray(render_frames(ClipSpec("rosso", "cerchio", "destra"), num_frames=1, size=64)[0]).save(
+        images / "still.png"
+    )
     assets["image_folder"] = str(images)
     broken = Path(assets["video_folder"]) / "broken"
     broken.mkdir()
@@ -141,8 +143,22 @@ def assets(tmp_path_factory):
     cached = folder / "cached.json"
     cached.write_text(json.dumps([videos[i] for i in CACHED]))
     assets["feature_cache"] = str(folder / "features")
-    cache_features.main(["--vision_tower", assets["tower"], "--data_path", str(cached), "--video_folder", assets["video_folder"],
-                         "--num_frames", "8", "--feature_cache", assets["feature_cache"], "--dataloader_num_workers", "0"])
+    cache_features.main(
+        [
+            "--vision_tower",
+            assets["tower"],
+            "--data_path",
+            str(cached),
+            "--video_folder",
+            assets["video_folder"],
+            "--num_frames",
+            "8",
+            "--feature_cache",
+            assets["feature_cache"],
+            "--dataloader_num_workers",
+            "0",
+        ]
+    )
     return assets
 
 
@@ -156,15 +172,36 @@ def ranked_data(assets, folder) -> str:
     videos = json.loads(Path(assets["train"]).read_text())
     text = [caption_only(s, f"text-{i}") for i, s in enumerate(videos)]
     answer = {"from": "gpt", "value": "un cerchio rosso"}
-    broken = lambda name: {"id": "same-clip" if name == "empty.mp4" else "bad", "video": f"broken/{name}",  # noqa: E731
-                           "conversations": [{"from": "human", "value": "<video>\n"}, answer]}
+
+    def broken(name):
+        return {
+            "id": "same-clip" if name == "empty.mp4" else "bad",
+            "video": f"broken/{name}",
+            "conversations": [{"from": "human", "value": "<video>\n"}, answer],
+        }
+
     image = {"id": "still", "image": "still.png", "conversations": [{"from": "human", "value": "<image>\n"}, answer]}
     samples = [
-        videos[0], videos[1], broken("empty.mp4"), broken("empty.mp4"),  # step 1: video | empty (two samples, one clip id)
-        videos[2], videos[3], text[0], text[1],                          # step 2: video | text only
-        image, text[2], videos[4], videos[5],                            # step 3: image + text | videos from the cache
-        videos[6], text[3], videos[7], broken("text.mp4"),               # step 4: video + text | cached video + unreadable
-        text[4], text[5], text[6], text[7],                              # step 5: text only on both
+        videos[0],
+        videos[1],
+        broken("empty.mp4"),
+        broken("empty.mp4"),  # step 1: video | empty (two samples, one clip id)
+        videos[2],
+        videos[3],
+        text[0],
+        text[1],  # step 2: video | text only
+        image,
+        text[2],
+        videos[4],
+        videos[5],  # step 3: image + text | videos from the cache
+        videos[6],
+        text[3],
+        videos[7],
+        broken("text.mp4"),  # step 4: video + text | cached video + unreadable
+        text[4],
+        text[5],
+        text[6],
+        text[7],  # step 5: text only on both
     ]
     path = Path(folder) / "ranked.json"
     path.write_text(json.dumps(samples))
@@ -172,15 +209,32 @@ def ranked_data(assets, folder) -> str:
 
 
 def ranked_args(assets, out, data, *extra):
-    return train_args(assets, out, "--image_folder", assets["image_folder"], "--feature_cache", assets["feature_cache"],
-                      "--per_device_train_batch_size", "2",
-                      "--train_sampling_strategy", "sequential", "--max_skip_fraction", "0.2", *extra, steps=5, data=data)
+    return train_args(
+        assets,
+        out,
+        "--image_folder",
+        assets["image_folder"],
+        "--feature_cache",
+        assets["feature_cache"],
+        "--per_device_train_batch_size",
+        "2",
+        "--train_sampling_strategy",
+        "sequential",
+        "--max_skip_fraction",
+        "0.2",
+        *extra,
+        steps=5,
+        data=data,
+    )
 
 
 # DDP with activation checkpointing, as LLaVA's scripts run: the Trainer then turns find_unused_parameters
 # off, and DDP needs every trainable parameter in every step, step 5 (text only on both ranks) included.
-STAGES = {"ddp": ["--gradient_checkpointing", "True"], "zero2": ["--deepspeed", str(ROOT / "scripts" / "zero2.json")],
-          "zero3": ["--deepspeed", str(ROOT / "scripts" / "zero3.json")]}
+STAGES = {
+    "ddp": ["--gradient_checkpointing", "True"],
+    "zero2": ["--deepspeed", str(ROOT / "scripts" / "zero2.json")],
+    "zero3": ["--deepspeed", str(ROOT / "scripts" / "zero3.json")],
+}
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +291,9 @@ def test_the_skip_limit_counts_every_rank_and_stops_them_all(assets, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "could not be read" in errors[0], result.stderr[-3000:]
     # no rank's traceback (torchrun prints its own summary, naming the failed ranks)
-    assert 'llava/train/' not in "".join(line for line in result.stderr.splitlines() if line.lstrip().startswith("File "))
+    assert "llava/train/" not in "".join(
+        line for line in result.stderr.splitlines() if line.lstrip().startswith("File ")
+    )
     # every rank stopped at the same point: none went on into a collective that the others had left
     assert not any(s in result.stderr for s in ("mismatch", "Connection reset", "Connection closed"))
     listed = [json.loads(line)["index"] for line in (out / SKIPPED_FILE).read_text().splitlines()]

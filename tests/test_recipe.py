@@ -37,8 +37,20 @@ def value(argv: list[str], flag: str, n: int = 1):
 def test_recipe_flags_come_first_and_a_command_line_flag_replaces_the_recipe_s(tmp_path):
     path = write(tmp_path, "r.yaml", "learning_rate: 1.0e-4\nmm_fast_grid: [8, 2, 4]\nbf16: false\nversion: plain\n")
     argv = with_recipe(["--config", str(path), "--mm_fast_grid", "4", "2", "2", "--seed=3"])
-    assert argv == ["--learning_rate", "0.0001", "--bf16", "False", "--version", "plain",
-                    "--mm_fast_grid", "4", "2", "2", "--seed", "3"]
+    assert argv == [
+        "--learning_rate",
+        "0.0001",
+        "--bf16",
+        "False",
+        "--version",
+        "plain",
+        "--mm_fast_grid",
+        "4",
+        "2",
+        "2",
+        "--seed",
+        "3",
+    ]
     assert with_recipe([f"--config={path}"])[:2] == ["--learning_rate", "0.0001"]
 
 
@@ -49,8 +61,14 @@ def test_a_flag_under_another_name_replaces_the_recipe_s_setting(tmp_path):
 
 
 def test_none_removes_a_recipe_value_only_where_the_flag_is_unset_by_default(tmp_path):
-    path = write(tmp_path, "r.yaml", "deepspeed: scripts/zero2.json\nvision_tower: t\nmm_resampler_type: fast_slow_token_packer\n")
-    argv = with_recipe(["--config", str(path), "--deepspeed", "none", "--vision_tower", "None", "--mm_resampler_type", "none"])
+    path = write(
+        tmp_path,
+        "r.yaml",
+        "deepspeed: scripts/zero2.json\nvision_tower: t\nmm_resampler_type: fast_slow_token_packer\n",
+    )
+    argv = with_recipe(
+        ["--config", str(path), "--deepspeed", "none", "--vision_tower", "None", "--mm_resampler_type", "none"]
+    )
     # --mm_resampler_type none means "no resampler" (its default is the packer): it stays
     assert argv == ["--mm_resampler_type", "none"]
 
@@ -58,7 +76,9 @@ def test_none_removes_a_recipe_value_only_where_the_flag_is_unset_by_default(tmp
 def test_a_base_recipe_is_read_first_and_null_removes_its_value(tmp_path):
     write(tmp_path, "base.yaml", "vision_tower: t\nvideo_folder: v\nlearning_rate: 1\nseed: 1\n")
     (tmp_path / "runs").mkdir()
-    child = write(tmp_path / "runs", "child.yaml", "base: ../base.yaml\nvision_tower: null\nvideo_folder: null\nseed: 2\n")
+    child = write(
+        tmp_path / "runs", "child.yaml", "base: ../base.yaml\nvision_tower: null\nvideo_folder: null\nseed: 2\n"
+    )
     assert recipe.read(str(child)) == {"learning_rate": 1, "seed": 2}
 
 
@@ -70,16 +90,25 @@ def test_the_text_recipe_is_the_video_recipe_without_the_tower():
     assert {k: text[k] for k in shared} == {k: video[k] for k in shared}
 
 
-@pytest.mark.parametrize("text, line", [
-    ("seed: 1\nlearnig_rate: 2\n", "error: unknown setting 'learnig_rate' in the recipe (did you mean 'learning_rate'?); "
-                                   "it takes the training's flag names ({path}:2)"),
-    ("- seed\n- 1\n", "error: a recipe is a mapping of flag names to values, not a list ({path})"),
-    ("seed: 1\nlearning_rate: [1, 2\n", "error: the recipe is not valid YAML: expected ',' or ']', but got '<stream end>' ({path}:3:1)"),
-    ("", "error: the recipe is empty ({path})"),
-    ("seed:\n  a: 1\n", "error: 'seed' must be a value or a list of values, not {{'a': 1}} ({path}:1)"),
-    ("base: [a]\n", "error: 'base' must name another recipe file, not ['a'] ({path}:1)"),
-    ("base: r.yaml\n", "error: recipe bases form a loop: {real} -> {real} ({path})"),
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        (
+            "seed: 1\nlearnig_rate: 2\n",
+            "error: unknown setting 'learnig_rate' in the recipe (did you mean 'learning_rate'?); "
+            "it takes the training's flag names ({path}:2)",
+        ),
+        ("- seed\n- 1\n", "error: a recipe is a mapping of flag names to values, not a list ({path})"),
+        (
+            "seed: 1\nlearning_rate: [1, 2\n",
+            "error: the recipe is not valid YAML: expected ',' or ']', but got '<stream end>' ({path}:3:1)",
+        ),
+        ("", "error: the recipe is empty ({path})"),
+        ("seed:\n  a: 1\n", "error: 'seed' must be a value or a list of values, not {{'a': 1}} ({path}:1)"),
+        ("base: [a]\n", "error: 'base' must name another recipe file, not ['a'] ({path}:1)"),
+        ("base: r.yaml\n", "error: recipe bases form a loop: {real} -> {real} ({path})"),
+    ],
+)
 def test_a_wrong_recipe_is_one_line_naming_the_file_and_line(tmp_path, text, line):
 
     path = write(tmp_path, "r.yaml", text)
@@ -100,10 +129,14 @@ def test_a_missing_recipe_and_a_second_config_are_refused():
 
 def test_recipe_value_prints_a_setting_of_a_command_line():
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "llava.train.recipe", *args], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "llava.train.recipe", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
 
-    assert run("output_dir", "--config", "recipes/italian_text.yaml").stdout == "./checkpoints/llava-bambi-gpt2-italian-text\n"
+    assert (
+        run("output_dir", "--config", "recipes/italian_text.yaml").stdout
+        == "./checkpoints/llava-bambi-gpt2-italian-text\n"
+    )
     assert run("output_dir", "--config", "recipes/italian_text.yaml", "--output_dir", "/x").stdout == "/x\n"
     assert run("feature_cache", "--config", "recipes/italian_text.yaml").stdout == "\n"
     missing = run("output_dir", "--config", "nope.yaml")
@@ -115,13 +148,33 @@ def test_the_training_parses_the_headline_recipe_as_the_seed_s_run(tmp_path):
     model_args, data_args, training_args = parse_args(
         ["--config", str(VIDEO_RECIPE), "--output_dir", str(tmp_path / "out")], log=False
     )
-    assert (model_args.version, model_args.vision_tower, model_args.mm_vision_select_layer) == ("plain", "facebook/dinov2-large", -2)
+    assert (model_args.version, model_args.vision_tower, model_args.mm_vision_select_layer) == (
+        "plain",
+        "facebook/dinov2-large",
+        -2,
+    )
     assert (data_args.num_frames, model_args.mm_fast_grid, model_args.mm_slow_grid) == (8, [8, 2, 4], [2, 4, 4])
-    assert (model_args.mm_projector_type, model_args.mm_projector_hidden_size, model_args.mm_packer_num_heads) == ("mlp2x_gelu", 2560, 8)
+    assert (model_args.mm_projector_type, model_args.mm_projector_hidden_size, model_args.mm_packer_num_heads) == (
+        "mlp2x_gelu",
+        2560,
+        8,
+    )
     assert model_args.mm_tunable_parts == "mm_vision_resampler,mm_mlp_adapter,mm_language_model"
-    assert (training_args.num_train_epochs, training_args.per_device_train_batch_size, training_args.learning_rate) == (80, 8, 5e-5)
-    assert (training_args.mm_projector_lr, training_args.warmup_steps, training_args.lr_scheduler_type) == (2e-4, 0.03, "cosine")
-    assert (training_args.model_max_length, data_args.max_skip_fraction, training_args.save_every_minutes) == (1024, 0.05, 30)
+    assert (training_args.num_train_epochs, training_args.per_device_train_batch_size, training_args.learning_rate) == (
+        80,
+        8,
+        5e-5,
+    )
+    assert (training_args.mm_projector_lr, training_args.warmup_steps, training_args.lr_scheduler_type) == (
+        2e-4,
+        0.03,
+        "cosine",
+    )
+    assert (training_args.model_max_length, data_args.max_skip_fraction, training_args.save_every_minutes) == (
+        1024,
+        0.05,
+        30,
+    )
     assert training_args.deepspeed == "scripts/zero2.json" and training_args.output_dir == str(tmp_path / "out")
     assert (training_args.bf16, training_args.fp16) == (False, False)  # `auto` on a machine without a GPU
 

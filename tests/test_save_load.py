@@ -69,7 +69,9 @@ def test_adapter_file_loads_back(tmp_path, tower_dir, prefix):
     weights = {prefix + k: v for k, v in trained.get_model().adapter_state_dict().items()}
     torch.save(weights, tmp_path / "mm_projector.bin")
 
-    _, fresh = llava_model("llava_gpt2", tmp_path / "b", tower_dir, pretrain_mm_mlp_adapter=str(tmp_path / "mm_projector.bin"))
+    _, fresh = llava_model(
+        "llava_gpt2", tmp_path / "b", tower_dir, pretrain_mm_mlp_adapter=str(tmp_path / "mm_projector.bin")
+    )
     got = fresh.get_model().adapter_state_dict()
     assert set(got) == set(trained.get_model().adapter_state_dict())
     for key, value in trained.get_model().adapter_state_dict().items():

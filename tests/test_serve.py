@@ -41,17 +41,36 @@ def greedy_reference(model, tokenizer, pixels) -> str:
     """The caption written by hand: the plain template's prompt (the visual block alone), greedy."""
     ids = torch.tensor([[IMAGE_TOKEN_INDEX]])
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), images=[pixels], max_new_tokens=MAX_NEW,
-                             do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            images=[pixels],
+            max_new_tokens=MAX_NEW,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )
     return tokenizer.decode(out[0], skip_special_tokens=True).strip()
 
 
 @pytest.mark.slow
 def test_cli_captions_a_clip(checkpoint, clip_path):
     result = subprocess.run(
-        [sys.executable, "-m", "llava.serve.cli", "--model-path", checkpoint, "--video", clip_path,
-         "--max-new-tokens", str(MAX_NEW)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "llava.serve.cli",
+            "--model-path",
+            checkpoint,
+            "--video",
+            clip_path,
+            "--max-new-tokens",
+            str(MAX_NEW),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     tokenizer, model, processor, context = load_pretrained_model(checkpoint)
@@ -71,7 +90,8 @@ def test_cli_sampling_and_frame_limits(checkpoint, clip_path, capsys):
         cli.cli(args + ["--num-frames", "16"])
     assert exit_status.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "error: --num-frames 16: this model takes at most 8 frames per clip (python -m llava.serve.cli --help lists the flags)")
+        "error: --num-frames 16: this model takes at most 8 frames per clip (python -m llava.serve.cli --help lists the flags)"
+    )
     with pytest.raises(SystemExit) as exit_status:
         cli.cli(["--model-path", checkpoint, "--video", clip_path + ".missing"])
     assert exit_status.value.code == 1
@@ -103,7 +123,9 @@ def test_images_are_preprocessed_as_the_checkpoint_was_trained(checkpoint, tmp_p
     assert not torch.equal(letterboxed, cropped)
     assert torch.equal(cli.media_pixels(str(path), "image", processor, model.config, 8), letterboxed)
     data = tmp_path / "set.json"
-    data.write_text(json.dumps([{"id": "wide", "image": "wide.png", "conversations": [{"from": "human", "value": "<image>\n"}]}]))
+    data.write_text(
+        json.dumps([{"id": "wide", "image": "wide.png", "conversations": [{"from": "human", "value": "<image>\n"}]}])
+    )
     dataset = cli.CaptionSet(str(data), tokenizer, processor, image_folder=str(tmp_path), config=model.config)
     assert torch.equal(dataset[0]["pixels"], letterboxed)
 
@@ -113,15 +135,42 @@ def test_cli_batch_mode_skips_a_broken_clip(checkpoint, assets, tmp_path, capsys
     samples = json.loads(Path(assets["val"]).read_text())
     broken = tmp_path / "broken.mp4"
     broken.write_text("this is not a video\n")
-    samples.insert(1, {"id": "broken", "video": str(broken),
-                       "conversations": [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": "niente"}]})
-    samples.append({"id": "no-reference", "video": samples[0]["video"], "conversations": [{"from": "human", "value": "<video>\n"}]})
-    samples.append({"id": "text-only", "conversations": [{"from": "human", "value": "ciao"}, {"from": "gpt", "value": "un cerchio"}]})
+    samples.insert(
+        1,
+        {
+            "id": "broken",
+            "video": str(broken),
+            "conversations": [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": "niente"}],
+        },
+    )
+    samples.append(
+        {"id": "no-reference", "video": samples[0]["video"], "conversations": [{"from": "human", "value": "<video>\n"}]}
+    )
+    samples.append(
+        {
+            "id": "text-only",
+            "conversations": [{"from": "human", "value": "ciao"}, {"from": "gpt", "value": "un cerchio"}],
+        }
+    )
     data = tmp_path / "set.json"
     data.write_text(json.dumps(samples))
     out = tmp_path / "captions.jsonl"
-    code = cli.main(["--model-path", checkpoint, "--data", str(data), "--video-folder", assets["video_folder"],
-                     "--out", str(out), "--batch-size", "2", "--max-new-tokens", str(MAX_NEW)])
+    code = cli.main(
+        [
+            "--model-path",
+            checkpoint,
+            "--data",
+            str(data),
+            "--video-folder",
+            assets["video_folder"],
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            str(MAX_NEW),
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "captioning" in err and "captioned 6 samples" in err and "skipped 1" in err  # progress bar, summary
@@ -143,8 +192,14 @@ def test_cli_batch_mode_skips_a_broken_clip(checkpoint, assets, tmp_path, capsys
     # a text-only sample under the plain template: generation starts from BOS, beside clips in its batch
     ids = torch.tensor([[tokenizer.bos_token_id]])
     with torch.no_grad():
-        text = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW, do_sample=False,
-                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)[0, 1:]
+        text = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=MAX_NEW,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )[0, 1:]
     assert lines[-1]["caption"] == tokenizer.decode(text, skip_special_tokens=True).strip()
 
 
@@ -160,14 +215,19 @@ def test_batches_of_prompts_of_different_lengths_match_single_prompts(checkpoint
     prompts = [single_turn_prompt(template, tokenizer, p, "video") for p in ("", "descrivi il video con cura", "ciao")]
     assert len({len(p) for p in prompts}) == 3
     batched = generate_texts(model, tokenizer, prompts, clips, max_new_tokens=MAX_NEW)
-    assert batched == [generate_texts(model, tokenizer, [p], [c], max_new_tokens=MAX_NEW)[0] for p, c in zip(prompts, clips)]
+    assert batched == [
+        generate_texts(model, tokenizer, [p], [c], max_new_tokens=MAX_NEW)[0] for p, c in zip(prompts, clips)
+    ]
 
 
 @pytest.mark.slow
 def test_base_model_plus_adapter_gives_the_trained_model(assets, tmp_path, capsys):
     out = tmp_path / "adapter"
-    trainer = train.main(train_args(assets, out, "--mm_tunable_parts", "mm_vision_resampler,mm_mlp_adapter",
-                                    "--save_steps", "1000", steps=4))
+    trainer = train.main(
+        train_args(
+            assets, out, "--mm_tunable_parts", "mm_vision_resampler,mm_mlp_adapter", "--save_steps", "1000", steps=4
+        )
+    )
     assert (out / "mm_projector.bin").exists()
     tokenizer, model, processor, context = load_pretrained_model(str(out), model_base=assets["gpt2"])
     assert processor is not None and context == 256 and tokenizer.pad_token_id == tokenizer.eos_token_id
@@ -185,7 +245,21 @@ def test_base_model_plus_adapter_gives_the_trained_model(assets, tmp_path, capsy
     # the command line takes the same pair
     clip = f"{assets['video_folder']}/val_00000.mp4"
     capsys.readouterr()  # the training's own output
-    assert cli.main(["--model-path", str(out), "--model-base", assets["gpt2"], "--video", clip, "--max-new-tokens", str(MAX_NEW)]) == 0
+    assert (
+        cli.main(
+            [
+                "--model-path",
+                str(out),
+                "--model-base",
+                assets["gpt2"],
+                "--video",
+                clip,
+                "--max-new-tokens",
+                str(MAX_NEW),
+            ]
+        )
+        == 0
+    )
     pixels = process_video_frames(read_video_frames(clip, 8), processor)
     assert capsys.readouterr().out == greedy_reference(trained, tokenizer, pixels) + "\n"
 
@@ -194,7 +268,8 @@ def test_base_model_plus_adapter_gives_the_trained_model(assets, tmp_path, capsy
     assert str(error.value) == (
         "the vision tower cannot be loaded: an adapter-only run does not carry the tower's weights, they come from the "
         f"folder that mm_vision_tower names in {out / 'config.json'}; make it available there, or pass where it is now "
-        f"(--vision-tower PATH, load_pretrained_model(..., vision_tower=PATH)) ({tmp_path / 'moved-away'})")
+        f"(--vision-tower PATH, load_pretrained_model(..., vision_tower=PATH)) ({tmp_path / 'moved-away'})"
+    )
 
 
 def test_adapter_errors_are_clear(assets, tmp_path):
@@ -203,18 +278,23 @@ def test_adapter_errors_are_clear(assets, tmp_path):
     (adapter_only / "mm_projector.bin").write_bytes(b"")
     with pytest.raises(InputError) as error:
         load_pretrained_model(str(adapter_only))
-    assert str(error.value) == (f"--model-path folder holds an adapter (mm_projector.bin) but no model weights: load it with "
-                                f"the language model it was trained on (--model-base) ({adapter_only})")
+    assert str(error.value) == (
+        f"--model-path folder holds an adapter (mm_projector.bin) but no model weights: load it with "
+        f"the language model it was trained on (--model-base) ({adapter_only})"
+    )
     with pytest.raises(FileNotFoundError) as error:
         load_pretrained_model(str(adapter_only), model_base=assets["gpt2"])
-    assert str(error.value) == ("config.json is missing beside the adapter: its run writes the mm_* settings there, and "
-                                f"without them the visual modules cannot be rebuilt ({adapter_only / 'config.json'})")
+    assert str(error.value) == (
+        "config.json is missing beside the adapter: its run writes the mm_* settings there, and "
+        f"without them the visual modules cannot be rebuilt ({adapter_only / 'config.json'})"
+    )
     with pytest.raises(FileNotFoundError) as error:
         load_pretrained_model(assets["gpt2"], model_base=assets["gpt2"])
     assert str(error.value) == (
         "--model-path holds no adapter (mm_projector.bin or mm_projector.safetensors): with --model-base it must be the "
         "output folder of an adapter-only run (--mm_tunable_parts mm_vision_resampler,mm_mlp_adapter); a full checkpoint "
-        f"loads without --model-base ({assets['gpt2']})")
+        f"loads without --model-base ({assets['gpt2']})"
+    )
 
 
 def test_base_plus_adapter_for_llama(tower_dir, tokenizer_dir, tmp_path):
@@ -242,4 +322,6 @@ def test_base_plus_adapter_for_llama(tower_dir, tokenizer_dir, tmp_path):
     ids = torch.tensor([[5, IMAGE_TOKEN_INDEX, 7, 9]])
     clip = torch.randn(8, 3, 56, 56)
     with torch.no_grad():
-        assert torch.equal(loaded(input_ids=ids, images=[clip]).logits, model.eval()(input_ids=ids, images=[clip]).logits)
+        assert torch.equal(
+            loaded(input_ids=ids, images=[clip]).logits, model.eval()(input_ids=ids, images=[clip]).logits
+        )

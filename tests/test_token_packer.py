@@ -104,7 +104,9 @@ def test_tracks_compute_textbook_regional_attention_and_its_gradients():
             param.add_(0.3 * torch.randn_like(param))
     x = torch.randn(1, *GRID, DIM)
     out = p(x)[0]
-    expected = torch.cat([textbook_track(p.fast, x, region_masks((8, 2, 4))), textbook_track(p.slow, x, region_masks((2, 4, 4)))])
+    expected = torch.cat(
+        [textbook_track(p.fast, x, region_masks((8, 2, 4))), textbook_track(p.slow, x, region_masks((2, 4, 4)))]
+    )
     assert torch.allclose(out, expected, atol=1e-5)
     weights = torch.randn_like(out)
     grads = torch.autograd.grad((out * weights).sum(), list(p.parameters()))

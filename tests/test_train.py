@@ -58,8 +58,16 @@ def test_broken_clips_are_skipped_counted_listed_and_the_run_finishes(train_asse
     broken = write_broken_inputs(tmp_path / "broken", Path(train_assets["video_folder"]) / "train_00000.mp4")
     samples = json.loads(Path(train_assets["train"]).read_text())
     for name in broken:
-        samples.append({"id": f"broken-{name}", "video": str(broken[name]),
-                        "conversations": [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": "un cerchio rosso"}]})
+        samples.append(
+            {
+                "id": f"broken-{name}",
+                "video": str(broken[name]),
+                "conversations": [
+                    {"from": "human", "value": "<video>\n"},
+                    {"from": "gpt", "value": "un cerchio rosso"},
+                ],
+            }
+        )
     data = tmp_path / "with_broken.json"
     data.write_text(json.dumps(samples))
     out = tmp_path / "out"
@@ -78,8 +86,19 @@ def test_broken_clips_are_skipped_counted_listed_and_the_run_finishes(train_asse
 @pytest.mark.slow
 def test_adapter_only_run_with_gradient_checkpointing_saves_a_loadable_adapter(train_assets, tmp_path):
     out = tmp_path / "out"
-    trainer = train.main(train_args(train_assets, out, "--mm_tunable_parts", "mm_vision_resampler,mm_mlp_adapter",
-                                    "--gradient_checkpointing", "True", "--mm_projector_lr", "5e-3", steps=4))
+    trainer = train.main(
+        train_args(
+            train_assets,
+            out,
+            "--mm_tunable_parts",
+            "mm_vision_resampler,mm_mlp_adapter",
+            "--gradient_checkpointing",
+            "True",
+            "--mm_projector_lr",
+            "5e-3",
+            steps=4,
+        )
+    )
     adapter = torch.load(out / "mm_projector.bin", weights_only=True)
     trained = trainer.model.get_model().adapter_state_dict()
     assert set(adapter) == set(trained)
@@ -88,7 +107,9 @@ def test_adapter_only_run_with_gradient_checkpointing_saves_a_loadable_adapter(t
     assert any(not torch.equal(adapter[k], torch.zeros_like(adapter[k])) for k in adapter if "mm_pos_embed" in k)
     assert {g["initial_lr"] for g in trainer.optimizer.param_groups} == {5e-3}  # only the adapter trains
 
-    args = train.parse_args(train_args(train_assets, tmp_path / "next", "--pretrain_mm_mlp_adapter", str(out / "mm_projector.bin")))
+    args = train.parse_args(
+        train_args(train_assets, tmp_path / "next", "--pretrain_mm_mlp_adapter", str(out / "mm_projector.bin"))
+    )
     _, model = train.build_model(*args)
     for key, value in model.get_model().adapter_state_dict().items():
         assert torch.equal(value, adapter[key]), key
@@ -101,7 +122,7 @@ def test_bf16_on_the_cpu_and_continuing_from_a_llava_checkpoint(train_assets, tm
     assert all(torch.isfinite(torch.tensor(v)) for v in logged_losses(first).values())
     # start again from the saved llava checkpoint: no --vision_tower, its config describes the tower
     args = train_args(train_assets, tmp_path / "second", steps=2)
-    args[args.index("--vision_tower"):args.index("--vision_tower") + 2] = []
+    args[args.index("--vision_tower") : args.index("--vision_tower") + 2] = []
     args[args.index("--model_name_or_path") + 1] = str(first)
     trainer = train.main(args)
     assert trainer.model.config.mm_vision_tower == train_assets["tower"]
@@ -115,7 +136,7 @@ def test_text_only_training_on_captions(train_assets, tmp_path):
     data = tmp_path / "captions.json"
     data.write_text(json.dumps(captions))
     args = train_args(train_assets, tmp_path / "out", "--gradient_checkpointing", "True", steps=4, data=str(data))
-    args[args.index("--vision_tower"):args.index("--vision_tower") + 2] = []
+    args[args.index("--vision_tower") : args.index("--vision_tower") + 2] = []
     trainer = train.main(args)
     assert trainer.model.get_vision_tower() is None
     assert not hasattr(AutoModelForCausalLM.from_pretrained(tmp_path / "out").config, "mm_vision_tower")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,8 +31,15 @@ def submit(cluster: SlurmCluster, env: dict, log_dir: Path, nodes: int, timeout:
     overridden to none; returns (returncode, job log)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     args = [
-        "sbatch", "--wait", "--parsable", f"--nodes={nodes}", "--ntasks-per-node=1", "--gpus-per-node=0",
-        f"--cpus-per-task={min(os.cpu_count() or 1, 2)}", "--time=00:15:00", f"--output={log_dir}/%x_%j.out",
+        "sbatch",
+        "--wait",
+        "--parsable",
+        f"--nodes={nodes}",
+        "--ntasks-per-node=1",
+        "--gpus-per-node=0",
+        f"--cpus-per-task={min(os.cpu_count() or 1, 2)}",
+        "--time=00:15:00",
+        f"--output={log_dir}/%x_%j.out",
         str(SCRIPT),
     ]
     env = {**cluster.env, **env, "SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": cluster.env["PATH"]}
@@ -74,7 +81,9 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
         'while [ "$1" != bash ]; do shift; done\n'
         'for node in gpu-a01 gpu-a02; do SLURMD_NODENAME=$node "$@" || exit; done\n'
     )
-    recorder = bin_dir / "fake-python"  # records its environment and arguments (the recipe's output folder: asked of python)
+    recorder = (
+        bin_dir / "fake-python"
+    )  # records its environment and arguments (the recipe's output folder: asked of python)
     recorder.write_text(
         "#!/usr/bin/env bash\n"
         f'if [ "$1 $2" = "-m llava.train.recipe" ]; then exec "{sys.executable}" "$@"; fi\n'
@@ -88,10 +97,21 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
     videos.mkdir()
     (lm / "config.json").write_text("{}")
     (tmp_path / "train.json").write_text("[]")
-    env = clean_env(LM_PATH=lm, VISION_TOWER=lm, VIDEO_FOLDER=videos, DATA_PATH=tmp_path / "train.json",
-                    OUTPUT_DIR=tmp_path / "out", PYTHON=recorder, PATH=f"{bin_dir}:{os.environ['PATH']}",
-                    RECORD_DIR=tmp_path, SLURM_JOB_ID="4242", SLURM_NNODES="2", SLURM_JOB_NODELIST="gpu-a[01-02]",
-                    SLURM_CPUS_PER_TASK="2", SLURM_SUBMIT_DIR=str(SCRIPT.parent))
+    env = clean_env(
+        LM_PATH=lm,
+        VISION_TOWER=lm,
+        VIDEO_FOLDER=videos,
+        DATA_PATH=tmp_path / "train.json",
+        OUTPUT_DIR=tmp_path / "out",
+        PYTHON=recorder,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        RECORD_DIR=tmp_path,
+        SLURM_JOB_ID="4242",
+        SLURM_NNODES="2",
+        SLURM_JOB_NODELIST="gpu-a[01-02]",
+        SLURM_CPUS_PER_TASK="2",
+        SLURM_SUBMIT_DIR=str(SCRIPT.parent),
+    )
     result = run_script(env, timeout=30)
     assert result.returncode == 0, result.stderr
     assert re.search(r"RENDEZVOUS\s+10\.1\.0\.11:24242\n", result.stdout), result.stdout
@@ -99,8 +119,20 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
         argv = (tmp_path / f"{node}.txt").read_text().splitlines()
         assert argv[:2] == [f"PET_LOCAL_ADDR={addr}", f"PET_RDZV_CONF=is_host={is_host}"], argv
         assert argv[2:16] == [
-            "-m", "llava.train.launch", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
-            "--rdzv_endpoint", "10.1.0.11:24242", "--rdzv_id", "4242", "-m", "llava.train.train",
+            "-m",
+            "llava.train.launch",
+            "--nnodes",
+            "2",
+            "--nproc_per_node",
+            "1",
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_endpoint",
+            "10.1.0.11:24242",
+            "--rdzv_id",
+            "4242",
+            "-m",
+            "llava.train.train",
         ], argv
         assert f"node {node}: torchrun --local_addr {addr}, rendezvous store here: {is_host}" in result.stderr
 
@@ -112,8 +144,12 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
 def test_two_node_job_trains_like_one_node_with_the_same_global_batch(tmp_path):
     assets = make_assets(tmp_path / "assets", num_train=8, num_val=2)
     settings = dict(
-        TINY_SETTINGS, LM_PATH=assets["gpt2"], VISION_TOWER=assets["tower"], VIDEO_FOLDER=assets["video_folder"],
-        DATA_PATH=assets["train"], DS_CONFIG="scripts/zero2.json",
+        TINY_SETTINGS,
+        LM_PATH=assets["gpt2"],
+        VISION_TOWER=assets["tower"],
+        VIDEO_FOLDER=assets["video_folder"],
+        DATA_PATH=assets["train"],
+        DS_CONFIG="scripts/zero2.json",
         # the same threads per process in both runs: a different count may sum in another order
         OMP_NUM_THREADS=1,
         # gloo finds its address by resolving the host name, which is the host's loopback on every node here

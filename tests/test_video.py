@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import llava.video as video
-from media_helpers import write_audio_only
 from llava.video import VideoReadError, read_video_frames, sample_indices
+
+from media_helpers import write_audio_only
 
 H, W, BITS = 48, 64, 6  # six horizontal bands of 8 rows: frame index in binary, black/white per bit
 N = 30

@@ -2,7 +2,13 @@
 
 import pytest
 import torch
-from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+from transformers import (
+    BitImageProcessorPil,
+    Dinov2Config,
+    Dinov2Model,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+)
 
 from llava.model.multimodal_encoder import VisionTower
 from llava.testing import IMAGE_SIZE, TINY_TOWERS, save_tiny_vision_tower
@@ -26,8 +32,15 @@ def test_tower_returns_selected_layer_patch_grid(kind, prefix, tmp_path):
 def test_registers_are_dropped(tmp_path):
     torch.manual_seed(0)
     Dinov2WithRegistersModel(
-        Dinov2WithRegistersConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                  image_size=IMAGE_SIZE, patch_size=7, num_register_tokens=4)
+        Dinov2WithRegistersConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=IMAGE_SIZE,
+            patch_size=7,
+            num_register_tokens=4,
+        )
     ).save_pretrained(tmp_path)
     TINY_TOWERS["dinov2"]()[1].save_pretrained(tmp_path)
     tower = VisionTower.from_pretrained(str(tmp_path), select_layer=-1)
@@ -37,8 +50,16 @@ def test_registers_are_dropped(tmp_path):
 
 def test_grid_comes_from_the_processor_not_the_encoder_config(tmp_path):
     # facebook/dinov2-large says image_size=518 in its config and is fed 224-pixel crops.
-    Dinov2Model(Dinov2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             image_size=518, patch_size=14)).save_pretrained(tmp_path)
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=518,
+            patch_size=14,
+        )
+    ).save_pretrained(tmp_path)
     BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}).save_pretrained(tmp_path)
     tower = VisionTower.from_pretrained(str(tmp_path), select_layer=-2)
     assert tower.grid_size == 16

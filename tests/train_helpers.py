@@ -26,19 +26,51 @@ def make_assets(folder, num_train=24, num_val=4) -> dict:
 def train_args(assets, output_dir, *extra, steps=8, data=None):
     """Arguments of a tiny video+text run (tiny tower: 8x8 patches, seed packer grids)."""
     return [
-        "--model_name_or_path", assets["gpt2"], "--vision_tower", assets["tower"],
-        "--data_path", data or assets["train"], "--video_folder", assets["video_folder"],
-        "--num_frames", "8", "--mm_packer_num_heads", "4", "--mm_projector_hidden_size", "64",
-        "--output_dir", str(output_dir), "--max_steps", str(steps), "--per_device_train_batch_size", "4",
-        "--learning_rate", "2e-3", "--warmup_steps", "0", "--logging_steps", "1", "--save_steps", "2",
-        "--seed", "0", "--dataloader_num_workers", "0", "--disable_tqdm", "True",
+        "--model_name_or_path",
+        assets["gpt2"],
+        "--vision_tower",
+        assets["tower"],
+        "--data_path",
+        data or assets["train"],
+        "--video_folder",
+        assets["video_folder"],
+        "--num_frames",
+        "8",
+        "--mm_packer_num_heads",
+        "4",
+        "--mm_projector_hidden_size",
+        "64",
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        str(steps),
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "2e-3",
+        "--warmup_steps",
+        "0",
+        "--logging_steps",
+        "1",
+        "--save_steps",
+        "2",
+        "--seed",
+        "0",
+        "--dataloader_num_workers",
+        "0",
+        "--disable_tqdm",
+        "True",
         *extra,
     ]
 
 
 def run_training(args, env=None, launcher=(), timeout=600):
     """Runs train.py in a fresh process (optionally under a launcher such as torchrun)."""
-    command = [*launcher, "-m", "llava.train.train", *args] if launcher else [sys.executable, "-m", "llava.train.train", *args]
+    command = (
+        [*launcher, "-m", "llava.train.train", *args]
+        if launcher
+        else [sys.executable, "-m", "llava.train.train", *args]
+    )
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
@@ -63,7 +95,8 @@ def make_script_assets(folder) -> dict:
     data = make_dataset(root / "data", num_train=8, num_val=2, seed=0, num_frames=16, size=64)
     samples = json.loads(Path(data["train"]).read_text())
     text_samples = [
-        {"id": f"text_{s['id']}", "conversations": [{"from": "human", "value": ""}, s["conversations"][1]]} for s in samples
+        {"id": f"text_{s['id']}", "conversations": [{"from": "human", "value": ""}, s["conversations"][1]]}
+        for s in samples
     ]
     text_path = root / "data" / "train_text.json"
     text_path.write_text(json.dumps(text_samples, ensure_ascii=False))
@@ -71,8 +104,11 @@ def make_script_assets(folder) -> dict:
     lm = save_gpt2(root / "bambi-gpt2-tiny", tokenizer, n_layer=2, n_embd=64, n_head=4, n_positions=256)
     tower = save_tiny_vision_tower(root / "dinov2-tiny", "dinov2")
     return {
-        "LM_PATH": lm, "VISION_TOWER": tower, "VIDEO_FOLDER": data["video_folder"],
-        "VIDEO_DATA_PATH": data["train"], "TEXT_DATA_PATH": str(text_path),
+        "LM_PATH": lm,
+        "VISION_TOWER": tower,
+        "VIDEO_FOLDER": data["video_folder"],
+        "VIDEO_DATA_PATH": data["train"],
+        "TEXT_DATA_PATH": str(text_path),
     }
 
 
@@ -90,8 +126,13 @@ def write_dummy_paths(folder) -> dict:
     (root / "videos" / "a.mp4").write_bytes(b"")
     turns = [{"from": "human", "value": "<video>\nDescrivi il video."}, {"from": "gpt", "value": "Un cerchio rosso."}]
     (root / "train.json").write_text(json.dumps([{"id": "a", "video": "a.mp4", "conversations": turns}]))
-    (root / "text.json").write_text(json.dumps([{"id": "t", "conversations": [{"from": "human", "value": ""}, turns[1]]}]))
+    (root / "text.json").write_text(
+        json.dumps([{"id": "t", "conversations": [{"from": "human", "value": ""}, turns[1]]}])
+    )
     return {
-        "LM_PATH": root / "lm", "VISION_TOWER": root / "tower", "VIDEO_FOLDER": root / "videos",
-        "DATA_PATH": root / "train.json", "TEXT_DATA_PATH": root / "text.json",
+        "LM_PATH": root / "lm",
+        "VISION_TOWER": root / "tower",
+        "VIDEO_FOLDER": root / "videos",
+        "DATA_PATH": root / "train.json",
+        "TEXT_DATA_PATH": root / "text.json",
     }

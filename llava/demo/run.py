@@ -67,8 +67,15 @@ def build_assets(workdir: Path, preset: Preset) -> dict:
     data = make_dataset(workdir / "data", preset.num_train, preset.num_val, seed=0)
     tokenizer = train_tokenizer(workdir / "tokenizer", caption_corpus())
     # No dropout: a model this small, trained this briefly, learns the harder attributes faster without.
-    gpt2 = save_gpt2(workdir / "models" / "bambi-gpt2-demo", tokenizer, n_layer=preset.gpt2_layers,
-                     n_embd=preset.gpt2_width, n_head=4, n_positions=256, dropout=0.0)
+    gpt2 = save_gpt2(
+        workdir / "models" / "bambi-gpt2-demo",
+        tokenizer,
+        n_layer=preset.gpt2_layers,
+        n_embd=preset.gpt2_width,
+        n_head=4,
+        n_positions=256,
+        dropout=0.0,
+    )
     return {**data, "gpt2": gpt2, "tower": save_demo_tower(workdir / "models" / "dinov2-demo")}
 
 
@@ -79,8 +86,16 @@ def save_demo_tower(folder: Path) -> str:
     from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                             image_size=56, patch_size=7)).save_pretrained(folder)
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            image_size=56,
+            patch_size=7,
+        )
+    ).save_pretrained(folder)
     BitImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56}).save_pretrained(folder)
     return str(folder)
 
@@ -91,8 +106,10 @@ def find_training_script() -> Path:
     for script in places:
         if script.is_file():
             return script
-    raise UserError(f"the demo trains through {TRAINING_SCRIPT}, which comes with the repository, not with the "
-                    f"installed package: run it from a checkout's root (looked for {' and '.join(map(str, places))})")
+    raise UserError(
+        f"the demo trains through {TRAINING_SCRIPT}, which comes with the repository, not with the "
+        f"installed package: run it from a checkout's root (looked for {' and '.join(map(str, places))})"
+    )
 
 
 def train(assets: dict, preset: Preset, output_dir: Path, script: Path) -> float:
@@ -167,13 +184,24 @@ def evaluate(output_dir: Path, assets: dict) -> dict:
 
 def format_table(results: dict) -> str:
     video, blind, chance = results["video"], results["blind"], results["chance"]
-    rows = [("", "video model", "blind control", "chance"),
-            ("val caption loss", f"{video['loss']:.3f}", f"{blind['loss']:.3f}", "")]
+    rows = [
+        ("", "video model", "blind control", "chance"),
+        ("val caption loss", f"{video['loss']:.3f}", f"{blind['loss']:.3f}", ""),
+    ]
     for attribute in ATTRIBUTES:
-        rows.append((f"{attribute} accuracy", f"{video['accuracy'][attribute]:.0%}",
-                     f"{blind['accuracy'][attribute]:.0%}", f"{chance[attribute]:.0%}"))
+        rows.append(
+            (
+                f"{attribute} accuracy",
+                f"{video['accuracy'][attribute]:.0%}",
+                f"{blind['accuracy'][attribute]:.0%}",
+                f"{chance[attribute]:.0%}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in rows
+    )
 
 
 def plot_loss(trainer_state: Path, png: Path) -> None:
@@ -209,7 +237,9 @@ def _preset_from_env(preset: Preset) -> Preset:
                 changes[f.name] = kind(os.environ[name])
             except ValueError:
                 expected = "a whole number" if kind is int else "a number"  # str fields take any text
-                raise UsageError(f"{name}={os.environ[name]!r} is not {expected} (it overrides the preset's {f.name})") from None
+                raise UsageError(
+                    f"{name}={os.environ[name]!r} is not {expected} (it overrides the preset's {f.name})"
+                ) from None
     return replace(preset, **changes)
 
 
@@ -222,14 +252,17 @@ def prepare_workdir(workdir: Path) -> None:
     others = sorted(entry.name for entry in workdir.iterdir() if entry.name not in WORKDIR_ENTRIES)
     if others:
         shown = listing(others, 3, ", ")
-        raise InputError(f"--workdir holds files that no demo run wrote ({shown}); the demo empties its workdir "
-                         f"before it starts, so name a new folder, an empty one or an earlier demo run's ({workdir})")
+        raise InputError(
+            f"--workdir holds files that no demo run wrote ({shown}); the demo empties its workdir "
+            f"before it starts, so name a new folder, an empty one or an earlier demo run's ({workdir})"
+        )
     shutil.rmtree(workdir)
 
 
 def main(argv=None) -> dict:
-    parser = errors.ArgumentParser(prog="python -m llava.demo.run",
-                                     description="Train and evaluate the built-in video-captioning demo.")
+    parser = errors.ArgumentParser(
+        prog="python -m llava.demo.run", description="Train and evaluate the built-in video-captioning demo."
+    )
     parser.add_argument("--quick", action="store_true", help="fewer clips and steps (what the tests run)")
     # Relative to the working directory, not to the package: an installed package's folder is no place to write.
     parser.add_argument("--workdir", default="demo_run", help="where data, models and results go")
@@ -251,8 +284,11 @@ def main(argv=None) -> dict:
     plot_loss(output_dir / "trainer_state.json", workdir / "loss.png")
     (workdir / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1))
     print("\n" + format_table(results))
-    print(f"\ntraining {train_seconds / 60:.1f} min, all {results['total_seconds'] / 60:.1f} min; "
-          f"loss curve {workdir / 'loss.png'}, captions {workdir / 'results.json'}", flush=True)
+    print(
+        f"\ntraining {train_seconds / 60:.1f} min, all {results['total_seconds'] / 60:.1f} min; "
+        f"loss curve {workdir / 'loss.png'}, captions {workdir / 'results.json'}",
+        flush=True,
+    )
     return results
 
 

@@ -168,9 +168,16 @@ def save_gpt2(folder, tokenizer_folder, n_layer=2, n_embd=64, n_head=4, n_positi
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
     torch.manual_seed(seed)
     config = GPT2Config(
-        n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions, vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_positions=n_positions,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
     )
     GPT2LMHeadModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))

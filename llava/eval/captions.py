@@ -47,8 +47,17 @@ from .metrics import bleu4, cider
 logger = logging.getLogger(__name__)
 
 
-def load_items(model, tokenizer, image_processor, data_path, video_folder=None, image_folder=None, version="plain",
-               num_frames=None, samples=None):
+def load_items(
+    model,
+    tokenizer,
+    image_processor,
+    data_path,
+    video_folder=None,
+    image_folder=None,
+    version="plain",
+    num_frames=None,
+    samples=None,
+):
     """The evaluation set as dataset items (ids, labels, pixels), built by the training pipeline itself so
     that tokenization, truncation and preprocessing are exactly the ones the model was trained with.
 
@@ -58,11 +67,19 @@ def load_items(model, tokenizer, image_processor, data_path, video_folder=None, 
     """
     tower = model.get_vision_tower()
     # The model's image_aspect_ratio: images preprocessed as training preprocessed them ('pad' letterboxes).
-    args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder,
-                         num_frames=num_frames or VisionSettings.from_config(model.config).num_frames,
-                         image_aspect_ratio=getattr(model.config, "image_aspect_ratio", None))
+    args = DataArguments(
+        data_path=data_path,
+        video_folder=video_folder,
+        image_folder=image_folder,
+        num_frames=num_frames or VisionSettings.from_config(model.config).num_frames,
+        image_aspect_ratio=getattr(model.config, "image_aspect_ratio", None),
+    )
     dataset = LazySupervisedDataset(
-        data_path, tokenizer, args, image_processor=image_processor, template=version,
+        data_path,
+        tokenizer,
+        args,
+        image_processor=image_processor,
+        template=version,
         model_max_length=max_positions(model.config),  # training's default --model_max_length
         visual_tokens_per_input=model.get_model().num_visual_tokens if tower is not None else None,
         samples=samples,
@@ -87,11 +104,17 @@ def derangement(n: int, seed: int = 0) -> list[int]:
 
 def with_clips_from(items, order):
     """The same items, each carrying the clip of item `order[i]`."""
-    return [{**item, "pixel_values": items[j]["pixel_values"], "modality": items[j]["modality"]} for item, j in zip(items, order)]
+    return [
+        {**item, "pixel_values": items[j]["pixel_values"], "modality": items[j]["modality"]}
+        for item, j in zip(items, order)
+    ]
 
 
 def _to(batch: dict, device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else [x.to(device) for x in v] if k == "images" else v for k, v in batch.items()}
+    return {
+        k: v.to(device) if torch.is_tensor(v) else [x.to(device) for x in v] if k == "images" else v
+        for k, v in batch.items()
+    }
 
 
 @torch.no_grad()
@@ -113,13 +136,15 @@ def caption_nll(model, tokenizer, items, batch_size: int = 16, progress: bool = 
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         if batch["images"]:
             _, positions, mask, _, embeds, labels = model.prepare_inputs_labels_for_multimodal(
-                ids, None, mask, None, labels, batch["images"], batch["modalities"])
+                ids, None, mask, None, labels, batch["images"], batch["modalities"]
+            )
             logits = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
         else:
             logits = model(input_ids=ids, attention_mask=mask).logits
         targets = labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+            logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none"
+        )
         counted = targets != IGNORE_INDEX
         sums, counts = (nll * counted).sum(1), counted.sum(1)
         results += [(float(a), int(b)) for a, b in zip(sums, counts)]
@@ -139,14 +164,30 @@ def caption_loss(model, tokenizer, items, batch_size: int = 16, progress: bool =
     return mean_nll(caption_nll(model, tokenizer, items, batch_size, progress))
 
 
-def generate_captions(model, tokenizer, items, conversations, version="plain", batch_size: int = 16,
-                      max_new_tokens: int = 32, progress: bool = False) -> list[str]:
+def generate_captions(
+    model,
+    tokenizer,
+    items,
+    conversations,
+    version="plain",
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    progress: bool = False,
+) -> list[str]:
     """Greedy captions of dataset items (load_items), each with its own clip: the prompt is the sample's
     conversation (`conversations[id]`) without its answer, under `version`."""
     template = get_template(version)
     prompts = [template.prompt_ids(conversations[item["id"]], tokenizer) for item in items]
-    return caption(model, tokenizer, template, prompts, [i["pixel_values"] for i in items], batch_size=batch_size,
-                   progress=progress, max_new_tokens=max_new_tokens)
+    return caption(
+        model,
+        tokenizer,
+        template,
+        prompts,
+        [i["pixel_values"] for i in items],
+        batch_size=batch_size,
+        progress=progress,
+        max_new_tokens=max_new_tokens,
+    )
 
 
 def check_inputs(model_path, data_path, video_folder=None, image_folder=None, model_base=None) -> list[dict]:
@@ -168,16 +209,31 @@ def check_inputs(model_path, data_path, video_folder=None, image_folder=None, mo
     return samples
 
 
-def evaluate(model_path, data_path, video_folder=None, image_folder=None, version=None, batch_size=16,
-             max_new_tokens=32, device="cpu", seed=0, progress=True, model_base=None, num_frames=None,
-             dtype=None, vision_tower=None) -> dict:
+def evaluate(
+    model_path,
+    data_path,
+    video_folder=None,
+    image_folder=None,
+    version=None,
+    batch_size=16,
+    max_new_tokens=32,
+    device="cpu",
+    seed=0,
+    progress=True,
+    model_base=None,
+    num_frames=None,
+    dtype=None,
+    vision_tower=None,
+) -> dict:
     """Every number of the report (see the module docstring), with each sample's caption and loss."""
     samples = check_inputs(model_path, data_path, video_folder, image_folder, model_base)
-    tokenizer, model, image_processor, _ = load_pretrained_model(model_path, model_base, device=device, dtype=dtype,
-                                                                 vision_tower=vision_tower)
+    tokenizer, model, image_processor, _ = load_pretrained_model(
+        model_path, model_base, device=device, dtype=dtype, vision_tower=vision_tower
+    )
     version = version or trained_version(model.config)
-    dataset, items = load_items(model, tokenizer, image_processor, data_path, video_folder, image_folder, version,
-                                num_frames, samples)
+    dataset, items = load_items(
+        model, tokenizer, image_processor, data_path, video_folder, image_folder, version, num_frames, samples
+    )
     if not items:
         raise InputError(f"--data: no sample could be read, all {len(dataset.skipped)} were skipped ({data_path})")
     conversations = {s["id"]: s["conversations"] for s in dataset.samples}
@@ -187,10 +243,19 @@ def evaluate(model_path, data_path, video_folder=None, image_folder=None, versio
     loss = mean_nll(nll)
     visual = [k for k, item in enumerate(items) if item["pixel_values"] is not None]
     result = {
-        "model_path": model_path, "model_base": model_base, "data": data_path, "version": version,
-        "samples": len(items), "skipped": dataset.skipped, "caption_tokens": sum(c for _, c in nll),
-        "loss": loss, "perplexity": math.exp(loss),
-        "visual_samples": len(visual), "loss_true_clips": None, "loss_shuffled_clips": None, "grounding_gap": None,
+        "model_path": model_path,
+        "model_base": model_base,
+        "data": data_path,
+        "version": version,
+        "samples": len(items),
+        "skipped": dataset.skipped,
+        "caption_tokens": sum(c for _, c in nll),
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "visual_samples": len(visual),
+        "loss_true_clips": None,
+        "loss_shuffled_clips": None,
+        "grounding_gap": None,
     }
     per_sample = [{"id": i["id"], "loss": s / max(c, 1)} for i, (s, c) in zip(items, nll)]
 
@@ -199,7 +264,9 @@ def evaluate(model_path, data_path, video_folder=None, image_folder=None, versio
     # captions depend on what the model sees.
     if len(visual) >= 2:  # (samples with media were refused above for a model without a tower)
         order = derangement(len(visual), seed)
-        shuffled = caption_nll(model, tokenizer, with_clips_from([items[k] for k in visual], order), batch_size, progress)
+        shuffled = caption_nll(
+            model, tokenizer, with_clips_from([items[k] for k in visual], order), batch_size, progress
+        )
         result["loss_true_clips"] = mean_nll([nll[k] for k in visual])
         result["loss_shuffled_clips"] = mean_nll(shuffled)
         result["grounding_gap"] = result["loss_shuffled_clips"] - result["loss_true_clips"]
@@ -248,7 +315,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", required=True, help="LLaVA JSON/JSONL with reference captions")
     parser.add_argument("--video-folder")
     parser.add_argument("--image-folder")
-    parser.add_argument("--version", help="prompt template (default: the one the checkpoint was trained with, else plain)")
+    parser.add_argument(
+        "--version", help="prompt template (default: the one the checkpoint was trained with, else plain)"
+    )
     parser.add_argument("--num-frames", type=int, help="frames per clip (default: the model's mm_num_frames)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -256,17 +325,30 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--out", help="write the JSON result here (with every caption)")
-    parser.add_argument("--json", action="store_true", help="print the JSON result on stdout (the table goes to stderr)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the JSON result on stdout (the table goes to stderr)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.out:
         from ..serve.checks import check_output_file
 
         check_output_file(args.out)
-    result = evaluate(args.model_path, args.data, args.video_folder, args.image_folder, args.version,
-                      args.batch_size, args.max_new_tokens, args.device, args.seed, model_base=args.model_base,
-                      num_frames=args.num_frames, dtype=getattr(torch, args.dtype) if args.dtype else None,
-                      vision_tower=args.vision_tower)
+    result = evaluate(
+        args.model_path,
+        args.data,
+        args.video_folder,
+        args.image_folder,
+        args.version,
+        args.batch_size,
+        args.max_new_tokens,
+        args.device,
+        args.seed,
+        model_base=args.model_base,
+        num_frames=args.num_frames,
+        dtype=getattr(torch, args.dtype) if args.dtype else None,
+        vision_tower=args.vision_tower,
+    )
     table = format_table(result)
     if args.json:
         print(table, file=sys.stderr)

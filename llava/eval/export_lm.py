@@ -74,7 +74,9 @@ def to_stock(model):
     tied = set(getattr(stock, "_tied_weights_keys", None) or [])
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
-        raise ValueError(f"the language model does not map onto {type(stock).__name__}: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"the language model does not map onto {type(stock).__name__}: missing {missing}, unexpected {unexpected}"
+        )
     stock.tie_weights()
     if getattr(model, "generation_config", None) is not None:
         stock.generation_config = GenerationConfig.from_dict(model.generation_config.to_dict())
@@ -95,7 +97,9 @@ def check_same_logits(model, stock, vocab_size: int, length: int = 16, atol: flo
     return diff
 
 
-def export(model_path: str, out: str, model_base: str | None = None, vision_tower: str | None = None, check: bool = True):
+def export(
+    model_path: str, out: str, model_base: str | None = None, vision_tower: str | None = None, check: bool = True
+):
     """Writes the stock language model and tokenizer of `model_path` to `out`; returns the stock model.
     The model folder and `out` are checked before anything is loaded; a full disk or a refused write while
     saving is one SaveError line naming `out`, with the space needed and free."""
@@ -114,14 +118,21 @@ def export(model_path: str, out: str, model_base: str | None = None, vision_towe
         os.makedirs(out, exist_ok=True)
         stock.save_pretrained(out)
         tokenizer.save_pretrained(out)
-    logger.info("wrote %s (%s, model_type %s) with its tokenizer to %s", type(stock).__name__,
-                model.config.model_type, stock.config.model_type, out)
+    logger.info(
+        "wrote %s (%s, model_type %s) with its tokenizer to %s",
+        type(stock).__name__,
+        model.config.model_type,
+        stock.config.model_type,
+        out,
+    )
     return stock
 
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m llava.eval.export_lm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-path", required=True, help="llava checkpoint (or an adapter-only run, with --model-base)")
+    parser.add_argument(
+        "--model-path", required=True, help="llava checkpoint (or an adapter-only run, with --model-base)"
+    )
     parser.add_argument("--model-base", help="the language model of an adapter-only run")
     parser.add_argument("--vision-tower", help="where an adapter-only run's tower is now, if it moved")
     parser.add_argument("--out", required=True, help="output folder")

@@ -95,7 +95,9 @@ def _colour_choices(caption: str, colour: str, sample_id) -> list[str]:
         raise InputError(f"sample {sample_id!r}: colour {colour!r} is not one of {', '.join(COLOUR_WORDS)}")
     pattern = re.compile(rf"\b{re.escape(colour)}\b")
     if len(pattern.findall(caption)) != 1:
-        raise InputError(f"sample {sample_id!r}: its caption {caption!r} does not name its colour {colour!r} exactly once")
+        raise InputError(
+            f"sample {sample_id!r}: its caption {caption!r} does not name its colour {colour!r} exactly once"
+        )
     return [pattern.sub(word, caption) for word in COLOUR_WORDS]
 
 
@@ -128,7 +130,9 @@ def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
             break
     if missing:
         shown = listing(missing, 5, ", ")
-        raise MissingInputFile(f"--data names {len(missing)} videos that do not exist under --video-folder: {shown} ({video_folder})")
+        raise MissingInputFile(
+            f"--data names {len(missing)} videos that do not exist under --video-folder: {shown} ({video_folder})"
+        )
     if not docs:
         raise InputError(f"--data holds no video sample ({data_path})")
     return docs
@@ -247,8 +251,15 @@ def _task_yaml(task: str, docs_path: str, visual: str, kind: str, with_colour: b
             "  do_sample: false",
             "  num_beams: 1",
             "metric_list:",
-            *[line for metric, aggregation in metrics for line in (
-                f"  - metric: {metric}", f"    aggregation: {_function(aggregation)}", "    higher_is_better: true")],
+            *[
+                line
+                for metric, aggregation in metrics
+                for line in (
+                    f"  - metric: {metric}",
+                    f"    aggregation: {_function(aggregation)}",
+                    "    higher_is_better: true",
+                )
+            ],
         ]
     else:
         body = [
@@ -281,7 +292,9 @@ def write_tasks(data_path, video_folder, out, name: str = "llava_demo", limit: i
     docs_path = str((out / DOCS_FILE).resolve())
     with_colour = all("colour" in doc for doc in docs)
     if not with_colour:
-        logger.warning("not every sample has attributes.colour: writing the caption tasks only, without colour_accuracy")
+        logger.warning(
+            "not every sample has attributes.colour: writing the caption tasks only, without colour_accuracy"
+        )
     tasks = []
     with saving(str(out), "the lmms-eval tasks"):
         out.mkdir(parents=True, exist_ok=True)
@@ -290,7 +303,9 @@ def write_tasks(data_path, video_folder, out, name: str = "llava_demo", limit: i
         for suffix, visual in (("", "doc_to_video"), ("_image", "doc_to_frame")):
             for kind in ("caption", "colour") if with_colour else ("caption",):
                 task = f"{name}_{kind}{suffix}"
-                (out / f"{task}.yaml").write_text(_task_yaml(task, docs_path, visual, kind, with_colour), encoding="utf-8")
+                (out / f"{task}.yaml").write_text(
+                    _task_yaml(task, docs_path, visual, kind, with_colour), encoding="utf-8"
+                )
                 tasks.append(task)
     return tasks
 

@@ -53,8 +53,7 @@ def _validate(hypotheses: Sequence[str], references: Sequence[Sequence[str]]):
             raise ValueError(f"references[{i}] holds a blank reference")
 
 
-def bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
-          tokenize: str | None = None) -> float:
+def bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]], tokenize: str | None = None) -> float:
     """Corpus BLEU-4 on 0..100 by sacrebleu (exp smoothing, closest-reference brevity penalty).
 
     ``tokenize=None`` (default) applies ``tokenize_caption`` and sacrebleu's "none" tokenizer;
@@ -74,11 +73,10 @@ def bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
 
 
 def _ngram_counts(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + k]) for k in range(1, n + 1) for i in range(len(tokens) - k + 1))
+    return Counter(tuple(tokens[i : i + k]) for k in range(1, n + 1) for i in range(len(tokens) - k + 1))
 
 
-def cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
-          n: int = 4, sigma: float = 6.0) -> float:
+def cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0) -> float:
     """CIDEr-D, matching pycocoevalcap's ``Cider`` (the COCO caption evaluation) number for number.
 
     Per clip and n-gram order: tf-idf vectors (idf from the document frequency of each n-gram
@@ -111,12 +109,11 @@ def cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
         total = 0.0
         for ref in refs:
             r_vec, r_norm, r_len = vectorize(ref)
-            penalty = math.exp(-((h_len - r_len) ** 2) / (2 * sigma ** 2))
+            penalty = math.exp(-((h_len - r_len) ** 2) / (2 * sigma**2))
             for k in range(n):
                 if h_norm[k] and r_norm[k]:
                     # Clipping (min) stops repeating a rare n-gram from inflating the score.
-                    dot = sum(min(w, r_vec[k].get(g, 0.0)) * r_vec[k].get(g, 0.0)
-                              for g, w in h_vec[k].items())
+                    dot = sum(min(w, r_vec[k].get(g, 0.0)) * r_vec[k].get(g, 0.0) for g, w in h_vec[k].items())
                     total += dot / (h_norm[k] * r_norm[k]) * penalty
         scores.append(10.0 * total / (n * len(refs)))
     return sum(scores) / len(scores)

@@ -73,7 +73,9 @@ def load_visual(path: str, image_processor, config) -> torch.Tensor:
 
 def with_visual_block(query: str, count: int, use_im_start_end: bool) -> str:
     """The query with one visual block per input: where `<image-placeholder>` stands, else before it."""
-    block = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN if use_im_start_end else DEFAULT_IMAGE_TOKEN
+    block = (
+        DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN if use_im_start_end else DEFAULT_IMAGE_TOKEN
+    )
     if IMAGE_PLACEHOLDER in query:
         return query.replace(IMAGE_PLACEHOLDER, block)
     return "".join(f"{block}\n" for _ in range(count)) + query
@@ -82,7 +84,12 @@ def with_visual_block(query: str, count: int, use_im_start_end: bool) -> str:
 def conversation_mode(config, requested: str | None) -> str:
     trained = trained_version(config)
     if requested and requested != trained:
-        logger.warning("the checkpoint was trained with conv-mode %s, but %s was asked for; using %s", trained, requested, requested)
+        logger.warning(
+            "the checkpoint was trained with conv-mode %s, but %s was asked for; using %s",
+            trained,
+            requested,
+            requested,
+        )
         return requested
     return trained
 
@@ -105,28 +112,46 @@ def eval_model(args) -> str:
     visuals = [load_visual(f, image_processor, model.config) for f in files]
     mode = conversation_mode(model.config, getattr(args, "conv_mode", None))
     if mode == "plain" and args.query.replace(IMAGE_PLACEHOLDER, "").strip():
-        logger.warning("the plain template keeps only the visual block of a prompt (as in training): the query text is not seen")
+        logger.warning(
+            "the plain template keeps only the visual block of a prompt (as in training): the query text is not seen"
+        )
     conv = conv_templates[mode].copy()
-    conv.append_message(conv.roles[0], with_visual_block(args.query, len(visuals), bool(model.config.mm_use_im_start_end)))
+    conv.append_message(
+        conv.roles[0], with_visual_block(args.query, len(visuals), bool(model.config.mm_use_im_start_end))
+    )
     conv.append_message(conv.roles[1], None)
     ids = tokenizer_image_token(conv.get_prompt(), tokenizer)
     temperature = getattr(args, "temperature", 0.2) or 0.0
     answer = caption(
-        model, tokenizer, get_template(mode), [ids], [visuals or None], max_new_tokens=getattr(args, "max_new_tokens", 512),
-        temperature=temperature, top_p=getattr(args, "top_p", None), num_beams=getattr(args, "num_beams", 1) or 1,
+        model,
+        tokenizer,
+        get_template(mode),
+        [ids],
+        [visuals or None],
+        max_new_tokens=getattr(args, "max_new_tokens", 512),
+        temperature=temperature,
+        top_p=getattr(args, "top_p", None),
+        num_beams=getattr(args, "num_beams", 1) or 1,
     )[0]
     print(answer)
     return answer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m llava.eval.run_llava", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", required=True, help="a llava checkpoint folder (or an adapter-only run, with --model-base)")
+    parser = ArgumentParser(
+        prog="python -m llava.eval.run_llava",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model-path", required=True, help="a llava checkpoint folder (or an adapter-only run, with --model-base)"
+    )
     parser.add_argument("--model-base", default=None, help="the language model an adapter-only run was trained on")
     parser.add_argument("--image-file", required=True, help="image or clip files (or image addresses), joined by --sep")
     parser.add_argument("--query", required=True)
-    parser.add_argument("--conv-mode", default=None, help="conversation template (default: the one the checkpoint trained with)")
+    parser.add_argument(
+        "--conv-mode", default=None, help="conversation template (default: the one the checkpoint trained with)"
+    )
     parser.add_argument("--sep", default=",")
     parser.add_argument("--temperature", type=float, default=0.2, help="0: greedy (LLaVA's default is 0.2)")
     parser.add_argument("--top_p", type=float, default=None)

@@ -53,7 +53,9 @@ def from_pretrained(family: str, path: str, attn_implementation: str | None = No
     """A family's model from a folder, with SDPA attention by default."""
     cls = causal_lm_class(family)
     with stock_config_in_family(LLAVA_TO_STOCK[family], family):
-        return cls.from_pretrained(path, attn_implementation=attention_implementation(cls, attn_implementation), **kwargs)
+        return cls.from_pretrained(
+            path, attn_implementation=attention_implementation(cls, attn_implementation), **kwargs
+        )
 
 
 # Settings of the language model that an adapter was trained against; a base LM that differs in one
@@ -61,10 +63,23 @@ def from_pretrained(family: str, path: str, attn_implementation: str | None = No
 _LM_SHAPE_KEYS = ("vocab_size", "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "n_layers")
 
 
-def load_pretrained_model(model_path: str, model_base: str | None = None, model_name: str | None = None,
-                          load_8bit: bool = False, load_4bit: bool = False, device_map="auto", torch_dtype=None,
-                          attn_implementation: str | None = None, customized_config=None, overwrite_config=None,
-                          *, device: str | None = None, dtype=None, vision_tower: str | None = None, **kwargs):
+def load_pretrained_model(
+    model_path: str,
+    model_base: str | None = None,
+    model_name: str | None = None,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    device_map="auto",
+    torch_dtype=None,
+    attn_implementation: str | None = None,
+    customized_config=None,
+    overwrite_config=None,
+    *,
+    device: str | None = None,
+    dtype=None,
+    vision_tower: str | None = None,
+    **kwargs,
+):
     """`(tokenizer, model, image_processor, context_len)` for inference, any of the seven families.
 
     LLaVA's signature and positional order. `model_name` is accepted for LLaVA's callers and not needed:
@@ -95,7 +110,9 @@ def load_pretrained_model(model_path: str, model_base: str | None = None, model_
 
     del model_name  # LLaVA picks a code path by name; here config.json says what the checkpoint is
     kwargs.pop("multimodal", None)
-    attn = attention_request(attn_implementation, bool(kwargs.pop("use_flash_attn", False) or kwargs.pop("use_flash_attention_2", False)))
+    attn = attention_request(
+        attn_implementation, bool(kwargs.pop("use_flash_attn", False) or kwargs.pop("use_flash_attention_2", False))
+    )
     target = resolve_device(device_map, device)
     dtype = resolve_dtype(dtype if dtype is not None else torch_dtype)
     quantization = quantization_config(load_8bit, load_4bit, dtype)
@@ -140,7 +157,9 @@ def _config(family: str, path: str, customized_config=None, overwrite_config=Non
     return config
 
 
-def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower: str | None, options: tuple, kwargs: dict):
+def _model_from_base_and_adapter(
+    model_path: str, model_base: str, vision_tower: str | None, options: tuple, kwargs: dict
+):
     """The base language model with the visual modules of an adapter-only run (see load_pretrained_model)."""
     from .multimodal_encoder.builder import image_processor_from_dict
 
@@ -165,18 +184,21 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     run = read_config(config_file, "--model-path")
     if not run.get("mm_vision_tower") or not run.get("mm_vision_config"):
         raise InputError(
-            f"--model-path config.json has no mm_vision_tower/mm_vision_config: not the config of a visual run ({config_file})")
+            f"--model-path config.json has no mm_vision_tower/mm_vision_config: not the config of a visual run ({config_file})"
+        )
 
     base_config = check_model_folder(model_base, "--model-base")
     if is_llava_checkpoint(base_config):
         raise InputError(
-            f"--model-base already has visual modules: pass the plain language model the adapter was trained on ({model_base})")
+            f"--model-base already has visual modules: pass the plain language model the adapter was trained on ({model_base})"
+        )
     family = family_from_config(base_config, model_base)
     run_family = run.get("model_type")
     run_family = STOCK_TO_LLAVA.get(run_family, run_family)
     if run_family in BY_LLAVA_TYPE and run_family != family:
         raise InputError(
-            f"the adapter was trained on a {run_family} model, but --model-base is a {family} model ({folder}, {model_base})")
+            f"the adapter was trained on a {run_family} model, but --model-base is a {family} model ({folder}, {model_base})"
+        )
     model = from_pretrained(family, model_base, config=_config(family, model_base, *options), **kwargs)
     base = model.config.to_dict()
     differing = {k: (base[k], run[k]) for k in _LM_SHAPE_KEYS if k in base and k in run and base[k] != run[k]}
@@ -198,7 +220,8 @@ def _model_from_base_and_adapter(model_path: str, model_base: str, vision_tower:
     if changed:
         raise InputError(
             "the vision tower is not the one the adapter was trained with: "
-            + ", ".join(f"{k} {built[k]!r} != {trained[k]!r}" for k in changed[:8]) + f" ({tower_path})"
+            + ", ".join(f"{k} {built[k]!r} != {trained[k]!r}" for k in changed[:8])
+            + f" ({tower_path})"
         )
     if run.get("mm_image_processor") and run["mm_image_processor"] != json.loads(json.dumps(config.mm_image_processor)):
         # Preprocess exactly as the run did: its recorded processor wins over the folder's.

@@ -38,8 +38,10 @@ def stock_config_in_family(stock_type: str | None, llava_type: str):
     any other type (a foreign model picked by the path rule) still warns."""
     if not stock_type or stock_type == llava_type:
         return contextlib.nullcontext()
-    return _dropped("transformers.configuration_utils",
-                    f"You are using a model of type `{stock_type}` to instantiate a model of type `{llava_type}`")
+    return _dropped(
+        "transformers.configuration_utils",
+        f"You are using a model of type `{stock_type}` to instantiate a model of type `{llava_type}`",
+    )
 
 
 def unmasked_generation_steps():

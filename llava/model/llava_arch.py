@@ -131,7 +131,9 @@ class LlavaMetaModel:
         fresh = self.get_vision_tower() is None
         if fresh:
             if not settings.vision_tower:
-                raise ValueError("initialize_vision_modules needs model_args.vision_tower: the folder or hub id of a tower")
+                raise ValueError(
+                    "initialize_vision_modules needs model_args.vision_tower: the folder or hub id of a tower"
+                )
             tower = VisionTower.from_pretrained(settings.vision_tower, settings.mm_vision_select_layer)
             settings.write(config)
             # What the tower says about itself: with it, a checkpoint rebuilds the tower without its folder.
@@ -194,9 +196,13 @@ def _as_clips(images, modalities) -> list[torch.Tensor]:
         if isinstance(item, dict):  # tower features computed beforehand
             grid = item["patch_features"]
             if grid.ndim != 4:
-                raise ValueError(f"visual input {i}: patch_features of shape {tuple(grid.shape)}; expected (T, grid, grid, hidden)")
+                raise ValueError(
+                    f"visual input {i}: patch_features of shape {tuple(grid.shape)}; expected (T, grid, grid, hidden)"
+                )
             if modality == "image" and grid.shape[0] != 1:
-                raise ValueError(f"visual input {i} is marked 'image' but its patch_features hold {grid.shape[0]} frames")
+                raise ValueError(
+                    f"visual input {i} is marked 'image' but its patch_features hold {grid.shape[0]} frames"
+                )
             clips.append(item)
             continue
         if item.ndim == 3:
@@ -313,7 +319,10 @@ class LlavaMetaForCausalLM:
         if not getattr(self, "_logged_frame_sampling", False):
             logger.warning(
                 "clips of %d frames are sampled uniformly down to the %d frames this model takes (frames %s); "
-                "logged once", num_frames, max_frames, ", ".join(map(str, keep)),
+                "logged once",
+                num_frames,
+                max_frames,
+                ", ".join(map(str, keep)),
             )
             self._logged_frame_sampling = True
         if isinstance(clip, dict):
@@ -347,7 +356,7 @@ class LlavaMetaForCausalLM:
         if not stand_ins:
             return self.encode_videos(clips), None
         encoded = self.encode_videos([*clips, *stand_ins])
-        zero = sum((torch.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0) * 0).sum() for f in encoded[len(clips):])
+        zero = sum((torch.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0) * 0).sum() for f in encoded[len(clips) :])
         return encoded[: len(clips)], zero
 
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -356,8 +365,16 @@ class LlavaMetaForCausalLM:
 
     # ------------------------------------------------------------------------------------ splicing
     def prepare_inputs_labels_for_multimodal(
-        self, input_ids, position_ids, attention_mask, past_key_values, labels, images, modalities=None,
-        image_sizes=None, visual_stand_ins=(),
+        self,
+        input_ids,
+        position_ids,
+        attention_mask,
+        past_key_values,
+        labels,
+        images,
+        modalities=None,
+        image_sizes=None,
+        visual_stand_ins=(),
     ):
         """Splices visual tokens in at the placeholders; LLaVA's signature and return order:
         `(None, position_ids, attention_mask, past_key_values, inputs_embeds, labels)`. `image_sizes`
@@ -404,7 +421,9 @@ class LlavaMetaForCausalLM:
                 if cut < len(ids):
                     visual = next(features)
                     pieces_e.append(visual)
-                    pieces_l.append(torch.full((len(visual),), IGNORE_INDEX, dtype=sample_labels.dtype, device=ids.device))
+                    pieces_l.append(
+                        torch.full((len(visual),), IGNORE_INDEX, dtype=sample_labels.dtype, device=ids.device)
+                    )
                     pieces_v.append(torch.ones(len(visual), dtype=torch.bool, device=ids.device))
                 start = cut + 1
             seq = [torch.cat(pieces_e), torch.cat(pieces_l), torch.cat(pieces_v)]
@@ -412,7 +431,10 @@ class LlavaMetaForCausalLM:
                 seq = self._truncate_text(seq, limit)
             sequences.append(seq)
 
-        return (None, *self._pad_outputs(sequences, attention_mask, past_key_values, labels is not None, input_ids.device))
+        return (
+            None,
+            *self._pad_outputs(sequences, attention_mask, past_key_values, labels is not None, input_ids.device),
+        )
 
     def _truncate_text(self, seq, limit: int):
         embeds, seq_labels, is_visual = seq
@@ -473,7 +495,13 @@ class LlavaMetaForCausalLM:
         if inputs_embeds is None and (images is not None or visual_stand_ins):
             input_ids, position_ids, attention_mask, cache, inputs_embeds, labels = (
                 self.prepare_inputs_labels_for_multimodal(
-                    input_ids, position_ids, attention_mask, cache, labels, images, modalities,
+                    input_ids,
+                    position_ids,
+                    attention_mask,
+                    cache,
+                    labels,
+                    images,
+                    modalities,
                     visual_stand_ins=visual_stand_ins or (),
                 )
             )
@@ -509,7 +537,9 @@ class LlavaMetaForCausalLM:
         if images is _NOT_GIVEN:
             return generate(inputs, **kwargs)
         if inputs is None:
-            raise ValueError("generate(images=...) needs the prompt's input ids (with one IMAGE_TOKEN_INDEX per visual input)")
+            raise ValueError(
+                "generate(images=...) needs the prompt's input ids (with one IMAGE_TOKEN_INDEX per visual input)"
+            )
         if "inputs_embeds" in kwargs:
             raise ValueError("pass either images with input ids, or inputs_embeds, not both")
         kwargs.pop("position_ids", None)  # recomputed from the new attention mask
@@ -539,7 +569,11 @@ class LlavaMetaForCausalLM:
             if not getattr(self, "_logged_new_token_limit", False):
                 logger.warning(
                     "max_new_tokens=%d does not fit the language model's %d positions after a %d-token prompt; "
-                    "generating at most %d (logged once)", requested, limit, prompt_length, room,
+                    "generating at most %d (logged once)",
+                    requested,
+                    limit,
+                    prompt_length,
+                    room,
                 )
                 self._logged_new_token_limit = True
             kwargs["max_new_tokens"] = room
@@ -563,7 +597,10 @@ def register_family(config_class, causal_lm_class) -> None:
     transformers keeps for the base model type (Mixtral's expert layout, for one) are shared with the
     llava type, so that stock checkpoints load into the wrapper and round trips keep their layout."""
     from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
 
     AutoConfig.register(config_class.model_type, config_class)
     AutoModelForCausalLM.register(config_class, causal_lm_class)

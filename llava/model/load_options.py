@@ -58,13 +58,22 @@ def resolve_dtype(torch_dtype=None):
     if torch_dtype is None or isinstance(torch_dtype, torch.dtype):
         return torch_dtype
     name = str(torch_dtype).removeprefix("torch.").lower()
-    aliases = {"auto": None, "fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
+    aliases = {
+        "auto": None,
+        "fp16": "float16",
+        "half": "float16",
+        "bf16": "bfloat16",
+        "fp32": "float32",
+        "float": "float32",
+    }
     name = aliases.get(name, name)
     if name is None:
         return None
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise UsageError(f"torch_dtype {torch_dtype!r} is not a floating-point dtype; use float16, bfloat16, float32 or auto")
+        raise UsageError(
+            f"torch_dtype {torch_dtype!r} is not a floating-point dtype; use float16, bfloat16, float32 or auto"
+        )
     return dtype
 
 
@@ -109,7 +118,9 @@ def attention_request(attn_implementation: str | None, use_flash_attn: bool = Fa
         from transformers.utils import is_flash_attn_2_available
 
         if not (torch.cuda.is_available() and is_flash_attn_2_available()):
-            logger.warning("flash_attention_2 needs the flash-attn package and a CUDA GPU; using sdpa attention instead")
+            logger.warning(
+                "flash_attention_2 needs the flash-attn package and a CUDA GPU; using sdpa attention instead"
+            )
             return None  # the family's default: SDPA where it has it
     return attn_implementation
 

@@ -18,8 +18,12 @@ from .families import LLAVA_TYPES, STOCK_TO_LLAVA, SUPPORTED_TEXT
 logger = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("mm_projector.bin", "mm_projector.safetensors")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
-                "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 # A hub id is `name` or `owner/name`; anything else that is not on disk can only be a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -43,15 +47,18 @@ def check_model_folder(path: str, what: str = "--model-path") -> dict:
     local_without_weights = os.path.isdir(path) and not has_weights(path)
     adapter = adapter_file(path) if local_without_weights else None
     if adapter:
-        raise InputError(f"{what} folder holds an adapter ({os.path.basename(adapter)}) but no model weights: load it "
-                         f"with the language model it was trained on (--model-base) ({path})")
+        raise InputError(
+            f"{what} folder holds an adapter ({os.path.basename(adapter)}) but no model weights: load it "
+            f"with the language model it was trained on (--model-base) ({path})"
+        )
     config_file = config_file_of(path, what)
     config = read_config(config_file, what)
     family_from_config(config, path, what, config_file)
     if local_without_weights:
         names = " or ".join(WEIGHT_FILES[::2])
         raise MissingModelFile(
-            f"{what} folder has a config.json but no model weights ({names}): was it copied completely? ({path})")
+            f"{what} folder has a config.json but no model weights ({names}): was it copied completely? ({path})"
+        )
     return config
 
 
@@ -85,10 +92,14 @@ def family_from_config(config: dict, path: str, what: str = "--model-path", conf
         return "llava_gpt2"
     where = config_file or os.path.join(path, "config.json")
     if not model_type:
-        raise InputError(f"{what} config.json names no model_type, so its model family is unknown; "
-                         f"supported: {SUPPORTED_TEXT} ({where})")
-    raise InputError(f"{what} config.json has model_type {model_type!r}, which no family here loads; "
-                     f"supported: {SUPPORTED_TEXT} ({where})")
+        raise InputError(
+            f"{what} config.json names no model_type, so its model family is unknown; "
+            f"supported: {SUPPORTED_TEXT} ({where})"
+        )
+    raise InputError(
+        f"{what} config.json has model_type {model_type!r}, which no family here loads; "
+        f"supported: {SUPPORTED_TEXT} ({where})"
+    )
 
 
 def is_llava_checkpoint(config: dict) -> bool:
@@ -96,14 +107,17 @@ def is_llava_checkpoint(config: dict) -> bool:
     return bool(config.get("mm_vision_tower"))
 
 
-def require_llava_checkpoint(config: dict, path: str, what: str = "--model-path",
-                             needed_for: str = "caption images or videos") -> None:
+def require_llava_checkpoint(
+    config: dict, path: str, what: str = "--model-path", needed_for: str = "caption images or videos"
+) -> None:
     """InputError unless `config` (of the model at `path`) has visual modules."""
     if is_llava_checkpoint(config):
         return
     kind = config.get("model_type") or "language"
-    raise InputError(f"{what} is a plain {kind} model with no vision tower, not a llava checkpoint, "
-                     f"so it cannot {needed_for} ({path})")
+    raise InputError(
+        f"{what} is a plain {kind} model with no vision tower, not a llava checkpoint, "
+        f"so it cannot {needed_for} ({path})"
+    )
 
 
 def read_config(config_file: str, what: str = "--model-path") -> dict:
@@ -164,8 +178,10 @@ def _hub_config_file(repo_id: str, what: str) -> str:
     cached = try_to_load_from_cache(repo_id, "config.json")
     if isinstance(cached, str):
         return cached
-    absent = (f"{what} folder does not exist ({repo_id}), and no hub model of that name is in the Hugging Face "
-              f"cache ({constants.HF_HUB_CACHE})")
+    absent = (
+        f"{what} folder does not exist ({repo_id}), and no hub model of that name is in the Hugging Face "
+        f"cache ({constants.HF_HUB_CACHE})"
+    )
     if constants.HF_HUB_OFFLINE:
         raise MissingModelFile(f"{absent} or can be downloaded (HF_HUB_OFFLINE is set)")
     if not _hub_reachable(constants.ENDPOINT):

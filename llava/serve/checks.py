@@ -68,5 +68,5 @@ def media_error(error: Exception | str, path: str, what: str) -> InputError:
     naming the flag."""
     reason = str(error).removeprefix(f"{path}: ")
     if reason.startswith("cannot read image (") and reason.endswith(")"):  # MediaReadError's wording: say it once
-        reason = reason[len("cannot read image ("):-1]
+        reason = reason[len("cannot read image (") : -1]
     return InputError(f"{what} cannot be read: {reason} ({path})")

@@ -51,18 +51,34 @@ class CaptionSet(Dataset):
     or the dataset's skip record (`"skipped": True`, with the reason) for unreadable media. `config`: the
     checkpoint's, whose `image_aspect_ratio` preprocesses images as in training."""
 
-    def __init__(self, data_path, tokenizer, image_processor, version="plain", video_folder=None,
-                 image_folder=None, num_frames=8, samples=None, config=None):
+    def __init__(
+        self,
+        data_path,
+        tokenizer,
+        image_processor,
+        version="plain",
+        video_folder=None,
+        image_folder=None,
+        num_frames=8,
+        samples=None,
+        config=None,
+    ):
         from ..train.data import DataArguments, LazySupervisedDataset
 
-        args = DataArguments(data_path=data_path, video_folder=video_folder, image_folder=image_folder,
-                             num_frames=num_frames, image_aspect_ratio=getattr(config, "image_aspect_ratio", None))
+        args = DataArguments(
+            data_path=data_path,
+            video_folder=video_folder,
+            image_folder=image_folder,
+            num_frames=num_frames,
+            image_aspect_ratio=getattr(config, "image_aspect_ratio", None),
+        )
         self.template = get_template(version)
         self.tokenizer = tokenizer
         # The training dataset reads media exactly as training did, and turns bad files into skip records.
         # `samples`: the ones check_data already read and validated.
-        self.dataset = LazySupervisedDataset(data_path, tokenizer, args, image_processor=image_processor,
-                                             template=self.template, samples=samples)
+        self.dataset = LazySupervisedDataset(
+            data_path, tokenizer, args, image_processor=image_processor, template=self.template, samples=samples
+        )
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -80,23 +96,43 @@ class CaptionSet(Dataset):
         }
 
 
-def caption_set(model, tokenizer, image_processor, data_path, out_path, *, version="plain", video_folder=None,
-                image_folder=None, num_frames=8, batch_size=8, num_workers=0, max_new_tokens=64,
-                temperature=0.0, top_p=1.0, progress=True, samples=None) -> dict:
+def caption_set(
+    model,
+    tokenizer,
+    image_processor,
+    data_path,
+    out_path,
+    *,
+    version="plain",
+    video_folder=None,
+    image_folder=None,
+    num_frames=8,
+    batch_size=8,
+    num_workers=0,
+    max_new_tokens=64,
+    temperature=0.0,
+    top_p=1.0,
+    progress=True,
+    samples=None,
+) -> dict:
     """Captions every readable sample of `data_path` into `out_path` (JSON lines); returns the counts.
     A full disk or a refused write while writing either file is one SaveError line naming it."""
     from ..errors import saving
 
-    dataset = CaptionSet(data_path, tokenizer, image_processor, version, video_folder, image_folder, num_frames, samples,
-                         model.config)
+    dataset = CaptionSet(
+        data_path, tokenizer, image_processor, version, video_folder, image_folder, num_frames, samples, model.config
+    )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     skipped_path = f"{os.path.splitext(out_path)[0]}.skipped.jsonl"
     if os.path.exists(skipped_path):
         os.remove(skipped_path)  # a list from an earlier run would mislead
     written, skipped = 0, []
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with saving(out_path, "captions"), open(out_path, "w", encoding="utf-8") as out, tqdm(total=len(dataset), desc="captioning", unit="sample",
-                                                            disable=not progress, file=sys.stderr) as bar:
+    with (
+        saving(out_path, "captions"),
+        open(out_path, "w", encoding="utf-8") as out,
+        tqdm(total=len(dataset), desc="captioning", unit="sample", disable=not progress, file=sys.stderr) as bar,
+    ):
         for batch in loader:
             bad = [item for item in batch if item.get("skipped")]
             good = [item for item in batch if not item.get("skipped")]
@@ -104,8 +140,16 @@ def caption_set(model, tokenizer, image_processor, data_path, out_path, *, versi
                 logger.warning("skipping %s (%s): %s", item["id"], item["path"], item["reason"])
                 skipped.append({"id": item["id"], "path": item["path"], "reason": item["reason"]})
             if good:
-                texts = caption(model, tokenizer, dataset.template, [i["prompt_ids"] for i in good], [i["pixels"] for i in good],
-                                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+                texts = caption(
+                    model,
+                    tokenizer,
+                    dataset.template,
+                    [i["prompt_ids"] for i in good],
+                    [i["pixels"] for i in good],
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                )
                 for item, text in zip(good, texts):
                     line = {"id": item["id"], "caption": text}
                     if item["reference"] is not None:
@@ -118,22 +162,41 @@ def caption_set(model, tokenizer, image_processor, data_path, out_path, *, versi
     if skipped:
         with saving(skipped_path, "the list of skipped samples"), open(skipped_path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped)
-        logger.warning("%d of %d samples could not be read and were skipped; listed in %s", len(skipped), len(dataset), skipped_path)
+        logger.warning(
+            "%d of %d samples could not be read and were skipped; listed in %s",
+            len(skipped),
+            len(dataset),
+            skipped_path,
+        )
     return {"captioned": written, "skipped": len(skipped), "skipped_list": skipped_path if skipped else None}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m llava.serve.cli", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--model-path", required=True, help="llava checkpoint folder, or the folder of an adapter-only run (with --model-base)")
+    parser = ArgumentParser(
+        prog="python -m llava.serve.cli",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument(
+        "--model-path",
+        required=True,
+        help="llava checkpoint folder, or the folder of an adapter-only run (with --model-base)",
+    )
     parser.add_argument("--model-base", help="the language model an adapter-only run was trained on")
     parser.add_argument("--vision-tower", help="where the tower of an adapter-only run is now, if it moved")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", help="a clip to caption")
     source.add_argument("--image", help="an image to caption")
     source.add_argument("--data", help="LLaVA JSON/JSONL set to caption into --out")
-    parser.add_argument("--prompt", default="", help="text of the human turn after the placeholder (default: none, as in caption training)")
-    parser.add_argument("--version", help="prompt template (default: the one the checkpoint was trained with, else plain)")
+    parser.add_argument(
+        "--prompt",
+        default="",
+        help="text of the human turn after the placeholder (default: none, as in caption training)",
+    )
+    parser.add_argument(
+        "--version", help="prompt template (default: the one the checkpoint was trained with, else plain)"
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -178,7 +241,12 @@ def main(argv=None) -> int:
 
     torch.manual_seed(args.seed)
     tokenizer, model, image_processor, _ = load_pretrained_model(
-        args.model_path, args.model_base, device=args.device, dtype=DTYPES.get(args.dtype), vision_tower=args.vision_tower)
+        args.model_path,
+        args.model_base,
+        device=args.device,
+        dtype=DTYPES.get(args.dtype),
+        vision_tower=args.vision_tower,
+    )
     args.version = args.version or trained_version(model.config)
     max_frames = getattr(model.config, "mm_num_frames", None)
     num_frames = args.num_frames or max_frames or 8
@@ -187,11 +255,26 @@ def main(argv=None) -> int:
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
 
     if args.data:
-        counts = caption_set(model, tokenizer, image_processor, args.data, args.out, version=args.version,
-                             video_folder=args.video_folder, image_folder=args.image_folder, num_frames=num_frames,
-                             batch_size=args.batch_size, num_workers=args.num_workers, samples=samples, **generation)
-        print(f"captioned {counts['captioned']} samples into {args.out}; skipped {counts['skipped']}"
-              + (f" (listed in {counts['skipped_list']})" if counts["skipped"] else ""), file=sys.stderr)
+        counts = caption_set(
+            model,
+            tokenizer,
+            image_processor,
+            args.data,
+            args.out,
+            version=args.version,
+            video_folder=args.video_folder,
+            image_folder=args.image_folder,
+            num_frames=num_frames,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            samples=samples,
+            **generation,
+        )
+        print(
+            f"captioned {counts['captioned']} samples into {args.out}; skipped {counts['skipped']}"
+            + (f" (listed in {counts['skipped_list']})" if counts["skipped"] else ""),
+            file=sys.stderr,
+        )
         return 0
 
     from ..media import MediaReadError
@@ -199,7 +282,9 @@ def main(argv=None) -> int:
 
     template = get_template(args.version)
     if args.prompt and template.name == "plain":
-        logger.warning("the plain template keeps only the visual placeholder of a prompt (as in training): --prompt is not seen")
+        logger.warning(
+            "the plain template keeps only the visual placeholder of a prompt (as in training): --prompt is not seen"
+        )
     modality = "video" if args.video else "image"
     try:
         pixels = media_pixels(media, modality, image_processor, model.config, num_frames)

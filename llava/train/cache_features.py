@@ -28,13 +28,13 @@ from tqdm import tqdm
 from transformers import AutoConfig, HfArgumentParser
 
 from .. import errors
+from ..media import MediaReadError, load_pixels
 from ..model.model_folder import check_model_folder
 from ..model.multimodal_encoder import VisionTower
 from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..model.vision_settings import VisionSettings
-from ..video import VideoReadError
-from ..media import MediaReadError, load_pixels
 from ..samples import load_samples
+from ..video import VideoReadError
 from .data import DataArguments, media_path
 from .feature_cache import FeatureCache
 from .preflight import check_tower
@@ -44,15 +44,30 @@ logger = logging.getLogger("llava.cache_features")
 
 @dataclass
 class CacheArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "The training run's model: a saved llava checkpoint brings its own tower."})
-    vision_tower: str | None = field(default=VisionSettings.vision_tower, metadata={"help": "Tower folder or hub id, as in training (used unless the model brings its own)."})
-    mm_vision_select_layer: int = field(default=VisionSettings.mm_vision_select_layer, metadata={"help": "Tower layer whose patch tokens are used, as in training."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "The training run's model: a saved llava checkpoint brings its own tower."}
+    )
+    vision_tower: str | None = field(
+        default=VisionSettings.vision_tower,
+        metadata={"help": "Tower folder or hub id, as in training (used unless the model brings its own)."},
+    )
+    mm_vision_select_layer: int = field(
+        default=VisionSettings.mm_vision_select_layer,
+        metadata={"help": "Tower layer whose patch tokens are used, as in training."},
+    )
     clips_per_batch: int = field(default=8, metadata={"help": "Clips per tower forward."})
     dataloader_num_workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "Decoding processes."})
-    device: str | None = field(default=None, metadata={"help": "Where the tower runs (default: this process's GPU, else the CPU)."})
-    bf16: bool = field(default=False, metadata={"help": "Run the tower in bfloat16 (the stored features are 16-bit either way)."})
+    device: str | None = field(
+        default=None, metadata={"help": "Where the tower runs (default: this process's GPU, else the CPU)."}
+    )
+    bf16: bool = field(
+        default=False, metadata={"help": "Run the tower in bfloat16 (the stored features are 16-bit either way)."}
+    )
     shard_size_mb: int = field(default=1024, metadata={"help": "Size of each safetensors shard."})
-    seed: int = field(default=42, metadata={"help": "As in training (transformers' default 42): picks the random:N samples of a YAML mixture."})
+    seed: int = field(
+        default=42,
+        metadata={"help": "As in training (transformers' default 42): picks the random:N samples of a YAML mixture."},
+    )
 
 
 def load_tower(args: CacheArguments) -> VisionTower:
@@ -60,12 +75,17 @@ def load_tower(args: CacheArguments) -> VisionTower:
     if args.model_name_or_path:
         import llava.model  # noqa: F401  (registers the llava configs)
 
-        check_model_folder(args.model_name_or_path, "--model_name_or_path")  # one line for a wrong path, not a hub error
+        check_model_folder(
+            args.model_name_or_path, "--model_name_or_path"
+        )  # one line for a wrong path, not a hub error
         config = AutoConfig.from_pretrained(args.model_name_or_path)
         recorded = VisionSettings.from_config(config)
         if recorded.vision_tower:
             if args.vision_tower:
-                logger.info("the checkpoint brings its own tower (%s); --vision_tower is not used, as in training", recorded.vision_tower)
+                logger.info(
+                    "the checkpoint brings its own tower (%s); --vision_tower is not used, as in training",
+                    recorded.vision_tower,
+                )
             return load_vision_tower_from_checkpoint(args.model_name_or_path, config)
     if not args.vision_tower:
         raise errors.UsageError("name the tower: --vision_tower, or a saved llava checkpoint as --model_name_or_path")
@@ -136,7 +156,11 @@ def run(args: CacheArguments, data_args: DataArguments) -> dict:
     present = len(media) - len(todo) - len(unreadable)
     logger.info(
         "%d media for this process: %d cached already, %d to compute on %s; cache namespace %s",
-        len(media), present, len(todo), device, cache.folder,
+        len(media),
+        present,
+        len(todo),
+        device,
+        cache.folder,
     )
 
     loader = DataLoader(
@@ -170,7 +194,11 @@ def run(args: CacheArguments, data_args: DataArguments) -> dict:
     seconds = time.perf_counter() - start
     logger.info(
         "cached %d new media in %.1f s (%.2f per second); %d were cached already; %d unreadable%s",
-        computed, seconds, computed / max(seconds, 1e-9), present, len(unreadable),
+        computed,
+        seconds,
+        computed / max(seconds, 1e-9),
+        present,
+        len(unreadable),
         " (listed above; training skips them)" if unreadable else "",
     )
     return {"computed": computed, "present": present, "unreadable": len(unreadable), "namespace": cache.namespace}
@@ -183,8 +211,11 @@ class _ArgumentParser(errors.OneLineArgumentErrors, HfArgumentParser):
 def main(argv: list[str] | None = None) -> dict:
     from .train import with_recipe  # the training's flags, so a recipe is read as training reads it
 
-    parser = _ArgumentParser((CacheArguments, DataArguments), prog="python -m llava.train.cache_features",
-                             description="Takes the training's command line, --config RECIPE included.")
+    parser = _ArgumentParser(
+        (CacheArguments, DataArguments),
+        prog="python -m llava.train.cache_features",
+        description="Takes the training's command line, --config RECIPE included.",
+    )
     argv = with_recipe(list(sys.argv[1:] if argv is None else argv))
     args, data_args, ignored = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)

@@ -16,7 +16,9 @@ class LossProgressBar(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero and not args.disable_tqdm:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True
+            )
             self.started, self.first_step = time.perf_counter(), state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -31,7 +33,12 @@ class LossProgressBar(TrainerCallback):
             return
         self.bar.update(state.global_step - self.bar.n)
         elapsed = time.perf_counter() - self.started
-        samples = (state.global_step - self.first_step) * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        samples = (
+            (state.global_step - self.first_step)
+            * args.per_device_train_batch_size
+            * args.gradient_accumulation_steps
+            * args.world_size
+        )
         postfix = {"samples/s": f"{samples / elapsed:.1f}" if elapsed > 0 else "-"}
         if self.loss is not None:
             postfix = {"loss": f"{self.loss:.3f}", **postfix}

@@ -102,8 +102,10 @@ def mark_complete(checkpoint: str, step: int) -> None:
         fsync_file(os.path.join(checkpoint, rel))
     for folder in _folders(checkpoint):
         fsync_folder(folder)
-    share = {rel: [os.path.getsize(os.path.join(checkpoint, rel)), f"{file_checksum(os.path.join(checkpoint, rel)):08x}"]
-             for rel in files[rank::world]}
+    share = {
+        rel: [os.path.getsize(os.path.join(checkpoint, rel)), f"{file_checksum(os.path.join(checkpoint, rel)):08x}"]
+        for rel in files[rank::world]
+    }
     if distributed:
         shares = [None] * world
         dist.all_gather_object(shares, share)
@@ -111,7 +113,11 @@ def mark_complete(checkpoint: str, step: int) -> None:
         shares = [share]
     if rank != 0:
         return
-    manifest = {"step": step, "checksum": CHECKSUM, "files": {rel: record for part in shares for rel, record in sorted(part.items())}}
+    manifest = {
+        "step": step,
+        "checksum": CHECKSUM,
+        "files": {rel: record for part in shares for rel, record in sorted(part.items())},
+    }
     fsync_folder(os.path.dirname(os.path.abspath(checkpoint)))  # the checkpoint's own name
     write_durably(os.path.join(checkpoint, COMPLETE_MARKER), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 

@@ -58,26 +58,43 @@ SKIPPED_FILE = "skipped_samples.jsonl"
 class DataArguments:
     data_path: str | None = field(
         default=None,
-        metadata={"help": "LLaVA JSON list or JSONL file of samples; several files joined by commas, /dir/{a,b}.json, or a LLaVA-NeXT YAML mixture."},
+        metadata={
+            "help": "LLaVA JSON list or JSONL file of samples; several files joined by commas, /dir/{a,b}.json, or a LLaVA-NeXT YAML mixture."
+        },
     )
-    video_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'video' paths are relative to."})
-    image_folder: str | None = field(default=None, metadata={"help": "Folder that the samples' 'image' paths are relative to."})
-    num_frames: int = field(default=VisionSettings.num_frames, metadata={"help": "Frames sampled uniformly from each clip (LLaVA-NeXT: --frames_upbound)."})
+    video_folder: str | None = field(
+        default=None, metadata={"help": "Folder that the samples' 'video' paths are relative to."}
+    )
+    image_folder: str | None = field(
+        default=None, metadata={"help": "Folder that the samples' 'image' paths are relative to."}
+    )
+    num_frames: int = field(
+        default=VisionSettings.num_frames,
+        metadata={"help": "Frames sampled uniformly from each clip (LLaVA-NeXT: --frames_upbound)."},
+    )
     image_aspect_ratio: str | None = field(
         default=None,
-        metadata={"help": "square (resize and centre-crop) or pad (letterbox onto the processor's mean colour first, as LLaVA-1.5); default: the checkpoint's setting, else square. Recorded in the model config."},
+        metadata={
+            "help": "square (resize and centre-crop) or pad (letterbox onto the processor's mean colour first, as LLaVA-1.5); default: the checkpoint's setting, else square. Recorded in the model config."
+        },
     )
     add_time_instruction: bool = field(
         default=False,
-        metadata={"help": "Write the clip's duration and its sampled frames' times into the human turn (LLaVA-NeXT's video prompt)."},
+        metadata={
+            "help": "Write the clip's duration and its sampled frames' times into the human turn (LLaVA-NeXT's video prompt)."
+        },
     )
     feature_cache: str | None = field(
         default=None,
-        metadata={"help": "Folder written by `python -m llava.train.cache_features`: cached clips skip decoding and the tower; the rest are computed online."},
+        metadata={
+            "help": "Folder written by `python -m llava.train.cache_features`: cached clips skip decoding and the tower; the rest are computed online."
+        },
     )
     max_skip_fraction: float = field(
         default=0.05,
-        metadata={"help": "Abort when more than this share of the samples is skipped as unreadable (0.05: one sample in twenty)."},
+        metadata={
+            "help": "Abort when more than this share of the samples is skipped as unreadable (0.05: one sample in twenty)."
+        },
     )
 
 
@@ -176,7 +193,9 @@ class LazySupervisedDataset(Dataset):
 
         present = {s["modality"] for s in self.samples} - {None}
         if present and image_processor is None:
-            raise UsageError(f"the data holds {' and '.join(sorted(present))} samples but the model has no vision tower: give --vision_tower ({data_path})")
+            raise UsageError(
+                f"the data holds {' and '.join(sorted(present))} samples but the model has no vision tower: give --vision_tower ({data_path})"
+            )
         for modality in sorted(present):
             visual = self.visual_tokens(modality)
             if model_max_length is not None and visual >= model_max_length:
@@ -189,7 +208,11 @@ class LazySupervisedDataset(Dataset):
         counts = {m: sum(s["modality"] == m for s in self.samples) for m in (*MODALITIES, None)}
         logger.info(
             "loaded %d samples from %s: %d video, %d image, %d text-only",
-            len(self.samples), data_path, counts["video"], counts["image"], counts[None],
+            len(self.samples),
+            data_path,
+            counts["video"],
+            counts["image"],
+            counts[None],
         )
 
     def __len__(self) -> int:
@@ -207,7 +230,9 @@ class LazySupervisedDataset(Dataset):
         with_media = [i for i, s in enumerate(self.samples) if s["modality"]]
         if self.aspect_ratio != "square" and any(self.samples[i]["modality"] == "image" for i in with_media):
             # The cache holds images as the tower sees them without letterboxing.
-            logger.warning("--image_aspect_ratio %s: images are encoded online, not read from the feature cache", self.aspect_ratio)
+            logger.warning(
+                "--image_aspect_ratio %s: images are encoded online, not read from the feature cache", self.aspect_ratio
+            )
             with_media = [i for i in with_media if self.samples[i]["modality"] != "image"]
         keys = {}
         for i in with_media:
@@ -217,14 +242,18 @@ class LazySupervisedDataset(Dataset):
                 keys[i] = key
         logger.info(
             "feature cache %s: %d of %d samples with media are cached; the other %d are decoded and encoded online",
-            cache.folder, len(keys), len(with_media), len(with_media) - len(keys),
+            cache.folder,
+            len(keys),
+            len(with_media),
+            len(with_media) - len(keys),
         )
         if with_media and not keys:
             others = cache.other_namespaces()
             logger.warning(
                 "nothing of this data set is in the feature cache for this tower and these settings (namespace "
                 "%s)%s; run `python -m llava.train.cache_features` with this run's data and tower flags",
-                cache.namespace, f"; the folder holds other namespaces {others} (another tower, layer or processor?)" if others else "",
+                cache.namespace,
+                f"; the folder holds other namespaces {others} (another tower, layer or processor?)" if others else "",
             )
         return keys
 
@@ -235,7 +264,8 @@ class LazySupervisedDataset(Dataset):
         """`(lengths, has_media)` per sample, without reading any medium: words of the conversation plus
         the visual tokens of its medium (what LLaVA's --group_by_modality_length sorts by)."""
         lengths = [
-            sum(len(t["value"].split()) for t in s["conversations"]) + self.visual_tokens(s["modality"]) for s in self.samples
+            sum(len(t["value"].split()) for t in s["conversations"]) + self.visual_tokens(s["modality"])
+            for s in self.samples
         ]
         return lengths, [s["modality"] is not None for s in self.samples]
 
@@ -278,7 +308,9 @@ class LazySupervisedDataset(Dataset):
         if patch_features is None and sample["modality"]:
             path = self.media_path(sample)
             try:
-                pixel_values = load_pixels(sample["modality"], path, self.data_args.num_frames, self.image_processor, self.aspect_ratio)
+                pixel_values = load_pixels(
+                    sample["modality"], path, self.data_args.num_frames, self.image_processor, self.aspect_ratio
+                )
             except (VideoReadError, MediaReadError) as e:
                 return {"index": index, "id": sample["id"], "skipped": True, "reason": str(e), "path": path}
         try:
@@ -295,7 +327,10 @@ class LazySupervisedDataset(Dataset):
             if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th ...: visible without flooding the log
                 logger.warning(
                     "sample %r: %d text tokens cut to fit model_max_length=%d (%d truncated samples so far in this process)",
-                    sample["id"], cut, self.model_max_length, n,
+                    sample["id"],
+                    cut,
+                    self.model_max_length,
+                    n,
                 )
         return {
             "id": sample["id"],
@@ -330,14 +365,19 @@ class DataCollatorForSupervisedDataset:
     def __call__(self, instances: list[dict]) -> dict:
         skipped = [
             {"index": i.get("index"), "id": i["id"], "reason": i["reason"], "path": i["path"]}
-            for i in instances if i.get("skipped")
+            for i in instances
+            if i.get("skipped")
         ]
         kept = [i for i in instances if not i.get("skipped")]
         if not kept:
             empty = torch.zeros(0, 0, dtype=torch.long)
             return {
-                "input_ids": empty, "attention_mask": empty.clone(), "labels": empty.clone(),
-                "images": [], "modalities": [], "skipped": skipped,
+                "input_ids": empty,
+                "attention_mask": empty.clone(),
+                "labels": empty.clone(),
+                "images": [],
+                "modalities": [],
+                "skipped": skipped,
             }
         lengths = [len(i["input_ids"]) for i in kept]
         width = max(lengths)
@@ -428,7 +468,9 @@ class SkipTracker:
             if cut_short:  # a crash cut the last line short: start a new one
                 f.write("\n")
             for item in items:
-                logger.warning("skipping sample %r (#%d, %s): %s", item["id"], item["index"], item["path"], item["reason"])
+                logger.warning(
+                    "skipping sample %r (#%d, %s): %s", item["id"], item["index"], item["path"], item["reason"]
+                )
                 entry = {key: item[key] for key in ("index", "id", "path", "reason", "rank")}
                 f.write(json.dumps(entry, ensure_ascii=False) + "\n")
 

@@ -64,7 +64,9 @@ def replace_durably(partial: str, final: str) -> None:
 def write_durably(path: str, text: str) -> None:
     """Writes a small text file atomically and durably (readers see the old file or the whole new one;
     the temporary name is unique, so processes on several nodes may write the same file at once)."""
-    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.partial")
+    partial = os.path.join(
+        os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.partial"
+    )
     with open(partial, "w", encoding="utf-8") as f:
         f.write(text)
     replace_durably(partial, path)

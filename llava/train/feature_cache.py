@@ -86,7 +86,9 @@ def weights_digest(tower) -> str:
     with gathered_parameters(tower):
         state = tower.state_dict()
         return _digest(
-            name.encode() + bytes(str(tuple(t.shape)), "ascii") + t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes()
+            name.encode()
+            + bytes(str(tuple(t.shape)), "ascii")
+            + t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes()
             for name, t in sorted(state.items())
         )
 
@@ -182,7 +184,11 @@ class FeatureCache:
             logger.warning(
                 "feature cache %s: %d of %d shards were written without checksums (e.g. %s); their entries are read "
                 "unverified. Delete them and run `python -m llava.train.cache_features` again to have them computed "
-                "with checksums", self.folder, len(unverified), len(shards), os.path.basename(unverified[0]),
+                "with checksums",
+                self.folder,
+                len(unverified),
+                len(shards),
+                os.path.basename(unverified[0]),
             )
 
     def _report(self, shard: str, what: str) -> None:
@@ -199,7 +205,9 @@ class FeatureCache:
                 self._reported[number] = True
         logger.warning(
             "damaged feature cache shard %s: %s; its samples take the online path (decoding and the tower); "
-            "delete it and run `python -m llava.train.cache_features` again to compute them anew", shard, what,
+            "delete it and run `python -m llava.train.cache_features` again to compute them anew",
+            shard,
+            what,
         )
 
     def __contains__(self, key: str) -> bool:
@@ -274,7 +282,11 @@ class FeatureCache:
         name = f"shard-{uuid.uuid4().hex[:16]}.safetensors"
         final = os.path.join(self.folder, name)
         partial = os.path.join(self.folder, f".{name}.partial")
-        metadata = {"sources": json.dumps(self._pending_sources), "checksum": CHECKSUM, "checksums": json.dumps(self._pending_checksums)}
+        metadata = {
+            "sources": json.dumps(self._pending_sources),
+            "checksum": CHECKSUM,
+            "checksums": json.dumps(self._pending_checksums),
+        }
         # The shard's size: its tensors, its metadata, and a generous allowance for the header's own JSON.
         needed = self._pending_bytes + sum(map(len, metadata.values())) + 256 * len(self._pending)
         with errors.saving(self.folder, "a feature cache shard", needed=needed):

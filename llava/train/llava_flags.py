@@ -66,70 +66,189 @@ class Rule:
 # The LLaVA / LLaVA-NeXT flags without a field of this trainer's own, with LLaVA's defaults.
 FLAG_RULES: dict[str, Rule] = {
     # --- which parts train (LLaVA's older switches; --mm_tunable_parts wins where given)
-    "tune_mm_mlp_adapter": Rule(bool, False, "honoured", "trains only the adapter: --mm_tunable_parts mm_vision_resampler,mm_mlp_adapter"),
-    "tune_mm_vision_resampler": Rule(bool, False, "honoured", "trains the resampler (with --tune_mm_mlp_adapter: the whole adapter)"),
+    "tune_mm_mlp_adapter": Rule(
+        bool, False, "honoured", "trains only the adapter: --mm_tunable_parts mm_vision_resampler,mm_mlp_adapter"
+    ),
+    "tune_mm_vision_resampler": Rule(
+        bool, False, "honoured", "trains the resampler (with --tune_mm_mlp_adapter: the whole adapter)"
+    ),
     "freeze_backbone": Rule(bool, False, "honoured", "leaves mm_language_model out of the tunable parts"),
     "unfreeze_mm_vision_tower": Rule(bool, False, "honoured", "adds mm_vision_tower to the tunable parts"),
     "unfreeze_language_model": Rule(bool, False, "honoured", "adds mm_language_model to the tunable parts"),
     "freeze_mm_mlp_adapter": Rule(bool, False, "honoured", "leaves mm_mlp_adapter out of the tunable parts"),
     "freeze_mm_vision_resampler": Rule(bool, False, "honoured", "leaves mm_vision_resampler out of the tunable parts"),
     # --- video
-    "frames_upbound": Rule(int, 0, "honoured", "frames read from each clip (--num_frames); a model built for fewer frames reads its own count"),
-    "force_sample": Rule(bool, False, "accepted", "clips are always sampled at a fixed frame count, spread uniformly (what --force_sample True does)"),
-    "video_fps": Rule(int, 1, "ignored", "clips are read at a fixed frame count (--frames_upbound / --num_frames) spread uniformly over the clip, whatever its length; there is no per-second sampling"),
+    "frames_upbound": Rule(
+        int,
+        0,
+        "honoured",
+        "frames read from each clip (--num_frames); a model built for fewer frames reads its own count",
+    ),
+    "force_sample": Rule(
+        bool,
+        False,
+        "accepted",
+        "clips are always sampled at a fixed frame count, spread uniformly (what --force_sample True does)",
+    ),
+    "video_fps": Rule(
+        int,
+        1,
+        "ignored",
+        "clips are read at a fixed frame count (--frames_upbound / --num_frames) spread uniformly over the clip, whatever its length; there is no per-second sampling",
+    ),
     "mm_spatial_pool_stride": Rule(int | None, None, "ignored", PACKER_DOES_IT),
     "mm_spatial_pool_mode": Rule(str, "bilinear", "ignored", PACKER_DOES_IT),
     "mm_spatial_pool_out_channels": Rule(int | None, None, "ignored", PACKER_DOES_IT),
     "mm_newline_position": Rule(str, "grid", "ignored", PACKER_DOES_IT + " (there are no newline tokens)"),
-    "add_faster_video": Rule(bool, False, "ignored", "the packer's fast track (--mm_fast_grid) is always there: it is the 'faster' token stream"),
+    "add_faster_video": Rule(
+        bool,
+        False,
+        "ignored",
+        "the packer's fast track (--mm_fast_grid) is always there: it is the 'faster' token stream",
+    ),
     "faster_token_stride": Rule(int, 10, "ignored", PACKER_DOES_IT),
     # --- images
-    "image_grid_pinpoints": Rule(str | None, None, "refused", f"anyres tiling is not supported ({ONE_FRAME_IMAGES}); drop it and use --image_aspect_ratio pad"),
-    "image_crop_resolution": Rule(int | None, None, "refused", f"highres/crop_split tiling is not supported ({ONE_FRAME_IMAGES}); drop it and use --image_aspect_ratio pad"),
-    "image_split_resolution": Rule(int | None, None, "refused", f"highres/crop_split tiling is not supported ({ONE_FRAME_IMAGES}); drop it and use --image_aspect_ratio pad"),
-    "mm_patch_merge_type": Rule(str, "flat", "refused", f"spatial merging of anyres tiles is not supported ({ONE_FRAME_IMAGES}); use --mm_patch_merge_type flat with --image_aspect_ratio pad", ("flat",)),
-    "mm_vision_select_feature": Rule(str, "patch", "refused", "the packer needs the tower's patch grid, and the CLS token has no place in it; use --mm_vision_select_feature patch", ("patch",)),
+    "image_grid_pinpoints": Rule(
+        str | None,
+        None,
+        "refused",
+        f"anyres tiling is not supported ({ONE_FRAME_IMAGES}); drop it and use --image_aspect_ratio pad",
+    ),
+    "image_crop_resolution": Rule(
+        int | None,
+        None,
+        "refused",
+        f"highres/crop_split tiling is not supported ({ONE_FRAME_IMAGES}); drop it and use --image_aspect_ratio pad",
+    ),
+    "image_split_resolution": Rule(
+        int | None,
+        None,
+        "refused",
+        f"highres/crop_split tiling is not supported ({ONE_FRAME_IMAGES}); drop it and use --image_aspect_ratio pad",
+    ),
+    "mm_patch_merge_type": Rule(
+        str,
+        "flat",
+        "refused",
+        f"spatial merging of anyres tiles is not supported ({ONE_FRAME_IMAGES}); use --mm_patch_merge_type flat with --image_aspect_ratio pad",
+        ("flat",),
+    ),
+    "mm_vision_select_feature": Rule(
+        str,
+        "patch",
+        "refused",
+        "the packer needs the tower's patch grid, and the CLS token has no place in it; use --mm_vision_select_feature patch",
+        ("patch",),
+    ),
     # --- data
     "lazy_preprocess": Rule(bool, False, "accepted", "samples are always tokenized when read"),
     "is_multimodal": Rule(bool, False, "accepted", "set from --vision_tower, as in LLaVA"),
-    "early_mix_text": Rule(bool, False, "honoured", "with --group_by_modality_length, text-only samples are batched with the others (length grouping only)"),
+    "early_mix_text": Rule(
+        bool,
+        False,
+        "honoured",
+        "with --group_by_modality_length, text-only samples are batched with the others (length grouping only)",
+    ),
     # --- model construction
-    "vision_tower_pretrained": Rule(str | None, None, "refused", "tower weights come from the --vision_tower folder here; point --vision_tower at the folder that holds them"),
+    "vision_tower_pretrained": Rule(
+        str | None,
+        None,
+        "refused",
+        "tower weights come from the --vision_tower folder here; point --vision_tower at the folder that holds them",
+    ),
     "delay_load": Rule(bool, True, "accepted", "the tower is loaded when the model is built"),
-    "rope_scaling_factor": Rule(float | None, None, "refused", "this trainer does not change the language model's positions; set rope_scaling in the language model's config.json"),
-    "rope_scaling_type": Rule(str | None, None, "refused", "this trainer does not change the language model's positions; set rope_scaling in the language model's config.json"),
-    "s2": Rule(bool, False, "refused", "S2 multi-scale tower features are not supported (the packer takes one patch grid per frame); drop --s2", (False,)),
+    "rope_scaling_factor": Rule(
+        float | None,
+        None,
+        "refused",
+        "this trainer does not change the language model's positions; set rope_scaling in the language model's config.json",
+    ),
+    "rope_scaling_type": Rule(
+        str | None,
+        None,
+        "refused",
+        "this trainer does not change the language model's positions; set rope_scaling in the language model's config.json",
+    ),
+    "s2": Rule(
+        bool,
+        False,
+        "refused",
+        "S2 multi-scale tower features are not supported (the packer takes one patch grid per frame); drop --s2",
+        (False,),
+    ),
     "s2_scales": Rule(str, "336,672,1008", "accepted", "used only with --s2, which is refused"),
-    "use_pos_skipping": Rule(bool, False, "refused", "positional skipping is not supported; drop --use_pos_skipping", (False,)),
+    "use_pos_skipping": Rule(
+        bool, False, "refused", "positional skipping is not supported; drop --use_pos_skipping", (False,)
+    ),
     "pos_skipping_range": Rule(int, 4096, "accepted", "used only with --use_pos_skipping, which is refused"),
-    "mm_mask_drop_mode": Rule(str, "fixed", "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT),
-    "mm_mask_drop_skip_percentage": Rule(float, 0.0, "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT),
-    "mm_mask_drop_ratio": Rule(float, 0.25, "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT),
-    "mm_mask_drop_ratio_upper": Rule(float | None, None, "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT),
-    "mm_mask_drop_ratio_lower": Rule(float | None, None, "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT),
+    "mm_mask_drop_mode": Rule(
+        str, "fixed", "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT
+    ),
+    "mm_mask_drop_skip_percentage": Rule(
+        float, 0.0, "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT
+    ),
+    "mm_mask_drop_ratio": Rule(
+        float, 0.25, "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT
+    ),
+    "mm_mask_drop_ratio_upper": Rule(
+        float | None, None, "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT
+    ),
+    "mm_mask_drop_ratio_lower": Rule(
+        float | None, None, "ignored", "belongs to LLaVA-NeXT's masked_drop resampler; " + PACKER_DOES_IT
+    ),
     "mm_perceiver_depth": Rule(int, 3, "ignored", "belongs to LLaVA-NeXT's perceiver resampler; " + PACKER_DOES_IT),
     "mm_perceiver_latents": Rule(int, 32, "ignored", "belongs to LLaVA-NeXT's perceiver resampler; " + PACKER_DOES_IT),
-    "mm_perceiver_ff_mult": Rule(float, 4.0, "ignored", "belongs to LLaVA-NeXT's perceiver resampler; " + PACKER_DOES_IT),
-    "mm_perceiver_pretrained": Rule(str | None, None, "ignored", "belongs to LLaVA-NeXT's perceiver resampler; " + PACKER_DOES_IT),
+    "mm_perceiver_ff_mult": Rule(
+        float, 4.0, "ignored", "belongs to LLaVA-NeXT's perceiver resampler; " + PACKER_DOES_IT
+    ),
+    "mm_perceiver_pretrained": Rule(
+        str | None, None, "ignored", "belongs to LLaVA-NeXT's perceiver resampler; " + PACKER_DOES_IT
+    ),
     "mm_qformer_depth": Rule(int, 3, "ignored", "belongs to LLaVA-NeXT's qformer resampler; " + PACKER_DOES_IT),
     "mm_qformer_latents": Rule(int, 32, "ignored", "belongs to LLaVA-NeXT's qformer resampler; " + PACKER_DOES_IT),
-    "mm_qformer_pretrained": Rule(str | None, None, "ignored", "belongs to LLaVA-NeXT's qformer resampler; " + PACKER_DOES_IT),
-    "mpt_attn_impl": Rule(str, "triton", "ignored", "MPT's attention comes from --attn_implementation here (transformers' MPT: eager)"),
+    "mm_qformer_pretrained": Rule(
+        str | None, None, "ignored", "belongs to LLaVA-NeXT's qformer resampler; " + PACKER_DOES_IT
+    ),
+    "mpt_attn_impl": Rule(
+        str, "triton", "ignored", "MPT's attention comes from --attn_implementation here (transformers' MPT: eager)"
+    ),
     # --- training
-    "cache_dir": Rule(str | None, None, "ignored", "models are read from the folders given or the Hugging Face cache (HF_HOME)"),
-    "bits": Rule(int, 16, "refused", "4/8-bit (QLoRA) training is not supported: it needs LoRA adapters, which this trainer does not build; train in bf16/fp16 (--bf16 True), train fewer parts (--mm_tunable_parts), or use DeepSpeed ZeRO-3", (16, 32)),
+    "cache_dir": Rule(
+        str | None, None, "ignored", "models are read from the folders given or the Hugging Face cache (HF_HOME)"
+    ),
+    "bits": Rule(
+        int,
+        16,
+        "refused",
+        "4/8-bit (QLoRA) training is not supported: it needs LoRA adapters, which this trainer does not build; train in bf16/fp16 (--bf16 True), train fewer parts (--mm_tunable_parts), or use DeepSpeed ZeRO-3",
+        (16, 32),
+    ),
     "double_quant": Rule(bool, True, "accepted", "used only with --bits 4/8, which is refused"),
     "quant_type": Rule(str, "nf4", "accepted", "used only with --bits 4/8, which is refused"),
-    "lora_enable": Rule(bool, False, "refused", "LoRA training is not supported: the trainer trains whole parts; train fewer parts (--mm_tunable_parts mm_vision_resampler,mm_mlp_adapter) or use DeepSpeed ZeRO-3 for memory", (False,)),
+    "lora_enable": Rule(
+        bool,
+        False,
+        "refused",
+        "LoRA training is not supported: the trainer trains whole parts; train fewer parts (--mm_tunable_parts mm_vision_resampler,mm_mlp_adapter) or use DeepSpeed ZeRO-3 for memory",
+        (False,),
+    ),
     "lora_r": Rule(int, 64, "accepted", "used only with --lora_enable, which is refused"),
     "lora_alpha": Rule(int, 16, "accepted", "used only with --lora_enable, which is refused"),
     "lora_dropout": Rule(float, 0.05, "accepted", "used only with --lora_enable, which is refused"),
     "lora_weight_path": Rule(str, "", "accepted", "used only with --lora_enable, which is refused"),
     "lora_bias": Rule(str, "none", "accepted", "used only with --lora_enable, which is refused"),
-    "group_by_modality_length_auto": Rule(bool, False, "honoured", "as --group_by_modality_length (the last, mixed batch is kept rather than dropped)"),
+    "group_by_modality_length_auto": Rule(
+        bool, False, "honoured", "as --group_by_modality_length (the last, mixed batch is kept rather than dropped)"
+    ),
     "group_by_varlen": Rule(bool, False, "honoured", "as --group_by_length: batches of similar lengths"),
     "verbose_logging": Rule(bool, False, "honoured", "logs every argument at the start"),
-    "trainer_mode": Rule(str, "regular", "refused", "zeroth-order (MeZO) training is not supported; use --trainer_mode regular", ("regular",)),
+    "trainer_mode": Rule(
+        str,
+        "regular",
+        "refused",
+        "zeroth-order (MeZO) training is not supported; use --trainer_mode regular",
+        ("regular",),
+    ),
     "zo_eps": Rule(float, 1e-3, "accepted", "used only with --trainer_mode zo, which is refused"),
     "zo_num_directions": Rule(int, 1, "accepted", "used only with --trainer_mode zo, which is refused"),
 }
@@ -137,8 +256,10 @@ FLAG_RULES: dict[str, Rule] = {
 # The dataclass HfArgumentParser reads these flags into: one field per rule, its help the rule's reason.
 LlavaFlagArguments = dataclasses.make_dataclass(
     "LlavaFlagArguments",
-    [(name, rule.type, field(default=rule.default, metadata={"help": f"LLaVA flag, {rule.kind} here: {rule.why}"}))
-     for name, rule in FLAG_RULES.items()],
+    [
+        (name, rule.type, field(default=rule.default, metadata={"help": f"LLaVA flag, {rule.kind} here: {rule.why}"}))
+        for name, rule in FLAG_RULES.items()
+    ],
 )
 FLAG_DEFAULTS = {name: rule.default for name, rule in FLAG_RULES.items()}
 
@@ -235,7 +356,9 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], list[tuple[int, str]], set
     given = {name for name, _ in flags if name}
     notes: list[tuple[int, str]] = []
     if "warmup_ratio" in given and "warmup_steps" in given:
-        raise FlagError("--warmup_ratio and --warmup_steps both given; keep one (transformers 5 reads --warmup_steps below 1 as a ratio)")
+        raise FlagError(
+            "--warmup_ratio and --warmup_steps both given; keep one (transformers 5 reads --warmup_steps below 1 as a ratio)"
+        )
     compile_dropped = False
     if any(name in COMPILE_FLAGS and (name != "torch_compile" or _true(value)) for name, value in flags):
         deepspeed = next((value for name, value in flags if name == "deepspeed"), None)
@@ -254,22 +377,36 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], list[tuple[int, str]], set
             except (TypeError, ValueError):
                 raise FlagError(f"--warmup_ratio needs a number below 1, got {value!r}") from None
             if not 0 <= ratio < 1:
-                raise FlagError(f"--warmup_ratio {value} must be at least 0 and below 1 (a share of the training steps)")
+                raise FlagError(
+                    f"--warmup_ratio {value} must be at least 0 and below 1 (a share of the training steps)"
+                )
             out.append(("warmup_steps", value))
         elif name == "group_by_length":
             if _true(value):
                 out.append(("train_sampling_strategy", "group_by_length"))
         elif name == "save_safetensors":
             if not _true(value):
-                notes.append((logging.WARNING, "--save_safetensors False is ignored: weights are always saved as safetensors"))
+                notes.append(
+                    (logging.WARNING, "--save_safetensors False is ignored: weights are always saved as safetensors")
+                )
         elif name == "overwrite_output_dir":
             if _true(value):
-                notes.append((logging.WARNING, f"--overwrite_output_dir is ignored: {ARGV_RULES['overwrite_output_dir'].split(': ', 1)[1]}"))
+                notes.append(
+                    (
+                        logging.WARNING,
+                        f"--overwrite_output_dir is ignored: {ARGV_RULES['overwrite_output_dir'].split(': ', 1)[1]}",
+                    )
+                )
         elif name == "logging_dir":
             if value:
                 os.environ.setdefault("TENSORBOARD_LOGGING_DIR", value)
         elif name == "tf32" and _true(value) and not _tf32_available():
-            notes.append((logging.WARNING, "--tf32 True is dropped: this machine has no GPU with TF32 (it is kept on one that has)"))
+            notes.append(
+                (
+                    logging.WARNING,
+                    "--tf32 True is dropped: this machine has no GPU with TF32 (it is kept on one that has)",
+                )
+            )
         elif name in ("bf16", "fp16") and value is not None and value.strip().lower() == "auto":
             out.append((name, str(_auto_precision(name, flags))))
         elif name == "report_to":
@@ -328,7 +465,12 @@ def _available_reporters(value: str | None, notes: list) -> str:
     available = set(get_available_reporting_integrations())
     missing = [n for n in names if n in INTEGRATION_TO_CALLBACK and n not in available]
     for name in missing:
-        notes.append((logging.WARNING, f"--report_to {name} is dropped: the {name} package is not installed (pip install {name} to report there)"))
+        notes.append(
+            (
+                logging.WARNING,
+                f"--report_to {name} is dropped: the {name} package is not installed (pip install {name} to report there)",
+            )
+        )
     kept = [n for n in names if n not in missing]
     return ",".join(kept) if kept else "none"
 
@@ -351,7 +493,12 @@ def resolve(model_args, data_args, training_args, flags: LlavaFlagArguments, giv
     _frames(data_args, flags, given, notes)
     _sampling(training_args, flags, notes)
     if flags.verbose_logging:
-        for title, args in (("model", model_args), ("data", data_args), ("training", training_args), ("LLaVA flags", flags)):
+        for title, args in (
+            ("model", model_args),
+            ("data", data_args),
+            ("training", training_args),
+            ("LLaVA flags", flags),
+        ):
             notes.append((logging.INFO, f"{title} arguments: {vars(args)}"))
     return notes
 
@@ -382,9 +529,19 @@ def tunable_parts(model_args, flags: LlavaFlagArguments, given: set[str], notes:
     """The parts to train. `--mm_tunable_parts` decides where given (as in LLaVA-NeXT); otherwise LLaVA's
     older switches are read the way LLaVA-NeXT's train.py reads them, on top of this trainer's default
     (adapter and language model train, the tower is frozen)."""
-    legacy = [n for n in ("tune_mm_mlp_adapter", "tune_mm_vision_resampler", "freeze_backbone", "unfreeze_mm_vision_tower",
-                          "unfreeze_language_model", "freeze_mm_mlp_adapter", "freeze_mm_vision_resampler")
-              if getattr(flags, n) != FLAG_DEFAULTS[n]]
+    legacy = [
+        n
+        for n in (
+            "tune_mm_mlp_adapter",
+            "tune_mm_vision_resampler",
+            "freeze_backbone",
+            "unfreeze_mm_vision_tower",
+            "unfreeze_language_model",
+            "freeze_mm_mlp_adapter",
+            "freeze_mm_vision_resampler",
+        )
+        if getattr(flags, n) != FLAG_DEFAULTS[n]
+    ]
     if "mm_tunable_parts" in given:
         if legacy:
             notes.append((logging.WARNING, f"--{', --'.join(legacy)} ignored: --mm_tunable_parts decides what trains"))
@@ -419,10 +576,17 @@ def _frames(data_args, flags: LlavaFlagArguments, given: set[str], notes: list) 
     if upbound < 0:
         raise FlagError(f"--frames_upbound {upbound} must be positive")
     if "num_frames" in given and data_args.num_frames != upbound:
-        raise FlagError(f"--frames_upbound {upbound} and --num_frames {data_args.num_frames} disagree; give one (both set the frames read per clip)")
+        raise FlagError(
+            f"--frames_upbound {upbound} and --num_frames {data_args.num_frames} disagree; give one (both set the frames read per clip)"
+        )
     data_args.num_frames = upbound
     if not flags.force_sample:
-        notes.append((logging.INFO, f"--frames_upbound {upbound}: every clip is read at exactly {upbound} frames, spread uniformly (as with --force_sample True)"))
+        notes.append(
+            (
+                logging.INFO,
+                f"--frames_upbound {upbound}: every clip is read at exactly {upbound} frames, spread uniformly (as with --force_sample True)",
+            )
+        )
 
 
 def _sampling(training_args, flags: LlavaFlagArguments, notes: list) -> None:
@@ -433,7 +597,12 @@ def _sampling(training_args, flags: LlavaFlagArguments, notes: list) -> None:
     if flags.early_mix_text and training_args.group_by_modality_length:
         training_args.group_by_modality_length = False
         training_args.train_sampling_strategy = "group_by_length"
-        notes.append((logging.INFO, "--early_mix_text: text-only samples share batches with the others; batches are grouped by length only"))
+        notes.append(
+            (
+                logging.INFO,
+                "--early_mix_text: text-only samples share batches with the others; batches are grouped by length only",
+            )
+        )
 
 
 def check_model_class_name(name: str | None, family: str) -> None:
@@ -445,7 +614,9 @@ def check_model_class_name(name: str | None, family: str) -> None:
 
     known = {f.causal_lm: f.llava_type for f in FAMILIES}
     if name not in known:
-        raise FlagError(f"--model_class_name {name} is not one of {', '.join(sorted(known))}; drop it (the family comes from config.json)")
+        raise FlagError(
+            f"--model_class_name {name} is not one of {', '.join(sorted(known))}; drop it (the family comes from config.json)"
+        )
     if known[name] != family:
         raise FlagError(
             f"--model_class_name {name} does not fit the checkpoint, whose config.json makes it {BY_LLAVA_TYPE[family].causal_lm}; "
@@ -505,7 +676,8 @@ def document() -> str:
         "Every flag of LLaVA-1.5's and LLaVA-NeXT's training scripts that this trainer has no plain field for, or\n"
         "handles in its own way, and what it does here. Generated by `python -m llava.train.llava_flags >\n"
         "docs/llava_flags.md` from llava/train/llava_flags.py (a test checks that this file is current).\n\n"
-        + markdown_table() + "\n"
+        + markdown_table()
+        + "\n"
     )
 
 

@@ -26,8 +26,11 @@ WORD_COUNT_FILE = "word_count.json"
 def babylm_milestones() -> list[int]:
     """Every 1M words up to 10M, every 10M up to 100M, every 100M up to 1B."""
     million = 1_000_000
-    return ([i * million for i in range(1, 11)] + [i * 10 * million for i in range(2, 11)]
-            + [i * 100 * million for i in range(2, 11)])
+    return (
+        [i * million for i in range(1, 11)]
+        + [i * 10 * million for i in range(2, 11)]
+        + [i * 100 * million for i in range(2, 11)]
+    )
 
 
 def milestone_label(words: int) -> str:

@@ -160,14 +160,18 @@ class StopAndIntervalCheckpoints(TrainerCallback):
         if received and state.global_step < state.max_steps:
             self.stopping = signal_name(received)
             if state.is_world_process_zero:
-                logger.warning("%s received: saving a checkpoint after step %d and stopping",
-                               self.stopping, state.global_step)
+                logger.warning(
+                    "%s received: saving a checkpoint after step %d and stopping", self.stopping, state.global_step
+                )
             control.should_save = True
             control.should_training_stop = True
         elif due:
             if state.is_world_process_zero:
-                logger.info("%.4g minutes since the last checkpoint: saving one at step %d",
-                            self.interval / 60, state.global_step)
+                logger.info(
+                    "%.4g minutes since the last checkpoint: saving one at step %d",
+                    self.interval / 60,
+                    state.global_step,
+                )
             control.should_save = True
 
     def on_save(self, args, state, control, **kwargs):

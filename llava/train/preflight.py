@@ -173,9 +173,13 @@ def check_deepspeed_config(config: str | None) -> None:
     try:
         settings = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(f"--deepspeed config is not valid JSON: {e.msg[0].lower() + e.msg[1:]} ({config}:{e.lineno}:{e.colno})") from None
+        raise InputError(
+            f"--deepspeed config is not valid JSON: {e.msg[0].lower() + e.msg[1:]} ({config}:{e.lineno}:{e.colno})"
+        ) from None
     if not isinstance(settings, dict):
-        raise InputError(f"--deepspeed config holds a JSON {type(settings).__name__}, not an object of settings ({config})")
+        raise InputError(
+            f"--deepspeed config holds a JSON {type(settings).__name__}, not an object of settings ({config})"
+        )
 
 
 @entry_point

@@ -36,7 +36,9 @@ def expand(argv: list[str], argument_classes) -> list[str]:
     given = _groups(rest)
     overridden = {same_setting(name) for name, _ in given}
     merged = [(name, values) for name, values in recipe if same_setting(name) not in overridden] + given
-    unset = {name for name, values in given if [v.lower() for v in values] == ["none"] and _default_unset(fields.get(name))}
+    unset = {
+        name for name, values in given if [v.lower() for v in values] == ["none"] and _default_unset(fields.get(name))
+    }
     return [token for name, values in merged if name not in unset for token in _tokens(name, values)]
 
 
@@ -91,7 +93,9 @@ def _flags_of(settings: dict, path: str, fields: dict) -> list[tuple[str, list[s
         if fields and name not in known:
             guess = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
             hint = f" (did you mean '{guess[0]}'?)" if guess else ""
-            raise InputError(f"unknown setting '{key}' in the recipe{hint}; it takes the training's flag names ({_where(path, key)})")
+            raise InputError(
+                f"unknown setting '{key}' in the recipe{hint}; it takes the training's flag names ({_where(path, key)})"
+            )
         flags.append((name, _values(value, key, path)))
     return flags
 
@@ -101,7 +105,11 @@ def _values(value, key, path: str) -> list[str]:
         return [str(value)]
     if isinstance(value, (int, float, str)):
         return [str(value)]
-    if isinstance(value, list) and value and all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value)
+    ):
         return [str(v) for v in value]
     raise InputError(f"'{key}' must be a value or a list of values, not {value!r} ({_where(path, key)})")
 
@@ -124,7 +132,9 @@ def _take_config(argv: list[str]) -> tuple[str | None, list[str]]:
         token = argv[i]
         if token == CONFIG_FLAG or token.startswith(CONFIG_FLAG + "="):
             if path is not None:
-                raise UsageError(f"{CONFIG_FLAG} given twice: one recipe per run (a recipe may start from another with '{BASE_KEY}:')")
+                raise UsageError(
+                    f"{CONFIG_FLAG} given twice: one recipe per run (a recipe may start from another with '{BASE_KEY}:')"
+                )
             if "=" in token:
                 path = token.split("=", 1)[1]
             elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
@@ -179,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m llava.train.recipe NAME [--config RECIPE] [--flag value ...]\n\n" + main.__doc__.split(": ", 1)[1])
+        print(
+            "usage: python -m llava.train.recipe NAME [--config RECIPE] [--flag value ...]\n\n"
+            + main.__doc__.split(": ", 1)[1]
+        )
         return 0
     print(value_of(argv[0], argv[1:]) or "")
     return 0

@@ -23,7 +23,9 @@ from torch.utils.data import Sampler
 
 
 class ModalityLengthGroupedSampler(Sampler[int]):
-    def __init__(self, lengths: list[int], has_media: list[bool] | None, batch_size: int, world_size: int = 1, seed: int = 0):
+    def __init__(
+        self, lengths: list[int], has_media: list[bool] | None, batch_size: int, world_size: int = 1, seed: int = 0
+    ):
         """`lengths`: a length per sample (text words plus visual tokens); `has_media`: whether each
         sample has an image or a video, or None to group by length only."""
         if has_media is not None and len(has_media) != len(lengths):

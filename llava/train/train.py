@@ -39,9 +39,6 @@ from ..model.load_options import attention_request
 from ..model.vision_settings import VisionSettings
 from . import checkpoints, llava_flags, preemption, preflight, recipe
 from .callbacks import LossProgressBar
-from .llava_flags import TUNABLE_PARTS, FlagError, LlavaFlagArguments
-from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
-from .feature_cache import FeatureCache
 from .data import (
     DataArguments,
     DataCollatorForSupervisedDataset,
@@ -50,6 +47,9 @@ from .data import (
     SkipTracker,
     ensure_pad_token,
 )
+from .feature_cache import FeatureCache
+from .llava_flags import TUNABLE_PARTS, FlagError, LlavaFlagArguments
+from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
 from .run_summary import summary_line
 from .trainer import LlavaTrainer
 
@@ -59,42 +59,115 @@ logger = logging.getLogger("llava.train")
 # The vision settings' defaults are VisionSettings' (a dataclass's class attributes hold its fields' defaults).
 @dataclass
 class ModelArguments:
-    model_name_or_path: str = field(metadata={"help": "Language model folder or hub id (GPT-2/BAMBI, Llama, ...), or a llava checkpoint."})
+    model_name_or_path: str = field(
+        metadata={"help": "Language model folder or hub id (GPT-2/BAMBI, Llama, ...), or a llava checkpoint."}
+    )
     version: str | None = field(
         default=None,
-        metadata={"help": "Prompt template: 'plain' for caption LMs such as GPT-2, 'chat' for chat families, or LLaVA's names (v1, qwen_1_5, ...). Default: the checkpoint's (config.conv_template), else plain. Recorded in the model config."},
+        metadata={
+            "help": "Prompt template: 'plain' for caption LMs such as GPT-2, 'chat' for chat families, or LLaVA's names (v1, qwen_1_5, ...). Default: the checkpoint's (config.conv_template), else plain. Recorded in the model config."
+        },
     )
-    vision_tower: str | None = field(default=VisionSettings.vision_tower, metadata={"help": "Vision tower folder or hub id (e.g. facebook/dinov2-large). Omit for text-only training."})
-    mm_vision_select_layer: int = field(default=VisionSettings.mm_vision_select_layer, metadata={"help": "Hidden layer of the tower whose patch tokens are used."})
-    mm_projector_type: str = field(default=VisionSettings.mm_projector_type, metadata={"help": "linear, identity or mlpNx_gelu."})
-    mm_projector_hidden_size: int | None = field(default=VisionSettings.mm_projector_hidden_size, metadata={"help": "Hidden width of the MLP projector (seed: 2560); default the LM's width."})
-    mm_resampler_type: str | None = field(default=VisionSettings.mm_resampler_type, metadata={"help": "fast_slow_token_packer, or none for every patch."})
-    mm_fast_grid: list[int] = field(default_factory=lambda: list(VisionSettings.mm_fast_grid), metadata={"help": "Fast track output grid: frames rows columns."})
-    mm_slow_grid: list[int] = field(default_factory=lambda: list(VisionSettings.mm_slow_grid), metadata={"help": "Slow track output grid: frames rows columns."})
-    mm_packer_num_heads: int = field(default=VisionSettings.mm_packer_num_heads, metadata={"help": "Attention heads of each packer track."})
+    vision_tower: str | None = field(
+        default=VisionSettings.vision_tower,
+        metadata={"help": "Vision tower folder or hub id (e.g. facebook/dinov2-large). Omit for text-only training."},
+    )
+    mm_vision_select_layer: int = field(
+        default=VisionSettings.mm_vision_select_layer,
+        metadata={"help": "Hidden layer of the tower whose patch tokens are used."},
+    )
+    mm_projector_type: str = field(
+        default=VisionSettings.mm_projector_type, metadata={"help": "linear, identity or mlpNx_gelu."}
+    )
+    mm_projector_hidden_size: int | None = field(
+        default=VisionSettings.mm_projector_hidden_size,
+        metadata={"help": "Hidden width of the MLP projector (seed: 2560); default the LM's width."},
+    )
+    mm_resampler_type: str | None = field(
+        default=VisionSettings.mm_resampler_type, metadata={"help": "fast_slow_token_packer, or none for every patch."}
+    )
+    mm_fast_grid: list[int] = field(
+        default_factory=lambda: list(VisionSettings.mm_fast_grid),
+        metadata={"help": "Fast track output grid: frames rows columns."},
+    )
+    mm_slow_grid: list[int] = field(
+        default_factory=lambda: list(VisionSettings.mm_slow_grid),
+        metadata={"help": "Slow track output grid: frames rows columns."},
+    )
+    mm_packer_num_heads: int = field(
+        default=VisionSettings.mm_packer_num_heads, metadata={"help": "Attention heads of each packer track."}
+    )
     mm_tunable_parts: str = field(
         default="mm_vision_resampler,mm_mlp_adapter,mm_language_model",
         metadata={"help": f"Comma-separated parts to train, of: {', '.join(TUNABLE_PARTS)}."},
     )
-    pretrain_mm_mlp_adapter: str | None = field(default=VisionSettings.pretrain_mm_mlp_adapter, metadata={"help": "mm_projector.bin of an adapter-only run to start from."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa (the default, where the family has it: all but MPT) or eager; flash_attention_2 where its package and a GPU are there (else sdpa, with a warning)."})
-    model_class_name: str | None = field(default=None, metadata={"help": "LLaVA-NeXT's class choice (e.g. LlavaQwenForCausalLM): checked against the family that config.json names."})
-    mm_use_im_start_end: bool = field(default=False, metadata={"help": "Wrap the visual block in <im_start>/<im_end> tokens (added to the tokenizer); recorded in the config."})
-    mm_use_im_patch_token: bool = field(default=False, metadata={"help": "Add LLaVA's <im_patch> token to the tokenizer (LLaVA never writes it in prompts); recorded in the config."})
+    pretrain_mm_mlp_adapter: str | None = field(
+        default=VisionSettings.pretrain_mm_mlp_adapter,
+        metadata={"help": "mm_projector.bin of an adapter-only run to start from."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "sdpa (the default, where the family has it: all but MPT) or eager; flash_attention_2 where its package and a GPU are there (else sdpa, with a warning)."
+        },
+    )
+    model_class_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "LLaVA-NeXT's class choice (e.g. LlavaQwenForCausalLM): checked against the family that config.json names."
+        },
+    )
+    mm_use_im_start_end: bool = field(
+        default=False,
+        metadata={
+            "help": "Wrap the visual block in <im_start>/<im_end> tokens (added to the tokenizer); recorded in the config."
+        },
+    )
+    mm_use_im_patch_token: bool = field(
+        default=False,
+        metadata={
+            "help": "Add LLaVA's <im_patch> token to the tokenizer (LLaVA never writes it in prompts); recorded in the config."
+        },
+    )
 
 
 @dataclass
 class TrainingArguments(transformers.TrainingArguments):
-    model_max_length: int | None = field(default=None, metadata={"help": "Longest sequence (visual + text); at most the LM's positions, which is the default."})
-    mm_projector_lr: float | None = field(default=None, metadata={"help": "Learning rate of the resampler, projector and embeddings (default: --learning_rate)."})
-    mm_vision_tower_lr: float | None = field(default=None, metadata={"help": "Learning rate of the vision tower where it trains (default: --learning_rate)."})
-    group_by_modality_length: bool = field(default=False, metadata={"help": "Batches of one modality (with media / text only) and similar lengths, as LLaVA's."})
-    babylm_word_milestones: bool = field(default=False, metadata={"help": "Save a model at every 1M words up to 10M, 10M up to 100M, 100M up to 1B (answer words trained, all ranks)."})
-    word_milestones: str | None = field(default=None, metadata={"help": "Comma-separated word counts at which to save a model (besides or instead of the BabyLM ones)."})
-    max_words: int | None = field(default=None, metadata={"help": "Stop once this many answer words have been trained."})
+    model_max_length: int | None = field(
+        default=None,
+        metadata={"help": "Longest sequence (visual + text); at most the LM's positions, which is the default."},
+    )
+    mm_projector_lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the resampler, projector and embeddings (default: --learning_rate)."},
+    )
+    mm_vision_tower_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the vision tower where it trains (default: --learning_rate)."}
+    )
+    group_by_modality_length: bool = field(
+        default=False,
+        metadata={"help": "Batches of one modality (with media / text only) and similar lengths, as LLaVA's."},
+    )
+    babylm_word_milestones: bool = field(
+        default=False,
+        metadata={
+            "help": "Save a model at every 1M words up to 10M, 10M up to 100M, 100M up to 1B (answer words trained, all ranks)."
+        },
+    )
+    word_milestones: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated word counts at which to save a model (besides or instead of the BabyLM ones)."
+        },
+    )
+    max_words: int | None = field(
+        default=None, metadata={"help": "Stop once this many answer words have been trained."}
+    )
     save_every_minutes: float | None = field(
         default=30.0,
-        metadata={"help": "Besides --save_steps, save a checkpoint whenever this many minutes have passed since the last one (0: only --save_steps; none with --save_strategy no)."},
+        metadata={
+            "help": "Besides --save_steps, save a checkpoint whenever this many minutes have passed since the last one (0: only --save_steps; none with --save_strategy no)."
+        },
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches carry clips."})
 
@@ -151,7 +224,9 @@ def parse_args(argv: list[str] | None = None, log: bool = True):
 
 
 def _setup_logging(training_args) -> None:
-    level = logging.INFO if training_args.local_process_index == 0 and training_args.process_index == 0 else logging.WARNING
+    level = (
+        logging.INFO if training_args.local_process_index == 0 and training_args.process_index == 0 else logging.WARNING
+    )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
     transformers.utils.logging.set_verbosity(level if level == logging.WARNING else logging.WARNING)
 
@@ -169,7 +244,10 @@ def build_model(model_args, data_args, training_args):
         # LLaVA's scripts pass 2048-32768 whatever the model: the language model's positions bound it.
         logger.warning(
             "--model_max_length %d is more than the language model's %d positions (%s): using %d",
-            training_args.model_max_length, positions, model_args.model_name_or_path, positions,
+            training_args.model_max_length,
+            positions,
+            model_args.model_name_or_path,
+            positions,
         )
         training_args.model_max_length = positions
 
@@ -195,7 +273,9 @@ def record_prompt_settings(model, model_args, data_args) -> None:
     run trains on them: `image_aspect_ratio` (process_images reads it), `mm_use_im_start_end` and
     `mm_use_im_patch_token`. A checkpoint's own settings stay where the flags do not set them."""
     config = model.config
-    data_args.image_aspect_ratio = data_args.image_aspect_ratio or getattr(config, "image_aspect_ratio", None) or "square"
+    data_args.image_aspect_ratio = (
+        data_args.image_aspect_ratio or getattr(config, "image_aspect_ratio", None) or "square"
+    )
     config.image_aspect_ratio = data_args.image_aspect_ratio
     for name in ("mm_use_im_start_end", "mm_use_im_patch_token"):
         if getattr(config, name, False) and not getattr(model_args, name):
@@ -206,7 +286,9 @@ def record_prompt_settings(model, model_args, data_args) -> None:
     if data_args.num_frames > max_frames:
         logger.warning(
             "clips are read at %d frames, not %d: this model's packer is built for %d (mm_num_frames)",
-            max_frames, data_args.num_frames, max_frames,
+            max_frames,
+            data_args.num_frames,
+            max_frames,
         )
         data_args.num_frames = max_frames
 
@@ -232,7 +314,8 @@ def add_visual_tokens(model, tokenizer, model_args) -> None:
     if not any(p.requires_grad for p in model.get_input_embeddings().parameters()):
         logger.warning(
             "the embeddings of %s do not train in this run (the language model is frozen): they keep their "
-            "initial values; add mm_language_model to --mm_tunable_parts to learn them", ", ".join(tokens),
+            "initial values; add mm_language_model to --mm_tunable_parts to learn them",
+            ", ".join(tokens),
         )
 
 
@@ -248,10 +331,15 @@ def apply_tunable_parts(model, parts: str, fresh_adapter: bool = False) -> None:
         adapter = {"mm_vision_resampler", "mm_mlp_adapter"}
         if fresh_adapter and chosen & adapter and not adapter <= chosen:
             missing = sorted(adapter - chosen)
-            logger.info("the adapter starts untrained in this run: %s trains too (packer, projector and embeddings train together)", ", ".join(missing))
+            logger.info(
+                "the adapter starts untrained in this run: %s trains too (packer, projector and embeddings train together)",
+                ", ".join(missing),
+            )
             chosen |= adapter
         elif fresh_adapter and not chosen & adapter:
-            logger.warning("the packer and the projector start untrained and do not train (--mm_tunable_parts %s)", parts)
+            logger.warning(
+                "the packer and the projector start untrained and do not train (--mm_tunable_parts %s)", parts
+            )
         inner.vision_tower.requires_grad_("mm_vision_tower" in chosen)
         inner.vision_resampler.requires_grad_("mm_vision_resampler" in chosen)
         inner.mm_projector.requires_grad_("mm_mlp_adapter" in chosen)
@@ -292,7 +380,11 @@ def describe(family, model, model_args, data_args, training_args) -> None:
         else:
             lines.append(f"no resampler: {video} tokens per clip, {image} per image")
         linears = [m for m in inner.mm_projector.modules() if isinstance(m, torch.nn.Linear)]
-        shape = " -> ".join([str(linears[0].in_features)] + [str(m.out_features) for m in linears]) if linears else "identity"
+        shape = (
+            " -> ".join([str(linears[0].in_features)] + [str(m.out_features) for m in linears])
+            if linears
+            else "identity"
+        )
         lines.append(f"projector {cfg.mm_projector_type}: {shape}")
         parts = {
             "vision tower": inner.vision_tower,
@@ -327,7 +419,9 @@ def build_data(model_args, data_args, training_args, tokenizer, model, samples: 
     cache = None
     if data_args.feature_cache:
         if tower is None:
-            raise UsageError(f"--feature_cache needs a model with a vision tower: give --vision_tower ({data_args.feature_cache})")
+            raise UsageError(
+                f"--feature_cache needs a model with a vision tower: give --vision_tower ({data_args.feature_cache})"
+            )
         cache = FeatureCache(data_args.feature_cache, tower)
     add_visual_tokens(model, tokenizer, model_args)
     visual_tokens = None
@@ -348,11 +442,15 @@ def build_data(model_args, data_args, training_args, tokenizer, model, samples: 
         seed=training_args.seed,
         samples=samples,
     )
-    skips = SkipTracker(training_args.output_dir, len(dataset), data_args.max_skip_fraction, rank=training_args.process_index)
+    skips = SkipTracker(
+        training_args.output_dir, len(dataset), data_args.max_skip_fraction, rank=training_args.process_index
+    )
     return dataset, DataCollatorForSupervisedDataset(tokenizer), skips
 
 
-def build_trainer(argv: list[str] | None = None, stop: preemption.StopSignals | None = None) -> tuple[LlavaTrainer, str | None]:
+def build_trainer(
+    argv: list[str] | None = None, stop: preemption.StopSignals | None = None
+) -> tuple[LlavaTrainer, str | None]:
     """Everything a run needs, from its command line: the trainer, and the checkpoint to resume from.
     `stop` (active StopSignals) makes the run save and stop on SIGTERM, SIGINT and SIGUSR1."""
     model_args, data_args, training_args = parse_args(argv)
@@ -361,7 +459,9 @@ def build_trainer(argv: list[str] | None = None, stop: preemption.StopSignals | 
     checked = preflight.check(model_args, data_args, training_args)
     if training_args.enable_jit_checkpoint:
         # Its SIGTERM handler would replace ours, and it saves per rank, not at a step all ranks agree on.
-        logger.warning("--enable_jit_checkpoint is not used: a signal saves a checkpoint anyway, at a step all ranks agree on")
+        logger.warning(
+            "--enable_jit_checkpoint is not used: a signal saves a checkpoint anyway, at a step all ranks agree on"
+        )
         training_args.enable_jit_checkpoint = False
     set_seed(training_args.seed)
     if training_args.deepspeed:
@@ -372,8 +472,12 @@ def build_trainer(argv: list[str] | None = None, stop: preemption.StopSignals | 
         deepspeed.init_distributed(dist_backend=None)
     family, model = build_model(model_args, data_args, training_args)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, model_max_length=training_args.model_max_length)
-    train_dataset, collator, skip_tracker = build_data(model_args, data_args, training_args, tokenizer, model, checked.samples)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path, model_max_length=training_args.model_max_length
+    )
+    train_dataset, collator, skip_tracker = build_data(
+        model_args, data_args, training_args, tokenizer, model, checked.samples
+    )
     describe(family, model, model_args, data_args, training_args)
 
     resume = None

@@ -82,11 +82,17 @@ class LlavaTrainer(Trainer):
         without reading any medium; transformers' own length grouping would load every sample."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
         by_modality = self.args.group_by_modality_length
-        if not (by_modality or self.args.train_sampling_strategy == "group_by_length") or not hasattr(dataset, "sample_lengths"):
+        if not (by_modality or self.args.train_sampling_strategy == "group_by_length") or not hasattr(
+            dataset, "sample_lengths"
+        ):
             return super()._get_train_sampler(train_dataset)
         lengths, has_media = dataset.sample_lengths()
         return ModalityLengthGroupedSampler(
-            lengths, has_media if by_modality else None, self.args.train_batch_size, self.args.world_size, seed=self.args.seed
+            lengths,
+            has_media if by_modality else None,
+            self.args.train_batch_size,
+            self.args.world_size,
+            seed=self.args.seed,
         )
 
     # ------------------------------------------------------------------------------------ loss
@@ -99,8 +105,11 @@ class LlavaTrainer(Trainer):
         # Every rank runs the same modules in every step (see lockstep.py): where another rank's batch
         # holds visual inputs that this one lacks, this one encodes stand-ins that add an exact zero.
         stand_ins = stand_ins_for_step(
-            self.accelerator.unwrap_model(model), inputs.get("images", []), self.args.device,
-            zero3=is_deepspeed_zero3_enabled(), every_step=uses_every_parameter(model),
+            self.accelerator.unwrap_model(model),
+            inputs.get("images", []),
+            self.args.device,
+            zero3=is_deepspeed_zero3_enabled(),
+            every_step=uses_every_parameter(model),
         )
         if inputs["input_ids"].shape[0] == 0:
             return self._empty_batch_loss(model, stand_ins, return_outputs)
@@ -208,7 +217,11 @@ class LlavaTrainer(Trainer):
         """About what a checkpoint save writes: the model plus this rank's optimizer state, or the size
         of the newest complete checkpoint where that is larger (it also counts the small files, and
         DeepSpeed's copy of the module states and every rank's shards on a shared disk)."""
-        optimizer = _optimizer_bytes(self.optimizer, self.accelerator.unwrap_model(self.model)) if self.optimizer is not None else 0
+        optimizer = (
+            _optimizer_bytes(self.optimizer, self.accelerator.unwrap_model(self.model))
+            if self.optimizer is not None
+            else 0
+        )
         return max(self._model_bytes() + optimizer, checkpoints.newest_complete_bytes(run_dir))
 
 

@@ -80,14 +80,14 @@ class VisionTower(nn.Module):
             )
 
     @classmethod
-    def from_pretrained(cls, path: str, select_layer: int) -> "VisionTower":
+    def from_pretrained(cls, path: str, select_layer: int) -> VisionTower:
         """Loads the encoder's weights and its image processor from a local folder or hub id."""
         config = _vision_config(AutoConfig.from_pretrained(path))
         encoder = TOWER_KINDS[config.model_type].model_class.from_pretrained(path, config=config)
         return cls(encoder, AutoImageProcessor.from_pretrained(path), select_layer)
 
     @classmethod
-    def from_config(cls, vision_config: dict, processor_dict: dict, select_layer: int) -> "VisionTower":
+    def from_config(cls, vision_config: dict, processor_dict: dict, select_layer: int) -> VisionTower:
         """Builds the architecture only; the weights are expected to come from a checkpoint."""
         config = AutoConfig.for_model(**vision_config)
         encoder = TOWER_KINDS[config.model_type].model_class(config)
@@ -182,7 +182,7 @@ def load_vision_tower_from_checkpoint(folder: str, config) -> VisionTower:
     state = {}
     for file in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
         with safe_open(file, framework="pt") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 - safetensors' safe_open is not iterable
                 # 'transformer.vision_tower.vision_tower.embeddings...' -> 'vision_tower.embeddings...'
                 if "vision_tower." in key:
                     state[key.split("vision_tower.", 1)[1]] = f.get_tensor(key)

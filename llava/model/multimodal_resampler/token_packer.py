@@ -113,7 +113,9 @@ class PackerTrack(nn.Module):
         w_k = self.k_proj.weight.view(heads, head_dim, c)
         w_v = self.v_proj.weight.view(heads, head_dim, c)
         q_in = torch.einsum("brhd,hdc->brhc", q, w_k)
-        scores = torch.einsum("brhc,brpc->brhp", q_in, patches) + (q * self.k_proj.bias.view(heads, head_dim)).sum(-1, keepdim=True)
+        scores = torch.einsum("brhc,brpc->brhp", q_in, patches) + (q * self.k_proj.bias.view(heads, head_dim)).sum(
+            -1, keepdim=True
+        )
         weights = (scores * head_dim**-0.5).softmax(dim=-1)
         mixed = torch.einsum("brhp,brpc->brhc", weights, patches)
         attended = torch.einsum("brhc,hdc->brhd", mixed, w_v) + self.v_proj.bias.view(heads, head_dim)
