@@ -20,10 +20,6 @@ from slurm_cluster import SlurmCluster
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "train_italian_video.sh"
-TRAIN_PY = REPO / "llava" / "train" / "train.py"
-needs_train_py = pytest.mark.skipif(
-    not TRAIN_PY.exists(), reason="llava/train/train.py does not exist yet: nothing to train with"
-)
 
 # The tiny DINOv2 of llava.testing has an 8x8 patch grid: these settings fit it and a 256-position GPT-2.
 TINY_SETTINGS = {
@@ -398,7 +394,6 @@ def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):
 # --------------------------------------------------------------- (b) plain bash: DeepSpeed ZeRO-2/3, 2 procs
 @pytest.mark.slow
 @pytest.mark.distributed
-@needs_train_py
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_bash_trains_with_deepspeed_on_two_processes(stage, script_assets, tmp_path):
     output = tmp_path / "run"
@@ -418,7 +413,6 @@ def test_bash_trains_with_deepspeed_on_two_processes(stage, script_assets, tmp_p
 
 
 @pytest.mark.slow
-@needs_train_py
 def test_feature_cache_is_filled_then_read_by_training(script_assets, tmp_path):
     output, cache = tmp_path / "cached-run", tmp_path / "features"
     env = clean_env(**TINY_SETTINGS, **script_assets, OUTPUT_DIR=output, NPROC=1, DS_CONFIG="none", FEATURE_CACHE=cache)
@@ -436,7 +430,6 @@ def test_feature_cache_is_filled_then_read_by_training(script_assets, tmp_path):
 
 # ------------------------------------------------------------------------ (d) MODE=text: the LM alone
 @pytest.mark.slow
-@needs_train_py
 def test_text_mode_trains_the_language_model_on_captions(script_assets, tmp_path):
     output = tmp_path / "text-run"
     env = clean_env(**TINY_SETTINGS, **script_assets, OUTPUT_DIR=output, MODE="text", NPROC=1, DS_CONFIG="none")
@@ -523,7 +516,6 @@ def test_sbatch_launches_torchrun_through_srun(slurm_cluster, dummy_paths, tmp_p
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.slurm
-@needs_train_py
 def test_sbatch_trains_and_leaves_a_checkpoint(slurm_cluster, script_assets, tmp_path):
     output = tmp_path / "slurm-run"
     env = clean_env(**TINY_SETTINGS, **script_assets, OUTPUT_DIR=output, NPROC=2, DS_CONFIG="scripts/zero2.json")

@@ -30,7 +30,7 @@ from llava.train.preemption import (
 )
 
 from slurm_cluster import SlurmCluster
-from test_launch_script import REPO, SCRIPT, TINY_SETTINGS, clean_env, needs_train_py, run_script, train_log_losses
+from test_launch_script import REPO, SCRIPT, TINY_SETTINGS, clean_env, run_script, train_log_losses
 from train_helpers import make_assets, train_args
 
 STEPS = 40
@@ -47,8 +47,6 @@ SETTINGS = {
 STOPPED_LINE = re.compile(
     r"stopped by (SIG\w+) at step (\d+): checkpoint (\S+) is complete; run the same command again to resume"
 )
-
-pytestmark = needs_train_py
 
 
 # ------------------------------------------------------------------------------------------- helpers

@@ -22,7 +22,7 @@ import pytest
 
 import node_namespaces
 from slurm_cluster import SlurmCluster
-from test_launch_script import SCRIPT, TINY_SETTINGS, clean_env, needs_train_py, run_script
+from test_launch_script import SCRIPT, TINY_SETTINGS, clean_env, run_script
 from train_helpers import make_assets
 
 
@@ -140,7 +140,6 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.slurm
-@needs_train_py
 def test_two_node_job_trains_like_one_node_with_the_same_global_batch(tmp_path):
     assets = make_assets(tmp_path / "assets", num_train=8, num_val=2)
     settings = dict(
