@@ -35,6 +35,7 @@ from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..model.vision_settings import VisionSettings
 from ..samples import load_samples
 from ..video import VideoReadError
+from . import llava_flags
 from .data import DataArguments, media_path
 from .feature_cache import FeatureCache
 from .preflight import check_tower
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
         prog="python -m llava.train.cache_features",
         description="Takes the training's command line, --config RECIPE included.",
     )
-    argv = with_recipe(list(sys.argv[1:] if argv is None else argv))
+    # the training's aliases and machine rules too (--bf16 auto, --no_cuda, ...)
+    argv = llava_flags.rewrite_argv(with_recipe(list(sys.argv[1:] if argv is None else argv)))[0]
     args, data_args, ignored = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     if ignored:

@@ -399,6 +399,15 @@ def describe(family, model, model_args, data_args, training_args) -> None:
         )
     else:
         lines.append(f"text only; sequence budget {training_args.model_max_length} (positions: {positions})")
+    per_device, accumulation, world = (
+        training_args.per_device_train_batch_size,
+        training_args.gradient_accumulation_steps,
+        training_args.world_size,
+    )
+    lines.append(
+        f"batch {per_device} per device x {accumulation} accumulation x {world} processes = "
+        f"{per_device * accumulation * world} samples per optimizer step"
+    )
     visual_ids = {id(p) for m in parts.values() for p in m.parameters()}
     lm_trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad and id(p) not in visual_ids)
     lm_total = sum(_numel(p) for p in model.parameters() if id(p) not in visual_ids)
