@@ -48,12 +48,26 @@ from typing import Any, NamedTuple
 
 from jinja2.exceptions import TemplateError
 
-from .constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from .constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from .mm_utils import PLACEHOLDER_PATTERN, bos_prefix, tokenize_with_placeholders, tokenizer_image_token
 
 logger = logging.getLogger(__name__)
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def with_start_end_tokens(turns: list[dict]) -> list[dict]:
+    """Each placeholder of the human turns as `<im_start><image><im_end>` (LLaVA's --mm_use_im_start_end):
+    how a checkpoint trained with it reads its visual block, in training and at inference."""
+
+    def wrap(match) -> str:
+        return f"{DEFAULT_IM_START_TOKEN}{match.group(0)}{DEFAULT_IM_END_TOKEN}"
+
+    return [
+        {**t, "value": PLACEHOLDER_PATTERN.sub(wrap, t["value"])} if ROLES.get(t["from"]) == "user" else t
+        for t in turns
+    ]
+
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

@@ -37,11 +37,13 @@ def cut_at_stop(text: str, stop_strings) -> str:
     return text.strip()
 
 
-def single_turn_prompt(template, tokenizer, text: str, modality: str | None) -> list[int]:
+def single_turn_prompt(template, tokenizer, text: str, modality: str | None, prepare=None) -> list[int]:
     """Generation ids of one human turn: the visual placeholder of `modality` ('video', 'image' or None
-    for none), then `text` on the next line, under `template` (a conversation.Template)."""
+    for none), then `text` on the next line, under `template` (a conversation.Template). `prepare`, where
+    given, rewrites the turns first (a checkpoint's prompt options, train.data.with_prompt_options)."""
     token = {"video": DEFAULT_VIDEO_TOKEN, "image": DEFAULT_IMAGE_TOKEN}.get(modality, "")
-    return template.prompt_ids([{"from": "human", "value": f"{token}\n{text}" if token else text}], tokenizer)
+    turns = [{"from": "user", "value": f"{token}\n{text}" if token else text}]
+    return template.prompt_ids(prepare(turns) if prepare else turns, tokenizer)
 
 
 def _visual_inputs(entry) -> list[torch.Tensor]:

@@ -11,14 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from llava.constants import IMAGE_TOKEN_INDEX
+from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IMAGE_TOKEN_INDEX
+from llava.conversation import get_template
 from llava.demo.synthetic import write_clip
 from llava.errors import InputError
+from llava.eval import captions
+from llava.generation import single_turn_prompt
 from llava.mm_utils import process_images, process_video_frames
 from llava.model.builder import causal_lm_class, load_pretrained_model
 from llava.serve import cli
 from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
 from llava.train import train
+from llava.train.data import DataArguments, LazySupervisedDataset
 from llava.video import read_video_frames
 
 from train_helpers import ROOT, train_args
@@ -126,8 +130,39 @@ def test_images_are_preprocessed_as_the_checkpoint_was_trained(checkpoint, tmp_p
     data.write_text(
         json.dumps([{"id": "wide", "image": "wide.png", "conversations": [{"from": "human", "value": "<image>\n"}]}])
     )
-    dataset = cli.CaptionSet(str(data), tokenizer, processor, image_folder=str(tmp_path), config=model.config)
+    dataset = cli.CaptionSet(model, tokenizer, processor, str(data), image_folder=str(tmp_path))
     assert torch.equal(dataset[0]["pixels"], letterboxed)
+
+
+@pytest.mark.slow
+def test_prompts_are_written_with_the_checkpoint_s_prompt_options(checkpoint, assets, tmp_path):
+    """A checkpoint trained with --mm_use_im_start_end and --add_time_instruction (its config records both)
+    is prompted as its training prompted it: in a set (--data, and eval.captions) and for one --video."""
+    tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
+    tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
+    model.config.mm_use_im_start_end = model.config.add_time_instruction = True
+    sample = json.loads(Path(assets["val"]).read_text())[0]
+    data = tmp_path / "one.json"
+    data.write_text(json.dumps([sample]))
+    version, folder = "llava_v1", assets["video_folder"]
+    training = LazySupervisedDataset(
+        str(data), tokenizer, DataArguments(video_folder=folder, add_time_instruction=True), image_processor=processor,
+        template=version, im_start_end=True,
+    )  # fmt: skip
+    expected = get_template(version).prompt_ids(training.prompt_turns(training.samples[0]), tokenizer)
+    text = tokenizer.decode([i for i in expected if i >= 0])
+    assert "<im_start>" in text and "<im_end>" in text and "frames are uniformly sampled" in text, text
+
+    assert (
+        cli.CaptionSet(model, tokenizer, processor, str(data), version, video_folder=folder)[0]["prompt_ids"]
+        == expected
+    )
+    _, items = captions.load_items(model, tokenizer, processor, str(data), folder, version=version)
+    assert items[0]["prompt_ids"] == expected
+    clip = str(Path(folder) / sample["video"])
+    question = sample["conversations"][0]["value"].replace("<video>", "").strip()
+    options = cli.prompt_options(model.config, clip, "video", 8)
+    assert single_turn_prompt(get_template(version), tokenizer, question, "video", options) == expected
 
 
 @pytest.mark.slow

@@ -164,13 +164,12 @@ def evaluate(output_dir: Path, assets: dict) -> dict:
     from ..model.builder import load_pretrained_model
 
     tokenizer, model, processor, _ = load_pretrained_model(str(output_dir))
-    dataset, items = load_items(model, tokenizer, processor, assets["val"], assets["video_folder"])
-    conversations = {s["id"]: s["conversations"] for s in dataset.samples}
+    _, items = load_items(model, tokenizer, processor, assets["val"], assets["video_folder"])
     truth = {s["id"]: s["attributes"] for s in json.loads(Path(assets["val"]).read_text())}
     conditions = {"video": items, "blind": with_clips_from(items, derangement(len(items)))}
     results = {}
     for name, condition in conditions.items():
-        captions = generate_captions(model, tokenizer, condition, conversations, max_new_tokens=16)
+        captions = generate_captions(model, tokenizer, condition, max_new_tokens=16)
         named = [attribute_words(c) for c in captions]
         accuracy = {a: sum(n[a] == truth[i["id"]][a] for n, i in zip(named, items)) / len(items) for a in ATTRIBUTES}
         results[name] = {

@@ -35,13 +35,7 @@ from ..conversation import get_template, last_answer, trained_version
 from ..errors import ArgumentParser, InputError, check_input_folder, entry_point, listing, saving
 from ..generation import caption
 from ..model.builder import load_pretrained_model
-from ..model.llava_arch import max_positions
-from ..model.vision_settings import VisionSettings
-from ..train.data import (
-    DataArguments,
-    DataCollatorForSupervisedDataset,
-    LazySupervisedDataset,
-)
+from ..train.data import DataCollatorForSupervisedDataset, dataset_for_model
 from .metrics import bleu4, cider
 
 logger = logging.getLogger(__name__)
@@ -65,23 +59,15 @@ def load_items(
     `skipped` attribute lists them (`{"id", "path", "reason"}`). `samples`: the data file's samples where
     the caller has read them already (load_samples).
     """
-    tower = model.get_vision_tower()
-    # The model's image_aspect_ratio: images preprocessed as training preprocessed them ('pad' letterboxes).
-    args = DataArguments(
-        data_path=data_path,
+    dataset = dataset_for_model(
+        model,
+        tokenizer,
+        image_processor,
+        data_path,
+        version,
         video_folder=video_folder,
         image_folder=image_folder,
-        num_frames=num_frames or VisionSettings.from_config(model.config).num_frames,
-        image_aspect_ratio=getattr(model.config, "image_aspect_ratio", None),
-    )
-    dataset = LazySupervisedDataset(
-        data_path,
-        tokenizer,
-        args,
-        image_processor=image_processor,
-        template=version,
-        model_max_length=max_positions(model.config),  # training's default --model_max_length
-        visual_tokens_per_input=model.get_model().num_visual_tokens if tower is not None else None,
+        num_frames=num_frames,
         samples=samples,
     )
     items = [dataset[i] for i in range(len(dataset))]
@@ -168,21 +154,18 @@ def generate_captions(
     model,
     tokenizer,
     items,
-    conversations,
     version="plain",
     batch_size: int = 16,
     max_new_tokens: int = 32,
     progress: bool = False,
 ) -> list[str]:
-    """Greedy captions of dataset items (load_items), each with its own clip: the prompt is the sample's
-    conversation (`conversations[id]`) without its answer, under `version`."""
-    template = get_template(version)
-    prompts = [template.prompt_ids(conversations[item["id"]], tokenizer) for item in items]
+    """Greedy captions of dataset items (load_items), each with its own clip: the prompt is the item's
+    (its conversation before the answer, as training wrote it), cut at `version`'s end of answer."""
     return caption(
         model,
         tokenizer,
-        template,
-        prompts,
+        get_template(version),
+        [item["prompt_ids"] for item in items],
         [i["pixel_values"] for i in items],
         batch_size=batch_size,
         progress=progress,
@@ -236,8 +219,7 @@ def evaluate(
     )
     if not items:
         raise InputError(f"--data: no sample could be read, all {len(dataset.skipped)} were skipped ({data_path})")
-    conversations = {s["id"]: s["conversations"] for s in dataset.samples}
-    references = {i: last_answer(c) for i, c in conversations.items()}
+    references = {s["id"]: last_answer(s["conversations"]) for s in dataset.samples}
 
     nll = caption_nll(model, tokenizer, items, batch_size, progress)
     loss = mean_nll(nll)
@@ -276,7 +258,7 @@ def evaluate(
     elif visual:
         logger.warning("the grounding gap needs at least two samples with a clip or image; it is left out")
 
-    captions = generate_captions(model, tokenizer, items, conversations, version, batch_size, max_new_tokens, progress)
+    captions = generate_captions(model, tokenizer, items, version, batch_size, max_new_tokens, progress)
     refs = [[references[i["id"]]] for i in items]
     result["bleu4"] = bleu4(captions, refs)
     # CIDEr's idf comes from the corpus itself: with one clip every idf is 0.

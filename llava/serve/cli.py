@@ -46,39 +46,30 @@ def media_pixels(path: str, modality: str, image_processor, config, num_frames: 
     return load_pixels(modality, path, num_frames, image_processor, getattr(config, "image_aspect_ratio", None))
 
 
+def prompt_options(config, path: str, modality: str, num_frames: int):
+    """The turns rewrite of a checkpoint's prompt options (`add_time_instruction`,
+    `mm_use_im_start_end`, as its config records them) for one --video or --image at `path`."""
+    from ..train.data import DataArguments, with_prompt_options
+
+    args = DataArguments(
+        num_frames=num_frames, add_time_instruction=bool(getattr(config, "add_time_instruction", False))
+    )
+    im_start_end = bool(getattr(config, "mm_use_im_start_end", False))
+    return lambda turns: with_prompt_options(turns, modality, path, args, im_start_end)
+
+
 class CaptionSet(Dataset):
     """A LLaVA data file as generation inputs: `{"id", "prompt_ids", "pixels", "reference"}` per sample,
-    or the dataset's skip record (`"skipped": True`, with the reason) for unreadable media. `config`: the
-    checkpoint's, whose `image_aspect_ratio` preprocesses images as in training."""
+    or the dataset's skip record (`"skipped": True`, with the reason) for unreadable media. The data is read
+    as the model's training read it (train.data.dataset_for_model): its image preprocessing and its prompt
+    options."""
 
-    def __init__(
-        self,
-        data_path,
-        tokenizer,
-        image_processor,
-        version="plain",
-        video_folder=None,
-        image_folder=None,
-        num_frames=8,
-        samples=None,
-        config=None,
-    ):
-        from ..train.data import DataArguments, LazySupervisedDataset
+    def __init__(self, model, tokenizer, image_processor, data_path, version="plain", **data_settings):
+        from ..train.data import dataset_for_model
 
-        args = DataArguments(
-            data_path=data_path,
-            video_folder=video_folder,
-            image_folder=image_folder,
-            num_frames=num_frames,
-            image_aspect_ratio=getattr(config, "image_aspect_ratio", None),
-        )
         self.template = get_template(version)
-        self.tokenizer = tokenizer
         # The training dataset reads media exactly as training did, and turns bad files into skip records.
-        # `samples`: the ones check_data already read and validated.
-        self.dataset = LazySupervisedDataset(
-            data_path, tokenizer, args, image_processor=image_processor, template=self.template, samples=samples
-        )
+        self.dataset = dataset_for_model(model, tokenizer, image_processor, data_path, version, **data_settings)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -87,12 +78,11 @@ class CaptionSet(Dataset):
         item = self.dataset[index]
         if item.get("skipped"):
             return item
-        conversations = self.dataset.samples[index]["conversations"]
         return {
             "id": item["id"],
-            "prompt_ids": self.template.prompt_ids(conversations, self.tokenizer),
+            "prompt_ids": item["prompt_ids"],
             "pixels": item["pixel_values"],
-            "reference": last_answer(conversations),
+            "reference": last_answer(self.dataset.samples[index]["conversations"]),
         }
 
 
@@ -120,7 +110,15 @@ def caption_set(
     from ..errors import saving
 
     dataset = CaptionSet(
-        data_path, tokenizer, image_processor, version, video_folder, image_folder, num_frames, samples, model.config
+        model,
+        tokenizer,
+        image_processor,
+        data_path,
+        version,
+        video_folder=video_folder,
+        image_folder=image_folder,
+        num_frames=num_frames,
+        samples=samples,
     )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     skipped_path = f"{os.path.splitext(out_path)[0]}.skipped.jsonl"
@@ -290,7 +288,12 @@ def main(argv=None) -> int:
         pixels = media_pixels(media, modality, image_processor, model.config, num_frames)
     except (VideoReadError, MediaReadError) as e:
         raise checks.media_error(e, media, flag) from e
-    ids = single_turn_prompt(template, tokenizer, args.prompt, modality)
+    try:
+        ids = single_turn_prompt(
+            template, tokenizer, args.prompt, modality, prompt_options(model.config, media, modality, num_frames)
+        )
+    except VideoReadError as e:  # the clip's timing, for a checkpoint trained with --add_time_instruction
+        raise checks.media_error(e, media, flag) from e
     print(caption(model, tokenizer, template, [ids], [pixels], **generation)[0])
     return 0
 

@@ -35,12 +35,10 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from ..constants import (
-    DEFAULT_IM_END_TOKEN,
-    DEFAULT_IM_START_TOKEN,
     IGNORE_INDEX,
     IMAGE_TOKEN_INDEX,
 )
-from ..conversation import Template, get_template
+from ..conversation import Template, get_template, with_start_end_tokens
 from ..errors import UsageError, UserError
 from ..media import MediaReadError, load_pixels
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio
@@ -151,10 +149,14 @@ def with_time_instruction(turns: list[dict], instruction: str) -> list[dict]:
     return turns
 
 
-def with_start_end_tokens(turns: list[dict]) -> list[dict]:
-    """Each placeholder as `<im_start><image><im_end>` (LLaVA's --mm_use_im_start_end)."""
-    wrap = lambda m: f"{DEFAULT_IM_START_TOKEN}{m.group(0)}{DEFAULT_IM_END_TOKEN}"  # noqa: E731
-    return [{**t, "value": PLACEHOLDER_PATTERN.sub(wrap, t["value"])} if t["from"] == "user" else t for t in turns]
+def with_prompt_options(turns: list[dict], modality, path, data_args: DataArguments, im_start_end: bool) -> list[dict]:
+    """`turns` with LLaVA-NeXT's prompt options applied to the human turns, as training writes them:
+    `--add_time_instruction` (the clip's duration and its frames' times, read from the clip at `path`)
+    and `--mm_use_im_start_end` (`im_start_end`). VideoReadError where the clip cannot be read."""
+    if data_args.add_time_instruction and modality == "video":
+        duration, times = clip_timing(path, data_args.num_frames)
+        turns = with_time_instruction(turns, time_instruction(duration, times))
+    return with_start_end_tokens(turns) if im_start_end else turns
 
 
 class LazySupervisedDataset(Dataset):
@@ -178,6 +180,7 @@ class LazySupervisedDataset(Dataset):
         im_start_end: bool = False,
         seed: int = 0,
         samples: list[dict] | None = None,
+        with_prompts: bool = False,
     ):
         self.tokenizer = tokenizer
         self.data_args = data_args
@@ -186,6 +189,7 @@ class LazySupervisedDataset(Dataset):
         self.model_max_length = model_max_length
         self.visual_tokens_per_input = visual_tokens_per_input
         self.im_start_end = im_start_end
+        self.with_prompts = with_prompts  # items carry `prompt_ids` (the turns before the answer): inference
         self.aspect_ratio = image_aspect_ratio(data_args)  # "square" where unset
         # `samples`: the ones load_samples(data_path, seed) gives, where the caller has them already
         self.samples = samples if samples is not None else load_samples(data_path, seed)
@@ -269,15 +273,10 @@ class LazySupervisedDataset(Dataset):
         ]
         return lengths, [s["modality"] is not None for s in self.samples]
 
-    def _human_turns(self, sample: dict) -> list[dict]:
+    def prompt_turns(self, sample: dict) -> list[dict]:
         """The conversation with LLaVA-NeXT's prompt options applied to its human turns."""
-        turns = sample["conversations"]
-        if self.data_args.add_time_instruction and sample["modality"] == "video":
-            duration, times = clip_timing(self.media_path(sample), self.data_args.num_frames)
-            turns = with_time_instruction(turns, time_instruction(duration, times))
-        if self.im_start_end:
-            turns = with_start_end_tokens(turns)
-        return turns
+        path = self.media_path(sample) if sample["modality"] else None
+        return with_prompt_options(sample["conversations"], sample["modality"], path, self.data_args, self.im_start_end)
 
     def _fit(self, ids: list[int], labels: list[int], modality) -> tuple[list[int], list[int], int]:
         """Drops text tokens from the end until visual + text fits; returns how many were dropped."""
@@ -314,7 +313,7 @@ class LazySupervisedDataset(Dataset):
             except (VideoReadError, MediaReadError) as e:
                 return {"index": index, "id": sample["id"], "skipped": True, "reason": str(e), "path": path}
         try:
-            turns = self._human_turns(sample)
+            turns = self.prompt_turns(sample)
         except VideoReadError as e:
             path = self.media_path(sample)
             return {"index": index, "id": sample["id"], "skipped": True, "reason": str(e), "path": path}
@@ -332,7 +331,7 @@ class LazySupervisedDataset(Dataset):
                     self.model_max_length,
                     n,
                 )
-        return {
+        item = {
             "id": sample["id"],
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
@@ -341,6 +340,42 @@ class LazySupervisedDataset(Dataset):
             "modality": sample["modality"],
             "truncated": cut,
         }
+        if self.with_prompts:
+            item["prompt_ids"] = self.template.prompt_ids(turns, self.tokenizer)
+        return item
+
+
+def dataset_for_model(model, tokenizer, image_processor, data_path: str, version: str, **data_settings):
+    """A data file read for a trained model as its training read it: the image preprocessing and prompt
+    options its config records (`image_aspect_ratio`, `mm_use_im_start_end`, `add_time_instruction`),
+    its frame count and its positions; items carry `prompt_ids`, the prompt a caption is generated from.
+    `data_settings`: DataArguments' (video_folder, image_folder, num_frames; None keeps the model's), and
+    `samples` where the caller has read them already."""
+    from ..model.llava_arch import max_positions
+
+    config = model.config
+    samples = data_settings.pop("samples", None)
+    settings = {key: value for key, value in data_settings.items() if value is not None}
+    args = DataArguments(
+        data_path=data_path,
+        num_frames=settings.pop("num_frames", None) or VisionSettings.from_config(config).num_frames,
+        image_aspect_ratio=getattr(config, "image_aspect_ratio", None),
+        add_time_instruction=bool(getattr(config, "add_time_instruction", False)),
+        **settings,
+    )
+    tower = model.get_vision_tower()
+    return LazySupervisedDataset(
+        data_path,
+        tokenizer,
+        args,
+        image_processor=image_processor,
+        template=version,
+        model_max_length=max_positions(config),  # training's default --model_max_length
+        visual_tokens_per_input=model.get_model().num_visual_tokens if tower is not None else None,
+        im_start_end=bool(getattr(config, "mm_use_im_start_end", False)) and tower is not None,
+        samples=samples,
+        with_prompts=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------- collator

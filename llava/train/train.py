@@ -270,13 +270,18 @@ def build_model(model_args, data_args, training_args):
 
 def record_prompt_settings(model, model_args, data_args) -> None:
     """LLaVA's prompt settings, recorded in the config so that inference writes prompts the way this
-    run trains on them: `image_aspect_ratio` (process_images reads it), `mm_use_im_start_end` and
-    `mm_use_im_patch_token`. A checkpoint's own settings stay where the flags do not set them."""
+    run trains on them: `image_aspect_ratio` (process_images reads it), `add_time_instruction`,
+    `mm_use_im_start_end` and `mm_use_im_patch_token`. A checkpoint's own settings stay where the flags do not set them."""
     config = model.config
     data_args.image_aspect_ratio = (
         data_args.image_aspect_ratio or getattr(config, "image_aspect_ratio", None) or "square"
     )
     config.image_aspect_ratio = data_args.image_aspect_ratio
+    # LLaVA-NeXT's --add_time_instruction: inference writes the clip's timing into its prompts too.
+    data_args.add_time_instruction = bool(
+        data_args.add_time_instruction or getattr(config, "add_time_instruction", False)
+    )
+    config.add_time_instruction = data_args.add_time_instruction
     for name in ("mm_use_im_start_end", "mm_use_im_patch_token"):
         if getattr(config, name, False) and not getattr(model_args, name):
             logger.info("%s stays on: the checkpoint was trained with it", name)
