@@ -59,7 +59,7 @@
 #   TRAIN_MODULE            module torchrun starts                              [llava.train.train]
 #   PREFLIGHT               1: check the recipe, model, data and folders before [1]
 #                           launching (llava.train.train only); 0: skip
-#   FEATURE_CACHE           folder of cached tower features (video mode): the   [unset: no cache]
+#   FEATURE_CACHE           folder of cached tower features (video mode): the   [the recipe's feature_cache]
 #                           clips not cached yet are encoded first (one process),
 #                           then training reads them (--feature_cache)
 #   REQUEUE                 1: a SLURM job told to stop requeues itself; 0: no  [1]
@@ -253,8 +253,13 @@ while read -r variable flag; do
 done < <(sed -n 's/^#   \([A-Z0-9_]*\) \{1,\}\(--[a-z0-9_]*\) .*/\1 \2/p' "${BASH_SOURCE[0]}")
 [[ "$MODE" == video && -n "$FEATURE_CACHE" ]] && ARGS+=(--feature_cache "$FEATURE_CACHE")
 ARGS+=("$@")
-# Where the run writes: the stop record (interrupted.json) the requeue decision reads is there.
+# Where the run writes: the stop record (interrupted.json) the requeue decision reads is there. The
+# feature cache to fill first: FEATURE_CACHE, or the recipe's feature_cache.
 OUTPUT_DIR=$("$PYTHON" -m llava.train.recipe output_dir "${ARGS[@]}") || exit $?
+if [[ "$MODE" == video ]]; then
+    FEATURE_CACHE=$("$PYTHON" -m llava.train.recipe feature_cache "${ARGS[@]}") || exit $?
+    [[ "${FEATURE_CACHE,,}" != none ]] || FEATURE_CACHE=  # --feature_cache none: the recipe's is removed
+fi
 [[ -n "$OUTPUT_DIR" ]] || die "no output folder: the recipe $RECIPE sets no output_dir and neither OUTPUT_DIR nor --output_dir is given"
 
 # CPU threads per training process: the job's (or machine's) cores shared among its processes.

@@ -327,6 +327,24 @@ def test_the_output_folder_comes_from_the_recipe_where_no_variable_sets_it(dummy
     assert (tmp_path / "from-recipe").is_dir()
 
 
+def test_a_feature_cache_set_in_the_recipe_is_filled_before_training(dummy_paths, tmp_path):
+    exe, record = fake_python(tmp_path)
+    exe.write_text(exe.read_text().replace('> "', '>> "'))  # every call, in order, not only the last
+    recipe = tmp_path / "cached.yaml"
+    recipe.write_text(f"base: {REPO / 'recipes' / 'italian_video.yaml'}\nfeature_cache: {tmp_path / 'features'}\n")
+    env = clean_env(**dummy_paths, PYTHON=exe, RECIPE=recipe, OUTPUT_DIR=tmp_path / "out")
+    result = run_script(env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert f"=== caching tower features in {tmp_path / 'features'} ===" in result.stdout
+    modules = [line for line in record.read_text().splitlines() if line.startswith("llava.")]
+    assert modules == ["llava.train.preflight", "llava.train.cache_features", "llava.train.launch", "llava.train.train"]
+
+    record.unlink()
+    assert run_script(env, "--feature_cache", "none", timeout=30).returncode == 0  # removed: nothing to fill
+    modules = [line for line in record.read_text().splitlines() if line.startswith("llava.")]
+    assert modules == ["llava.train.preflight", "llava.train.launch", "llava.train.train"]
+
+
 def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):
     """Inside a (pretend) two-node allocation: one srun task per node, each a torchrun joining a c10d
     rendezvous on the first node."""
