@@ -617,18 +617,18 @@ def cli() -> None:
         main(run=run)
         distributed = dist.is_available() and dist.is_initialized()
     except (Exception, KeyboardInterrupt) as e:
-        stopped = isinstance(e, preemption.TrainingInterrupted)
-        distributed = stopped and dist.is_available() and dist.is_initialized()
-        status = _report_failure(e, run)
+        distributed = dist.is_available() and dist.is_initialized()
+        status = _report_failure(e, run)  # (a bug is raised again, and ends in its traceback)
     finally:
         # Ending every rank together avoids most of the aborts at exit seen with ZeRO-3 on the CPU.
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if distributed:
         # Even so, a rank sometimes aborts while the interpreter tears down DeepSpeed's and gloo's native
-        # threads ("terminate called without an active exception"), after everything is saved, and the
-        # launcher then reports the whole run as failed. Past this point there is nothing left to do:
-        # flush and leave without the teardown.
+        # threads ("terminate called without an active exception"), after everything is saved or said, and
+        # the launcher then reports a finished run as failed, or adds a SIGABRT line to a failure that was
+        # already said (seen after the skip limit). Past this point there is nothing left to do: flush and
+        # leave without the teardown.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
