@@ -101,9 +101,7 @@ def _flags_of(settings: dict, path: str, fields: dict) -> list[tuple[str, list[s
 
 
 def _values(value, key, path: str) -> list[str]:
-    if isinstance(value, bool):
-        return [str(value)]
-    if isinstance(value, (int, float, str)):
+    if isinstance(value, (bool, int, float, str)):
         return [str(value)]
     if (
         isinstance(value, list)
