@@ -213,6 +213,40 @@ def evaluate(
     tokenizer, model, image_processor, _ = load_pretrained_model(
         model_path, model_base, device=device, dtype=dtype, vision_tower=vision_tower
     )
+    result = score_model(
+        model,
+        tokenizer,
+        image_processor,
+        data_path,
+        samples,
+        video_folder,
+        image_folder,
+        version,
+        batch_size,
+        max_new_tokens,
+        seed,
+        progress,
+        num_frames,
+    )
+    return {"model_path": model_path, "model_base": model_base, **result}
+
+
+def score_model(
+    model,
+    tokenizer,
+    image_processor,
+    data_path,
+    samples,
+    video_folder=None,
+    image_folder=None,
+    version=None,
+    batch_size=16,
+    max_new_tokens=32,
+    seed=0,
+    progress=True,
+    num_frames=None,
+) -> dict:
+    """evaluate()'s numbers for a model already loaded; `samples`: the data file's, as check_inputs returns them."""
     version = version or trained_version(model.config)
     dataset, items = load_items(
         model, tokenizer, image_processor, data_path, video_folder, image_folder, version, num_frames, samples
@@ -225,8 +259,6 @@ def evaluate(
     loss = mean_nll(nll)
     visual = [k for k, item in enumerate(items) if item["pixel_values"] is not None]
     result = {
-        "model_path": model_path,
-        "model_base": model_base,
         "data": data_path,
         "version": version,
         "samples": len(items),

@@ -1,0 +1,170 @@
+"""BabyLM learning curves: minimal pairs scored through lm-eval, every milestone of a tiny run evaluated,
+the results file, its resumption, the plot and the table."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llava.demo.synthetic import save_gpt2
+from llava.eval import curves, minimal_pairs
+from llava.train import train
+
+from entry_points import run_cli
+from train_helpers import train_args
+
+PAIRS = [
+    ("un cerchio rosso si muove verso destra", "un cerchio rossa si muove verso destra", "gender"),
+    ("c'è un quadrato verde che va verso sinistra", "c'è un verde quadrato che va verso sinistra", "order"),
+    ("verso l'alto si sposta un triangolo giallo", "verso l'alto si sposta un triangolo gialla", "gender"),
+    (
+        "il video mostra un cerchio blu diretto verso il basso",
+        "il video mostra cerchio un blu diretto verso il basso",
+        "order",
+    ),
+]
+
+
+def write_pairs(path: Path, pairs=PAIRS) -> str:
+    path.write_text(
+        "".join(json.dumps({"sentence_good": g, "sentence_bad": b, "group": k}) + "\n" for g, b, k in pairs)
+    )
+    return str(path)
+
+
+@torch.no_grad()
+def sentence_logprob(model, tokenizer, sentence: str) -> float:
+    """By hand: log P(sentence) after the end-of-text token, the sentence as lm-eval's multiple choice
+    continues an empty context (after its one-space target delimiter)."""
+    ids = [tokenizer.eos_token_id] + tokenizer(" " + sentence).input_ids
+    logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    return float(logits.log_softmax(-1).gather(1, torch.tensor(ids[1:])[:, None]).sum())
+
+
+@pytest.mark.slow
+def test_pair_scores_are_the_hand_computed_log_probabilities(tmp_path, tokenizer_dir):
+    model_dir = save_gpt2(tmp_path / "gpt2", tokenizer_dir, n_layer=2, n_embd=32, n_head=2, dropout=0.0, seed=3)
+    result = minimal_pairs.evaluate(model_dir, [write_pairs(tmp_path / "pairs.jsonl")], batch_size=3)
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert [(p["line"], p["group"]) for p in result["per_pair"]] == [(i + 1, k) for i, (_, _, k) in enumerate(PAIRS)]
+    right = []
+    for pair, (good, bad, _) in zip(result["per_pair"], PAIRS):
+        expected_good, expected_bad = sentence_logprob(model, tokenizer, good), sentence_logprob(model, tokenizer, bad)
+        assert pair["logprob_good"] == pytest.approx(expected_good, abs=1e-4)
+        assert pair["logprob_bad"] == pytest.approx(expected_bad, abs=1e-4)
+        assert pair["logprob_good"] - pair["logprob_bad"] == pytest.approx(expected_good - expected_bad, abs=2e-4)
+        assert pair["right"] == (expected_good > expected_bad)
+        right.append(expected_good > expected_bad)
+    assert result["accuracy"] == sum(right) / len(PAIRS)
+    assert result["files"] == {"pairs": {"accuracy": result["accuracy"], "pairs": 4}}
+    by_group = {k: [r for r, (_, _, g) in zip(right, PAIRS) if g == k] for k in ("gender", "order")}
+    assert result["groups"] == {k: {"accuracy": sum(v) / len(v), "pairs": len(v)} for k, v in by_group.items()}
+
+
+@pytest.fixture(scope="module")
+def milestone_run(train_assets, tmp_path_factory):
+    """A tiny video run that saves two word milestones and its final model."""
+    out = tmp_path_factory.mktemp("curves_run") / "out"
+    train.main(train_args(train_assets, out, "--word_milestones", "40,120", "--save_steps", "100", steps=8))
+    return out
+
+
+def rows_by_checkpoint(rows):
+    found = {}
+    for row in rows:
+        found.setdefault((row["checkpoint"], row["suite"]), []).append(row)
+    return found
+
+
+@pytest.mark.slow
+def test_every_milestone_and_the_final_model_evaluated_then_resumed(milestone_run, train_assets, tmp_path, capsys):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    argv = [str(milestone_run), "--minimal-pairs", pairs, "--captions", train_assets["val"]]
+    argv += ["--video-folder", train_assets["video_folder"], "--device", "cpu"]
+    result = curves.main(argv)
+
+    names = ["checkpoint-words-40", "checkpoint-words-120", "final"]
+    assert result["evaluated"] == names
+    words = {c.name: c.words for c in curves.run_checkpoints(str(milestone_run))}
+    assert (
+        list(words) == names and words["checkpoint-words-40"] >= 40 and words["final"] > words["checkpoint-words-120"]
+    )
+    found = rows_by_checkpoint(result["rows"])
+    assert sorted(found) == sorted((n, s) for n in names for s in ("grammar", "captions"))
+    for name in names:
+        grammar = {r["group"]: r for r in found[(name, "grammar")]}
+        assert set(grammar) == {None, "gender", "order"}
+        assert grammar[None]["n"] == 4 and grammar[None]["chance"] == 0.5 and 0 <= grammar[None]["value"] <= 1
+        assert grammar[None]["value"] == (grammar["gender"]["value"] + grammar["order"]["value"]) / 2
+        captions = {r["measure"]: r for r in found[(name, "captions")]}
+        assert set(captions) == {"caption_loss", "grounding_gap", "cider"}
+        assert captions["caption_loss"]["value"] > 0 and captions["grounding_gap"]["chance"] == 0.0
+        assert all(r["words"] == words[name] for r in found[(name, "grammar")] + found[(name, "captions")])
+    on_disk = [json.loads(line) for line in (milestone_run / "curves.jsonl").read_text().splitlines()]
+    assert on_disk == result["rows"]
+
+    png = milestone_run / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["words", "checkpoint", "grammar"]
+    for name in names:
+        assert f"{words[name]:,}" in table and name in table
+
+    # Again: nothing is left to evaluate, nothing is added.
+    assert curves.main(argv)["evaluated"] == []
+    assert (milestone_run / "curves.jsonl").read_text().splitlines() == [
+        json.dumps(r, ensure_ascii=False) for r in on_disk
+    ]
+
+    # An evaluator stopped while writing the final model's rows: its captions suite is gone and half a
+    # line is left. The next one evaluates only what is missing, and leaves the half line out.
+    kept = [r for r in on_disk if not (r["checkpoint"] == "final" and r["suite"] == "captions")]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+    (milestone_run / "curves.jsonl").write_text(text + '{"checkpoint": "final", "wor')
+    resumed = curves.main(argv)
+    assert resumed["evaluated"] == ["final"]
+    again = rows_by_checkpoint(resumed["rows"])
+    assert sorted(again) == sorted(found) and all(len(again[k]) == len(found[k]) for k in found)
+
+    # A new pairs file is a new suite for every checkpoint.
+    other = write_pairs(tmp_path / "more.jsonl", PAIRS[:2])
+    redone = curves.main([str(milestone_run), "--minimal-pairs", other, "--device", "cpu", "--no-plot"])
+    assert redone["evaluated"] == names
+
+
+def test_curves_refuse_bad_inputs_in_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    pairs = tmp_path / "bad.jsonl"
+    pairs.write_text('{"sentence_good": "un cerchio rosso"}\nnot json\n{"sentence_good": "a", "sentence_bad": "b"}\n')
+    cases = {
+        (str(run),): "error: nothing to evaluate: give --minimal-pairs FILE_OR_DIR and/or --captions VAL.json",
+        (str(tmp_path / "nowhere"), "--minimal-pairs", str(pairs)): (
+            f"error: OUTPUT_DIR: no such folder, expected a training run's --output_dir ({tmp_path / 'nowhere'})"
+        ),
+        (str(run), "--minimal-pairs", str(tmp_path / "missing.jsonl")): (
+            f"error: --minimal-pairs: no such file or folder ({tmp_path / 'missing.jsonl'})"
+        ),
+        (str(run), "--minimal-pairs", str(pairs)): (
+            f"error: 2 problems in {pairs}: line 1: no sentence_bad (a non-empty string); "
+            "line 2 column 1: not JSON: expecting value"
+        ),
+        (str(run), "--minimal-pairs", str(run)): f"error: --minimal-pairs: the folder holds no .jsonl file ({run})",
+    }
+    for argv, line in cases.items():
+        ended = run_cli(curves.cli, list(argv))
+        assert (ended.returncode, ended.stderr.strip()) == (2 if "nothing" in line else 1, line), argv
+    good = tmp_path / "good.jsonl"
+    write_pairs(good)
+    ended = run_cli(curves.cli, [str(run), "--minimal-pairs", str(good)])
+    assert ended.returncode == 1
+    assert ended.stderr.strip() == (
+        "error: no milestone checkpoint (checkpoint-words-*) or final model with its word_count.json in the "
+        f"folder: train with --word_milestones or --babylm_word_milestones ({run})"
+    )
+    assert not os.path.exists(run / "curves.jsonl")
