@@ -46,7 +46,16 @@
 # may send the warning up to 30 s early. For another margin: `sbatch --signal=B:USR1@600 ...`, or
 # SBATCH_SIGNAL=B:USR1@600 in the environment of sbatch.
 # Without SLURM, SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 to the script (it becomes torchrun) saves the same
-# checkpoint and exits non-zero; the same command resumes.
+# checkpoint and exits non-zero; the same command resumes. (With EVAL_MILESTONES the script stays, to
+# evaluate after the training: it passes SIGTERM and SIGUSR1 on to torchrun; Ctrl-C reaches every process.)
+#
+# Learning curves. With EVAL_MILESTONES (or the recipe's eval_milestones) set to the arguments of
+# `python -m llava.eval.curves` (minimal pairs, captions), the training starts that evaluation in the
+# background for each word milestone as soon as it is saved (output: OUTPUT_DIR/curves.log), at low
+# priority. Once the training has finished, this script runs the same command in the foreground: it
+# evaluates whatever is left (the final model; under SLURM, what the end of the training step cut short:
+# SLURM ends a step's processes with it), writes OUTPUT_DIR/curves.jsonl and curves.png and prints the
+# table, so that the job ends only when every milestone is evaluated. Its failure is the job's status.
 #
 # Launching (defaults in brackets):
 #   MODE                    video | text: which recipe                          [video]
@@ -114,6 +123,7 @@
 #   DATALOADER_NUM_WORKERS  --dataloader_num_workers       decoding processes per rank
 #   REPORT_TO               --report_to                    none, tensorboard, wandb, ...
 #   SEED                    --seed                         random seed
+#   EVAL_MILESTONES         --eval_milestones              arguments of python -m llava.eval.curves, e.g. "--minimal-pairs pairs/": each word milestone evaluated as it is saved
 #   DATA_DIR / VIDEO_DATA_PATH / TEXT_DATA_PATH: where unset, DATA_PATH is $VIDEO_DATA_PATH (MODE=video) or
 #   $TEXT_DATA_PATH (MODE=text), else $DATA_DIR/train_$MODE.json, and VIDEO_FOLDER is $DATA_DIR/videos.
 
@@ -261,6 +271,9 @@ if [[ "$MODE" == video ]]; then
     [[ "${FEATURE_CACHE,,}" != none ]] || FEATURE_CACHE=  # --feature_cache none: the recipe's is removed
 fi
 [[ -n "$OUTPUT_DIR" ]] || die "no output folder: the recipe $RECIPE sets no output_dir and neither OUTPUT_DIR nor --output_dir is given"
+# The evaluation of the word milestones (see "Learning curves" above): EVAL_MILESTONES, or the recipe's.
+EVAL_ARGS=$("$PYTHON" -m llava.train.recipe eval_milestones "${ARGS[@]}") || exit $?
+[[ "${EVAL_ARGS,,}" != none ]] || EVAL_ARGS=
 
 # CPU threads per training process: the job's (or machine's) cores shared among its processes.
 if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
@@ -332,6 +345,7 @@ fi
         OMP_NUM_THREADS "$OMP_NUM_THREADS" \
         PYTHON "$PYTHON"
     [[ "$MODE" == video ]] && printf '  %-22s %s\n' FEATURE_CACHE "${FEATURE_CACHE:-none}"
+    [[ -n "$EVAL_ARGS" ]] && printf '  %-22s %s\n' EVAL_MILESTONES "$EVAL_ARGS"
     if [[ "$LAUNCHER" == slurm ]]; then
         printf '  %-22s %s\n' RENDEZVOUS "$MASTER_ADDR:$MASTER_PORT"
         if [[ "$REQUEUE" == 1 ]]; then
@@ -355,25 +369,50 @@ rm -f "$INTERRUPTED"
 STOP_REQUESTED=
 CHILD=
 CHILD_STOP_SIGNAL=
+STOPPING="the training saves a checkpoint after its current step"  # what a stop does to the running step
 request_stop() {  # trap: the batch shell was told to stop (SLURM's warning, or a signal to the whole job)
     [[ -n "$STOP_REQUESTED" ]] && return
     STOP_REQUESTED=$1
-    echo "train_italian_video.sh: SLURM asks this job to stop (SIG$1): the training saves a checkpoint after its current step" >&2
+    if [[ "$LAUNCHER" == slurm ]]; then
+        echo "train_italian_video.sh: SLURM asks this job to stop (SIG$1): $STOPPING" >&2
+    else
+        echo "train_italian_video.sh: told to stop (SIG$1): $STOPPING" >&2
+    fi
     # srun passes SIGUSR1 on to every process of the step (a SIGTERM to srun would make it kill them)
-    if [[ -n "$CHILD" ]]; then kill -s "$CHILD_STOP_SIGNAL" "$CHILD" 2>/dev/null || true; fi
+    if [[ -n "$CHILD" ]]; then kill -s "${CHILD_STOP_SIGNAL:-$1}" "$CHILD" 2>/dev/null || true; fi
 }
-run_child() {  # run_child SIGNAL COMMAND...: COMMAND in the background, a stop passed on to it as SIGNAL; its status
+run_child() {  # run_child SIGNAL COMMAND...: COMMAND in the background, a stop passed on to it as SIGNAL (empty: as the signal that came); its status
     CHILD_STOP_SIGNAL=$1
     shift
     "$@" &
     CHILD=$!
-    if [[ -n "$STOP_REQUESTED" ]]; then kill -s "$CHILD_STOP_SIGNAL" "$CHILD" 2>/dev/null || true; fi
+    if [[ -n "$STOP_REQUESTED" ]]; then kill -s "${CHILD_STOP_SIGNAL:-$STOP_REQUESTED}" "$CHILD" 2>/dev/null || true; fi
     # `wait` returns early whenever a trapped signal arrives; bash keeps the child's status until asked
     while kill -0 "$CHILD" 2>/dev/null; do wait "$CHILD" || true; done
     local status=0
     wait "$CHILD" || status=$?
     CHILD=
     return "$status"
+}
+with_interrupt() {  # with_interrupt COMMAND...: COMMAND as if in the foreground: bash makes a background command ignore SIGINT
+    trap - INT
+    exec "$@"
+}
+evaluate_and_exit() {  # after a finished training: the evaluation of what is left, in the foreground (see "Learning curves")
+    local status=0 rerun="$PYTHON -m llava.eval.curves $OUTPUT_DIR $EVAL_ARGS"
+    if [[ -n "$STOP_REQUESTED" ]]; then
+        echo "train_italian_video.sh: the training finished; not evaluating after a stop (SIG$STOP_REQUESTED); to evaluate what is missing: $rerun" >&2
+        exit 75
+    fi
+    echo "=== evaluating the word milestones and the final model: $rerun ==="
+    STOPPING="the evaluation ends; the rows it wrote are kept"
+    run_child TERM with_interrupt "$PYTHON" -m llava.train.milestone_eval "$OUTPUT_DIR" "$EVAL_ARGS" || status=$?
+    if [[ -n "$STOP_REQUESTED" ]]; then
+        echo "train_italian_video.sh: the training finished; its evaluation stopped (SIG$STOP_REQUESTED); to evaluate what is missing: $rerun" >&2
+    elif (( status != 0 )); then
+        echo "train_italian_video.sh: the training finished (the final model is in $OUTPUT_DIR); its evaluation failed (status $status)" >&2
+    fi
+    exit "$status"
 }
 requeue_or_exit() {  # requeue_or_exit STATUS WHY: the job was told to stop and did not finish
     local status=$1 why=$2 restarts=${SLURM_RESTART_COUNT:-0} state
@@ -413,7 +452,16 @@ if [[ "$LAUNCHER" != slurm ]]; then
         echo "=== caching tower features in $FEATURE_CACHE ==="
         "$PYTHON" -m llava.train.cache_features "${ARGS[@]}"
     fi
-    exec "${LAUNCH[@]}" "${ARGS[@]}"
+    [[ -n "$EVAL_ARGS" ]] || exec "${LAUNCH[@]}" "${ARGS[@]}"
+    # The script stays, to evaluate once the training has finished. SIGTERM or SIGUSR1 sent to it is passed
+    # on to torchrun; Ctrl-C reaches every process of the terminal's group by itself, torchrun included.
+    trap 'request_stop TERM' TERM
+    trap 'request_stop USR1' USR1
+    trap 'STOP_REQUESTED=${STOP_REQUESTED:-INT}' INT
+    status=0
+    run_child "" with_interrupt "${LAUNCH[@]}" "${ARGS[@]}" || status=$?
+    (( status != 0 )) || evaluate_and_exit
+    exit "$status"
 fi
 
 # Under SLURM the shell stays, to requeue the job; SLURM's warning (--signal=B:USR1@...) comes to it.
@@ -435,7 +483,10 @@ if [[ "$MODE" == video && -n "$FEATURE_CACHE" ]]; then
 fi
 if [[ -n "$STOP_REQUESTED" ]]; then requeue_or_exit 0 "stopped before training started"; fi
 run_child USR1 "${LAUNCH[@]}" "${ARGS[@]}" || status=$?
-(( status != 0 )) || exit 0
+if (( status == 0 )); then
+    [[ -n "$EVAL_ARGS" ]] || exit 0
+    evaluate_and_exit
+fi
 if [[ -f "$INTERRUPTED" ]]; then
     requeue_or_exit "$status" "the training stopped on a signal: $(cat "$INTERRUPTED")"
 elif [[ -n "$STOP_REQUESTED" ]]; then

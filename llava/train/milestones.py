@@ -8,6 +8,7 @@ read back on resume, so a resumed run crosses each milestone at the same step as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from ..constants import IGNORE_INDEX
+from ..errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,9 @@ def parse_milestones(babylm: bool, custom: str | None) -> list[int]:
         try:
             milestones |= {int(float(w)) for w in custom.split(",") if w.strip()}
         except ValueError as e:
-            raise ValueError(f"--word_milestones takes comma-separated word counts, got {custom!r}") from e
+            raise UsageError(f"--word_milestones takes comma-separated word counts, got {custom!r}") from e
     if any(m <= 0 for m in milestones):
-        raise ValueError("word milestones must be positive")
+        raise UsageError(f"--word_milestones must be positive word counts, got {custom!r}")
     return sorted(milestones)
 
 
@@ -71,8 +73,18 @@ def read_word_count(checkpoint: str) -> int:
 
 
 def write_word_count(checkpoint: str, words: int) -> None:
-    with open(os.path.join(checkpoint, WORD_COUNT_FILE), "w") as f:
+    """Written whole or not at all (a temporary file renamed into place): the file marks a milestone (or
+    the final model) ready for its evaluator, which may read it at any moment (see milestone_eval.py)."""
+    path = os.path.join(checkpoint, WORD_COUNT_FILE)
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
         json.dump({"words": words}, f)
+    os.replace(partial, path)
+
+
+def remove_word_count(folder: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(folder, WORD_COUNT_FILE))
 
 
 class WordMilestoneCallback(TrainerCallback):

@@ -5,7 +5,9 @@ What is checked: --output_dir can be written; --model_name_or_path is a model fo
 family we load; --vision_tower, --pretrain_mm_mlp_adapter, --video_folder and --image_folder exist where
 given; every file --data_path names is read and every sample validated, with
 every problem listed in the one line (up to data_files.SHOWN_PROBLEMS); data with clips or images has a
-vision tower to see them, and its media can be found.
+vision tower to see them, and its media can be found; --eval_milestones has milestones to evaluate, and
+the evaluation's arguments and files are right (a wrong path would otherwise show only in curves.log,
+after the first milestone).
 
 `python -m llava.train.preflight ARGS` (the same ARGS as `python -m llava.train.train`) runs only these
 checks and prints one line: `ok: ...` with status 0, or `error: ...` with status 1 (2 for a wrong
@@ -31,6 +33,8 @@ from ..model.vision_settings import VisionSettings
 from ..samples import read_samples
 from .data import media_path
 from .llava_flags import parse_tunable_parts
+from .milestone_eval import split_arguments
+from .milestones import parse_milestones
 
 # A wrong --video_folder makes every clip unreadable: the run would skip them all and stop at the skip
 # limit after loading the model. Looking up this many media paths per modality is enough to tell.
@@ -60,6 +64,8 @@ def check(model_args, data_args, training_args) -> Checked:
     check_writable(training_args.output_dir, "--output_dir")
     parse_tunable_parts(model_args.mm_tunable_parts)
     wrong: list[str] = []
+    if training_args.eval_milestones:
+        _collect(wrong, check_eval_milestones, training_args)
     config = _collect(wrong, check_model_folder, model_args.model_name_or_path, "--model_name_or_path")
     tower_config_file = _collect(wrong, check_tower, model_args.vision_tower) if model_args.vision_tower else None
     _collect(wrong, check_input_file, model_args.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
@@ -97,6 +103,19 @@ def _collect(wrong: list[str], check, *args):
     except InputError as e:
         wrong.append(str(e))
         return None
+
+
+def check_eval_milestones(training_args) -> None:
+    """--eval_milestones evaluates milestone checkpoints: the run must save some, and the arguments must be
+    ones `python -m llava.eval.curves` takes, naming files that exist."""
+    if not parse_milestones(training_args.babylm_word_milestones, training_args.word_milestones):
+        raise UsageError(
+            "--eval_milestones evaluates the word-milestone checkpoints, but this run saves none: "
+            "give --word_milestones or --babylm_word_milestones"
+        )
+    from ..eval import curves  # lm-eval and the plotting are imported only by runs that evaluate
+
+    curves.check_arguments(training_args.output_dir, split_arguments(training_args.eval_milestones))
 
 
 def check_tower(tower: str) -> str:

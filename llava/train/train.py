@@ -49,6 +49,7 @@ from .data import (
 )
 from .feature_cache import FeatureCache
 from .llava_flags import TUNABLE_PARTS, FlagError, LlavaFlagArguments
+from .milestone_eval import BackgroundEvaluators
 from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
 from .run_summary import summary_line
 from .trainer import LlavaTrainer
@@ -162,6 +163,12 @@ class TrainingArguments(transformers.TrainingArguments):
     )
     max_words: int | None = field(
         default=None, metadata={"help": "Stop once this many answer words have been trained."}
+    )
+    eval_milestones: str | None = field(
+        default=None,
+        metadata={
+            "help": "The arguments of `python -m llava.eval.curves` (after OUTPUT_DIR), e.g. '--minimal-pairs pairs/ --captions val.json --video-folder clips'; each milestone checkpoint (and the final model) is then evaluated in the background as soon as it is saved (output in OUTPUT_DIR/curves.log)."
+        },
     )
     save_every_minutes: float | None = field(
         default=30.0,
@@ -504,6 +511,11 @@ def build_trainer(
 
     milestones = parse_milestones(training_args.babylm_word_milestones, training_args.word_milestones)
     counting = bool(milestones) or training_args.max_words is not None
+    evaluators = (
+        BackgroundEvaluators(training_args.output_dir, training_args.eval_milestones)
+        if training_args.eval_milestones
+        else None
+    )
     trainer = LlavaTrainer(
         model=model,
         args=training_args,
@@ -512,6 +524,7 @@ def build_trainer(
         processing_class=tokenizer,
         skip_tracker=skip_tracker,
         counting_words=counting,
+        evaluators=evaluators,
     )
     if counting:
         trainer.add_callback(WordMilestoneCallback(trainer, milestones, training_args.max_words))
@@ -526,7 +539,7 @@ def build_trainer(
 def train_and_save(trainer: LlavaTrainer, resume: str | None = None) -> LlavaTrainer:
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
-    trainer.save_model(trainer.args.output_dir)
+    trainer.save_final_model()
     if trainer.args.should_save:
         count = trainer.skip_tracker.count if trainer.skip_tracker is not None else 0
         logger.info("final model saved to %s (%d clips skipped)", trainer.args.output_dir, count)

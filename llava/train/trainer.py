@@ -17,7 +17,7 @@ from .. import errors
 from ..model.llava_arch import ADAPTER_MODULES
 from . import checkpoints
 from .lockstep import stand_ins_for_step, uses_every_parameter
-from .milestones import count_words, write_word_count
+from .milestones import count_words, remove_word_count, write_word_count
 from .sampler import ModalityLengthGroupedSampler
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def is_tower_parameter(name: str) -> bool:
 
 
 class LlavaTrainer(Trainer):
-    def __init__(self, *args, skip_tracker=None, counting_words=False, **kwargs):
+    def __init__(self, *args, skip_tracker=None, counting_words=False, evaluators=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.skip_tracker = skip_tracker
         if skip_tracker is not None:
@@ -44,6 +44,9 @@ class LlavaTrainer(Trainer):
         self.counting_words = counting_words
         self.pending_words = 0
         self.words_seen = 0
+        # --eval_milestones: each milestone (and the final model) evaluated in the background once saved
+        # (milestone_eval.BackgroundEvaluators; global rank 0 starts them).
+        self.evaluators = evaluators
         self._current_save: str | None = None  # what the save under way is called in an error message
 
     # ------------------------------------------------------------------------------- optimizer
@@ -160,7 +163,28 @@ class LlavaTrainer(Trainer):
                 write_word_count(folder, self.words_seen)
         if self.args.should_save:
             logger.info("%s words seen: saved %s", f"{self.words_seen:,}", folder)
+        self._evaluate_in_background(name)
         return folder
+
+    def save_final_model(self) -> None:
+        """The final model in --output_dir; where words are counted, with the words it has seen (which
+        also makes it a point of the learning curve) and, with --eval_milestones, its evaluation started."""
+        output_dir = self.args.output_dir
+        if self.args.should_save:
+            # An earlier final model's count would mark this one complete while it is being written.
+            remove_word_count(output_dir)
+        self.save_model(output_dir)
+        if self.counting_words:
+            if self.args.should_save:
+                with self._saving(output_dir, "the model"):
+                    write_word_count(output_dir, self.words_seen)
+            self._evaluate_in_background("the final model")
+
+    def _evaluate_in_background(self, what: str) -> None:
+        # Global rank 0 only: it wrote the word count that marks the save complete (with save_on_each_node
+        # other nodes save copies, which one evaluation covers).
+        if self.evaluators is not None and self.is_world_process_zero():
+            self.evaluators.start(what)
 
     def save_model(self, output_dir=None, _internal_call=False):
         # The final model, in --output_dir (inside a checkpoint or milestone save, that save's context

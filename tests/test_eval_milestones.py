@@ -1,0 +1,170 @@
+"""--eval_milestones: each word-milestone checkpoint evaluated by a detached evaluator as soon as it is
+saved, the final model after the training, what is left by the foreground command that
+train_italian_video.sh runs at the end; wrong evaluation arguments refused before anything trains."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llava.train import preflight, train
+from llava.train.milestone_eval import CURVES_LOG, evaluator_environment
+
+from entry_points import run_cli
+from test_launch_script import REPO, clean_env, fake_python, run_script
+from train_helpers import train_args
+
+PAIRS = [
+    ("un cerchio rosso si muove verso destra", "un cerchio rossa si muove verso destra"),
+    ("c'è un quadrato verde che va verso sinistra", "c'è un verde quadrato che va verso sinistra"),
+]
+
+
+def write_pairs(path: Path) -> str:
+    path.write_text("".join(json.dumps({"sentence_good": g, "sentence_bad": b}) + "\n" for g, b in PAIRS))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_milestones_are_evaluated_beside_training_and_the_rest_in_the_foreground(train_assets, tmp_path, monkeypatch):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    out = tmp_path / "out"
+    curves_args = f"--minimal-pairs {pairs} --device cpu --no-plot"
+    # As under torchrun: the evaluators must not see the rank's variables (they would join its group).
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert "RANK" not in evaluator_environment() and "MASTER_PORT" not in evaluator_environment()
+    trainer = train.main(
+        train_args(
+            train_assets,
+            out,
+            "--word_milestones",
+            "40,120",
+            "--save_steps",
+            "100",
+            "--eval_milestones",
+            curves_args,
+            steps=8,
+        )
+    )
+    started = trainer.evaluators.running
+    assert trainer.evaluators.started == 3  # two milestones, then the final model
+    assert json.loads((out / "word_count.json").read_text())["words"] == trainer.words_seen
+    for process in started:
+        assert process.wait(timeout=120) == 0  # detached, never waited for by training: the test waits
+    trainer.evaluators.reap()
+    assert trainer.evaluators.running == []
+
+    log = (out / CURVES_LOG).read_text()
+    # One line of training per start, then what the evaluators printed: they ran, not only the one below.
+    assert [line.split(" saved:")[0].split(" ", 3)[-1] for line in log.splitlines() if line.startswith("===")] == [
+        "checkpoint-words-40",
+        "checkpoint-words-120",
+        "the final model",
+    ]
+    for name in ("checkpoint-words-40", "checkpoint-words-120", "final"):
+        assert f"evaluating {name} (" in log, log
+
+    # The launcher's foreground step: nothing is left, it prints the table.
+    done = subprocess.run(
+        [sys.executable, "-m", "llava.train.milestone_eval", str(out), curves_args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "evaluating" not in done.stderr
+    rows = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
+    overall = {r["checkpoint"]: r for r in rows if r["suite"] == "grammar" and r["group"] is None}
+    assert sorted(overall) == ["checkpoint-words-120", "checkpoint-words-40", "final"]
+    assert all(r["n"] == len(PAIRS) for r in overall.values())
+    assert overall["final"]["words"] == trainer.words_seen
+    for name in overall:
+        assert name in done.stdout
+
+
+def test_evaluating_milestones_needs_milestones(dummy_paths, tmp_path):
+    argv = ["--model_name_or_path", dummy_paths["LM_PATH"], "--vision_tower", dummy_paths["VISION_TOWER"]]
+    argv += ["--data_path", dummy_paths["DATA_PATH"], "--video_folder", dummy_paths["VIDEO_FOLDER"]]
+    argv += [
+        "--output_dir",
+        tmp_path / "out",
+        "--eval_milestones",
+        f"--minimal-pairs {write_pairs(tmp_path / 'p.jsonl')}",
+    ]
+    ended = run_cli(preflight.main, argv)
+    assert (ended.returncode, ended.stderr) == (
+        2,
+        "error: --eval_milestones evaluates the word-milestone checkpoints, but this run saves none: "
+        "give --word_milestones or --babylm_word_milestones\n",
+    )
+    assert run_cli(preflight.main, [*argv, "--word_milestones", "100"]).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_wrong_evaluation_path_fails_before_training_in_the_one_line(dummy_paths, tmp_path):
+    """Through the launcher: its preflight names the evaluation's wrong path beside the training's own."""
+    exe, record = fake_python(tmp_path, checks=True)
+    missing = tmp_path / "no-pairs.jsonl"
+    env = clean_env(
+        **{**dummy_paths, "VIDEO_FOLDER": tmp_path / "no-videos"},
+        PYTHON=exe,
+        OUTPUT_DIR=tmp_path / "out",
+        EVAL_MILESTONES=f"--minimal-pairs {missing}",
+    )
+    wrong = run_script(env, "--word_milestones", "100", timeout=60)
+    assert (wrong.returncode, wrong.stderr) == (
+        1,
+        f"error: --minimal-pairs: no such file or folder ({missing}); "
+        f"--video_folder folder does not exist ({tmp_path / 'no-videos'})\n",
+    )
+    assert not record.exists(), "training was launched despite the error"
+
+
+def calls(record: Path) -> list[tuple[str, list[str]]]:
+    """The stand-in python's calls, in order: (module, its arguments), a module named after each `-m`
+    (torchrun's command holds the training's)."""
+    lines = record.read_text().splitlines()
+    starts = [i + 1 for i, line in enumerate(lines) if line == "-m"] + [len(lines) + 1]
+    return [(lines[a], lines[a + 1 : b - 1]) for a, b in zip(starts, starts[1:])]
+
+
+def test_the_launcher_evaluates_after_a_finished_training(dummy_paths, tmp_path):
+    """The training (a stand-in here) gets --eval_milestones; once it has finished, the script runs the
+    evaluation in the foreground with the same arguments, from the variable or from the recipe."""
+    exe, record = fake_python(tmp_path)
+    exe.write_text(exe.read_text().replace('> "', '>> "'))  # every call, in order, not only the last
+    args = "--minimal-pairs 'my pairs/' --device cpu"
+    out = tmp_path / "out"
+    env = clean_env(**dummy_paths, PYTHON=exe, OUTPUT_DIR=out, EVAL_MILESTONES=args)
+    result = run_script(env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    made = calls(record)
+    assert [module for module, _ in made] == [
+        "llava.train.preflight",
+        "llava.train.launch",
+        "llava.train.train",
+        "llava.train.milestone_eval",
+    ]
+    training = made[2][1]
+    assert training[training.index("--eval_milestones") + 1] == args
+    assert made[3][1] == [str(out), args]
+    assert f"EVAL_MILESTONES        {args}" in result.stdout
+
+    recipe = tmp_path / "curves.yaml"
+    recipe.write_text(f"base: {REPO / 'recipes' / 'italian_video.yaml'}\neval_milestones: {args}\n")
+    record.unlink()
+    del env["EVAL_MILESTONES"]
+    assert run_script({**env, "RECIPE": str(recipe)}, timeout=30).returncode == 0
+    assert calls(record)[-1] == ("llava.train.milestone_eval", [str(out), args])
+
+    record.unlink()  # without an evaluation, the script becomes the training as before
+    assert run_script(env, timeout=30).returncode == 0
+    assert [module for module, _ in calls(record)] == [
+        "llava.train.preflight",
+        "llava.train.launch",
+        "llava.train.train",
+    ]
