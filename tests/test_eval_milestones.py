@@ -50,7 +50,8 @@ def test_milestones_are_evaluated_beside_training_and_the_rest_in_the_foreground
         )
     )
     started = trainer.evaluators.running
-    assert trainer.evaluators.started == 3  # two milestones, then the final model
+    # two milestones, then the final model: an evaluator each, unless two were alive (one waiting for its turn)
+    assert 2 <= trainer.evaluators.started <= 3
     assert json.loads((out / "word_count.json").read_text())["words"] == trainer.words_seen
     for process in started:
         assert process.wait(timeout=120) == 0  # detached, never waited for by training: the test waits
@@ -58,7 +59,7 @@ def test_milestones_are_evaluated_beside_training_and_the_rest_in_the_foreground
     assert trainer.evaluators.running == []
 
     log = (out / CURVES_LOG).read_text()
-    # One line of training per start, then what the evaluators printed: they ran, not only the one below.
+    # A line of the training per save, and what the evaluators printed: they ran, not only the one below.
     assert [line.split(" saved:")[0].split(" ", 3)[-1] for line in log.splitlines() if line.startswith("===")] == [
         "checkpoint-words-40",
         "checkpoint-words-120",

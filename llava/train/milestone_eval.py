@@ -5,8 +5,8 @@ Each time a milestone checkpoint is complete (and once more for the final model)
 detached: a session of its own, so that the signals the launcher and torchrun send the ranks' process
 groups (a stop, the end of the run) do not reach it; its output is appended to OUTPUT_DIR/curves.log;
 nobody waits for it. Evaluators started while another one runs wait for its lock on the run
-(curves.lock), then evaluate only what is still missing, so a burst of milestones costs one model load
-per checkpoint, one at a time, at low priority and on one CPU thread.
+(curves.lock), then evaluate only what is still missing, one checkpoint at a time, at the lowest CPU
+priority and on one CPU thread; at most two are alive (MAX_ALIVE).
 
 Under SLURM the processes of a job step end with it, evaluators included: train_italian_video.sh runs the
 same command in the foreground after the training (`python -m llava.train.milestone_eval OUTPUT_DIR ARGS`,
@@ -15,6 +15,7 @@ below), which waits for the lock and evaluates whatever is left, then prints the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -27,6 +28,14 @@ from ..errors import UsageError
 logger = logging.getLogger(__name__)
 
 CURVES_LOG = "curves.log"
+LOWEST_PRIORITY = 19  # nice
+# Evaluators alive at once: one evaluating, one waiting for its turn. A save made while both are alive
+# needs no third: the waiting one takes the lock after it and evaluates everything still missing. (Each
+# waiting evaluator holds torch and a model's worth of memory; milestones that come faster than they are
+# evaluated would otherwise pile them up.) In the moment between the older one releasing the lock and
+# exiting, the younger may already have looked for the last time: such a save waits for the next save's
+# evaluator, or for the evaluation after the training.
+MAX_ALIVE = 2
 CURVES_MODULE = "llava.eval.curves"
 # The variables that make a process a rank of the training (torchrun's, and accelerate's, which the
 # Trainer sets): an evaluator that inherited them would try to join the training's process group.
@@ -75,7 +84,7 @@ def evaluator_environment() -> dict[str, str]:
 
 
 class BackgroundEvaluators:
-    """Starts one detached evaluator of a run's checkpoints per call of `start`; call on global rank 0."""
+    """Starts detached evaluators of a run's checkpoints (`start`, once per save); call on global rank 0."""
 
     def __init__(self, output_dir: str, arguments: str):
         self.output_dir = output_dir
@@ -84,13 +93,19 @@ class BackgroundEvaluators:
         self.started = 0
 
     def start(self, what: str) -> subprocess.Popen | None:
-        """An evaluator for `what` (a checkpoint just saved, named in its log line); None where it could
-        not be started (a warning: the training goes on, and the evaluation at the end catches up)."""
+        """An evaluator for `what` (a save just completed, named in curves.log). None where none was
+        started: MAX_ALIVE evaluators are alive (the younger one, waiting for its turn, takes the lock
+        after this save and evaluates it), or starting one failed (a warning; the training goes on, and
+        the evaluation after the training catches up)."""
         self.reap()
         log_path = os.path.join(self.output_dir, CURVES_LOG)
+        stamp = f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {what} saved"
         try:
             with open(log_path, "a", encoding="utf-8") as log:
-                log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {what} saved: {shlex.join(self.command)}\n")
+                if len(self.running) >= MAX_ALIVE:
+                    log.write(f"{stamp}: left to the evaluator waiting for its turn (pid {self.running[-1].pid})\n")
+                    return None
+                log.write(f"{stamp}: {shlex.join(self.command)}\n")
                 log.flush()
                 process = subprocess.Popen(
                     self.command,
@@ -103,6 +118,7 @@ class BackgroundEvaluators:
         except OSError as e:
             logger.warning("could not start the evaluation of %s in the background: %s", what, e)
             return None
+        lower_priority(process.pid)
         if not self.started:
             logger.info(
                 "each milestone is evaluated in the background as it is saved (%s); their output: %s",
@@ -116,6 +132,19 @@ class BackgroundEvaluators:
     def reap(self) -> None:
         """Forgets the evaluators that ended (polling collects their exit status: no zombies pile up)."""
         self.running = [process for process in self.running if process.poll() is None]
+
+
+def lower_priority(pid: int) -> None:
+    """The lowest CPU priority for a process of its own session, from its first instant (its imports
+    alone take seconds of CPU; it lowers its own priority with --background only later). Where the kernel
+    groups processes by session for scheduling (autogroup, the default of many distributions), a nice
+    value counts only inside its group, and a new session is a group of its own as strong as the
+    training's: the group's nice is lowered too (measured on 2 cores: with the process's alone, the
+    evaluators took about half of the CPU from training)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, LOWEST_PRIORITY)
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as group:
+        group.write(f"{LOWEST_PRIORITY}\n")
 
 
 USAGE = "usage: python -m llava.train.milestone_eval OUTPUT_DIR 'CURVES ARGUMENTS'"
