@@ -1,5 +1,6 @@
 """The quick demo end to end (`make demo-quick`'s path): synthetic clips, local tokenizer and models,
-DeepSpeed ZeRO-2 with two processes through train_italian_video.sh, evaluation against a blind control."""
+DeepSpeed ZeRO-2 with two processes through train_italian_video.sh, evaluation against a blind control,
+and the learning curve of its word milestones (minimal pairs through lm-eval, validation captions)."""
 
 import json
 
@@ -10,7 +11,7 @@ from llava.demo import run
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 
-def test_quick_demo_sees_what_the_blind_control_cannot(tmp_path):
+def test_quick_demo_sees_what_the_blind_control_cannot_and_learns_agreement(tmp_path):
     results = run.main(["--quick", "--workdir", str(tmp_path / "demo")])
     video, blind, chance = results["video"], results["blind"], results["chance"]
     # the same model, given another sample's clip, is much less sure of the captions
@@ -19,3 +20,17 @@ def test_quick_demo_sees_what_the_blind_control_cannot(tmp_path):
     assert (tmp_path / "demo" / "loss.png").stat().st_size > 0
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert len(saved["video"]["captions"]) == run.PRESETS["quick"].num_val
+
+    # the curve: each milestone and the final model, on the grammar and on the captions
+    rows = saved["curve"]["rows"]
+    milestones = [f"checkpoint-words-{m}" for m in run.PRESETS["quick"].word_milestones.split(",")]
+    overall = {(r["checkpoint"], r["measure"]): r for r in rows if r["group"] is None}
+    for checkpoint in [*milestones, "final"]:
+        for measure in ("grammar", "caption_loss", "grounding_gap", "cider"):
+            assert (checkpoint, measure) in overall, (checkpoint, measure)
+    groups = {r["group"] for r in rows if r["measure"] == "grammar"}
+    assert groups == {None, "gender agreement", "number agreement", "word order"}
+    # agreement learned: 99-100% at the end in every run measured (three seeds), 41-49% after one step
+    final = overall[("final", "grammar")]
+    assert final["value"] >= final["chance"] + 0.3 and final["n"] == 300, final
+    assert (tmp_path / "demo" / "curves.png").stat().st_size > 0

@@ -1,14 +1,22 @@
-"""The built-in demo: trains a video captioner from nothing on this machine and shows that it sees.
+"""The built-in demo: trains a video captioner from nothing on this machine and shows that it sees, and
+how its grammar grows with the words it has read.
 
 `python -m llava.demo.run [--quick]` (what `make demo` / `make demo-quick` run):
-1. writes a synthetic Italian data set (moving shapes, real mp4 clips, LLaVA JSON, train/val splits),
-   trains a byte-level BPE tokenizer on its captions, and saves a small random GPT-2 and a small random
-   DINOv2 with `save_pretrained`, laid out like a BAMBI folder and facebook/dinov2-large;
-2. trains through `train_italian_video.sh` (the cluster script) with DeepSpeed ZeRO-2, two processes;
-3. evaluates on the validation split: caption loss and the accuracy of the colour, shape and direction
-   words of greedy captions, for the model with its clips and for a video-blind control (the same model
-   given another sample's clip), against chance;
-4. prints the table, writes it with every caption to `results.json`, and the loss curve to `loss.png`.
+1. writes a synthetic Italian data set (one or two moving shapes, real mp4 clips, LLaVA JSON, train/val
+   splits) whose captions agree in gender and number with the shape noun ("una croce rossa si muove",
+   "due cerchi rossi si muovono"), minimal pairs from the same grammar (BLiMP's JSONL form: gender and
+   number agreement, word order), trains a byte-level BPE tokenizer on its captions, and saves a small
+   random GPT-2 and a small random DINOv2 with `save_pretrained`, laid out like a BAMBI folder and
+   facebook/dinov2-large;
+2. trains through `train_italian_video.sh` (the cluster script) with DeepSpeed ZeRO-2, two processes,
+   saving a checkpoint at word milestones a decade apart from the first optimizer step on;
+3. evaluates on the validation split: caption loss and the accuracy of the colour, shape, direction and
+   count words of greedy captions, for the model with its clips and for a video-blind control (the same
+   model given another sample's clip), against chance;
+4. evaluates every milestone and the final model with `llava.eval.curves`: accuracy on the minimal pairs
+   (lm-eval, overall and per group), caption loss, grounding gap and CIDEr on the validation clips;
+5. prints both tables, writes them with every caption to `results.json`, the loss curve to `loss.png` and
+   the learning curves (against words seen) to `curves.png`.
 
 Everything goes under --workdir (demo_run/ under the working directory). The training script is the
 repository's: the demo runs from a checkout (an editable install, or any install started from the
@@ -17,6 +25,8 @@ checkout's root), and says so in one line where it finds no script.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -30,16 +40,18 @@ from pathlib import Path
 
 from .. import errors
 from ..errors import InputError, UsageError, UserError, listing
-from .synthetic import COLOURS, DIRECTIONS, SHAPES, caption_corpus, make_dataset, save_gpt2, train_tokenizer
+from .grammar import ATTRIBUTE_WORDS, write_minimal_pairs
+from .synthetic import caption_corpus, make_dataset, save_gpt2, train_tokenizer
 
 # The cluster script the demo trains through lies at a checkout's root: the one this package is imported
 # from (an editable install), else the working directory.
 TRAINING_SCRIPT = "train_italian_video.sh"
 CHECKOUT = Path(__file__).resolve().parents[2]
-ATTRIBUTES = {"colour": tuple(COLOURS), "shape": SHAPES, "direction": tuple(DIRECTIONS)}
+# attribute -> its values (the masculine singular words; 1 and 2 for the count)
+ATTRIBUTES = {name: tuple(dict.fromkeys(words.values())) for name, words in ATTRIBUTE_WORDS.items()}
 # What a demo run writes in its workdir: a folder holding nothing else is an earlier run, which the
 # next run deletes; a folder holding anything else is refused, never deleted.
-WORKDIR_ENTRIES = {"data", "tokenizer", "models", "checkpoints", "loss.png", "results.json"}
+WORKDIR_ENTRIES = {"data", "tokenizer", "models", "checkpoints", "loss.png", "curves.png", "results.json"}
 
 
 @dataclass(frozen=True)
@@ -54,12 +66,15 @@ class Preset:
     gpt2_width: int = 128
     select_layer: int = -2
     tunable_parts: str = "mm_vision_resampler,mm_mlp_adapter,mm_language_model"
+    word_milestones: str = ""  # comma-separated word counts at which training saves a checkpoint
 
 
+# Word milestones a decade apart from the first optimizer step (about 130 words, still at chance on the
+# minimal pairs) on: the full run trains about 270k words, the quick one about 52k.
 PRESETS = {
     # measured on 2 cores: about 8.5 min of training for the full preset, under 2 min for the quick one
-    "full": Preset(num_train=960, num_val=96, epochs=35),
-    "quick": Preset(num_train=320, num_val=48, epochs=20),
+    "full": Preset(num_train=960, num_val=96, epochs=35, word_milestones="100,1000,10000,100000"),
+    "quick": Preset(num_train=320, num_val=48, epochs=20, word_milestones="100,1000,10000"),
 }
 
 
@@ -76,7 +91,12 @@ def build_assets(workdir: Path, preset: Preset) -> dict:
         n_positions=256,
         dropout=0.0,
     )
-    return {**data, "gpt2": gpt2, "tower": save_demo_tower(workdir / "models" / "dinov2-demo")}
+    return {
+        **data,
+        "minimal_pairs": write_minimal_pairs(workdir / "data" / "minimal_pairs.jsonl"),
+        "gpt2": gpt2,
+        "tower": save_demo_tower(workdir / "models" / "dinov2-demo"),
+    }
 
 
 def save_demo_tower(folder: Path) -> str:
@@ -143,7 +163,8 @@ def train(assets: dict, preset: Preset, output_dir: Path, script: Path) -> float
     }
     start = time.perf_counter()
     # From the script's folder: DS_CONFIG is relative to it.
-    status = subprocess.run(["bash", str(script)], cwd=script.parent, env=env).returncode
+    milestones = ["--word_milestones", preset.word_milestones] if preset.word_milestones else []
+    status = subprocess.run(["bash", str(script), *milestones], cwd=script.parent, env=env).returncode
     if status != 0:
         # The script and the ranks have printed their own error above; a traceback here would add nothing.
         how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
@@ -152,11 +173,12 @@ def train(assets: dict, preset: Preset, output_dir: Path, script: Path) -> float
 
 
 def attribute_words(caption: str) -> dict:
-    """The first colour, shape and direction word a caption names (None where it names none)."""
+    """The value of the first colour, shape, direction and count word a caption names, in any of its
+    forms ("rosse" names rosso, "due" the count 2); None where it names none."""
     from ..eval.metrics import tokenize_caption
 
     words = tokenize_caption(caption)
-    return {name: next((w for w in words if w in values), None) for name, values in ATTRIBUTES.items()}
+    return {name: next((forms[w] for w in words if w in forms), None) for name, forms in ATTRIBUTE_WORDS.items()}
 
 
 def evaluate(output_dir: Path, assets: dict) -> dict:
@@ -179,6 +201,20 @@ def evaluate(output_dir: Path, assets: dict) -> dict:
         }
     results["chance"] = {a: 1 / len(v) for a, v in ATTRIBUTES.items()}
     return results
+
+
+def learning_curve(output_dir: Path, assets: dict, png: Path) -> dict:
+    """Every milestone checkpoint and the final model on the grammar's minimal pairs and on the validation
+    captions (llava.eval.curves, which writes curves.jsonl and curves.png beside them): the rows, the table,
+    and the plot copied to `png`."""
+    from ..eval import curves
+
+    arguments = ["--minimal-pairs", assets["minimal_pairs"], "--captions", assets["val"]]
+    # its own table printed here would come before the training's last lines; the demo prints it at the end
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = curves.main([str(output_dir), *arguments, "--video-folder", assets["video_folder"]])
+    shutil.copyfile(result["plot"], png)
+    return {"rows": result["rows"], "table": result["table"]}
 
 
 def format_table(results: dict) -> str:
@@ -278,14 +314,19 @@ def main(argv=None) -> dict:
     output_dir = workdir / "checkpoints" / "llava-demo"
     train_seconds = train(assets, preset, output_dir, script)
     results = evaluate(output_dir, assets)
+    curve_start = time.perf_counter()
+    results["curve"] = learning_curve(output_dir, assets, workdir / "curves.png")
     results["train_seconds"] = train_seconds
+    results["curve_seconds"] = time.perf_counter() - curve_start
     results["total_seconds"] = time.perf_counter() - start
     plot_loss(output_dir / "trainer_state.json", workdir / "loss.png")
     (workdir / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1))
     print("\n" + format_table(results))
+    print("\nlearning curve (minimal pairs and validation captions by words seen):\n" + results["curve"]["table"])
     print(
-        f"\ntraining {train_seconds / 60:.1f} min, all {results['total_seconds'] / 60:.1f} min; "
-        f"loss curve {workdir / 'loss.png'}, captions {workdir / 'results.json'}",
+        f"\ntraining {train_seconds / 60:.1f} min, learning curve {results['curve_seconds'] / 60:.1f} min, "
+        f"all {results['total_seconds'] / 60:.1f} min; loss curve {workdir / 'loss.png'}, learning curve "
+        f"{workdir / 'curves.png'}, captions {workdir / 'results.json'}",
         flush=True,
     )
     return results

@@ -1,9 +1,11 @@
 """A synthetic Italian video-caption data set and the tiny local models that train on it.
 
-Each clip shows one shape of one colour moving in one direction over a noisy background; its caption
-names all three ("un cerchio rosso si muove verso destra") in one of several sentence forms, so that
-only watching the clip tells which colour, shape and direction are meant. Clips are real mp4 files
-(PyAV, H.264) and the annotations are LLaVA JSON, as a real data set would be.
+Each clip shows one shape, or two of the same kind, of one colour moving in one direction over a noisy
+background; its caption names the count, colour, shape and direction ("un cerchio rosso si muove verso
+destra", "due stelle gialle vanno verso l'alto") in one of several sentence forms, so that only watching
+the clip tells which are meant. Articles, adjectives and verbs agree in gender and number with the
+shape noun (grammar.py), so a model that reads the captions also learns Italian agreement. Clips are real
+mp4 files (PyAV, H.264) and the annotations are LLaVA JSON, as a real data set would be.
 """
 
 from __future__ import annotations
@@ -16,26 +18,21 @@ from pathlib import Path
 import av
 import numpy as np
 
+from . import grammar
+
 COLOURS = {
     "rosso": (220, 40, 40),
     "verde": (40, 190, 60),
     "blu": (50, 80, 230),
     "giallo": (235, 215, 40),
 }
-SHAPES = ("cerchio", "quadrato", "triangolo")
-DIRECTIONS = {  # unit step in (x, y), and the Italian phrase after "verso"
-    "destra": ((1, 0), "destra"),
-    "sinistra": ((-1, 0), "sinistra"),
-    "alto": ((0, -1), "l'alto"),
-    "basso": ((0, 1), "il basso"),
-}
-TEMPLATES = (
-    "un {shape} {colour} si muove verso {direction}",
-    "c'è un {shape} {colour} che va verso {direction}",
-    "si vede un {shape} {colour} spostarsi verso {direction}",
-    "verso {direction} si sposta un {shape} {colour}",
-    "il video mostra un {shape} {colour} diretto verso {direction}",
-)
+assert tuple(COLOURS) == grammar.COLOUR_WORDS
+SHAPES = tuple(grammar.NOUNS)  # cerchio, quadrato, triangolo, croce, stella
+COUNTS = tuple(grammar.COUNTS)  # one shape or two
+_STEPS = {"destra": (1, 0), "sinistra": (-1, 0), "alto": (0, -1), "basso": (0, 1)}
+# unit step in (x, y), and the Italian phrase after "verso"
+DIRECTIONS = {name: (step, grammar.DIRECTION_PHRASES[name]) for name, step in _STEPS.items()}
+TEMPLATES = grammar.TEMPLATES
 
 
 @dataclass(frozen=True)
@@ -43,10 +40,13 @@ class ClipSpec:
     colour: str
     shape: str
     direction: str
+    count: int = 1
 
     def caption(self, template: int) -> str:
-        phrase = DIRECTIONS[self.direction][1]
-        return TEMPLATES[template].format(shape=self.shape, colour=self.colour, direction=phrase)
+        return grammar.caption(grammar.Subject(self.shape, self.colour, self.direction, self.count), template)
+
+    def attributes(self) -> dict:
+        return {"colour": self.colour, "shape": self.shape, "direction": self.direction, "count": self.count}
 
 
 def _shape_mask(shape: str, size: int, cx: float, cy: float, radius: float) -> np.ndarray:
@@ -55,6 +55,13 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, radius: float) -> n
         return (x - cx) ** 2 + (y - cy) ** 2 <= radius**2
     if shape == "quadrato":
         return (abs(x - cx) <= radius * 0.85) & (abs(y - cy) <= radius * 0.85)
+    if shape == "croce":  # an upright plus sign: two bars a third of the size wide
+        bar = radius / 3
+        return ((abs(x - cx) <= bar) & (abs(y - cy) <= radius)) | ((abs(y - cy) <= bar) & (abs(x - cx) <= radius))
+    if shape == "stella":  # five points, one straight up: the radius swings between the tips and 0.4 of them
+        angle = np.arctan2(x - cx, cy - y)
+        reach = radius * (0.7 + 0.3 * np.cos(5 * angle))
+        return (x - cx) ** 2 + (y - cy) ** 2 <= reach**2
     # triangle pointing up: inside the box and above both slanted edges
     top, bottom = cy - radius, cy + radius
     half_width = (y - top) / (2 * radius) * radius
@@ -62,25 +69,28 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, radius: float) -> n
 
 
 def render_frames(spec: ClipSpec, num_frames: int = 16, size: int = 64, seed: int = 0) -> np.ndarray:
-    """(num_frames, size, size, 3) uint8 frames of the shape moving across the frame."""
+    """(num_frames, size, size, 3) uint8 frames of the shape (or the two shapes, side by side across
+    the motion) moving across the frame."""
     rng = np.random.default_rng(seed)
     (dx, dy), _ = DIRECTIONS[spec.direction]
-    radius = size * 0.2
+    # two shapes are smaller, a little more than a diameter apart
+    radius = size * (0.2 if spec.count == 1 else 0.14)
+    offsets = [0.0] if spec.count == 1 else [-1.2 * radius, 1.2 * radius]
     travel = size * 0.5
     # start so that the whole path stays inside the frame, with a random offset across the motion
-    across = rng.uniform(radius + 2, size - radius - 2)
+    margin = radius + 2 + max(offsets)
+    across = rng.uniform(margin, size - margin)
     start_along = size / 2 - travel / 2
     background = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
     colour = np.array(COLOURS[spec.colour], dtype=np.uint8)
     frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     for t in range(num_frames):
         along = start_along + travel * t / max(1, num_frames - 1)
-        if dx:
-            cx, cy = (along if dx > 0 else size - along), across
-        else:
-            cx, cy = across, (along if dy > 0 else size - along)
+        along = along if dx > 0 or dy > 0 else size - along
         frame = background.copy()
-        frame[_shape_mask(spec.shape, size, cx, cy, radius)] = colour
+        for offset in offsets:
+            cx, cy = (along, across + offset) if dx else (across + offset, along)
+            frame[_shape_mask(spec.shape, size, cx, cy, radius)] = colour
         frames[t] = frame
     return frames
 
@@ -102,14 +112,15 @@ def write_clip(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264", g
 
 
 def all_specs() -> list[ClipSpec]:
-    return [ClipSpec(c, s, d) for c in COLOURS for s in SHAPES for d in DIRECTIONS]
+    return [ClipSpec(s.colour, s.shape, s.direction, s.count) for s in grammar.all_subjects()]
 
 
 def make_dataset(folder, num_train: int, num_val: int, seed: int = 0, num_frames: int = 16, size: int = 64) -> dict:
     """Writes clips to `folder/videos` and LLaVA JSON to `folder/train.json` and `folder/val.json`.
 
-    Returns the paths and the captions. Validation clips are new renderings (other positions and
-    backgrounds) of the same attribute space.
+    Returns the paths and the captions. Each sample's `attributes` name its colour, shape and direction
+    (the masculine singular words) and count (1 or 2). Validation clips are new renderings (other
+    positions and backgrounds) of the same attribute space.
     """
     folder = Path(folder)
     (folder / "videos").mkdir(parents=True, exist_ok=True)
@@ -130,7 +141,7 @@ def make_dataset(folder, num_train: int, num_val: int, seed: int = 0, num_frames
                         {"from": "human", "value": "<video>\n"},
                         {"from": "gpt", "value": spec.caption(rng.randrange(len(TEMPLATES)))},
                     ],
-                    "attributes": {"colour": spec.colour, "shape": spec.shape, "direction": spec.direction},
+                    "attributes": spec.attributes(),
                 }
             )
         path = folder / f"{split}.json"
