@@ -166,9 +166,12 @@ def read_rows(output_dir: str) -> list[dict]:
 
 
 def append_rows(output_dir: str, rows: list[dict]) -> None:
-    """All rows of one checkpoint's suite in one write, synced: a stop leaves the suite whole or absent."""
+    """All rows of one checkpoint's suite in one write, synced: a stop leaves the suite whole or absent
+    (or cut short, which read_rows leaves out)."""
     path = os.path.join(output_dir, RESULTS_FILE)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    if not _ends_a_line(path):  # a write cut short: its half line must not swallow the first new row
+        text = b"\n" + text
     with saving(path, "the curve results", needed=len(text)):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -176,6 +179,15 @@ def append_rows(output_dir: str, rows: list[dict]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _ends_a_line(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+    except OSError:  # no file, or an empty one
+        return True
 
 
 def suite_done(rows: list[dict], checkpoint: Checkpoint, suite: str, source: str) -> bool:
