@@ -3,8 +3,11 @@ saved, the final model after the training, what is left by the foreground comman
 train_italian_video.sh runs at the end; wrong evaluation arguments refused before anything trains."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +172,42 @@ def test_the_launcher_evaluates_after_a_finished_training(dummy_paths, tmp_path)
         "llava.train.launch",
         "llava.train.train",
     ]
+
+
+def test_a_stop_sent_to_the_staying_script_reaches_the_training(dummy_paths, tmp_path):
+    """With an evaluation to run after the training, the script no longer becomes torchrun: a SIGTERM sent
+    to it is passed on to the training (a stand-in that records it), and a stopped training is not
+    evaluated."""
+    record = tmp_path / "calls.txt"
+    exe = tmp_path / "fake-python"
+    exe.write_text(
+        f'#!/usr/bin/env bash\nif [[ "$1" == -m && "$2" == llava.train.recipe ]]; then exec "{sys.executable}" "$@"; fi\n'
+        f'echo "$2" >> "{record}"\n'
+        f'if [[ "$2" == llava.train.launch ]]; then\n'
+        f'    trap \'echo "got SIGTERM" >> "{record}"; exit 143\' TERM\n'
+        "    while true; do sleep 0.05; done\nfi\n"
+    )
+    exe.chmod(0o755)
+    env = clean_env(**dummy_paths, PYTHON=exe, OUTPUT_DIR=tmp_path / "out", EVAL_MILESTONES="--minimal-pairs p/")
+    script = subprocess.Popen(
+        ["bash", str(REPO / "train_italian_video.sh")],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "llava.train.launch" not in (record.read_text() if record.exists() else ""):
+            assert script.poll() is None and time.monotonic() < deadline, script.communicate()
+            time.sleep(0.05)
+        script.send_signal(signal.SIGTERM)
+        stdout, stderr = script.communicate(timeout=30)
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+    assert script.returncode == 143, stderr
+    assert record.read_text().splitlines() == ["llava.train.preflight", "llava.train.launch", "got SIGTERM"]
+    assert "train_italian_video.sh: told to stop (SIGTERM)" in stderr
