@@ -57,6 +57,7 @@ from pathlib import Path
 
 from ..conversation import last_answer
 from ..data_files import read_sample_file
+from ..demo import grammar
 from ..demo.synthetic import COLOURS
 from ..errors import (
     ArgumentParser,
@@ -89,16 +90,22 @@ def reference_caption(sample: dict) -> str:
     return answer.strip()
 
 
-def _colour_choices(caption: str, colour: str, sample_id) -> list[str]:
-    """The caption with its colour word replaced by each colour word, in COLOUR_WORDS order."""
+def _colour_choices(caption: str, attributes: dict, sample_id) -> list[str]:
+    """The caption with its colour word replaced by each colour, in COLOUR_WORDS order, each in the form
+    that agrees with the clip's shape noun and count (attributes `shape`, `count`; "due croci rosse" ->
+    "due croci verdi"; masculine singular where the sample does not say)."""
+    colour = attributes["colour"]
     if colour not in COLOUR_WORDS:
         raise InputError(f"sample {sample_id!r}: colour {colour!r} is not one of {', '.join(COLOUR_WORDS)}")
-    pattern = re.compile(rf"\b{re.escape(colour)}\b")
+    forms = sorted({form for form, value in grammar.ATTRIBUTE_WORDS["colour"].items() if value == colour})
+    pattern = re.compile(rf"\b({'|'.join(map(re.escape, forms))})\b")
     if len(pattern.findall(caption)) != 1:
         raise InputError(
             f"sample {sample_id!r}: its caption {caption!r} does not name its colour {colour!r} exactly once"
         )
-    return [pattern.sub(word, caption) for word in COLOUR_WORDS]
+    shape, count = attributes.get("shape"), attributes.get("count", 1)
+    agreeing = shape in grammar.NOUNS and count in grammar.COUNTS
+    return [pattern.sub(grammar.form(word, shape, count) if agreeing else word, caption) for word in COLOUR_WORDS]
 
 
 def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
@@ -118,10 +125,11 @@ def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
             continue
         try:
             doc = {"id": str(sample.get("id", len(docs))), "video": path, "caption": reference_caption(sample)}
-            colour = sample.get("attributes", {}).get("colour")
+            attributes = sample.get("attributes", {})
+            colour = attributes.get("colour")
             if colour is not None:
                 doc["colour"] = colour
-                doc["choices"] = _colour_choices(doc["caption"], colour, doc["id"])
+                doc["choices"] = _colour_choices(doc["caption"], attributes, doc["id"])
                 doc["answer"] = COLOUR_WORDS.index(colour)
         except InputError as e:
             raise InputError(f"--data {e} ({data_path})") from None
@@ -170,7 +178,9 @@ def doc_to_answer(doc: dict) -> int:
 
 
 def named_colours(caption: str) -> set[str]:
-    return set(tokenize_caption(caption)) & set(COLOUR_WORDS)
+    """The colours a caption names, in any form ("rosse" names rosso)."""
+    forms = grammar.ATTRIBUTE_WORDS["colour"]
+    return {forms[word] for word in tokenize_caption(caption) if word in forms}
 
 
 def process_caption(doc: dict, results: list[str]) -> dict:
