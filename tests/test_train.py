@@ -33,7 +33,10 @@ def test_tiny_run_learns_and_the_final_model_reloads(train_assets, tmp_path):
     print(f"tiny run wall time {time.perf_counter() - start:.1f} s")
     losses = logged_losses(out)
     final = sum(losses[s] for s in (38, 39, 40)) / 3
-    assert final < 0.5 * losses[1], losses
+    # From about 6.0 (a model that learns nothing stays near ln 512 = 6.2) to about 3.2 in 40 steps on the
+    # demo's captions since they inflect for gender and number (it reached half before, on captions of
+    # one form each: masculine singular only).
+    assert final < 0.6 * losses[1], losses
 
     reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
     assert type(reloaded) is LlavaGPT2ForCausalLM
