@@ -22,6 +22,9 @@ For each it reports:
   steps; and the forward-only bound: one forward of the language model over the prompt and the first 31
   new tokens (logits on the last 32 positions), the same arithmetic as the cached decoding in one pass.
 
+`python -m llava.bench --eval-milestones` measures instead what evaluating milestone checkpoints beside
+training (--eval_milestones) costs the training (llava/bench_eval_milestones.py).
+
 The table goes to stdout and to --output (docs/benchmarks.md under the working directory: run it from a
 checkout's root to update the repository's table) with a description of the machine. Models and clips are
 written under --workdir (bench_work/ under the working directory; kept, so a second run skips their
@@ -763,12 +766,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", default="bench_work", help="models and clips (kept between runs)")
     parser.add_argument("--output", default=os.path.join("docs", "benchmarks.md"), help="the table in Markdown")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--eval-milestones",
+        action="store_true",
+        help="instead of the table: the training's steps/s without and with --eval_milestones, side by side "
+        "(llava/bench_eval_milestones.py; printed only)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, force=True)
     # Every mistake on the command line is refused before the first model is built: a run takes minutes.
     configs = parse_configs(args.configs)
     device = parse_device(args.device)
     errors.check_writable(args.workdir, "--workdir")
+    if args.eval_milestones:
+        from . import bench_eval_milestones
+
+        print(f"machine: {describe_machine(device)}", flush=True)
+        load_at_start = os.getloadavg()
+        summary = bench_eval_milestones.run(Path(args.workdir), device, args.repeats)
+        print(describe_load(load_at_start, os.getloadavg()), flush=True)
+        return summary
     check_output(args.output)
     machine = describe_machine(device)
     print(f"machine: {machine}", flush=True)
