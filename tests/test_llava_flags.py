@@ -4,7 +4,7 @@ warned about or refused in one line (llava/train/llava_flags.py). Parsing only: 
 import pytest
 
 from llava.train import train
-from llava.train.llava_flags import FLAG_RULES, FlagError, flag_table, split_flags
+from llava.train.llava_flags import FLAG_RULES, FlagError, flag_table, join_flags, split_flags
 
 BASE = ["--model_name_or_path", "unused-lm", "--output_dir", "unused-output"]
 
@@ -177,3 +177,13 @@ def test_the_flag_table_in_docs_is_current():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "llava_flags.md").read_text()
     assert doc == document(), "regenerate it: python -m llava.train.llava_flags > docs/llava_flags.md"
+
+
+def test_a_value_that_starts_with_dashes_and_holds_a_space_is_a_value():
+    # --eval_milestones takes another command's arguments as one value
+    argv = ["--eval_milestones", "--minimal-pairs /data/pairs-it --device cpu", "--seed", "1"]
+    assert split_flags(argv) == [
+        ("eval_milestones", "--minimal-pairs /data/pairs-it --device cpu"),
+        ("seed", "1"),
+    ]
+    assert join_flags(split_flags(argv)) == argv

@@ -315,6 +315,13 @@ def _true(value: str | None) -> bool:
     return value is None or value.strip().lower() in ("true", "1", "yes", "y")
 
 
+def is_flag(token: str) -> bool:
+    """`--name` or `--name=value`; not a value that merely starts with dashes and holds a space, such as
+    --eval_milestones' "--minimal-pairs pairs/" (argparse reads such a token as a value too)."""
+    name = token.partition("=")[0]
+    return token.startswith("--") and not any(c.isspace() for c in name)
+
+
 def split_flags(argv: list[str]) -> list[tuple[str, str | None]]:
     """`[(name, value)]` for `--name value`, `--name=value` and bare `--name` (value None); a token that
     follows no flag is kept as `("", token)`."""
@@ -322,12 +329,12 @@ def split_flags(argv: list[str]) -> list[tuple[str, str | None]]:
     i = 0
     while i < len(argv):
         token = argv[i]
-        if token.startswith("--"):
+        if is_flag(token):
             name, eq, value = token[2:].partition("=")
             name = name.replace("-", "_")
             if not eq:
                 value = None
-                if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                if i + 1 < len(argv) and not is_flag(argv[i + 1]):
                     value = argv[i + 1]
                     i += 1
             out.append((name, value))

@@ -19,7 +19,7 @@ import os
 import re
 
 from ..errors import InputError, UsageError
-from .llava_flags import ARGV_RULES, same_setting
+from .llava_flags import ARGV_RULES, is_flag, same_setting
 
 CONFIG_FLAG = "--config"
 BASE_KEY = "base"
@@ -135,7 +135,7 @@ def _take_config(argv: list[str]) -> tuple[str | None, list[str]]:
                 )
             if "=" in token:
                 path = token.split("=", 1)[1]
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            elif i + 1 < len(argv) and not is_flag(argv[i + 1]):
                 path = argv[i + 1]
                 i += 1
             else:
@@ -153,7 +153,7 @@ def _groups(argv: list[str]) -> list[tuple[str, list[str]]]:
     as --mm_fast_grid takes several); tokens before any flag keep an empty name."""
     groups: list[tuple[str, list[str]]] = []
     for token in argv:
-        if token.startswith("--"):
+        if is_flag(token):
             name, eq, value = token[2:].partition("=")
             groups.append((name.replace("-", "_"), [value] if eq else []))
         elif groups:
