@@ -139,8 +139,7 @@ def lower_priority(pid: int) -> None:
     alone take seconds of CPU; it lowers its own priority with --background only later). Where the kernel
     groups processes by session for scheduling (autogroup, the default of many distributions), a nice
     value counts only inside its group, and a new session is a group of its own as strong as the
-    training's: the group's nice is lowered too (measured on 2 cores: with the process's alone, the
-    evaluators took about half of the CPU from training)."""
+    training's: the group's nice is lowered too."""
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, pid, LOWEST_PRIORITY)
     with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as group:
