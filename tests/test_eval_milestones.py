@@ -217,3 +217,29 @@ def test_a_stop_sent_to_the_staying_script_reaches_the_training(dummy_paths, tmp
     assert script.returncode == 143, stderr
     assert record.read_text().splitlines() == ["llava.train.preflight", "llava.train.launch", "got SIGTERM"]
     assert "train_italian_video.sh: told to stop (SIGTERM)" in stderr
+
+
+def test_the_foreground_step_first_stops_the_run_s_background_evaluators(tmp_path):
+    """At the lowest priority they would keep it waiting for their lock as long as anything else runs."""
+    out, other = tmp_path / "out", tmp_path / "other"
+    out.mkdir()
+    other.mkdir()
+
+    def evaluator(folder, *flags):
+        """A process with an evaluator's command line (`python -c` runs the code; the rest is its argv)."""
+        code = "import time; time.sleep(300)"
+        return subprocess.Popen(
+            [sys.executable, "-c", code, "-m", "llava.eval.curves", str(folder), *flags], cwd=tmp_path
+        )
+
+    run_s = evaluator("out", "--background", "--minimal-pairs", "p/")  # OUTPUT_DIR relative to its folder
+    foreground = evaluator(out, "--minimal-pairs", "p/")
+    another_run_s = evaluator(other, "--background")
+    try:
+        assert milestone_eval.stop_background_evaluators(str(out)) == [run_s.pid]
+        assert run_s.wait(timeout=10) == -signal.SIGTERM
+        assert foreground.poll() is None and another_run_s.poll() is None
+    finally:
+        for process in (run_s, foreground, another_run_s):
+            process.kill()
+            process.wait()

@@ -10,7 +10,9 @@ priority and on one CPU thread; at most two are alive (MAX_ALIVE).
 
 Under SLURM the processes of a job step end with it, evaluators included: train_italian_video.sh runs the
 same command in the foreground after the training (`python -m llava.train.milestone_eval OUTPUT_DIR ARGS`,
-below), which waits for the lock and evaluates whatever is left, then prints the table.
+below), which evaluates whatever is left, then prints the table. It stops the background evaluators that
+are still there first: at the lowest priority, they would keep it waiting for their lock as long as other
+work keeps the CPUs busy.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -146,13 +149,67 @@ def lower_priority(pid: int) -> None:
         group.write(f"{LOWEST_PRIORITY}\n")
 
 
+def background_evaluators(output_dir: str) -> list[int]:
+    """The processes of this user that evaluate `output_dir` in the background (`python -m llava.eval.curves
+    OUTPUT_DIR --background ...`, whoever started them), found in /proc."""
+    target = os.path.realpath(output_dir)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != os.getuid():
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = [token.decode(errors="replace") for token in f.read().split(b"\0")]
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        module = next((i for i in range(1, len(argv) - 1) if argv[i - 1 : i + 1] == ["-m", CURVES_MODULE]), None)
+        if module is None or "--background" not in argv[module + 2 :]:
+            continue
+        if os.path.realpath(os.path.join(cwd, argv[module + 1])) == target:
+            found.append(int(entry))
+    return found
+
+
+def stop_background_evaluators(output_dir: str, timeout_s: float = 30.0) -> list[int]:
+    """Stops the background evaluators of `output_dir` (SIGTERM; SIGKILL after `timeout_s`) and returns
+    their pids. Once the training is over they have nothing to yield to, but they keep the lowest
+    priority, which a user cannot raise again: the evaluator waiting for their lock would wait as long as
+    any other work keeps the CPUs busy. The rows they wrote are kept; a checkpoint they were evaluating
+    is evaluated again."""
+    pids = background_evaluators(output_dir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    """Running (not ended, nor a zombie that its parent has yet to collect)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 USAGE = "usage: python -m llava.train.milestone_eval OUTPUT_DIR 'CURVES ARGUMENTS'"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs `python -m llava.eval.curves OUTPUT_DIR ARGS` in the foreground (replacing this process), with
-    ARGS (one argument) split as the training splits its --eval_milestones value. train_italian_video.sh
-    runs it after a finished training."""
+    ARGS (one argument) split as the training splits its --eval_milestones value, after stopping the
+    run's background evaluators (see stop_background_evaluators). train_italian_video.sh runs it after a
+    finished training."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["-h"], ["--help"]):
         print(f"{USAGE}\n\n{' '.join(main.__doc__.split())}")
@@ -160,6 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         raise UsageError(f"{USAGE} (got {len(argv)} arguments)")
     command = curves_command(argv[0], argv[1], background=False)
+    stopped = stop_background_evaluators(argv[0])
+    if stopped:
+        print(
+            f"stopped {len(stopped)} background evaluator(s) of {argv[0]} (pid {', '.join(map(str, stopped))}): "
+            "the training is over, the evaluation goes on here at normal priority",
+            file=sys.stderr,
+            flush=True,
+        )
     os.execv(command[0], command)
     return 0  # not reached: the evaluator replaced this process
 
