@@ -136,6 +136,7 @@ def run(workdir: Path, device: torch.device, repeats: int, steps: int = STEPS) -
     )
     runs: dict[str, list[dict]] = {"without": [], "with": []}
     training_log = folder / "training.log"
+    training_log.write_text("")
     print(f"[eval milestones] the trainings' own output: {training_log}", flush=True)
     logging.disable(logging.INFO)  # the training's own log lines
     try:
