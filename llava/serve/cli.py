@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..conversation import get_template, last_answer, trained_version
-from ..errors import ArgumentParser, check_input_file, check_input_folder, entry_point
+from ..errors import ArgumentParser, UsageError, check_input_file, check_input_folder, entry_point
 from ..generation import caption, single_turn_prompt
 
 logger = logging.getLogger("llava.serve")
@@ -56,6 +56,26 @@ def prompt_options(config, path: str, modality: str, num_frames: int):
     )
     im_start_end = bool(getattr(config, "mm_use_im_start_end", False))
     return lambda turns: with_prompt_options(turns, modality, path, args, im_start_end)
+
+
+def frames_per_clip(config, requested: int | None = None) -> int:
+    """The frames a clip is read at: `requested` (--num-frames), else the checkpoint's `mm_num_frames`,
+    else 8. UsageError where `requested` is more than the model takes."""
+    most = getattr(config, "mm_num_frames", None)
+    frames = requested or most or 8
+    if most is not None and frames > most:
+        raise UsageError(f"--num-frames {frames}: this model takes at most {most} frames per clip")
+    return frames
+
+
+def media_input(model, tokenizer, image_processor, template, path: str, modality: str, num_frames: int, prompt=""):
+    """`(prompt ids, pixels)` of one clip or image (`modality` 'video' or 'image') for a checkpoint, as its
+    training built them: media_pixels, and a single human turn `prompt` (after the placeholder) under
+    `template` with the checkpoint's prompt_options. VideoReadError or MediaReadError where the file cannot
+    be read (a clip's timing too, for a checkpoint trained with --add_time_instruction)."""
+    pixels = media_pixels(path, modality, image_processor, model.config, num_frames)
+    options = prompt_options(model.config, path, modality, num_frames)
+    return single_turn_prompt(template, tokenizer, prompt, modality, options), pixels
 
 
 class CaptionSet(Dataset):
@@ -246,10 +266,10 @@ def main(argv=None) -> int:
         vision_tower=args.vision_tower,
     )
     args.version = args.version or trained_version(model.config)
-    max_frames = getattr(model.config, "mm_num_frames", None)
-    num_frames = args.num_frames or max_frames or 8
-    if max_frames is not None and num_frames > max_frames:
-        parser.error(f"--num-frames {num_frames}: this model takes at most {max_frames} frames per clip")
+    try:
+        num_frames = frames_per_clip(model.config, args.num_frames)
+    except UsageError as e:  # with the parser's pointer to --help
+        parser.error(str(e))
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
 
     if args.data:
@@ -285,14 +305,8 @@ def main(argv=None) -> int:
         )
     modality = "video" if args.video else "image"
     try:
-        pixels = media_pixels(media, modality, image_processor, model.config, num_frames)
+        ids, pixels = media_input(model, tokenizer, image_processor, template, media, modality, num_frames, args.prompt)
     except (VideoReadError, MediaReadError) as e:
-        raise checks.media_error(e, media, flag) from e
-    try:
-        ids = single_turn_prompt(
-            template, tokenizer, args.prompt, modality, prompt_options(model.config, media, modality, num_frames)
-        )
-    except VideoReadError as e:  # the clip's timing, for a checkpoint trained with --add_time_instruction
         raise checks.media_error(e, media, flag) from e
     print(caption(model, tokenizer, template, [ids], [pixels], **generation)[0])
     return 0
