@@ -33,6 +33,7 @@ ENTRY_POINTS = {
     "train_mem.py": (PYTHON + ["llava/train/train_mem.py"], "--model_name_or_path"),
     "cache_features": (PYTHON + ["-m", "llava.train.cache_features"], "--feature_cache"),
     "serve.cli": (PYTHON + ["-m", "llava.serve.cli"], "--model-path"),
+    "serve.web": (PYTHON + ["-m", "llava.serve.web"], "--max-upload-mb"),
     "eval.captions": (PYTHON + ["-m", "llava.eval.captions"], "--model-path"),
     "eval.export_lm": (PYTHON + ["-m", "llava.eval.export_lm"], "--model-path"),
     "eval.run_llava": (PYTHON + ["-m", "llava.eval.run_llava"], "--image-file"),
