@@ -18,6 +18,18 @@ from train_helpers import make_assets, make_script_assets, train_tiny_checkpoint
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules with multi-process tests (two ranks, a SLURM cluster) run first, in their order: they are the
+    longest, and `make test` spreads modules over its workers as they free up, so a long module started
+    last would run alone at the end while the other worker idles."""
+    multi_process = {
+        item.module.__name__
+        for item in items
+        if item.get_closest_marker("distributed") or item.get_closest_marker("slurm")
+    }
+    items.sort(key=lambda item: item.module.__name__ not in multi_process)
+
+
 @pytest.fixture(scope="session")
 def tower_dir(tmp_path_factory):
     """A tiny random DINOv2 with its image processor, saved like facebook/dinov2-large."""

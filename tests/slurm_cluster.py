@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -65,6 +66,29 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def _first_job_id(jobs: int = 32) -> int:
+    """A first job id for a new cluster whose next `jobs` ids give rendezvous ports that are free now.
+    train_italian_video.sh takes its port from the job id (20000 + id % 20000): clusters of tests running
+    side by side would otherwise all start at job 1 and their jobs would ask for the same port."""
+    rng = random.SystemRandom()
+    for _ in range(100):
+        first = rng.randrange(1, 20000 - jobs)
+        if _ports_free(range(20000 + first, 20000 + first + jobs)):
+            return first
+    raise RuntimeError("no run of free ports above 20000 for the test cluster's jobs")
+
+
+def _ports_free(ports) -> bool:
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def _node_hardware() -> str:
@@ -317,6 +341,7 @@ SlurmUser={user}
 SlurmdUser={user}
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
+FirstJobId={_first_job_id()}
 AuthType=auth/munge
 CredType=cred/munge
 # a requeued job waits cred_expire + 1 s before it may start again (default 120 s; 5 is the least allowed)
