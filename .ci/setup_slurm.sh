@@ -4,8 +4,9 @@
 # two-node test (tests/test_two_nodes.py: one network namespace per node). Idempotent: installs only what
 # is missing.
 # Never fails the CI: where packages cannot be installed (no apt, not root, no network) it says why and
-# exits 0, and the SLURM test then skips with its reason.
+# exits 0, and the SLURM tests then skip with their reason.
 set -u
+source "$(dirname "$0")/apt_install.sh"
 
 log() { echo "setup_slurm: $*"; }
 
@@ -22,29 +23,7 @@ on_path nsenter || PACKAGES+=(util-linux)
 if (( ${#PACKAGES[@]} == 0 )); then
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    log "apt-get not available; not installing ${PACKAGES[*]} (the SLURM tests will skip)"
-    exit 0
-fi
-SUDO=()
-if [[ "$(id -u)" != 0 ]]; then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
-        SUDO=(sudo -n)
-    else
-        log "not root and no password-less sudo; not installing ${PACKAGES[*]} (the SLURM tests will skip)"
-        exit 0
-    fi
-fi
-export DEBIAN_FRONTEND=noninteractive
-log "installing ${PACKAGES[*]} with apt-get"
-if ! "${SUDO[@]}" apt-get update -qq; then
-    log "apt-get update failed; not installing ${PACKAGES[*]} (the SLURM tests will skip)"
-    exit 0
-fi
-if ! "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"; then
-    log "apt-get install ${PACKAGES[*]} failed; the SLURM tests will skip"
-    exit 0
-fi
+apt_install setup_slurm "the SLURM tests" "${PACKAGES[@]}" || exit 0
 if on_path slurmctld; then
     log "installed: $(PATH="$PATH:/usr/sbin" slurmctld -V 2>/dev/null)"
 else
