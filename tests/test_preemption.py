@@ -398,11 +398,12 @@ def test_preempted_job_saves_requeues_resumes_and_finishes(slurm_cluster, script
 def test_job_at_its_time_limit_is_warned_saves_requeues_resumes_and_finishes(
     slurm_cluster, script_assets, reference_losses, tmp_path
 ):
-    """A one-minute job: SLURM's warning (the script's `--signal=B:USR1@...`, here 5 s before the end)
+    """A two-minute job: SLURM's warning (the script's `--signal=B:USR1@...`, here 5 s before the end)
     reaches the batch shell, which passes it on through srun. The ranks are held (SIGSTOP) from their
     second step until the warning is pending on them, standing in for a run longer than its time limit
-    (without that hold, the run would need a minute of steps); then they go on, save, and the job requeues
-    itself and finishes."""
+    (without that hold, the run would need minutes of steps); then they go on, save, and the job requeues
+    itself and finishes. Two minutes, not one: the ranks must reach their second step before the warning,
+    and `make test` runs other tests on the same cores meanwhile."""
     header = re.search(r"^#SBATCH --signal=(\S+)@(\d+)$", SCRIPT.read_text(), re.M)
     assert header and header.group(1) == "B:USR1", "the script asks SLURM for a USR1 to the batch shell"
     output = tmp_path / "run"
@@ -410,7 +411,7 @@ def test_job_at_its_time_limit_is_warned_saves_requeues_resumes_and_finishes(
         slurm_cluster,
         clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output),
         tmp_path / "logs",
-        "--time=1",
+        "--time=2",
         "--signal=B:USR1@5",
     )
     wait_for(lambda: len(train_log_losses(job.log())) >= 2 or job.proc.poll() is not None, 240, "two training steps")
@@ -420,7 +421,7 @@ def test_job_at_its_time_limit_is_warned_saves_requeues_resumes_and_finishes(
         os.kill(pid, signal.SIGSTOP)
     try:
         usr1 = 1 << (signal.SIGUSR1 - 1)
-        wait_for(lambda: all(pending_signals(pid) & usr1 for pid in ranks), 120, "SLURM's warning signal")
+        wait_for(lambda: all(pending_signals(pid) & usr1 for pid in ranks), 180, "SLURM's warning signal")
     finally:
         for pid in ranks:
             os.kill(pid, signal.SIGCONT)
