@@ -4,7 +4,6 @@ two stages; the switches those scripts use, checked on the models they build."""
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from llava_script_helpers import (
     run_train_mem,
     without,
 )
-from train_helpers import ROOT
+from train_helpers import ROOT, free_port
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +48,6 @@ def mixture(assets, tmp_path_factory):
     sampling_strategy: "random:4"
 """)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 def warnings_in(stderr: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,13 @@ def train_args(assets, output_dir, *extra, steps=8, data=None):
         "True",
         *extra,
     ]
+
+
+def free_port() -> int:
+    """A TCP port free on every interface now: for a launcher's rendezvous or a test's server."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def run_training(args, env=None, launcher=(), timeout=600):

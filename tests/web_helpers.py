@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from llava.demo.synthetic import save_gpt2, write_clip
 from llava.model.builder import from_pretrained
 from llava.testing import tiny_vision_args
 
-from train_helpers import ROOT
+from train_helpers import ROOT, free_port
 
 SERVING = "serving on "  # the server's line on stderr once it listens
 
@@ -47,12 +46,6 @@ def write_flat_clip(path: Path, level: int, frames: int = 12, size: int = 64) ->
         video[t, 20:36, 4 * t : 4 * t + 16] = 255 - level
     write_clip(path, video, codec="mpeg4")
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class WebServer:
