@@ -778,18 +778,17 @@ def main(argv: list[str] | None = None) -> dict:
     configs = parse_configs(args.configs)
     device = parse_device(args.device)
     errors.check_writable(args.workdir, "--workdir")
-    if args.eval_milestones:
-        from . import bench_eval_milestones
-
-        print(f"machine: {describe_machine(device)}", flush=True)
-        load_at_start = os.getloadavg()
-        summary = bench_eval_milestones.run(Path(args.workdir), device, args.repeats)
-        print(describe_load(load_at_start, os.getloadavg()), flush=True)
-        return summary
-    check_output(args.output)
+    if not args.eval_milestones:
+        check_output(args.output)
     machine = describe_machine(device)
     print(f"machine: {machine}", flush=True)
     load_at_start = os.getloadavg()
+    if args.eval_milestones:
+        from . import bench_eval_milestones
+
+        summary = bench_eval_milestones.run(Path(args.workdir), device, args.repeats)
+        print(describe_load(load_at_start, os.getloadavg()), flush=True)
+        return summary
     results = {}
     for name in configs:
         print(f"[{name}] {_describe_shapes(SHAPES[name])}", flush=True)
