@@ -212,14 +212,9 @@ def shard_of_each_sample(assets, cache_dir) -> dict[int, Path]:
 
 def build(assets, cache_dir=None):
     """The model and dataset a training run with these flags builds (as tests/test_feature_cache.py)."""
-    from transformers import AutoTokenizer
-
     extra = ("--feature_cache", str(cache_dir)) if cache_dir else ()
-    model_args, data_args, training_args = train.parse_args(train_args(assets, "unused-output", *extra))
-    _, model = train.build_model(model_args, data_args, training_args)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
-    dataset, collator, _ = train.build_data(model_args, data_args, training_args, tokenizer, model)
-    return model.eval(), dataset, collator
+    built, _, dataset, collator, _ = train.model_and_data(train.parse_args(train_args(assets, "unused-output", *extra)))
+    return built.model.eval(), dataset, collator
 
 
 @pytest.fixture

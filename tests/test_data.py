@@ -11,16 +11,17 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, HfArgumentP
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.demo.synthetic import ClipSpec, make_dataset, render_frames
+from llava.samples import load_samples
 from llava.testing import IMAGE_SIZE, TINY_TOWERS
+from llava.train.arguments import DataArguments
 from llava.train.data import (
-    SKIPPED_FILE,
-    DataArguments,
     DataCollatorForSupervisedDataset,
     LazySupervisedDataset,
-    SkipTracker,
+    MediaFolders,
+    PromptSettings,
     ensure_pad_token,
-    load_samples,
 )
+from llava.train.skipped_samples import SKIPPED_FILE, SkipTracker
 
 from media_helpers import write_broken_inputs
 
@@ -64,8 +65,8 @@ def media(tmp_path_factory):
     return {"root": root, "videos": str(videos), "images": str(images), "train": train}
 
 
-def data_args(media, **overrides):
-    return DataArguments(video_folder=media["videos"], image_folder=media["images"], num_frames=FRAMES, **overrides)
+def folders(media):
+    return MediaFolders(video_folder=media["videos"], image_folder=media["images"])
 
 
 def write_json(path, samples):
@@ -77,7 +78,9 @@ def dataset(path, tokenizer, media, processor, **kwargs):
     kwargs.setdefault("template", "plain")
     kwargs.setdefault("model_max_length", 256)
     kwargs.setdefault("visual_tokens_per_input", visual_tokens)
-    return LazySupervisedDataset(path, tokenizer, data_args(media), processor, **kwargs)
+    return LazySupervisedDataset(
+        path, tokenizer, num_frames=FRAMES, folders=folders(media), image_processor=processor, **kwargs
+    )
 
 
 MIXED = [
@@ -202,13 +205,12 @@ def test_jsonl_and_comma_joined_paths(tmp_path):
 
 def test_data_arguments_parse():
     (args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(
-        ["--data_path", "a.json,b.jsonl", "--video_folder", "v", "--num_frames", "4", "--max_skip_fraction", "0.2"]
+        ["--data_path", "a.json,b.jsonl", "--video_folder", "v", "--max_skip_fraction", "0.2"]
     )
-    assert (args.data_path, args.video_folder, args.image_folder, args.num_frames, args.max_skip_fraction) == (
+    assert (args.data_path, args.video_folder, args.image_folder, args.max_skip_fraction) == (
         "a.json,b.jsonl",
         "v",
         None,
-        4,
         0.2,
     )
 
@@ -397,16 +399,14 @@ def test_time_instruction_and_start_end_tokens_in_the_human_turn(tmp_path, token
 
     tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
     path = write_json(tmp_path / "d.json", MIXED[1:2])
-    args = data_args(media, add_time_instruction=True)
-    ds = LazySupervisedDataset(
+    ds = dataset(
         path,
         tokenizer,
-        args,
+        media,
         processor,
         template="chatml",
         model_max_length=1024,
-        visual_tokens_per_input=visual_tokens,
-        im_start_end=True,
+        prompt=PromptSettings(add_time_instruction=True, mm_use_im_start_end=True),
     )
     text = tokenizer.decode([t for t in ds[0]["input_ids"].tolist() if t != IMAGE_TOKEN_INDEX])
     # make_dataset's clips: 12 frames at 8 fps, read at 8 frames (segment centres)
@@ -432,12 +432,9 @@ def test_pad_letterboxes_images_as_inference_does(tmp_path, tokenizer, media, pr
     path = write_json(
         tmp_path / "d.json", [{"id": "w", "image": "wide.png", "conversations": conv("<image>", "rosso")}]
     )
-    padded = LazySupervisedDataset(
-        path, tokenizer, data_args(media, image_aspect_ratio="pad"), processor, visual_tokens_per_input=visual_tokens
-    )[0]["pixel_values"]
-    square = LazySupervisedDataset(path, tokenizer, data_args(media), processor, visual_tokens_per_input=visual_tokens)[
-        0
-    ]["pixel_values"]
+    padded = dataset(path, tokenizer, media, processor, prompt=PromptSettings(image_aspect_ratio="pad"))[0]
+    square = dataset(path, tokenizer, media, processor)[0]
+    padded, square = padded["pixel_values"], square["pixel_values"]
     assert torch.equal(padded, process_images([wide], processor, SimpleNamespace(image_aspect_ratio="pad")))
     assert not torch.equal(padded, square)
 

@@ -43,13 +43,9 @@ def cache_args(assets, cache_dir, data=None, *extra):
 def build(assets, cache_dir=None, data=None):
     """The model and dataset a training run with these flags builds."""
     extra = ("--feature_cache", str(cache_dir)) if cache_dir else ()
-    model_args, data_args, training_args = train.parse_args(train_args(assets, "unused-output", *extra, data=data))
-    _, model = train.build_model(model_args, data_args, training_args)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
-    dataset, collator, _ = train.build_data(model_args, data_args, training_args, tokenizer, model)
-    return model.eval(), dataset, collator
+    args = train.parse_args(train_args(assets, "unused-output", *extra, data=data))
+    built, _, dataset, collator, _ = train.model_and_data(args)
+    return built.model.eval(), dataset, collator
 
 
 def count_tower_calls(model):
@@ -212,12 +208,8 @@ def test_a_yaml_mixture_caches_the_samples_training_draws(assets, tmp_path):
     cache_dir = tmp_path / "cache"
     summary = cache_features.main(cache_args(assets, cache_dir, str(mixture), "--seed", "7"))
     assert summary["computed"] == 6
-    model_args, data_args, training_args = train.parse_args(
+    args = train.parse_args(
         train_args(assets, "unused-output", "--feature_cache", str(cache_dir), "--seed", "7", data=str(mixture))
     )
-    _, model = train.build_model(model_args, data_args, training_args)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
-    dataset, _, _ = train.build_data(model_args, data_args, training_args, tokenizer, model)
+    _, _, dataset, _, _ = train.model_and_data(args)
     assert len(dataset) == 6 and len(dataset.cache_keys) == 6

@@ -115,10 +115,8 @@ def test_llava15_two_stages_carry_the_trained_adapter_into_stage_two(assets, tmp
 
     # --tune_mm_mlp_adapter trained the packer and the projector (and the embeddings) from their start
     set_seed(0)
-    _, start = train.build_model(
-        *train.parse_args(without(llava15_pretrain_args(assets, tmp_path / "x"), "--deepspeed"))
-    )
-    initial = start.get_model().adapter_state_dict()
+    start = train.build_model(train.parse_args(without(llava15_pretrain_args(assets, tmp_path / "x"), "--deepspeed")))
+    initial = start.model.get_model().adapter_state_dict()
     assert set(adapter) == set(initial)
     for prefix in ("vision_resampler.", "mm_projector.", "mm_pos_embed."):
         changed = [k for k in adapter if k.startswith(prefix) and not torch.equal(adapter[k], initial[k])]
@@ -129,7 +127,7 @@ def test_llava15_two_stages_carry_the_trained_adapter_into_stage_two(assets, tmp
 
     # stage 2 starts from exactly that adapter
     stage2_args = llava15_finetune_args(assets, tmp_path / "llava-v1.5", stage1 / "mm_projector.bin")
-    _, model = train.build_model(*train.parse_args(without(stage2_args, "--deepspeed")))
+    model = train.build_model(train.parse_args(without(stage2_args, "--deepspeed"))).model
     for key, value in model.get_model().adapter_state_dict().items():
         assert torch.equal(value, adapter[key]), key
 
@@ -176,9 +174,10 @@ def test_im_start_end_and_patch_tokens_round_trip(assets, tmp_path):
         "--output_dir",
         str(tmp_path / "again"),
     ]
-    model_args, data_args, training_args = train.parse_args(args)
-    _, model = train.build_model(model_args, data_args, training_args)
-    assert model.config.mm_use_im_start_end and model_args.mm_use_im_start_end
+    parsed = train.parse_args(args)
+    built = train.build_model(parsed)
+    assert not parsed.prompt.mm_use_im_start_end  # not given: the checkpoint's own stays on
+    assert built.model.config.mm_use_im_start_end and built.prompt.mm_use_im_start_end
 
 
 @pytest.mark.slow
@@ -214,7 +213,7 @@ def test_vision_tower_lr_is_its_own_optimizer_group_and_frames_upbound_meets_the
     first = tmp_path / "first"
     train.main(without(llava15_pretrain_args(assets, first, steps=1), "--deepspeed"))
     video = without(args, "--model_name_or_path", "--vision_tower", "--data_path")
-    model_args, data_args, training_args = train.parse_args(
+    parsed = train.parse_args(
         [
             *video,
             "--model_name_or_path",
@@ -227,27 +226,26 @@ def test_vision_tower_lr_is_its_own_optimizer_group_and_frames_upbound_meets_the
             "16",
         ]
     )
-    _, model = train.build_model(model_args, data_args, training_args)
-    assert data_args.num_frames == 8 and "clips are read at 8 frames, not 16" in capsys.readouterr().err
-    tokenizer = AutoTokenizer.from_pretrained(first)
-    dataset, collator, _ = train.build_data(model_args, data_args, training_args, tokenizer, model)
+    built, _, dataset, _, _ = train.model_and_data(parsed)
+    assert parsed.vision.num_frames == 16 and built.num_frames == 8
+    assert "clips are read at 8 frames, not 16" in capsys.readouterr().err
     assert dataset[0]["pixel_values"].shape[0] == 8
-    assert dataset.visual_tokens("video") == model.get_model().num_visual_tokens(8)
+    assert dataset.visual_tokens("video") == built.model.get_model().num_visual_tokens(8)
 
 
 def test_model_class_name_and_flash_attention_fall_back_or_refuse(assets, tmp_path, capsys):
     args = without(
         llava15_finetune_args(assets, tmp_path / "out", "unused", steps=1), "--deepspeed", "--pretrain_mm_mlp_adapter"
     )
-    _, model = train.build_model(
-        *train.parse_args(
+    model = train.build_model(
+        train.parse_args(
             [*args, "--model_class_name", "LlavaGPT2ForCausalLM", "--attn_implementation", "flash_attention_2"]
         )
-    )
+    ).model
     assert isinstance(model, LlavaGPT2ForCausalLM) and model.config._attn_implementation == "sdpa"
     assert "flash_attention_2 needs the flash-attn package" in capsys.readouterr().err
     with pytest.raises(train.FlagError, match="--model_class_name LlavaQwenForCausalLM does not fit the checkpoint"):
-        train.build_model(*train.parse_args([*args, "--model_class_name", "LlavaQwenForCausalLM"]))
+        train.build_model(train.parse_args([*args, "--model_class_name", "LlavaQwenForCausalLM"]))
 
 
 # ------------------------------------------------------------------------ group_by_modality_length
@@ -352,10 +350,7 @@ def test_letterboxed_images_are_encoded_online_not_read_from_the_feature_cache(a
     assert cache_features.main(base)["computed"] == 12  # images as the tower sees them, square
 
     def dataset(*extra):
-        model_args, data_args, training_args = train.parse_args([*base, *extra])
-        _, model = train.build_model(model_args, data_args, training_args)
-        tokenizer = AutoTokenizer.from_pretrained(assets["gpt2"])
-        return train.build_data(model_args, data_args, training_args, tokenizer, model)[0]
+        return train.model_and_data(train.parse_args([*base, *extra]))[2]
 
     assert len(dataset().cache_keys) == 12
     padded = dataset("--image_aspect_ratio", "pad")

@@ -18,7 +18,7 @@ from PIL import Image
 from llava.constants import IGNORE_INDEX
 from llava.demo.synthetic import ClipSpec, render_frames, save_gpt2
 from llava.train import cache_features
-from llava.train.data import SKIPPED_FILE, SkipTracker
+from llava.train.skipped_samples import SKIPPED_FILE, SkipTracker
 
 from model_helpers import clip, llava_model, prompt, right_padded
 from train_helpers import ROOT, logged_losses, make_assets, run_training, train_args

@@ -1,23 +1,22 @@
 """Recipes (llava/train/recipe.py): a run's settings as a YAML file of the training's flags, read by
 `--config`, with command-line flags winning; the headline recipe as the training parses it; the README's
-settings table and the launcher's variable list against the recipe."""
+docs' settings table against the recipe."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from llava.errors import InputError, UsageError
 from llava.train import recipe
-from llava.train.train import parse_args, with_recipe
+from llava.train.arguments import FIELDS, parse_args
 
 from train_helpers import ROOT
 
+REQUIRED = ["--model_name_or_path", "unused-lm", "--output_dir", "unused-output"]
 VIDEO_RECIPE = ROOT / "recipes" / "italian_video.yaml"
 TEXT_RECIPE = ROOT / "recipes" / "italian_text.yaml"
 
@@ -28,36 +27,33 @@ def write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-def value(argv: list[str], flag: str, n: int = 1):
-    i = len(argv) - 1 - argv[::-1].index(flag)
-    return argv[i + 1] if n == 1 else argv[i + 1 : i + 1 + n]
-
-
 # ------------------------------------------------------------------------------------ reading a recipe
-def test_recipe_flags_come_first_and_a_command_line_flag_replaces_the_recipe_s(tmp_path):
+def settings(argv):
+    """The settings a training command line gives, before parsing (recipe, then flags over it)."""
+    return recipe.settings_of(argv, FIELDS).values
+
+
+def test_command_line_flags_are_laid_over_the_recipe_s(tmp_path):
     path = write(tmp_path, "r.yaml", "learning_rate: 1.0e-4\nmm_fast_grid: [8, 2, 4]\nbf16: false\nversion: plain\n")
-    argv = with_recipe(["--config", str(path), "--mm_fast_grid", "4", "2", "2", "--seed=3"])
-    assert argv == [
-        "--learning_rate",
-        "0.0001",
-        "--bf16",
-        "False",
-        "--version",
-        "plain",
-        "--mm_fast_grid",
-        "4",
-        "2",
-        "2",
-        "--seed",
-        "3",
-    ]
-    assert with_recipe([f"--config={path}"])[:2] == ["--learning_rate", "0.0001"]
+    assert settings(["--config", str(path), "--mm_fast_grid", "4", "2", "2", "--seed=3"]) == {
+        "learning_rate": 1e-4,
+        "mm_fast_grid": ["4", "2", "2"],
+        "bf16": False,
+        "version": "plain",
+        "seed": "3",
+    }
+    assert settings([f"--config={path}", "--mm-fast-grid", "2", "2", "2"])["mm_fast_grid"] == ["2", "2", "2"]
 
 
 def test_a_flag_under_another_name_replaces_the_recipe_s_setting(tmp_path):
     # --warmup_ratio (LLaVA's name) and --warmup_steps are one setting: both would be refused together
-    path = write(tmp_path, "r.yaml", "warmup_steps: 0.03\n")
-    assert with_recipe(["--config", str(path), "--warmup_ratio", "0.1"]) == ["--warmup_ratio", "0.1"]
+    path = write(tmp_path, "r.yaml", "warmup_steps: 0.03\nframes_upbound: 16\n")
+    assert settings(["--config", str(path), "--warmup_ratio", "0.1", "--num_frames", "4"]) == {
+        "warmup_ratio": "0.1",
+        "num_frames": "4",
+    }
+    args = parse_args(["--config", str(path), "--warmup_ratio", "0.1", "--num_frames", "4", *REQUIRED], log=False)
+    assert (args.training.warmup_steps, args.vision.num_frames) == (0.1, 4)
 
 
 def test_none_removes_a_recipe_value_only_where_the_flag_is_unset_by_default(tmp_path):
@@ -66,11 +62,9 @@ def test_none_removes_a_recipe_value_only_where_the_flag_is_unset_by_default(tmp
         "r.yaml",
         "deepspeed: scripts/zero2.json\nvision_tower: t\nmm_resampler_type: fast_slow_token_packer\n",
     )
-    argv = with_recipe(
-        ["--config", str(path), "--deepspeed", "none", "--vision_tower", "None", "--mm_resampler_type", "none"]
-    )
+    given = ["--config", str(path), "--deepspeed", "none", "--vision_tower", "None", "--mm_resampler_type", "none"]
     # --mm_resampler_type none means "no resampler" (its default is the packer): it stays
-    assert argv == ["--mm_resampler_type", "none"]
+    assert settings(given) == {"mm_resampler_type": "none"}
 
 
 def test_a_base_recipe_is_read_first_and_null_removes_its_value(tmp_path):
@@ -113,18 +107,18 @@ def test_a_wrong_recipe_is_one_line_naming_the_file_and_line(tmp_path, text, lin
 
     path = write(tmp_path, "r.yaml", text)
     with pytest.raises(InputError) as caught:
-        with_recipe(["--config", str(path)])
+        settings(["--config", str(path)])
     expected = line.format(path=path, real=path.resolve())
     assert f"error: {caught.value}" == expected
 
 
 def test_a_missing_recipe_and_a_second_config_are_refused():
     with pytest.raises(InputError, match=r"^recipe file not found \(recipes/nope.yaml\)$"):
-        with_recipe(["--config", "recipes/nope.yaml"])
+        settings(["--config", "recipes/nope.yaml"])
     with pytest.raises(UsageError, match="--config given twice"):
-        with_recipe(["--config", str(VIDEO_RECIPE), "--config", str(TEXT_RECIPE)])
-    with pytest.raises(UsageError, match="--config needs a recipe file"):
-        with_recipe(["--seed", "1", "--config"])
+        settings(["--config", str(VIDEO_RECIPE), "--config", str(TEXT_RECIPE)])
+    with pytest.raises(UsageError, match="--config needs one recipe file"):
+        settings(["--seed", "1", "--config"])
 
 
 def test_recipe_value_prints_a_setting_of_a_command_line():
@@ -145,92 +139,34 @@ def test_recipe_value_prints_a_setting_of_a_command_line():
 
 # ------------------------------------------------------------------------ the headline recipe, parsed
 def test_the_training_parses_the_headline_recipe_as_the_seed_s_run(tmp_path):
-    model_args, data_args, training_args = parse_args(
-        ["--config", str(VIDEO_RECIPE), "--output_dir", str(tmp_path / "out")], log=False
-    )
-    assert (model_args.version, model_args.vision_tower, model_args.mm_vision_select_layer) == (
-        "plain",
-        "facebook/dinov2-large",
-        -2,
-    )
-    assert (data_args.num_frames, model_args.mm_fast_grid, model_args.mm_slow_grid) == (8, [8, 2, 4], [2, 4, 4])
-    assert (model_args.mm_projector_type, model_args.mm_projector_hidden_size, model_args.mm_packer_num_heads) == (
+    args = parse_args(["--config", str(VIDEO_RECIPE), "--output_dir", str(tmp_path / "out")], log=False)
+    model, vision, data, training = args.model, args.vision, args.data, args.training
+    assert (model.version, vision.vision_tower, vision.mm_vision_select_layer) == ("plain", "facebook/dinov2-large", -2)
+    assert (vision.num_frames, vision.mm_fast_grid, vision.mm_slow_grid) == (8, [8, 2, 4], [2, 4, 4])
+    assert (vision.mm_projector_type, vision.mm_projector_hidden_size, vision.mm_packer_num_heads) == (
         "mlp2x_gelu",
         2560,
         8,
     )
-    assert model_args.mm_tunable_parts == "mm_vision_resampler,mm_mlp_adapter,mm_language_model"
-    assert (training_args.num_train_epochs, training_args.per_device_train_batch_size, training_args.learning_rate) == (
-        80,
-        8,
-        5e-5,
-    )
-    assert (training_args.mm_projector_lr, training_args.warmup_steps, training_args.lr_scheduler_type) == (
-        2e-4,
-        0.03,
-        "cosine",
-    )
-    assert (training_args.model_max_length, data_args.max_skip_fraction, training_args.save_every_minutes) == (
-        1024,
-        0.05,
-        30,
-    )
-    assert training_args.deepspeed == "scripts/zero2.json" and training_args.output_dir == str(tmp_path / "out")
-    assert (training_args.bf16, training_args.fp16) == (False, False)  # `auto` on a machine without a GPU
+    assert model.mm_tunable_parts == "mm_vision_resampler,mm_mlp_adapter,mm_language_model"
+    assert (training.num_train_epochs, training.per_device_train_batch_size, training.learning_rate) == (80, 8, 5e-5)
+    assert (training.mm_projector_lr, training.warmup_steps, training.lr_scheduler_type) == (2e-4, 0.03, "cosine")
+    assert (training.model_max_length, data.max_skip_fraction, training.save_every_minutes) == (1024, 0.05, 30)
+    assert training.deepspeed == "scripts/zero2.json" and training.output_dir == str(tmp_path / "out")
+    assert (training.bf16, training.fp16) == (False, False)  # `auto` on a machine without a GPU
 
 
-@pytest.mark.parametrize("bf16_gpu, expected", [(True, ("True", "False")), (False, ("False", "True"))])
+@pytest.mark.parametrize("bf16_gpu, expected", [(True, (True, False)), (False, (False, True))])
 def test_auto_precision_follows_the_gpu(monkeypatch, bf16_gpu, expected):
     """`--bf16 auto --fp16 auto`: bf16 on an A100/H100, fp16 on a V100. There is no GPU here: torch.cuda's
     two answers are stood in for (the only mock: what a GPU would say)."""
     import torch
 
-    from llava.train.llava_flags import rewrite_argv
+    from llava.train.machine_settings import for_this_machine
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
-    argv, _, _ = rewrite_argv(["--bf16", "auto", "--fp16", "auto"])
-    assert (value(argv, "--bf16"), value(argv, "--fp16")) == expected
-    argv, _, _ = rewrite_argv(["--bf16", "False", "--fp16", "auto"])  # bf16 turned off by hand on an A100: float32
-    assert value(argv, "--fp16") == ("False" if bf16_gpu else "True")
-
-
-# ------------------------------------------------------------- the README table and the launcher's variables
-def _script_settings() -> dict[str, str]:
-    """The launcher's variable -> flag list (its Settings help, which the script itself reads)."""
-    text = (ROOT / "train_italian_video.sh").read_text()
-    return dict(re.findall(r"^#   ([A-Z0-9_]+) +--([a-z0-9_]+) ", text, re.M))
-
-
-def _readme_rows() -> list[list[str]]:
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("| variable | flag | meaning | recipe |", 1)[1].split("\n\n", 1)[0]
-    return [[cell.strip() for cell in row.strip("|").split("|")] for row in table.strip().splitlines()[1:]]
-
-
-def test_the_readme_settings_table_is_the_recipe_and_the_launcher_s_variables():
-    settings = recipe.read(str(VIDEO_RECIPE))
-    flags = _script_settings()
-    rows = {}
-    for variable, flag, _meaning, recipe_value in _readme_rows():
-        rows[variable.strip("`")] = (flag.strip("`"), recipe_value.strip("`"))
-    assert {v: f.removeprefix("--") for v, (f, _) in rows.items()} == flags
-    for variable, (flag, shown) in rows.items():
-        name = flag.removeprefix("--")
-        if name in settings:
-            raw = settings[name]
-            expected = " ".join(map(str, raw)) if isinstance(raw, list) else yaml.safe_dump(raw).splitlines()[0]
-            assert shown == expected or (isinstance(raw, float) and float(shown) == raw), (variable, shown, raw)
-        else:
-            assert shown == "unset", (variable, shown)
-
-
-def test_every_variable_of_the_launcher_names_a_training_flag():
-    from dataclasses import fields
-
-    from llava.train.llava_flags import ARGV_RULES
-    from llava.train.train import ARGUMENT_CLASSES
-
-    known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)} | set(ARGV_RULES)
-    assert set(_script_settings().values()) <= known
-    assert set(recipe.read(str(VIDEO_RECIPE))) <= known
+    settings, _ = for_this_machine({"bf16": "auto", "fp16": "auto"})
+    assert (settings["bf16"], settings["fp16"]) == expected
+    settings, _ = for_this_machine({"bf16": "False", "fp16": "auto"})  # bf16 turned off by hand on an A100: float32
+    assert settings["fp16"] is (not bf16_gpu)

@@ -22,7 +22,7 @@ from llava.model.builder import causal_lm_class, load_pretrained_model
 from llava.serve import cli
 from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
 from llava.train import train
-from llava.train.data import DataArguments, LazySupervisedDataset
+from llava.train.data import LazySupervisedDataset, MediaFolders, PromptSettings
 from llava.video import read_video_frames
 
 from train_helpers import ROOT, train_args
@@ -146,8 +146,8 @@ def test_prompts_are_written_with_the_checkpoint_s_prompt_options(checkpoint, as
     data.write_text(json.dumps([sample]))
     version, folder = "llava_v1", assets["video_folder"]
     training = LazySupervisedDataset(
-        str(data), tokenizer, DataArguments(video_folder=folder, add_time_instruction=True), image_processor=processor,
-        template=version, im_start_end=True,
+        str(data), tokenizer, num_frames=8, folders=MediaFolders(video_folder=folder), image_processor=processor,
+        prompt=PromptSettings(add_time_instruction=True, mm_use_im_start_end=True), template=version,
     )  # fmt: skip
     expected = get_template(version).prompt_ids(training.prompt_turns(training.samples[0]), tokenizer)
     text = tokenizer.decode([i for i in expected if i >= 0])

@@ -49,9 +49,8 @@ def test_tiny_run_learns_and_the_final_model_reloads(train_assets, tmp_path):
 
 def test_model_max_length_beyond_positions_is_bounded_by_them(train_assets, tmp_path, capsys):
     # LLaVA's scripts pass 2048-32768 whatever the model: a warning, and the model's positions
-    args = train.parse_args(train_args(train_assets, tmp_path / "out", "--model_max_length", "512"))
-    train.build_model(*args)
-    assert args[2].model_max_length == 256
+    built = train.build_model(train.parse_args(train_args(train_assets, tmp_path / "out", "--model_max_length", "512")))
+    assert built.max_length == 256
     assert "--model_max_length 512 is more than the language model's 256 positions" in capsys.readouterr().err
 
 
@@ -113,7 +112,7 @@ def test_adapter_only_run_with_gradient_checkpointing_saves_a_loadable_adapter(t
     args = train.parse_args(
         train_args(train_assets, tmp_path / "next", "--pretrain_mm_mlp_adapter", str(out / "mm_projector.bin"))
     )
-    _, model = train.build_model(*args)
+    model = train.build_model(args).model
     for key, value in model.get_model().adapter_state_dict().items():
         assert torch.equal(value, adapter[key]), key
 

@@ -1,27 +1,37 @@
 """VisionSettings: one set of defaults for training's flags, LLaVA clients' arguments and the model config."""
 
 import json
+from dataclasses import fields
 from types import SimpleNamespace
 
 import torch
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import causal_lm_class, load_pretrained_model
-from llava.model.vision_settings import CONFIG_KEYS, VisionSettings
+from llava.model.vision_settings import CONFIG_KEYS, VisionSettings, config_key
 from llava.testing import tiny_vision_args
 
 from model_helpers import clip, llava_model, upstream_checkpoint
 
 
-def test_training_flags_default_to_the_settings_defaults():
+def test_the_settings_are_the_training_s_and_the_caching_s_own_flags():
+    from llava.train.arguments import parse_args
     from llava.train.cache_features import CacheArguments
-    from llava.train.data import DataArguments
-    from llava.train.train import ModelArguments
 
-    # num_frames is a data flag (data.py): its default must be the settings' too.
-    assert VisionSettings.from_args(ModelArguments(model_name_or_path="lm"), DataArguments()) == VisionSettings()
-    cache = CacheArguments()
-    assert (cache.vision_tower, cache.mm_vision_select_layer) == (None, VisionSettings().mm_vision_select_layer)
+    base = ["--model_name_or_path", "lm", "--output_dir", "unused-output"]
+    assert parse_args(base, log=False).vision == VisionSettings()
+    given = ["--vision-tower", "t", "--num_frames", "4", "--mm_fast_grid", "4", "2", "2", "--mm_packer_num_heads", "2"]
+    assert parse_args(base + given, log=False).vision == VisionSettings(
+        vision_tower="t", num_frames=4, mm_fast_grid=[4, 2, 2], mm_packer_num_heads=2
+    )
+    # the caching parses the same class: no field of its own mirrors a setting
+    assert not {f.name for f in fields(CacheArguments)} & {f.name for f in fields(VisionSettings)}
+
+
+def test_a_setting_s_config_key_is_derived_from_its_name():
+    assert config_key("vision_tower") == "mm_vision_tower" and config_key("mm_fast_grid") == "mm_fast_grid"
+    assert CONFIG_KEYS["num_frames"] == "mm_num_frames" and "pretrain_mm_mlp_adapter" not in CONFIG_KEYS
+    assert all(f.metadata["help"] for f in fields(VisionSettings))
 
 
 def test_from_args_takes_what_an_object_has_and_defaults_the_rest():

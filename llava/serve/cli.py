@@ -49,13 +49,10 @@ def media_pixels(path: str, modality: str, image_processor, config, num_frames: 
 def prompt_options(config, path: str, modality: str, num_frames: int):
     """The turns rewrite of a checkpoint's prompt options (`add_time_instruction`,
     `mm_use_im_start_end`, as its config records them) for one --video or --image at `path`."""
-    from ..train.data import DataArguments, with_prompt_options
+    from ..train.data import PromptSettings, with_prompt_options
 
-    args = DataArguments(
-        num_frames=num_frames, add_time_instruction=bool(getattr(config, "add_time_instruction", False))
-    )
-    im_start_end = bool(getattr(config, "mm_use_im_start_end", False))
-    return lambda turns: with_prompt_options(turns, modality, path, args, im_start_end)
+    prompt = PromptSettings.from_config(config)
+    return lambda turns: with_prompt_options(turns, modality, path, prompt, num_frames)
 
 
 def frames_per_clip(config, requested: int | None = None) -> int:

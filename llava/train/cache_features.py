@@ -35,8 +35,8 @@ from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..model.vision_settings import VisionSettings
 from ..samples import load_samples
 from ..video import VideoReadError
-from . import llava_flags
-from .data import DataArguments, media_path
+from .arguments import DataArguments, settings_of
+from .data import media_path
 from .feature_cache import FeatureCache
 from .preflight import check_tower
 
@@ -45,16 +45,12 @@ logger = logging.getLogger("llava.cache_features")
 
 @dataclass
 class CacheArguments:
+    """The caching's own settings; the tower, its layer and the frame count are the training's
+    (VisionSettings: the tower is used unless --model_name_or_path brings its own), and so is the data
+    (DataArguments)."""
+
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "The training run's model: a saved llava checkpoint brings its own tower."}
-    )
-    vision_tower: str | None = field(
-        default=VisionSettings.vision_tower,
-        metadata={"help": "Tower folder or hub id, as in training (used unless the model brings its own)."},
-    )
-    mm_vision_select_layer: int = field(
-        default=VisionSettings.mm_vision_select_layer,
-        metadata={"help": "Tower layer whose patch tokens are used, as in training."},
     )
     clips_per_batch: int = field(default=8, metadata={"help": "Clips per tower forward."})
     dataloader_num_workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "Decoding processes."})
@@ -71,7 +67,7 @@ class CacheArguments:
     )
 
 
-def load_tower(args: CacheArguments) -> VisionTower:
+def load_tower(args: CacheArguments, vision: VisionSettings) -> VisionTower:
     """The tower a training run with the same flags would use."""
     if args.model_name_or_path:
         import llava.model  # noqa: F401  (registers the llava configs)
@@ -82,16 +78,16 @@ def load_tower(args: CacheArguments) -> VisionTower:
         config = AutoConfig.from_pretrained(args.model_name_or_path)
         recorded = VisionSettings.from_config(config)
         if recorded.vision_tower:
-            if args.vision_tower:
+            if vision.vision_tower:
                 logger.info(
                     "the checkpoint brings its own tower (%s); --vision_tower is not used, as in training",
                     recorded.vision_tower,
                 )
             return load_vision_tower_from_checkpoint(args.model_name_or_path, config)
-    if not args.vision_tower:
+    if not vision.vision_tower:
         raise errors.UsageError("name the tower: --vision_tower, or a saved llava checkpoint as --model_name_or_path")
-    check_tower(args.vision_tower)  # one line for a wrong path, not a hub error
-    return VisionTower.from_pretrained(args.vision_tower, args.mm_vision_select_layer)
+    check_tower(vision.vision_tower)  # one line for a wrong path, not a hub error
+    return VisionTower.from_pretrained(vision.vision_tower, vision.mm_vision_select_layer)
 
 
 class _Media(Dataset):
@@ -132,7 +128,7 @@ def _device(args: CacheArguments) -> torch.device:
     return torch.device("cpu")
 
 
-def run(args: CacheArguments, data_args: DataArguments) -> dict:
+def run(args: CacheArguments, vision: VisionSettings, data_args: DataArguments) -> dict:
     """Caches every medium of the data set not cached yet; returns counts."""
     if not data_args.feature_cache:
         raise errors.UsageError("--feature_cache DIR is required: the folder the features are written to")
@@ -142,14 +138,14 @@ def run(args: CacheArguments, data_args: DataArguments) -> dict:
     errors.check_writable(data_args.feature_cache, "--feature_cache folder")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     media = _media_of(data_args, args.seed)[rank::world]  # the data file is read (and checked) before the tower loads
-    tower = load_tower(args).eval().requires_grad_(False)
+    tower = load_tower(args, vision).eval().requires_grad_(False)
     cache = FeatureCache(data_args.feature_cache, tower)
     device = _device(args)
     tower.to(device=device, dtype=torch.bfloat16 if args.bf16 else torch.float32)
 
     todo, unreadable = [], []
     for modality, path in media:
-        key = cache.key_for(modality, path, data_args.num_frames)
+        key = cache.key_for(modality, path, vision.num_frames)
         if key is None:
             unreadable.append((path, "file cannot be opened"))
         elif key not in cache:
@@ -165,7 +161,7 @@ def run(args: CacheArguments, data_args: DataArguments) -> dict:
     )
 
     loader = DataLoader(
-        _Media(todo, data_args.num_frames, tower.image_processor),
+        _Media(todo, vision.num_frames, tower.image_processor),
         batch_size=None,  # items as they are; their frames are joined into tower batches below
         num_workers=args.dataloader_num_workers,
     )
@@ -210,20 +206,20 @@ class _ArgumentParser(errors.OneLineArgumentErrors, HfArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from .train import with_recipe  # the training's flags, so a recipe is read as training reads it
-
     parser = _ArgumentParser(
-        (CacheArguments, DataArguments),
+        (CacheArguments, VisionSettings, DataArguments),
         prog="python -m llava.train.cache_features",
         description="Takes the training's command line, --config RECIPE included.",
     )
-    # the training's aliases and machine rules too (--bf16 auto, --no_cuda, ...)
-    argv = llava_flags.rewrite_argv(with_recipe(list(sys.argv[1:] if argv is None else argv)))[0]
-    args, data_args, ignored = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    # The training's settings as the training reads them: recipe, legacy flags, --bf16 auto, ...
+    settings = settings_of(list(sys.argv[1:] if argv is None else argv))
+    args, vision, data_args, ignored = parser.parse_args_into_dataclasses(
+        args=settings.tokens(), return_remaining_strings=True
+    )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     if ignored:
         logger.info("training flags not used for caching: %s", " ".join(a for a in ignored if a.startswith("--")))
-    return run(args, data_args)
+    return run(args, vision, data_args)
 
 
 # The command line: an expected failure (a missing data file, a full or read-only --feature_cache

@@ -13,9 +13,8 @@ in the human turn; `--add_time_instruction` writes the clip's duration and its s
 after it, as LLaVA-NeXT and lmms-eval's llava_vid do.
 
 Unreadable media are skipped, never replaced: `__getitem__` returns a skip record (with the sample's
-index), the collator drops it and passes it on, and the trainer hands it to `SkipTracker`, which counts
-each sample once over all ranks, logs it once, lists it in `skipped_samples.jsonl` and stops the run
-on every rank past `--max_skip_fraction`.
+index), the collator drops it and passes it on, and the trainer hands it to `SkipTracker`
+(skipped_samples.py), which counts each sample once over all ranks.
 
 Padding (see `ensure_pad_token`): a tokenizer without a pad token reuses EOS as pad. Nothing here
 derives anything from the pad id: the collator builds `attention_mask` from lengths and pads labels
@@ -24,14 +23,13 @@ with IGNORE_INDEX, so a real EOS inside a sample stays attended and labelled.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from ..constants import (
@@ -39,37 +37,22 @@ from ..constants import (
     IMAGE_TOKEN_INDEX,
 )
 from ..conversation import Template, get_template, with_start_end_tokens
-from ..errors import UsageError, UserError
+from ..errors import UsageError
 from ..media import MediaReadError, load_pixels
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio
 from ..model.vision_settings import VisionSettings
 from ..samples import MODALITIES, load_samples
 from ..video import VideoReadError, sample_indices
-from .ranks import is_distributed
 
 logger = logging.getLogger(__name__)
 
-SKIPPED_FILE = "skipped_samples.jsonl"
-
 
 @dataclass
-class DataArguments:
-    data_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "LLaVA JSON list or JSONL file of samples; several files joined by commas, /dir/{a,b}.json, or a LLaVA-NeXT YAML mixture."
-        },
-    )
-    video_folder: str | None = field(
-        default=None, metadata={"help": "Folder that the samples' 'video' paths are relative to."}
-    )
-    image_folder: str | None = field(
-        default=None, metadata={"help": "Folder that the samples' 'image' paths are relative to."}
-    )
-    num_frames: int = field(
-        default=VisionSettings.num_frames,
-        metadata={"help": "Frames sampled uniformly from each clip (LLaVA-NeXT: --frames_upbound)."},
-    )
+class PromptSettings:
+    """LLaVA's prompt settings: how a sample's turns are written before they are tokenized. Each is one of
+    the training's flags and is recorded in the model config under its own name, so that inference writes
+    prompts the way the run trained on them (`from_config`)."""
+
     image_aspect_ratio: str | None = field(
         default=None,
         metadata={
@@ -79,27 +62,60 @@ class DataArguments:
     add_time_instruction: bool = field(
         default=False,
         metadata={
-            "help": "Write the clip's duration and its sampled frames' times into the human turn (LLaVA-NeXT's video prompt)."
+            "help": "Write the clip's duration and its sampled frames' times into the human turn (LLaVA-NeXT's video prompt); recorded in the config."
         },
     )
-    feature_cache: str | None = field(
-        default=None,
+    mm_use_im_start_end: bool = field(
+        default=False,
         metadata={
-            "help": "Folder written by `python -m llava.train.cache_features`: cached clips skip decoding and the tower; the rest are computed online."
+            "help": "Wrap the visual block in <im_start>/<im_end> tokens (added to the tokenizer); recorded in the config."
         },
     )
-    max_skip_fraction: float = field(
-        default=0.05,
+    mm_use_im_patch_token: bool = field(
+        default=False,
         metadata={
-            "help": "Abort when more than this share of the samples is skipped as unreadable (0.05: one sample in twenty)."
+            "help": "Add LLaVA's <im_patch> token to the tokenizer (LLaVA never writes it in prompts); recorded in the config."
         },
     )
+
+    @classmethod
+    def from_config(cls, config) -> PromptSettings:
+        """The settings a checkpoint's config records (unset ones at their defaults)."""
+        recorded = {f.name: getattr(config, f.name, None) for f in fields(cls)}
+        return cls(**{name: value for name, value in recorded.items() if value is not None})
+
+    def over(self, config) -> PromptSettings:
+        """These settings laid over a checkpoint's own: an aspect ratio not given is the checkpoint's (else
+        square), and a switch the checkpoint trained with stays on."""
+        recorded = PromptSettings.from_config(config)
+        for f in fields(self):
+            if f.type == "bool" and getattr(recorded, f.name) and not getattr(self, f.name):
+                logger.info("%s stays on: the checkpoint was trained with it", f.name)
+        return PromptSettings(
+            image_aspect_ratio=self.image_aspect_ratio or recorded.image_aspect_ratio or "square",
+            add_time_instruction=self.add_time_instruction or recorded.add_time_instruction,
+            mm_use_im_start_end=self.mm_use_im_start_end or recorded.mm_use_im_start_end,
+            mm_use_im_patch_token=self.mm_use_im_patch_token or recorded.mm_use_im_patch_token,
+        )
+
+    def write(self, config) -> None:
+        for f in fields(self):
+            setattr(config, f.name, getattr(self, f.name))
 
 
 # ------------------------------------------------------------------------------------------ dataset
-def media_path(sample: dict, data_args: DataArguments) -> str:
-    """Where a loaded sample's medium lies: its path under --video_folder / --image_folder."""
-    folder = data_args.video_folder if sample["modality"] == "video" else data_args.image_folder
+@dataclass(frozen=True)
+class MediaFolders:
+    """The folders samples' media paths are relative to (--video_folder, --image_folder)."""
+
+    video_folder: str | None = None
+    image_folder: str | None = None
+
+
+def media_path(sample: dict, folders) -> str:
+    """Where a loaded sample's medium lies: its path under `folders.video_folder` / `folders.image_folder`
+    (--video_folder / --image_folder)."""
+    folder = folders.video_folder if sample["modality"] == "video" else folders.image_folder
     return os.path.join(folder, sample["media"]) if folder else sample["media"]
 
 
@@ -149,48 +165,53 @@ def with_time_instruction(turns: list[dict], instruction: str) -> list[dict]:
     return turns
 
 
-def with_prompt_options(turns: list[dict], modality, path, data_args: DataArguments, im_start_end: bool) -> list[dict]:
+def with_prompt_options(turns: list[dict], modality, path, prompt: PromptSettings, num_frames: int) -> list[dict]:
     """`turns` with LLaVA-NeXT's prompt options applied to the human turns, as training writes them:
-    `--add_time_instruction` (the clip's duration and its frames' times, read from the clip at `path`)
-    and `--mm_use_im_start_end` (`im_start_end`). VideoReadError where the clip cannot be read."""
-    if data_args.add_time_instruction and modality == "video":
-        duration, times = clip_timing(path, data_args.num_frames)
+    `--add_time_instruction` (the duration and frame times of the clip at `path`, read at `num_frames`)
+    and `--mm_use_im_start_end`. VideoReadError where the clip cannot be read."""
+    if prompt.add_time_instruction and modality == "video":
+        duration, times = clip_timing(path, num_frames)
         turns = with_time_instruction(turns, time_instruction(duration, times))
-    return with_start_end_tokens(turns) if im_start_end else turns
+    return with_start_end_tokens(turns) if prompt.mm_use_im_start_end else turns
 
 
 class LazySupervisedDataset(Dataset):
     """Samples are validated when loaded and tokenized, decoded and preprocessed on access.
 
+    Clips are read at `num_frames` frames, media paths are relative to `folders` (an object with
+    `video_folder` and `image_folder`), and turns are written with `prompt`'s options (PromptSettings;
+    `<im_start>`/`<im_end>` around each visual block need the tokenizer to know them).
     `visual_tokens_per_input(num_frames)` gives the visual block's length in the LM (the packer's token
     count); text is cut from the end so that visual + text <= `model_max_length`, never the visual block.
-    `im_start_end` wraps each visual block in `<im_start>`/`<im_end>` (the tokenizer must know them).
     """
 
     def __init__(
         self,
         data_path: str,
         tokenizer,
-        data_args: DataArguments,
+        *,
+        num_frames: int,
+        folders=None,
+        prompt: PromptSettings | None = None,
         image_processor=None,
         template: str | Template = "plain",
         model_max_length: int | None = None,
         visual_tokens_per_input: Callable[[int], int] | None = None,
         feature_cache=None,
-        im_start_end: bool = False,
         seed: int = 0,
         samples: list[dict] | None = None,
         with_prompts: bool = False,
     ):
         self.tokenizer = tokenizer
-        self.data_args = data_args
+        self.num_frames = num_frames
+        self.folders = folders if folders is not None else MediaFolders()
+        self.prompt = prompt if prompt is not None else PromptSettings()
         self.image_processor = image_processor
         self.template = get_template(template)
         self.model_max_length = model_max_length
         self.visual_tokens_per_input = visual_tokens_per_input
-        self.im_start_end = im_start_end
         self.with_prompts = with_prompts  # items carry `prompt_ids` (the turns before the answer): inference
-        self.aspect_ratio = image_aspect_ratio(data_args)  # "square" where unset
+        self.aspect_ratio = image_aspect_ratio(self.prompt)  # "square" where unset
         # `samples`: the ones load_samples(data_path, seed) gives, where the caller has them already
         self.samples = samples if samples is not None else load_samples(data_path, seed)
         self.num_truncated = 0  # per process: DataLoader workers each count their own
@@ -226,7 +247,7 @@ class LazySupervisedDataset(Dataset):
         """Positions one medium of `modality` takes in the language model (0 for a text-only sample)."""
         if modality is None or self.visual_tokens_per_input is None:
             return 0
-        return int(self.visual_tokens_per_input(self.data_args.num_frames if modality == "video" else 1))
+        return int(self.visual_tokens_per_input(self.num_frames if modality == "video" else 1))
 
     def _find_cached(self) -> dict[int, str]:
         """Sample index -> cache entry, for the samples whose medium is in the feature cache."""
@@ -241,7 +262,7 @@ class LazySupervisedDataset(Dataset):
         keys = {}
         for i in with_media:
             sample = self.samples[i]
-            key = cache.key_for(sample["modality"], self.media_path(sample), self.data_args.num_frames)
+            key = cache.key_for(sample["modality"], self.media_path(sample), self.num_frames)
             if key is not None and key in cache:
                 keys[i] = key
         logger.info(
@@ -262,7 +283,7 @@ class LazySupervisedDataset(Dataset):
         return keys
 
     def media_path(self, sample: dict) -> str:
-        return media_path(sample, self.data_args)
+        return media_path(sample, self.folders)
 
     def sample_lengths(self) -> tuple[list[int], list[bool]]:
         """`(lengths, has_media)` per sample, without reading any medium: words of the conversation plus
@@ -276,7 +297,7 @@ class LazySupervisedDataset(Dataset):
     def prompt_turns(self, sample: dict) -> list[dict]:
         """The conversation with LLaVA-NeXT's prompt options applied to its human turns."""
         path = self.media_path(sample) if sample["modality"] else None
-        return with_prompt_options(sample["conversations"], sample["modality"], path, self.data_args, self.im_start_end)
+        return with_prompt_options(sample["conversations"], sample["modality"], path, self.prompt, self.num_frames)
 
     def _fit(self, ids: list[int], labels: list[int], modality) -> tuple[list[int], list[int], int]:
         """Drops text tokens from the end until visual + text fits; returns how many were dropped."""
@@ -308,7 +329,7 @@ class LazySupervisedDataset(Dataset):
             path = self.media_path(sample)
             try:
                 pixel_values = load_pixels(
-                    sample["modality"], path, self.data_args.num_frames, self.image_processor, self.aspect_ratio
+                    sample["modality"], path, self.num_frames, self.image_processor, self.aspect_ratio
                 )
             except (VideoReadError, MediaReadError) as e:
                 return {"index": index, "id": sample["id"], "skipped": True, "reason": str(e), "path": path}
@@ -347,33 +368,27 @@ class LazySupervisedDataset(Dataset):
 
 def dataset_for_model(model, tokenizer, image_processor, data_path: str, version: str, **data_settings):
     """A data file read for a trained model as its training read it: the image preprocessing and prompt
-    options its config records (`image_aspect_ratio`, `mm_use_im_start_end`, `add_time_instruction`),
-    its frame count and its positions; items carry `prompt_ids`, the prompt a caption is generated from.
-    `data_settings`: DataArguments' (video_folder, image_folder, num_frames; None keeps the model's), and
-    `samples` where the caller has read them already."""
+    options its config records (PromptSettings), its frame count and its positions; items carry
+    `prompt_ids`, the prompt a caption is generated from. `data_settings`: `video_folder`, `image_folder`,
+    `num_frames` (None keeps the model's), and `samples` where the caller has read them already."""
     from ..model.llava_arch import max_positions
 
     config = model.config
-    samples = data_settings.pop("samples", None)
-    settings = {key: value for key, value in data_settings.items() if value is not None}
-    args = DataArguments(
-        data_path=data_path,
-        num_frames=settings.pop("num_frames", None) or VisionSettings.from_config(config).num_frames,
-        image_aspect_ratio=getattr(config, "image_aspect_ratio", None),
-        add_time_instruction=bool(getattr(config, "add_time_instruction", False)),
-        **settings,
-    )
     tower = model.get_vision_tower()
+    prompt = PromptSettings.from_config(config)
+    if tower is None:
+        prompt = dataclasses.replace(prompt, mm_use_im_start_end=False)
     return LazySupervisedDataset(
         data_path,
         tokenizer,
-        args,
+        num_frames=data_settings.get("num_frames") or VisionSettings.from_config(config).num_frames,
+        folders=MediaFolders(data_settings.get("video_folder"), data_settings.get("image_folder")),
+        prompt=prompt,
         image_processor=image_processor,
         template=version,
         model_max_length=max_positions(config),  # training's default --model_max_length
         visual_tokens_per_input=model.get_model().num_visual_tokens if tower is not None else None,
-        im_start_end=bool(getattr(config, "mm_use_im_start_end", False)) and tower is not None,
-        samples=samples,
+        samples=data_settings.get("samples"),
         with_prompts=True,
     )
 
@@ -435,115 +450,6 @@ class DataCollatorForSupervisedDataset:
             "modalities": [i["modality"] for i in with_media],
             "skipped": skipped,
         }
-
-
-# ------------------------------------------------------------------------------------------- skips
-class SkipLimitExceeded(UserError, RuntimeError):
-    """More samples could not be read than --max_skip_fraction allows; raised on every rank at once."""
-
-
-class SkipTracker:
-    """Counts unreadable samples over all ranks, once per sample, lists each once, and stops the run past
-    `max_fraction` of the data set.
-
-    A sample is its index in the data set: two samples that share a clip (or an id) are two skips, and a
-    sample met again (a later epoch, or the samples that pad a distributed epoch) is counted once. A rank
-    `note`s what its batches skip; at the end of each optimizer step `sync` gathers what every rank noted
-    (one small all-reduce, then a gather only if something was skipped), rank 0 appends the new samples
-    to `output_dir/skipped_samples.jsonl` and logs them, and every rank takes the same count and the same
-    decision to stop. Samples already listed there (a resumed run) count as seen: a restart neither lists
-    nor counts a sample twice.
-    """
-
-    def __init__(self, output_dir: str, dataset_size: int, max_fraction: float, rank: int = 0):
-        self.path = os.path.join(output_dir, SKIPPED_FILE)
-        self.dataset_size = dataset_size
-        self.max_fraction = max_fraction
-        self.rank = rank
-        self._seen: set[int] = set(_listed_indices(self.path))
-        self._noted: dict[int, dict] = {}
-        if self._seen:
-            logger.info("%d skipped samples already listed in %s", len(self._seen), self.path)
-
-    @property
-    def count(self) -> int:
-        return len(self._seen)
-
-    def note(self, skipped: list[dict]) -> None:
-        """Skip records of this rank's batch (from the collator), counted at the next `sync`."""
-        for item in skipped:
-            if item["index"] not in self._seen:
-                self._noted.setdefault(item["index"], {**item, "rank": self.rank})
-
-    def sync(self, device=None) -> None:
-        """Counts what every rank noted since the last call. A collective where several ranks run: every
-        rank calls it at the same point. Raises SkipLimitExceeded on every rank past the limit."""
-        new = {}
-        for item in _gather_from_ranks(list(self._noted.values()), device):
-            if item["index"] not in self._seen:
-                new.setdefault(item["index"], item)
-        self._noted.clear()
-        if not new:
-            return
-        if self.rank == 0:
-            self._list(sorted(new.values(), key=lambda item: item["index"]))
-        self._seen |= new.keys()
-        share = self.count / max(self.dataset_size, 1)
-        if share > self.max_fraction:
-            raise SkipLimitExceeded(
-                f"{self.count} of {self.dataset_size} samples ({share:.1%}) could not be read, more than the "
-                f"allowed {self.max_fraction:.1%}; fix or remove them, or raise the limit (e.g. "
-                f"--max_skip_fraction {min(1.0, 2 * share):.2f}) ({self.path})"
-            )
-
-    def _list(self, items: list[dict]) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        cut_short = _ends_mid_line(self.path)
-        with open(self.path, "a", encoding="utf-8") as f:
-            if cut_short:  # a crash cut the last line short: start a new one
-                f.write("\n")
-            for item in items:
-                logger.warning(
-                    "skipping sample %r (#%d, %s): %s", item["id"], item["index"], item["path"], item["reason"]
-                )
-                entry = {key: item[key] for key in ("index", "id", "path", "reason", "rank")}
-                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-
-
-def _listed_indices(path: str) -> list[int]:
-    """Indices listed in a skipped_samples.jsonl; a line cut short by a crash is left out (its sample is
-    listed again when met again)."""
-    if not os.path.isfile(path):
-        return []
-    indices = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                indices.append(int(json.loads(line)["index"]))
-            except (ValueError, KeyError, TypeError):
-                continue
-    return indices
-
-
-def _ends_mid_line(path: str) -> bool:
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        return False
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
-
-
-def _gather_from_ranks(items: list[dict], device) -> list[dict]:
-    """Every rank's `items`, on every rank; with one process, `items`."""
-    if not is_distributed():
-        return items
-    total = torch.tensor([len(items)], dtype=torch.long, device=device)
-    dist.all_reduce(total)
-    if int(total.item()) == 0:  # the usual case: nothing skipped anywhere, nothing more to send
-        return []
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, items)
-    return [item for rank_items in gathered for item in rank_items]
 
 
 # -------------------------------------------------------------------------------------------- pad

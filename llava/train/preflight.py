@@ -17,7 +17,6 @@ train_italian_video.sh runs this module once before it launches the ranks.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -29,10 +28,9 @@ from ..errors import InputError, UsageError, check_input_file, check_input_folde
 from ..model.model_folder import check_model_folder, config_file_of, is_llava_checkpoint, read_config
 from ..model.multimodal_encoder.builder import processor_output_size
 from ..model.multimodal_resampler.token_packer import validate_grid
-from ..model.vision_settings import VisionSettings
 from ..samples import read_samples
+from .arguments import parse_args
 from .data import media_path
-from .llava_flags import parse_tunable_parts
 from .milestone_eval import split_arguments
 from .milestones import parse_milestones
 
@@ -48,27 +46,27 @@ class Checked:
     samples: list[dict]
     model_config: dict
 
-    def summary(self, model_args, data_args, training_args) -> str:
+    def summary(self, args) -> str:
         kinds = Counter(s["modality"] for s in self.samples)
         return (
             f"ok: {len(self.samples)} samples ({kinds['video']} video, {kinds['image']} image, "
-            f"{kinds[None]} text-only) in {data_args.data_path}; model {model_args.model_name_or_path} "
-            f"({self.model_config.get('model_type', 'unknown type')}); {training_args.output_dir} can be written"
+            f"{kinds[None]} text-only) in {args.data.data_path}; model {args.model.model_name_or_path} "
+            f"({self.model_config.get('model_type', 'unknown type')}); {args.training.output_dir} can be written"
         )
 
 
-def check(model_args, data_args, training_args) -> Checked:
-    """Runs every check; raises a UserError whose message is the one line to print. The paths are checked
-    side by side, so that one line names every wrong one (a job resubmitted per wrong path costs a
-    queue wait each time)."""
+def check(args) -> Checked:
+    """Runs every check of a run's arguments (arguments.RunArguments); raises a UserError whose message is
+    the one line to print. The paths are checked side by side, so that one line names every wrong one (a
+    job resubmitted per wrong path costs a queue wait each time)."""
+    model_args, vision, data_args, training_args = args.model, args.vision, args.data, args.training
     check_writable(training_args.output_dir, "--output_dir")
-    parse_tunable_parts(model_args.mm_tunable_parts)
     wrong: list[str] = []
     if training_args.eval_milestones:
         _collect(wrong, check_eval_milestones, training_args)
     config = _collect(wrong, check_model_folder, model_args.model_name_or_path, "--model_name_or_path")
-    tower_config_file = _collect(wrong, check_tower, model_args.vision_tower) if model_args.vision_tower else None
-    _collect(wrong, check_input_file, model_args.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
+    tower_config_file = _collect(wrong, check_tower, vision.vision_tower) if vision.vision_tower else None
+    _collect(wrong, check_input_file, vision.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
     _collect(wrong, check_input_folder, data_args.video_folder, "--video_folder")
     _collect(wrong, check_input_folder, data_args.image_folder, "--image_folder")
     # A --feature_cache folder not there yet is not an error: train_italian_video.sh fills it after these
@@ -78,14 +76,14 @@ def check(model_args, data_args, training_args) -> Checked:
     if wrong:
         raise InputError("; ".join(wrong))
     if tower_config_file:
-        check_packer_grids(model_args, data_args, tower_config_file)
+        check_packer_grids(vision, tower_config_file)
     if not data_args.data_path:
         raise UsageError("--data_path is required: the JSON list or JSONL file of training samples")
     samples, problems = read_samples(data_args.data_path, training_args.seed)
     if problems:
         raise data_error(problems)
     present = sorted({s["modality"] for s in samples} - {None})
-    if present and not (model_args.vision_tower or is_llava_checkpoint(config)):
+    if present and not (vision.vision_tower or is_llava_checkpoint(config)):
         counts = " and ".join(f"{sum(s['modality'] == m for s in samples)} {m}" for m in present)
         raise UsageError(
             f"--data_path holds {counts} samples but {model_args.model_name_or_path} has no vision tower: "
@@ -126,10 +124,9 @@ def check_tower(tower: str) -> str:
     return config_file
 
 
-def check_packer_grids(model_args, data_args, tower_config_file: str) -> None:
-    """The packer's grids tile the tower's patch grid at --num_frames frames: the model build refuses
-    them too, but only after the language model and the tower are loaded."""
-    settings = VisionSettings.from_args(model_args, data_args)
+def check_packer_grids(settings, tower_config_file: str) -> None:
+    """The packer's grids (VisionSettings) tile the tower's patch grid at --num_frames frames: the model
+    build refuses them too, but only after the language model and the tower are loaded."""
     if settings.mm_resampler_type != "fast_slow_token_packer":
         return
     try:
@@ -145,7 +142,7 @@ def check_packer_grids(model_args, data_args, tower_config_file: str) -> None:
         try:
             validate_grid(flag, grid, input_grid)
         except ValueError as e:
-            raise UsageError(f"{e} ({model_args.vision_tower})") from None
+            raise UsageError(f"{e} ({settings.vision_tower})") from None
 
 
 def _check_media_found(samples: list[dict], modality: str, data_args) -> None:
@@ -163,54 +160,11 @@ def _check_media_found(samples: list[dict], modality: str, data_args) -> None:
     )
 
 
-def without_deepspeed(argv: list[str]) -> tuple[list[str], str | None]:
-    """`argv` without --deepspeed and its value (the checks need no DeepSpeed, and its arguments would
-    start it), and that value."""
-    kept, config = [], None
-    skip = False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if arg == "--deepspeed" and i + 1 < len(argv):
-            config, skip = argv[i + 1], True
-        elif arg.startswith("--deepspeed="):
-            config = arg.split("=", 1)[1]
-        else:
-            kept.append(arg)
-    return kept, config
-
-
-def check_deepspeed_config(config: str | None) -> None:
-    """--deepspeed names a readable JSON file (or is inline JSON, as transformers allows)."""
-    if not config or config.lstrip().startswith("{"):
-        return
-    if not os.path.isfile(config):
-        raise InputError(f"--deepspeed config file does not exist ({config})")
-    with open(config, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        settings = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(
-            f"--deepspeed config is not valid JSON: {e.msg[0].lower() + e.msg[1:]} ({config}:{e.lineno}:{e.colno})"
-        ) from None
-    if not isinstance(settings, dict):
-        raise InputError(
-            f"--deepspeed config holds a JSON {type(settings).__name__}, not an object of settings ({config})"
-        )
-
-
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    from .train import parse_args, with_recipe
-
-    argv, deepspeed_config = without_deepspeed(with_recipe(list(sys.argv[1:] if argv is None else argv)))
-    check_deepspeed_config(deepspeed_config)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING, force=True)
-    model_args, data_args, training_args = parse_args(argv, log=False)
-    checked = check(model_args, data_args, training_args)
-    print(checked.summary(model_args, data_args, training_args), flush=True)
+    args = parse_args(list(sys.argv[1:] if argv is None else argv), log=False, start_deepspeed=False)
+    print(check(args).summary(args), flush=True)
     return 0
 
 

@@ -13,8 +13,8 @@ import os
 
 from ..errors import one_line
 from . import checkpoints
-from .data import SkipLimitExceeded
 from .preemption import TrainingInterrupted
+from .skipped_samples import SkipLimitExceeded
 
 RESUMES = "the same command resumes from it"
 

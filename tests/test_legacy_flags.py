@@ -1,20 +1,22 @@
-"""LLaVA's and LLaVA-NeXT's training flags, parsed as their scripts pass them: each is honoured, aliased,
-warned about or refused in one line (llava/train/llava_flags.py). Parsing only: no model is built."""
+"""LLaVA's and LLaVA-NeXT's training flags, parsed as their scripts pass them: each is renamed,
+translated, accepted, warned about or refused in one line (llava/train/legacy_flags.py). Parsing only: no
+model is built."""
 
 import pytest
 
-from llava.train import train
-from llava.train.llava_flags import FLAG_RULES, FlagError, flag_table, join_flags, split_flags
+from llava.train import command_line
+from llava.train.arguments import parse_args
+from llava.train.legacy_flags import LEGACY_FLAGS, FlagError, Kind
 
 BASE = ["--model_name_or_path", "unused-lm", "--output_dir", "unused-output"]
 
 
 def parse(*flags):
-    return train.parse_args([*BASE, *flags])
+    return parse_args([*BASE, *flags])
 
 
 def test_renamed_training_flags_are_aliases():
-    _, _, args = parse(
+    args = parse(
         "--evaluation_strategy",
         "no",
         "--warmup_ratio",
@@ -23,18 +25,18 @@ def test_renamed_training_flags_are_aliases():
         "True",
         "--save_safetensors",
         "True",
-    )
+    ).training
     assert args.eval_strategy == "no" and args.warmup_steps == 0.03
     assert args.get_warmup_steps(1000) == 30  # transformers 5 reads warmup_steps < 1 as a ratio
     assert args.train_sampling_strategy == "group_by_length"
-    with pytest.raises(FlagError, match="--warmup_ratio and --warmup_steps both given"):
+    with pytest.raises(FlagError, match="--warmup_ratio 0.03 and --warmup_steps 10 both given; keep one"):
         parse("--warmup_ratio", "0.03", "--warmup_steps", "10")
     with pytest.raises(FlagError, match="below 1"):
         parse("--warmup_ratio", "1.5")
 
 
 def logged(capsys, level):
-    """Messages logged at `level` (train.parse_args sets up logging to stderr)."""
+    """Messages logged at `level` (parse_args sets up logging to stderr)."""
     return [
         line.split(" llava.train: ", 1)[1]
         for line in capsys.readouterr().err.splitlines()
@@ -43,7 +45,7 @@ def logged(capsys, level):
 
 
 def test_machine_dependent_flags_are_dropped_with_a_warning_here(capsys):
-    _, _, args = parse("--tf32", "True", "--report_to", "wandb")
+    args = parse("--tf32", "True", "--report_to", "wandb").training
     assert args.tf32 is None and args.report_to == []
     warnings = logged(capsys, "WARNING")
     assert any(w.startswith("--tf32 True is dropped") for w in warnings)
@@ -67,7 +69,7 @@ def test_machine_dependent_flags_are_dropped_with_a_warning_here(capsys):
         (["--trainer_mode", "zo"], "--trainer_mode regular"),
         (["--vision_tower_pretrained", "x.bin"], "--vision_tower"),
         (["--rope_scaling_factor", "2"], "config.json"),
-        (["--frames_upbound", "16", "--num_frames", "8"], "give one"),
+        (["--frames_upbound", "16", "--num_frames", "8"], "keep one"),
         (["--version", "v9"], "choose one of"),
     ],
 )
@@ -125,65 +127,43 @@ def test_video_pooling_flags_warn_that_the_packer_sets_the_tokens(capsys):
     ],
 )
 def test_llava_switches_map_onto_tunable_parts(flags, parts):
-    model_args, _, _ = parse(*flags)
-    assert model_args.mm_tunable_parts == parts
+    assert parse(*flags).model.mm_tunable_parts == parts
 
 
 def test_frames_upbound_sets_the_frames_per_clip_and_other_grouping_flags():
-    _, data_args, _ = parse("--frames_upbound", "32", "--force_sample", "True")
-    assert data_args.num_frames == 32
-    _, _, args = parse("--group_by_modality_length_auto", "True")
-    assert args.group_by_modality_length
-    _, _, args = parse("--group_by_modality_length", "True", "--early_mix_text", "True")
+    assert parse("--frames_upbound", "32", "--force_sample", "True").vision.num_frames == 32
+    assert parse("--group_by_modality_length_auto", "True").training.group_by_modality_length
+    args = parse("--group_by_modality_length", "True", "--early_mix_text", "True").training
     assert not args.group_by_modality_length and args.train_sampling_strategy == "group_by_length"
 
 
-def test_flag_forms_and_the_table():
-    assert split_flags(["--a=1", "--b", "2", "--c", "--d", "-2", "--e-f", "x"]) == [
-        ("a", "1"),
-        ("b", "2"),
-        ("c", None),
-        ("d", "-2"),
-        ("e_f", "x"),
-    ]
-    documented = {row[0] for row in flag_table()}
-    for name in (
-        "--evaluation_strategy",
-        "--warmup_ratio",
-        "--tf32",
-        "--report_to",
-        "--frames_upbound",
-        "--mm_use_im_start_end",
-        "--image_aspect_ratio",
-        "--mm_vision_tower_lr",
-        "--group_by_modality_length",
-    ):
-        assert name in documented
-    assert all(rule.why for rule in FLAG_RULES.values())
+def test_flag_forms():
+    line = command_line.read(["--a=1", "--b", "2", "--c", "--d", "-2", "--e-f", "x", "y", "--a", "3"])
+    assert line.flags == {"b": "2", "c": None, "d": "-2", "e_f": ["x", "y"], "a": "3"}
+    assert command_line.tokens(line.flags) == ["--b", "2", "--c", "--d", "-2", "--e_f", "x", "y", "--a", "3"]
+
+
+def test_every_legacy_flag_says_what_it_does_and_is_of_one_kind():
+    assert all(flag.why and isinstance(flag.kind, Kind) for flag in LEGACY_FLAGS.values())
+    renamed = {name: flag.today for name, flag in LEGACY_FLAGS.items() if flag.kind is Kind.RENAMED}
+    assert renamed["frames_upbound"] == "num_frames" and renamed["evaluation_strategy"] == "eval_strategy"
+    # a refused flag names what to do instead
+    refused = [flag.why for flag in LEGACY_FLAGS.values() if flag.kind is Kind.REFUSED]
+    assert all(any(w in why for w in ("use", "drop", "point", "set", "train")) for why in refused), refused
 
 
 def test_help_lists_the_llava_flags(capsys):
     with pytest.raises(SystemExit) as done:
-        train.parse_args(["--help"])
+        parse_args(["--help"])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    assert "--frames_upbound" in out and "LLaVA flag, refused here" in out
-
-
-def test_the_flag_table_in_docs_is_current():
-    from pathlib import Path
-
-    from llava.train.llava_flags import document
-
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "llava_flags.md").read_text()
-    assert doc == document(), "regenerate it: python -m llava.train.llava_flags > docs/llava_flags.md"
+    assert "--frames_upbound" in out and "LLaVA flag, refused unless at LLaVA's default" in out
 
 
 def test_a_value_that_starts_with_dashes_and_holds_a_space_is_a_value():
     # --eval_milestones takes another command's arguments as one value
     argv = ["--eval_milestones", "--minimal-pairs /data/pairs-it --device cpu", "--seed", "1"]
-    assert split_flags(argv) == [
-        ("eval_milestones", "--minimal-pairs /data/pairs-it --device cpu"),
-        ("seed", "1"),
-    ]
-    assert join_flags(split_flags(argv)) == argv
+    flags = command_line.read(argv).flags
+    assert flags == {"eval_milestones": "--minimal-pairs /data/pairs-it --device cpu", "seed": "1"}
+    assert command_line.tokens(flags) == argv
+    assert parse(*argv).training.eval_milestones == "--minimal-pairs /data/pairs-it --device cpu"
