@@ -23,7 +23,7 @@ For each it reports:
   new tokens (logits on the last 32 positions), the same arithmetic as the cached decoding in one pass.
 
 `python -m llava.bench --eval-milestones` measures instead what evaluating milestone checkpoints beside
-training (--eval_milestones) costs the training (llava/bench_eval_milestones.py).
+training (--eval_milestones) costs the training (llava/bench/eval_milestones.py).
 
 The table goes to stdout and to --output (docs/benchmarks.md under the working directory: run it from a
 checkout's root to update the repository's table) with a description of the machine. Models and clips are
@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import errors
-from .errors import InputError, UsageError
+from .. import errors
+from ..errors import InputError, UsageError
 
 # The training script's DATALOADER_NUM_WORKERS default.
 DEFAULT_WORKERS = 4
@@ -187,7 +187,7 @@ def build_assets(shapes: Shapes, workdir: Path) -> dict:
     """Clips, captions, tokenizer, GPT-2 and tower folders for one configuration (reused when present)."""
     from transformers import AutoTokenizer, BitImageProcessorPil, Dinov2Config, Dinov2Model, GPT2Config, GPT2LMHeadModel
 
-    from .demo.synthetic import ClipSpec, all_specs, caption_corpus, render_frames, train_tokenizer, write_clip
+    from ..demo.synthetic import ClipSpec, all_specs, caption_corpus, render_frames, train_tokenizer, write_clip
 
     folder = workdir / shapes.name
     done = folder / "assets.json"
@@ -318,7 +318,7 @@ class Bench:
     def setup(self):
         from transformers import AutoTokenizer
 
-        from .train import cache_features, train
+        from ..train import cache_features, train
 
         self.assets = build_assets(self.shapes, self.workdir)
         cache_dir = str(self.workdir / self.shapes.name / "feature-cache")
@@ -449,7 +449,7 @@ class Bench:
         )
 
         # Decoding the same files with each backend (the sampled 8 frames, as training does).
-        from .video import read_video_frames
+        from ..video import read_video_frames
 
         paths = [os.path.join(self.assets["videos"], sample["media"]) for sample in self.online.samples]
         for backend in ("decord", "pyav"):
@@ -770,7 +770,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--eval-milestones",
         action="store_true",
         help="instead of the table: the training's steps/s without and with --eval_milestones, side by side "
-        "(llava/bench_eval_milestones.py; printed only)",
+        "(llava/bench/eval_milestones.py; printed only)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, force=True)
@@ -784,9 +784,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"machine: {machine}", flush=True)
     load_at_start = os.getloadavg()
     if args.eval_milestones:
-        from . import bench_eval_milestones
+        from . import eval_milestones
 
-        summary = bench_eval_milestones.run(Path(args.workdir), device, args.repeats)
+        summary = eval_milestones.run(Path(args.workdir), device, args.repeats)
         print(describe_load(load_at_start, os.getloadavg()), flush=True)
         return summary
     results = {}
@@ -799,7 +799,3 @@ def main(argv: list[str] | None = None) -> dict:
     write_markdown(Path(args.output), machine, results, shown, load)
     print(f"written to {args.output}", flush=True)
     return results
-
-
-if __name__ == "__main__":
-    errors.entry_point(main)()
