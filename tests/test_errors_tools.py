@@ -5,7 +5,7 @@ scripts/check_cuda.py, scripts/gpu_check.sh, scripts_italian/test_gpt2_wrapper.p
 folders are real tmpfs mounts.
 
 The commands run in a subprocess, except most of the benchmark's: its interpreter spends more than a
-second importing torch before the check, so those run its `main`, wrapped as `python -m llava.bench`
+second importing torch before most of its checks, so those run its `main`, wrapped as `python -m llava.bench`
 wraps it, in this process (one case keeps the subprocess). The other tools start in a fraction of a
 second; the demo's training failure needs its processes."""
 
@@ -23,6 +23,8 @@ import pytest
 
 from llava import bench as bench_module
 from llava import errors
+from llava.bench.assets import build_assets as build_bench_assets
+from llava.bench.configs import SHAPES as BENCH_SHAPES
 
 from entry_points import run_cli_with_process_output
 from train_helpers import ROOT
@@ -385,14 +387,14 @@ def test_bench_read_only_output_or_workdir_fails_before_any_model_is_built(tmp_p
 
 
 def test_bench_rebuilds_a_cut_short_assets_record(tmp_path):
-    shapes = dataclasses.replace(bench_module.SHAPES["demo"], num_clips=2)
-    first = bench_module.build_assets(shapes, tmp_path)
+    shapes = dataclasses.replace(BENCH_SHAPES["demo"], num_clips=2)
+    first = build_bench_assets(shapes, tmp_path)
     record = tmp_path / "demo" / "assets.json"
     record.write_text(record.read_text()[:20])  # cut short (written by an older version, not by rename)
-    assert bench_module.build_assets(shapes, tmp_path) == first
+    assert build_bench_assets(shapes, tmp_path) == first
     assert json.loads(record.read_text()) == first
     shutil.rmtree(first["gpt2"])  # the record intact, a model deleted by hand
-    assert bench_module.build_assets(shapes, tmp_path) == first
+    assert build_bench_assets(shapes, tmp_path) == first
     assert (Path(first["gpt2"]) / "config.json").is_file()
 
 

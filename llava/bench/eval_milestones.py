@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 MILESTONE_WORDS = 300  # about every 5 steps of the demo's batch of 8 captions
 STEPS = 150
@@ -35,9 +35,9 @@ EVALUATION_TIMEOUT_S = 1800
 
 def build_assets(folder: Path) -> dict:
     """The demo's data, tokenizer and models, and its minimal pairs."""
-    from .demo.grammar import write_minimal_pairs
-    from .demo.run import Preset
-    from .demo.run import build_assets as build_demo_assets
+    from ..demo.grammar import write_minimal_pairs
+    from ..demo.run import Preset
+    from ..demo.run import build_assets as build_demo_assets
 
     shutil.rmtree(folder, ignore_errors=True)
     assets = build_demo_assets(folder, Preset(num_train=NUM_TRAIN, num_val=NUM_VAL, epochs=1))
@@ -84,8 +84,8 @@ def curves_arguments(assets: dict, device: torch.device) -> str:
 
 def one_run(assets: dict, output_dir: Path, steps: int, evaluation: str | None) -> dict:
     """One training; with `evaluation` (the --eval_milestones value), waits for its evaluators too."""
-    from .eval.curves import read_rows
-    from .train import train
+    from ..eval.curves import read_rows
+    from ..train import train
 
     shutil.rmtree(output_dir, ignore_errors=True)
     argv = train_argv(assets, output_dir, steps) + (["--eval_milestones", evaluation] if evaluation else [])
