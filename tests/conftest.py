@@ -8,6 +8,7 @@ import llava.model  # noqa: F401  (registers the families)
 from llava.demo.synthetic import caption_corpus, train_tokenizer
 from llava.testing import save_tiny_vision_tower
 
+import tiers
 from disk_helpers import SmallDisks
 from slurm_cluster import SlurmCluster
 from train_helpers import make_assets, make_script_assets, train_tiny_checkpoint, write_dummy_paths
@@ -16,6 +17,15 @@ from train_helpers import make_assets, make_script_assets, train_tiny_checkpoint
 # user; checkouts with other include paths rebuild it in turn and wait on each other's build lock. One
 # folder per virtual environment (inherited by every process a test starts) builds it once.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line listing the privileged tiers (tiers.PRIVILEGED_TIERS) that were skipped, with their reasons:
+    CI lets them skip, and this line is where a reader sees what did not run. Under pytest-xdist this runs
+    in the controller, whose `skipped` stats hold every worker's skip reports."""
+    line = tiers.privileged_summary(terminalreporter.stats.get("skipped", []))
+    if line:
+        terminalreporter.write_line(line, yellow=True, bold=True)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -83,7 +93,8 @@ def _seed():
 
 @pytest.fixture
 def slurm_cluster():
-    """A private one-node SLURM cluster for one test (skips, saying why, where SLURM is missing)."""
+    """A private one-node SLURM cluster for one test (where SLURM is missing or cannot start: a skip saying
+    why, a failure in CI; tiers.require_installed)."""
     cluster = SlurmCluster()
     try:
         cluster.start()

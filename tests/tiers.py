@@ -1,0 +1,85 @@
+"""What may skip: the one place where the test suite decides.
+
+Two kinds of missing setup stop a test before it runs:
+
+- setup the repository installs itself (.ci/setup_slurm.sh, .ci/setup_browser.sh, the dev extra): SLURM and
+  munge, `ip` and `nsenter`, chromium and chromedriver, selenium. `require_installed` skips such a test on a
+  developer's machine, saying what is missing and what installs it; in CI (`CI=true`, as GitHub Actions and
+  most CI systems set it, and as .ci/run sets it) it fails the test with the same words, so that CI cannot
+  pass with a tier silently skipped because an install went wrong.
+- privileges the machine may not grant (network namespaces, tmpfs mounts). `skip_privileged` skips even in
+  CI, with a reason tagged by its tier, and `privileged_summary` turns a run's skip reports into one line
+  that lists each such tier with its reason (conftest.py prints it at the end of the run).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from typing import NoReturn
+
+import pytest
+
+# The tiers that need what the machine may refuse, not what CI installs: the only skips CI accepts.
+PRIVILEGED_TIERS = ("network namespaces", "tmpfs mounts")
+# A privileged skip's reason starts with its tier, so that the summary can find it again in the skip
+# reports: under pytest-xdist those are all the controller gets back from its workers (no exception type,
+# no item), and the reason text is what they carry.
+_PRIVILEGED = re.compile(r"^privileged tier \[(?P<tier>[^\]]+)\]: (?P<reason>.*)$", re.DOTALL)
+
+
+def in_ci() -> bool:
+    """Whether this run is CI's: `CI` set to `true` (GitHub Actions, GitLab, most others) or `1`."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def require_installed(what: str, installer: str, reason: str) -> NoReturn:
+    """Stops a test whose setup, which `installer` installs, is missing or unusable: a skip on a
+    developer's machine, a failure in CI. `what` names the missing piece ("SLURM and munge"), `installer`
+    what puts it there (".ci/setup_slurm.sh"), `reason` what was found ("sbatch, slurmd not found")."""
+    message = f"{what} (installed by {installer}): {reason}"
+    if in_ci():
+        pytest.fail(
+            f"missing in CI: {message}\n(CI=true: what the repository installs itself must be there in CI, "
+            "so this test fails instead of skipping)",
+            pytrace=False,
+        )
+    pytest.skip(message)
+
+
+def skip_privileged(tier: str, reason: str) -> NoReturn:
+    """Skips a test of a privileged tier, in CI too; the run's summary line lists the tier with `reason`."""
+    if tier not in PRIVILEGED_TIERS:
+        raise ValueError(f"unknown privileged tier {tier!r}: one of {', '.join(PRIVILEGED_TIERS)}")
+    pytest.skip(f"privileged tier [{tier}]: {reason}")
+
+
+def _skip_reason(report) -> str | None:
+    # A skip's longrepr is (path, line, "Skipped: reason"); xdist may hand it back as a list.
+    longrepr = report.longrepr
+    if isinstance(longrepr, (tuple, list)) and len(longrepr) == 3 and isinstance(longrepr[2], str):
+        return longrepr[2].removeprefix("Skipped: ")
+    return None
+
+
+def privileged_summary(skipped_reports: Iterable) -> str | None:
+    """One line naming each privileged tier that was skipped, how many tests and why, or None when none
+    was: `privileged tiers skipped: tmpfs mounts (12 tests: <reason>); network namespaces (1 test: <reason>)`.
+    Distinct reasons of one tier are joined by ` | `; only a reason's first line is kept."""
+    tiers: dict[str, dict[str, None]] = {}  # tier -> its reasons, in the order met (a dict keeps it)
+    counts: dict[str, int] = {}
+    for report in skipped_reports:
+        match = _PRIVILEGED.match(_skip_reason(report) or "")
+        if match is None:
+            continue
+        tier = match["tier"]
+        tiers.setdefault(tier, {})[match["reason"].splitlines()[0] if match["reason"] else ""] = None
+        counts[tier] = counts.get(tier, 0) + 1
+    if not tiers:
+        return None
+    parts = []
+    for tier, reasons in tiers.items():
+        tests = f"{counts[tier]} test{'s' if counts[tier] != 1 else ''}"
+        parts.append(f"{tier} ({tests}: {' | '.join(reasons)})")
+    return "privileged tiers skipped: " + "; ".join(parts)
