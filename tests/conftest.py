@@ -18,6 +18,27 @@ from train_helpers import make_assets, make_script_assets, train_tiny_checkpoint
 # folder per virtual environment (inherited by every process a test starts) builds it once.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 
+# Fixtures a test may use only with these marks (pyproject.toml's tiers), so that `make test-fast`
+# ("not slow and not distributed and not slurm") never builds them; checked at collection, where a test
+# without them is a collection error naming the test and the fixture. A fixture built on one of these
+# (test_llava_api's `loaded` on `checkpoint`) counts: a test's fixturenames hold what its fixtures use, and
+# a module's fixture of the same name (test_eval_captions' `checkpoint`) does the same work. Measured on 2
+# CPU cores: `checkpoint` trains for 1.6-1.8 s; `train_assets` (0.3-0.45 s) and `script_assets` are the
+# training tests' data, which a fast run would build for one test alone. `assets` (0.2-0.45 s) is not
+# here: it is the fast tier's own shared set, built once for some forty fast tests.
+FIXTURE_MARKS = {
+    "checkpoint": (("slow",), "trains the tiny captioner"),
+    "train_assets": (("slow",), "builds the training tests' 24-clip set"),
+    "script_assets": (("slow",), "builds train_italian_video.sh's assets for real runs"),
+    "slurm_cluster": (("slow", "slurm"), "starts a SLURM cluster"),
+}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    return tiers.fail_collection_on_unmarked(report, FIXTURE_MARKS)
+
 
 def pytest_terminal_summary(terminalreporter):
     """One line listing the privileged tiers (tiers.PRIVILEGED_TIERS) that were skipped, with their reasons:

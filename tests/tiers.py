@@ -1,4 +1,4 @@
-"""What may skip: the one place where the test suite decides.
+"""What may skip, and what a test must be marked with: the one place where the test suite decides.
 
 Two kinds of missing setup stop a test before it runs:
 
@@ -10,13 +10,17 @@ Two kinds of missing setup stop a test before it runs:
 - privileges the machine may not grant (network namespaces, tmpfs mounts). `skip_privileged` skips even in
   CI, with a reason tagged by its tier, and `privileged_summary` turns a run's skip reports into one line
   that lists each such tier with its reason (conftest.py prints it at the end of the run).
+
+`unmarked_fixture_uses` is the collection-time rule that a test using an expensive fixture (one that
+trains, builds the training tier's assets or starts a cluster) carries the marks that keep it out of
+`make test-fast`: conftest.py lists the fixtures, `fail_collection_on_unmarked` fails the module.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NoReturn
 
 import pytest
@@ -83,3 +87,35 @@ def privileged_summary(skipped_reports: Iterable) -> str | None:
         tests = f"{counts[tier]} test{'s' if counts[tier] != 1 else ''}"
         parts.append(f"{tier} ({tests}: {' | '.join(reasons)})")
     return "privileged tiers skipped: " + "; ".join(parts)
+
+
+def unmarked_fixture_uses(items: Iterable, required_marks: Mapping[str, tuple[tuple[str, ...], str]]) -> list[str]:
+    """One line per test that uses a fixture of `required_marks` (name -> (marks, what it does)) without
+    one of those marks. A fixture's dependencies are in a test's `fixturenames`, so a module's fixture
+    built on `checkpoint` counts as using `checkpoint`."""
+    problems = []
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        for fixture, (marks, why) in required_marks.items():
+            if fixture not in item.fixturenames:
+                continue
+            missing = [mark for mark in marks if item.get_closest_marker(mark) is None]
+            if missing:
+                needed = " and ".join(f"@pytest.mark.{mark}" for mark in missing)
+                problems.append(f"{item.nodeid} uses the fixture `{fixture}` ({why}) without {needed}")
+    return problems
+
+
+def fail_collection_on_unmarked(report, required_marks: Mapping[str, tuple[tuple[str, ...], str]]):
+    """Turns a collector's report into a collection error when one of its tests breaks `required_marks`
+    (for a `pytest_make_collect_report` wrapper). A collection error, not a UsageError: pytest-xdist's
+    workers report it like any broken module, where a UsageError raised in a worker ends in an
+    INTERNALERROR that hides the message; and `--co` shows it."""
+    if report.passed:
+        problems = unmarked_fixture_uses(report.result, required_marks)
+        if problems:
+            report.outcome = "failed"
+            report.longrepr = "\n".join(problems)
+            report.result = []
+    return report
