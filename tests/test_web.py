@@ -6,7 +6,8 @@ against the caption computed here with serve.cli's own functions, and every vide
 the same checkpoint given frames of the processor's mean colour.
 
 Where chromium, chromedriver or selenium is missing, the browser test skips, saying why and what installs
-it (.ci/setup_browser.sh, the dev extra); in CI it fails instead (tests/tiers.py). A screenshot of the page is left in test_artifacts/web.png (or $TEST_ARTIFACTS_DIR).
+it (.ci/setup_browser.sh, the dev extra); in CI it fails instead (tests/tiers.py). A screenshot of the
+page is left in test_artifacts/web.png (or $TEST_ARTIFACTS_DIR).
 """
 
 from __future__ import annotations
