@@ -34,19 +34,11 @@ FIXTURE_MARKS = {
 }
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_make_collect_report(collector):
-    report = yield
-    return tiers.fail_collection_on_unmarked(report, FIXTURE_MARKS)
-
-
-def pytest_terminal_summary(terminalreporter):
-    """One line listing the privileged tiers (tiers.PRIVILEGED_TIERS) that were skipped, with their reasons:
-    CI lets them skip, and this line is where a reader sees what did not run. Under pytest-xdist this runs
-    in the controller, whose `skipped` stats hold every worker's skip reports."""
-    line = tiers.privileged_summary(terminalreporter.stats.get("skipped", []))
-    if line:
-        terminalreporter.write_line(line, yellow=True, bold=True)
+def pytest_configure(config):
+    """FIXTURE_MARKS checked at collection, and one line at the end of the run listing the privileged tiers
+    (tiers.PRIVILEGED_TIERS) that were skipped, with their reasons: CI lets them skip, and that line is
+    where a reader sees what did not run."""
+    config.pluginmanager.register(tiers.Checks(FIXTURE_MARKS), "llava-tiers")
 
 
 def pytest_collection_modifyitems(config, items):

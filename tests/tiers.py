@@ -9,11 +9,12 @@ Two kinds of missing setup stop a test before it runs:
   pass with a tier silently skipped because an install went wrong.
 - privileges the machine may not grant (network namespaces, tmpfs mounts). `skip_privileged` skips even in
   CI, with a reason tagged by its tier, and `privileged_summary` turns a run's skip reports into one line
-  that lists each such tier with its reason (conftest.py prints it at the end of the run).
+  that lists each such tier with its reason, printed at the end of the run.
 
 `unmarked_fixture_uses` is the collection-time rule that a test using an expensive fixture (one that
 trains, builds the training tier's assets or starts a cluster) carries the marks that keep it out of
 `make test-fast`: conftest.py lists the fixtures, `fail_collection_on_unmarked` fails the module.
+`Checks` is the plugin conftest.py registers to apply both (tests/test_tiers.py runs it for real).
 """
 
 from __future__ import annotations
@@ -69,23 +70,24 @@ def _skip_reason(report) -> str | None:
 
 def privileged_summary(skipped_reports: Iterable) -> str | None:
     """One line naming each privileged tier that was skipped, how many tests and why, or None when none
-    was: `privileged tiers skipped: tmpfs mounts (12 tests: <reason>); network namespaces (1 test: <reason>)`.
-    Distinct reasons of one tier are joined by ` | `; only a reason's first line is kept."""
-    tiers: dict[str, dict[str, None]] = {}  # tier -> its reasons, in the order met (a dict keeps it)
+    was: `privileged tiers skipped: network namespaces (1 test: <reason>); tmpfs mounts (12 tests: <reason>)`.
+    Tiers in PRIVILEGED_TIERS' order and a tier's distinct reasons sorted, joined by ` | ` (only a reason's
+    first line): under pytest-xdist reports arrive in whatever order the workers finish."""
+    reasons: dict[str, set[str]] = {}
     counts: dict[str, int] = {}
     for report in skipped_reports:
         match = _PRIVILEGED.match(_skip_reason(report) or "")
-        if match is None:
+        if match is None or match["tier"] not in PRIVILEGED_TIERS:
             continue
         tier = match["tier"]
-        tiers.setdefault(tier, {})[match["reason"].splitlines()[0] if match["reason"] else ""] = None
+        reasons.setdefault(tier, set()).add(match["reason"].split("\n", 1)[0])
         counts[tier] = counts.get(tier, 0) + 1
-    if not tiers:
+    if not reasons:
         return None
     parts = []
-    for tier, reasons in tiers.items():
+    for tier in sorted(reasons, key=PRIVILEGED_TIERS.index):
         tests = f"{counts[tier]} test{'s' if counts[tier] != 1 else ''}"
-        parts.append(f"{tier} ({tests}: {' | '.join(reasons)})")
+        parts.append(f"{tier} ({tests}: {' | '.join(sorted(reasons[tier]))})")
     return "privileged tiers skipped: " + "; ".join(parts)
 
 
@@ -119,3 +121,24 @@ def fail_collection_on_unmarked(report, required_marks: Mapping[str, tuple[tuple
             report.longrepr = "\n".join(problems)
             report.result = []
     return report
+
+
+class Checks:
+    """The plugin conftest.py registers (`pytest_configure`): the collection rule of `fixture_marks`
+    (fixture name -> (marks, what it does)) and the summary line of skipped privileged tiers. A plugin
+    object, not hooks written into conftest.py, so that tests/test_tiers.py runs these very hooks on the
+    test files it generates."""
+
+    def __init__(self, fixture_marks: Mapping[str, tuple[tuple[str, ...], str]]):
+        self.fixture_marks = fixture_marks
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(self, collector):
+        report = yield
+        return fail_collection_on_unmarked(report, self.fixture_marks)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        # Under pytest-xdist this runs in the controller, whose `skipped` stats hold every worker's reports.
+        line = privileged_summary(terminalreporter.stats.get("skipped", []))
+        if line:
+            terminalreporter.write_line(line, yellow=True, bold=True)
