@@ -41,7 +41,7 @@ from tiers import require_installed, skip_privileged
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sinfo", "sbatch", "scontrol", "scancel", "squeue", "srun")
 SLURM = "SLURM and munge"
-INSTALLER = ".ci/setup_slurm.sh (apt-get install slurm-wlm munge)"
+INSTALLER = ".ci/setup_slurm.sh, or apt-get install slurm-wlm munge"
 
 
 def missing_programs() -> list[str]:

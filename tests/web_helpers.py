@@ -99,14 +99,14 @@ def start_browser():
         missing = [name for name, path in (("chromium", chromium), ("chromedriver", driver)) if not path]
         require_installed(
             "chromium and chromedriver",
-            ".ci/setup_browser.sh (apt-get install chromium chromium-driver)",
+            ".ci/setup_browser.sh, or apt-get install chromium chromium-driver",
             f"{' and '.join(missing)} not found on PATH",
         )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError as error:
-        require_installed("selenium", "the dev extra (pip install -e '.[dev]', as `make venv` does)", str(error))
+        require_installed("selenium", "the dev extra: pip install -e '.[dev]', as `make venv` does", str(error))
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1600"):
