@@ -8,6 +8,7 @@ import llava.model  # noqa: F401  (registers the families)
 from llava.demo.synthetic import caption_corpus, train_tokenizer
 from llava.testing import save_tiny_vision_tower
 
+import tiers
 from disk_helpers import SmallDisks
 from slurm_cluster import SlurmCluster
 from train_helpers import make_assets, make_script_assets, train_tiny_checkpoint, write_dummy_paths
@@ -16,6 +17,28 @@ from train_helpers import make_assets, make_script_assets, train_tiny_checkpoint
 # user; checkouts with other include paths rebuild it in turn and wait on each other's build lock. One
 # folder per virtual environment (inherited by every process a test starts) builds it once.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+
+# Fixtures a test may use only with these marks (pyproject.toml's tiers), so that `make test-fast`
+# ("not slow and not distributed and not slurm") never builds them; checked at collection, where a test
+# without them is a collection error naming the test and the fixture. A fixture built on one of these
+# (test_llava_api's `loaded` on `checkpoint`) counts: a test's fixturenames hold what its fixtures use, and
+# a module's fixture of the same name (test_eval_captions' `checkpoint`) does the same work. Measured on 2
+# CPU cores: `checkpoint` trains for 1.6-1.8 s; `train_assets` (0.3-0.45 s) and `script_assets` are the
+# training tests' data, which a fast run would build for one test alone. `assets` (0.2-0.45 s) is not
+# here: it is the fast tier's own shared set, built once for some forty fast tests.
+FIXTURE_MARKS = {
+    "checkpoint": (("slow",), "trains the tiny captioner"),
+    "train_assets": (("slow",), "builds the training tests' 24-clip set"),
+    "script_assets": (("slow",), "builds train_italian_video.sh's assets for real runs"),
+    "slurm_cluster": (("slow", "slurm"), "starts a SLURM cluster"),
+}
+
+
+def pytest_configure(config):
+    """FIXTURE_MARKS checked at collection, and one line at the end of the run listing the privileged tiers
+    (tiers.PRIVILEGED_TIERS) that were skipped, with their reasons: CI lets them skip, and that line is
+    where a reader sees what did not run."""
+    config.pluginmanager.register(tiers.Checks(FIXTURE_MARKS), "llava-tiers")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -83,7 +106,8 @@ def _seed():
 
 @pytest.fixture
 def slurm_cluster():
-    """A private one-node SLURM cluster for one test (skips, saying why, where SLURM is missing)."""
+    """A private one-node SLURM cluster for one test (where SLURM is missing or cannot start: a skip saying
+    why, a failure in CI; tiers.require_installed)."""
     cluster = SlurmCluster()
     try:
         cluster.start()

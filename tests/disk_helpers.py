@@ -1,6 +1,7 @@
-"""Small real disks for tests of full and read-only file systems: tmpfs mounts (we run as root; a test
-is skipped, saying why, where mounting is refused), unmounted when the test ends. Root ignores file
-modes, so a read-only folder has to be a read-only mount."""
+"""Small real disks for tests of full and read-only file systems: tmpfs mounts, unmounted when the test
+ends. Root ignores file modes, so a read-only folder has to be a read-only mount. Mounting needs root (or
+CAP_SYS_ADMIN), which a machine may refuse: such a test is skipped as the privileged tier "tmpfs mounts",
+in CI too, and the run's summary line names the tier and the reason (tests/tiers.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tiers import skip_privileged
 
 
 class SmallDisks:
@@ -21,12 +22,15 @@ class SmallDisks:
         folder = self.root / name
         folder.mkdir()
         if shutil.which("mount") is None:
-            pytest.skip("no mount command: a small disk cannot be made")
+            skip_privileged("tmpfs mounts", "no mount command: a small disk cannot be made")
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
         )
         if done.returncode != 0:
-            pytest.skip(f"a small disk cannot be made here (mount -t tmpfs: {done.stderr.strip() or done.returncode})")
+            # mount's first line, the folder named as such: one reason for every test the summary line counts
+            said = done.stderr.strip().splitlines()[0] if done.stderr.strip() else f"exit status {done.returncode}"
+            reason = said.replace(str(folder), "<folder>")
+            skip_privileged("tmpfs mounts", f"a small disk cannot be made here (mount -t tmpfs: {reason})")
         self.mounted.append(folder)
         if read_only:
             assert self.remount(folder, "ro").returncode == 0

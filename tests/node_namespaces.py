@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from tiers import require_installed, skip_privileged
+
 NETNS_DIR = "/var/run/netns"
 TOOLS = ("ip", "nsenter")
 _STALE_NAME = re.compile(r"^llv(\d+)x\d+")
@@ -58,14 +60,18 @@ def _path() -> str:
     return os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 
-def unavailable_reason() -> str | None:
-    """Why namespaces cannot be made here (one line), or None."""
+def require() -> None:
+    """Returns where namespaces can be made here; otherwise stops the test (tests/tiers.py). Root first:
+    without it nothing an install adds would let the test run, so it is a privileged tier's skip, in CI
+    too. Then the tools, which .ci/setup_slurm.sh installs: a skip on a developer's machine, a failure in
+    CI."""
     if os.geteuid() != 0:
-        return f"network namespaces need root (the test runs as uid {os.geteuid()})"
+        skip_privileged("network namespaces", f"they need root (the test runs as uid {os.geteuid()})")
     missing = [tool for tool in TOOLS if shutil.which(tool, path=_path()) is None]
     if missing:
-        return f"{' and '.join(missing)} not found (iproute2, util-linux); .ci/setup_slurm.sh installs them"
-    return None
+        require_installed(
+            "iproute2's ip and util-linux's nsenter", ".ci/setup_slurm.sh", f"{' and '.join(missing)} not found"
+        )
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:

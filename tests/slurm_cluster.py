@@ -5,11 +5,15 @@ the state and spool folders, pid and log files. Its ports are free ports picked 
 socket is private, and every client command the test runs gets `SLURM_CONF` pointing at its own
 slurm.conf through `cluster.env`, so it never touches (nor is touched by) a system SLURM.
 
-    with SlurmCluster() as cluster:          # pytest.skip(reason) where it cannot start
+    with SlurmCluster() as cluster:          # tiers.require_installed where it cannot start
         result = cluster.run(["sbatch", "--wait", "job.sh"], timeout=300)
 
+SLURM missing or failing to start is setup .ci/setup_slurm.sh installs: a skip saying why on a developer's
+machine, a failure in CI (tests/tiers.py).
+
 With `nodes=N` (N > 1) it has N nodes, n1..nN, each a slurmd in its own network namespace with its own
-address (tests/node_namespaces.py: root, `ip` and `nsenter` needed, a skip with the reason otherwise);
+address (tests/node_namespaces.py: root, `ip` and `nsenter` needed; without root, or where the kernel
+refuses the namespaces, the test skips as a privileged tier, in CI too);
 munged and slurmctld stay on the host, which is the bridge's first address. The namespaces share the host's
 name, so that name means the host's loopback on every node: only NodeAddr tells the nodes apart.
 
@@ -31,13 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 import node_namespaces
+from tiers import require_installed, skip_privileged
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sinfo", "sbatch", "scontrol", "scancel", "squeue", "srun")
-INSTALL_HINT = "install them with `apt-get install slurm-wlm munge` or run .ci/setup_slurm.sh"
+SLURM = "SLURM and munge"
+INSTALLER = ".ci/setup_slurm.sh, or apt-get install slurm-wlm munge"
 
 
 def missing_programs() -> list[str]:
@@ -199,22 +203,21 @@ class SlurmCluster:
         self.stop()
 
     def start(self) -> None:
-        """Starts the three daemons and waits until the node is idle; on any failure stops what it
-        started and calls `pytest.skip` with the reason."""
+        """Starts the three daemons and waits until the node is idle. On any failure it stops what it
+        started, then: SLURM missing or not starting is tiers.require_installed (a skip, a failure in CI);
+        network namespaces refused is tiers.skip_privileged."""
         missing = missing_programs()
         if missing:
             self.stop()
-            pytest.skip(f"SLURM is not installed: {', '.join(missing)} not found; {INSTALL_HINT}")
-        if self.network is not None and node_namespaces.unavailable_reason():
-            reason = node_namespaces.unavailable_reason()
-            self.stop()
-            pytest.skip(f"a {len(self.node_names)}-node cluster cannot be made here: {reason}")
+            require_installed(SLURM, INSTALLER, f"not installed: {', '.join(missing)} not found")
         try:
             if self.network is not None:
+                node_namespaces.require()
                 try:
                     self.network.up()
                 except node_namespaces.NetworkError as error:
-                    raise _StartError(str(error)) from error
+                    # root, and the tools are there: the kernel or the container refused (no CAP_NET_ADMIN)
+                    skip_privileged("network namespaces", f"a {len(self.node_names)}-node cluster: {error}")
             self._write_files()
             self._start_munged()
             self._start_slurm()
@@ -222,7 +225,7 @@ class SlurmCluster:
         except _StartError as error:
             logs = "\n".join(f"--- {name}.log ---\n{_tail(path)}" for name, path in self.logs.items())
             self.stop()
-            pytest.skip(f"the local SLURM cluster could not start: {error}\n{logs}")
+            require_installed(SLURM, INSTALLER, f"the local SLURM cluster could not start: {error}\n{logs}")
         except BaseException:
             self.stop()
             raise

@@ -550,10 +550,19 @@ def test_sbatch_trains_and_leaves_a_checkpoint(slurm_cluster, script_assets, tmp
     assert_final_model_loads(output, script_assets["VISION_TOWER"])
 
 
-def test_slurm_cluster_helper_skips_with_a_reason_when_slurm_is_missing(monkeypatch):
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_slurm_cluster_helper_skips_with_a_reason_when_slurm_is_missing_and_fails_in_ci(monkeypatch, ci):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
     cluster = SlurmCluster()
-    with pytest.raises(pytest.skip.Exception, match="not installed"):
+    # both outcomes caught, so that a skip where a failure is due fails this test instead of skipping it
+    with pytest.raises((pytest.skip.Exception, pytest.fail.Exception)) as stopped:
         cluster.start()
+    assert stopped.type is (pytest.fail.Exception if ci else pytest.skip.Exception)
+    assert "SLURM and munge (installed by .ci/setup_slurm.sh" in str(stopped.value)
+    assert "not installed: munged, slurmctld, slurmd, sinfo" in str(stopped.value)
     assert not cluster.root.exists()

@@ -37,8 +37,9 @@ def test_babylm_schedule_and_labels():
     assert parse_milestones(False, "300, 100,1e2") == [100, 300]
 
 
-def test_words_are_those_of_the_trained_answer_text(train_assets):
-    tokenizer = AutoTokenizer.from_pretrained(train_assets["gpt2"])
+def test_words_are_those_of_the_trained_answer_text(assets):
+    # `assets`, not `train_assets`: the same tokenizer, from the set the fast tier builds anyway
+    tokenizer = AutoTokenizer.from_pretrained(assets["gpt2"])
     answer = tokenizer("un cerchio rosso si muove verso destra").input_ids + [tokenizer.eos_token_id]
     labels = torch.tensor([[IGNORE_INDEX] * 5 + answer, [IGNORE_INDEX] * (len(answer) + 5)])
     assert count_words(labels, tokenizer) == 7

@@ -47,9 +47,10 @@ def test_tiny_run_learns_and_the_final_model_reloads(train_assets, tmp_path):
     assert (out / "preprocessor_config.json").exists() and (out / "tokenizer.json").exists()
 
 
-def test_model_max_length_beyond_positions_is_bounded_by_them(train_assets, tmp_path, capsys):
-    # LLaVA's scripts pass 2048-32768 whatever the model: a warning, and the model's positions
-    built = train.build_model(train.parse_args(train_args(train_assets, tmp_path / "out", "--model_max_length", "512")))
+def test_model_max_length_beyond_positions_is_bounded_by_them(assets, tmp_path, capsys):
+    # LLaVA's scripts pass 2048-32768 whatever the model: a warning, and the model's positions. `assets`,
+    # not `train_assets`: the same 256-position GPT-2, from the set the fast tier builds anyway.
+    built = train.build_model(train.parse_args(train_args(assets, tmp_path / "out", "--model_max_length", "512")))
     assert built.max_length == 256
     assert "--model_max_length 512 is more than the language model's 256 positions" in capsys.readouterr().err
 

@@ -5,8 +5,9 @@ the other users (several at once, bad files, a sample of the set). Every caption
 against the caption computed here with serve.cli's own functions, and every video-blind control against
 the same checkpoint given frames of the processor's mean colour.
 
-The browser test skips, saying why, where chromium or chromedriver is missing (.ci/setup_browser.sh
-installs them). A screenshot of the page is left in test_artifacts/web.png (or $TEST_ARTIFACTS_DIR).
+Where chromium, chromedriver or selenium is missing, the browser test skips, saying why and what installs
+it (.ci/setup_browser.sh, the dev extra); in CI it fails instead (tests/tiers.py). A screenshot of the
+page is left in test_artifacts/web.png (or $TEST_ARTIFACTS_DIR).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from llava.serve import cli, web
 
 from entry_points import run_cli
 from media_helpers import write_broken_inputs
-from web_helpers import WebServer, artifacts_dir, browser_or_skip, save_tiny_checkpoint, write_flat_clip
+from web_helpers import WebServer, artifacts_dir, save_tiny_checkpoint, start_browser, write_flat_clip
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +110,7 @@ def expected(assets) -> dict:
 
 @pytest.fixture(scope="module")
 def browser():
-    driver = browser_or_skip()
+    driver = start_browser()
     yield driver
     driver.quit()
 

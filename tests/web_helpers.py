@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from transformers import AutoTokenizer
 
@@ -20,6 +19,7 @@ from llava.demo.synthetic import save_gpt2, write_clip
 from llava.model.builder import from_pretrained
 from llava.testing import tiny_vision_args
 
+from tiers import require_installed
 from train_helpers import ROOT, free_port
 
 SERVING = "serving on "  # the server's line on stderr once it listens
@@ -90,18 +90,23 @@ class WebServer:
         return self.process.returncode
 
 
-def browser_or_skip():
-    """Headless Chromium through selenium, or a skip saying what is missing (.ci/setup_browser.sh
-    installs Debian's chromium and chromium-driver)."""
+def start_browser():
+    """Headless Chromium through selenium. Where chromium, chromedriver or selenium is missing:
+    tiers.require_installed, a skip saying what and what installs it, a failure in CI."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.skip("chromium or chromedriver is not installed (.ci/setup_browser.sh installs Debian's packages)")
+        missing = [name for name, path in (("chromium", chromium), ("chromedriver", driver)) if not path]
+        require_installed(
+            "chromium and chromedriver",
+            ".ci/setup_browser.sh, or apt-get install chromium chromium-driver",
+            f"{' and '.join(missing)} not found on PATH",
+        )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (the dev extra has it)")
+    except ImportError as error:
+        require_installed("selenium", "the dev extra: pip install -e '.[dev]', as `make venv` does", str(error))
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1600"):
