@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN
-from .conversation import to_messages
+from .data.templates import to_messages
 from .data_files import DataProblem, data_error, is_mixture, read_mixture, scan_sample_file, split_data_path
 from .errors import InputError, UsageError
 from .mm_utils import count_placeholders

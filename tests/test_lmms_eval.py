@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from llava.conversation import get_template
+from llava.data.templates import get_template
 from llava.eval import lmms_task
 from llava.generation import generate_texts
 from llava.mm_utils import process_images, process_video_frames

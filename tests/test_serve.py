@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IMAGE_TOKEN_INDEX
-from llava.conversation import get_template
+from llava.data.templates import get_template
 from llava.demo.synthetic import write_clip
 from llava.errors import InputError
 from llava.eval import captions
@@ -240,7 +240,7 @@ def test_cli_batch_mode_skips_a_broken_clip(checkpoint, assets, tmp_path, capsys
 
 @pytest.mark.slow
 def test_batches_of_prompts_of_different_lengths_match_single_prompts(checkpoint, assets):
-    from llava.conversation import get_template
+    from llava.data.templates import get_template
     from llava.generation import generate_texts, single_turn_prompt
     from llava.media import load_clip
 

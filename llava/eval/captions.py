@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..constants import IGNORE_INDEX
-from ..conversation import get_template, last_answer, trained_version
+from ..data.templates import get_template, last_answer, trained_version
 from ..errors import ArgumentParser, InputError, check_input_folder, entry_point, listing, saving
 from ..generation import caption
 from ..model.builder import load_pretrained_model

@@ -55,7 +55,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..conversation import last_answer
+from ..data.templates import last_answer
 from ..data_files import read_sample_file
 from ..demo import grammar
 from ..demo.synthetic import COLOURS

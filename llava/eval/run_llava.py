@@ -26,7 +26,8 @@ import sys
 import torch
 
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER
-from ..conversation import conv_templates, get_template, trained_version
+from ..conversation import conv_templates
+from ..data.templates import get_template, trained_version
 from ..errors import ArgumentParser, check_input_file, entry_point
 from ..generation import caption
 from ..mm_utils import get_model_name_from_path, process_images, tokenizer_image_token

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..conversation import get_template, last_answer, trained_version
+from ..data.templates import get_template, last_answer, trained_version
 from ..errors import ArgumentParser, UsageError, check_input_file, check_input_folder, entry_point
 from ..generation import caption, single_turn_prompt
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..conversation import get_template, trained_version
+from ..data.templates import get_template, trained_version
 from ..errors import InputError, size_text
 from ..generation import caption
 from ..media import MediaReadError

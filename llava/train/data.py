@@ -38,7 +38,7 @@ from ..constants import (
     IGNORE_INDEX,
     IMAGE_TOKEN_INDEX,
 )
-from ..conversation import Template, get_template, with_start_end_tokens
+from ..data.templates import Template, get_template, with_start_end_tokens
 from ..errors import UsageError, UserError
 from ..media import MediaReadError, load_pixels
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio

@@ -511,7 +511,7 @@ def resolve(model_args, data_args, training_args, flags: LlavaFlagArguments, giv
 
 
 def _check_own_fields(model_args, data_args) -> None:
-    from ..conversation import get_template
+    from ..data.templates import get_template
     from ..mm_utils import image_aspect_ratio
 
     if model_args.version:

@@ -31,7 +31,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from .. import errors
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
-from ..conversation import trained_version
+from ..data.templates import trained_version
 from ..errors import OneLineArgumentErrors, UsageError
 from ..model.builder import family_of, from_pretrained
 from ..model.llava_arch import max_positions
