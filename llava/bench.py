@@ -449,7 +449,7 @@ class Bench:
         )
 
         # Decoding the same files with each backend (the sampled 8 frames, as training does).
-        from .video import read_video_frames
+        from .data.video import read_video_frames
 
         paths = [os.path.join(self.assets["videos"], sample["media"]) for sample in self.online.samples]
         for backend in ("decord", "pyav"):

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from llava.data.templates import get_template
+from llava.data.video import read_video_frames
 from llava.eval import lmms_task
 from llava.generation import generate_texts
 from llava.mm_utils import process_images, process_video_frames
 from llava.model.builder import load_pretrained_model
-from llava.video import read_video_frames
 
 from train_helpers import ROOT
 

@@ -55,8 +55,8 @@ import re
 import sys
 from pathlib import Path
 
+from ..data.files import read_sample_file
 from ..data.templates import last_answer
-from ..data_files import read_sample_file
 from ..demo import grammar
 from ..demo.synthetic import COLOURS
 from ..errors import (
@@ -156,7 +156,7 @@ def doc_to_frame(doc: dict) -> list:
     """The middle frame of the clip as a PIL image, for the image class."""
     from PIL import Image
 
-    from ..video import read_video_frames
+    from ..data.video import read_video_frames
 
     return [Image.fromarray(read_video_frames(doc["video"], 1)[0])]
 

@@ -56,9 +56,9 @@ def load_image(image_file: str):
 def load_visual(path: str, image_processor, config) -> torch.Tensor:
     """(T, 3, S, S) pixels of a clip at the model's frame count, or (1, 3, S, S) of an image; one InputError
     line naming --image-file where the file cannot be read."""
-    from ..media import load_clip
+    from ..data.media import load_clip
+    from ..data.video import VideoReadError
     from ..serve.checks import media_error
-    from ..video import VideoReadError
 
     if path.lower().endswith(VIDEO_EXTENSIONS):
         try:

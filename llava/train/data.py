@@ -38,13 +38,13 @@ from ..constants import (
     IGNORE_INDEX,
     IMAGE_TOKEN_INDEX,
 )
+from ..data.media import MediaReadError, load_pixels
+from ..data.samples import MODALITIES, load_samples
 from ..data.templates import Template, get_template, with_start_end_tokens
+from ..data.video import VideoReadError, sample_indices
 from ..errors import UsageError, UserError
-from ..media import MediaReadError, load_pixels
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio
 from ..model.vision_settings import VisionSettings
-from ..samples import MODALITIES, load_samples
-from ..video import VideoReadError, sample_indices
 from .ranks import is_distributed
 
 logger = logging.getLogger(__name__)
