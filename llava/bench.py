@@ -755,7 +755,7 @@ def check_output(output: str) -> None:
     errors.check_writable(target, "--output")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> errors.ArgumentParser:
     parser = errors.ArgumentParser(prog="python -m llava.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="seed,demo", help="comma-separated: seed, demo")
     parser.add_argument("--repeats", type=_count(1), default=3, help="timed repetitions of each measurement (median)")
@@ -772,7 +772,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="instead of the table: the training's steps/s without and with --eval_milestones, side by side "
         "(llava/bench_eval_milestones.py; printed only)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, force=True)
     # Every mistake on the command line is refused before the first model is built: a run takes minutes.
     configs = parse_configs(args.configs)

@@ -340,7 +340,7 @@ def write_tasks(
     return tasks
 
 
-def main(argv=None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m llava.eval.lmms_task", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="LLaVA JSON or JSON-lines file (video samples are used)")
     parser.add_argument("--video-folder", required=True, help="folder the samples' video paths are relative to")
@@ -352,7 +352,11 @@ def main(argv=None) -> int:
         help=f"JSON file of the words each colour is named with, for the colour tasks (default: {COLOUR_WORDS_FILE} "
         "beside --data, where there is one)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     tasks = write_tasks(args.data, args.video_folder, args.out, args.name, args.limit, args.colour_words)
     print(f"wrote {', '.join(tasks)} to {args.out} (lmms-eval: --include_path {args.out} --tasks {','.join(tasks)})")
