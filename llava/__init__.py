@@ -9,7 +9,7 @@ import importlib.util
 
 
 def __getattr__(name: str):
-    # `from llava import video` asks for a submodule: leave it to the import system, loading nothing else.
+    # `from llava import conversation` asks for a submodule: leave it to the import system, loading nothing else.
     if name.startswith("__") or importlib.util.find_spec(f"{__name__}.{name}") is not None:
         raise AttributeError(name)
     model = importlib.import_module(".model", __name__)

@@ -1,5 +1,7 @@
 """Constants shared by the model, the data pipeline and inference (LLaVA's names and values)."""
 
+import re
+
 # Label value that the loss ignores (prompts, visual positions, padding).
 IGNORE_INDEX = -100
 
@@ -9,6 +11,9 @@ IMAGE_TOKEN_INDEX = -200
 
 DEFAULT_IMAGE_TOKEN = "<image>"
 DEFAULT_VIDEO_TOKEN = "<video>"
+# Either placeholder, as a capturing group: re.split keeps the placeholders, so chunk offsets into the
+# text stay known.
+PLACEHOLDER_PATTERN = re.compile(f"({re.escape(DEFAULT_IMAGE_TOKEN)}|{re.escape(DEFAULT_VIDEO_TOKEN)})")
 
 # Tokens that LLaVA adds to the tokenizer with --mm_use_im_patch_token / --mm_use_im_start_end: the
 # visual block is then written `<im_start><image><im_end>` in prompts (config.mm_use_im_start_end).

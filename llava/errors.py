@@ -134,17 +134,48 @@ class OneLineArgumentErrors:
             return UsageError(
                 f"unexpected argument{'s' if len(unknown) > 1 else ''} {' '.join(unknown)} ({self.help_hint()})"
             )
-        # argparse's own table of option strings: this object is the parser that holds it.
-        known = [s for s in self._option_string_actions if s.startswith("--")]
-        guesses = [difflib.get_close_matches(flag, known, n=1, cutoff=0.8) for flag in flags]
+        # argparse's own table of option strings: this object is the parser that holds it. Compared in one
+        # spelling, since either is accepted; the flag suggested is the first one declared.
+        known = {}
+        for option in self._option_string_actions:
+            if option.startswith("--"):
+                known.setdefault(_dashed(option), option)
+        guesses = [difflib.get_close_matches(_dashed(flag), list(known), n=1, cutoff=0.8) for flag in flags]
         named = ", ".join(
-            f"{flag} (did you mean {guess[0]}?)" if guess else flag for flag, guess in zip(flags, guesses)
+            f"{flag} (did you mean {known[guess[0]]}?)" if guess else flag for flag, guess in zip(flags, guesses)
         )
         return UsageError(f"unknown flag{'s' if len(flags) > 1 else ''} {named} ({self.help_hint()})")
 
 
+def _dashed(flag: str) -> str:
+    """`--video_folder` -> `--video-folder`."""
+    return flag[:2] + flag[2:].replace("_", "-")
+
+
 class ArgumentParser(OneLineArgumentErrors, argparse.ArgumentParser):
-    pass
+    """argparse's parser with one-line errors, and each long flag taken in both spellings: `--video-folder`
+    and `--video_folder` (`--video_folder=DIR` too) for a declared `--video-folder`, `--max-new-tokens` for
+    a declared `--max_new_tokens`, as training's parser (transformers' HfArgumentParser) takes them.
+
+    A flag given in the spelling the parser does not declare is rewritten to the declared one before
+    argparse reads the command line, so --help, the usage line and the error messages show each flag once,
+    as declared. Only whole flags are rewritten: a value is untouched (after `=`, or after `--`, which
+    ends the flags), and so is a flag known in neither spelling, which argparse then reports (an
+    abbreviation is argparse's, in the declared spelling)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        end = args.index("--") if "--" in args else len(args)
+        return super().parse_known_args([*map(self._declared_spelling, args[:end]), *args[end:]], namespace)
+
+    def _declared_spelling(self, arg: str) -> str:
+        flag, equals, value = arg.partition("=")
+        if not flag.startswith("--") or flag in self._option_string_actions:
+            return arg
+        for spelling in (_dashed(flag), flag[:2] + flag[2:].replace("-", "_")):
+            if spelling in self._option_string_actions:
+                return spelling + equals + value
+        return arg
 
 
 # ------------------------------------------------------------------------------------------ inputs

@@ -8,16 +8,11 @@ token by default gets exactly one, at the start.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 from transformers import StoppingCriteria
 
-from .constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, IMAGE_TOKEN_INDEX
-
-# Capturing group: re.split keeps the placeholders, so chunk offsets into the text stay known.
-PLACEHOLDER_PATTERN = re.compile(f"({re.escape(DEFAULT_IMAGE_TOKEN)}|{re.escape(DEFAULT_VIDEO_TOKEN)})")
+from .constants import IMAGE_TOKEN_INDEX, PLACEHOLDER_PATTERN
 
 
 def count_placeholders(text: str) -> int:

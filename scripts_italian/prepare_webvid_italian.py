@@ -41,8 +41,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llava import errors  # noqa: E402
+from llava.data.video import VideoReadError, read_video_frames  # noqa: E402
 from llava.errors import InputError, UsageError, listing  # noqa: E402
-from llava.video import VideoReadError, read_video_frames  # noqa: E402
 
 logger = logging.getLogger("prepare_webvid_italian")
 

@@ -8,15 +8,20 @@ import copy
 import itertools
 import logging
 import string
+import subprocess
+import sys
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.conversation import Conversation, SeparatorStyle, conv_templates, default_conversation, get_template
+from llava.conversation import Conversation, SeparatorStyle, conv_templates, default_conversation
+from llava.data.templates import get_template
 from llava.demo.synthetic import caption_corpus, train_tokenizer
 from llava.mm_utils import tokenizer_image_token
+
+from train_helpers import ROOT
 
 QUESTION = "<image>\nDescrivi il video."
 CAPTION = "un cerchio rosso si muove verso destra"
@@ -109,7 +114,7 @@ def test_the_tokenizers_are_the_two_kinds(byte_level, llama_like):
 @pytest.mark.parametrize("name", NAMES)
 def test_client_prompt_is_the_training_prompt(name, tokenizer, caplog):
     template = get_template(name)
-    with caplog.at_level(logging.WARNING, logger="llava.conversation"):
+    with caplog.at_level(logging.WARNING, logger="llava.data.templates"):
         # one question
         prompt = client_ids(client_prompt(name, [("human", QUESTION), ("gpt", None)]), tokenizer)
         ids, labels = template.tokenize(ONE_TURN, tokenizer)
@@ -277,6 +282,13 @@ def test_conversation_surface():
         custom.get_prompt()
 
 
+def test_a_client_builds_prompts_without_torch():
+    # LLaVA's clients import llava.conversation to build a prompt: it needs no model code.
+    code = "import sys, llava.conversation; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_a_system_turn_needs_a_chat_template(byte_level):
     conv = [{"from": "system", "value": "Sii breve."}] + ONE_TURN
     with pytest.raises(ValueError, match="vicuna_v1 has its own system prompt.*--version chat or chatml"):
@@ -306,7 +318,7 @@ def test_a_prompt_the_tokenizer_splits_differently_is_reported(tmp_path, caplog)
     tok = AutoTokenizer.from_pretrained(folder)
     assert len(tok("\n\n", add_special_tokens=False).input_ids) == 1
     template = get_template("llava_llama_3")
-    with caplog.at_level(logging.WARNING, logger="llava.conversation"):
+    with caplog.at_level(logging.WARNING, logger="llava.data.templates"):
         ids, _ = template.tokenize(ONE_TURN, tok)
     prompt = template.prompt_ids(ONE_TURN, tok)
     assert ids[: len(prompt)] != prompt

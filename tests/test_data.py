@@ -10,8 +10,8 @@ from PIL import Image
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, HfArgumentParser
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.data.samples import load_samples
 from llava.demo.synthetic import ClipSpec, make_dataset, render_frames
-from llava.samples import load_samples
 from llava.testing import IMAGE_SIZE, TINY_TOWERS
 from llava.train.arguments import DataArguments
 from llava.train.data import (
@@ -395,7 +395,7 @@ def test_brace_form_names_several_files(tmp_path):
 
 def test_time_instruction_and_start_end_tokens_in_the_human_turn(tmp_path, tokenizer, media, processor):
     from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN
-    from llava.video import sample_indices
+    from llava.data.video import sample_indices
 
     tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
     path = write_json(tmp_path / "d.json", MIXED[1:2])

@@ -10,6 +10,8 @@ import numpy as np
 from llava.demo import grammar
 from llava.demo.run import ATTRIBUTES, attribute_words
 from llava.demo.synthetic import COLOURS, ClipSpec, all_specs, caption_corpus, render_frames
+from llava.eval import lmms_task
+from llava.eval.colour_words import read_colour_words
 
 
 def test_captions_agree_with_the_subject_in_gender_and_number():
@@ -35,6 +37,18 @@ def test_the_evaluation_reads_every_attribute_back_from_every_caption():
             assert attribute_words(spec.caption(template)) == spec.attributes(), spec.caption(template)
     assert attribute_words("un quadrato") == {"colour": None, "shape": "quadrato", "direction": None, "count": 1}
     assert ATTRIBUTES["count"] == (1, 2) and ATTRIBUTES["colour"] == tuple(COLOURS)
+
+
+def test_the_colour_words_the_demo_writes_read_every_caption_back(tmp_path):
+    # what the lmms-eval colour tasks read captions with, written by the demo beside its data
+    words = read_colour_words(grammar.colour_words().save(tmp_path / "colour_words.json"))
+    assert words.names == tuple(COLOURS)
+    for spec in all_specs():
+        for template in range(len(grammar.TEMPLATES)):
+            caption = spec.caption(template)
+            assert lmms_task.named_colours(caption, words.colour_of()) == {spec.colour}, caption
+            assert words.word(spec.colour, spec.shape, spec.count) in caption.split(), caption
+    assert words.word("rosso", "croce", 2) == "rosse" and words.word("rosso", None, 1) == "rosso"
 
 
 def colour_runs(frame: np.ndarray, colour: str, axis: int) -> int:

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from llava.data.samples import load_samples
 from llava.eval import captions, export_lm, lmms_task
 from llava.model.model_folder import check_model_folder
-from llava.samples import load_samples
 from llava.serve import cli as serve
 
 from entry_points import run_cli_with_process_output

@@ -268,7 +268,7 @@ def test_llava_debug_gives_the_traceback(assets, tmp_path, train_here):
     assert result.returncode == 1
     assert result.stderr.startswith("Traceback (most recent call last):"), result.stderr[-3000:]
     assert "llava/train/preflight.py" in result.stderr
-    assert result.stderr.rstrip().splitlines()[-1] == f"llava.data_files.DataFileError: the data file is empty ({data})"
+    assert result.stderr.rstrip().splitlines()[-1] == f"llava.data.files.DataFileError: the data file is empty ({data})"
 
 
 @pytest.mark.slow

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.data.video import read_video_frames
 from llava.eval import captions
 from llava.eval.metrics import bleu4, cider
 from llava.mm_utils import process_video_frames
 from llava.model.builder import load_pretrained_model
-from llava.video import read_video_frames
 
 from train_helpers import make_assets, train_tiny_checkpoint
 

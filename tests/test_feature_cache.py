@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import llava.media as media_module
+import llava.data.media as media_module
 from llava.demo.synthetic import ClipSpec, render_frames, write_clip
 from llava.train import cache_features, train
 from llava.train.feature_cache import FeatureCache, describe_tower

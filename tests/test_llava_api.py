@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.data.video import read_video_frames, sample_indices
 from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, process_images
 from llava.model.builder import load_pretrained_model
-from llava.video import read_video_frames, sample_indices
 
 from train_helpers import ROOT
 

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from llava.conversation import get_template
+from llava.data.templates import get_template
+from llava.data.video import read_video_frames
+from llava.demo.synthetic import COLOURS
 from llava.eval import lmms_task
 from llava.generation import generate_texts
 from llava.mm_utils import process_images, process_video_frames
 from llava.model.builder import load_pretrained_model
-from llava.video import read_video_frames
 
 from train_helpers import ROOT
 
@@ -228,7 +229,7 @@ def test_task_writer(assets, task_dir, docs, tmp_path):
     for doc, sample in zip(docs, samples):
         assert Path(doc["video"]).is_file() and doc["caption"] == sample["conversations"][-1]["value"]
         assert doc["choices"][doc["answer"]] == doc["caption"] and len(set(doc["choices"])) == 4
-        assert {lmms_task.named_colours(c).pop() for c in doc["choices"]} == set(lmms_task.COLOUR_WORDS)
+        assert {lmms_task.named_colours(c, doc["colour_forms"]).pop() for c in doc["choices"]} == set(COLOURS)
     assert sorted(p.name for p in task_dir.glob("*.yaml")) == sorted(
         f"llava_demo_{kind}{suffix}.yaml" for kind in ("caption", "colour") for suffix in ("", "_image")
     )
@@ -241,6 +242,17 @@ def test_task_writer(assets, task_dir, docs, tmp_path):
         "llava_demo_caption",
         "llava_demo_caption_image",
     ]
+    # the colour words come from beside --data (where make_dataset writes them) or from --colour-words
+    moved = tmp_path / "val.json"
+    moved.write_text(Path(assets["val"]).read_text())
+    assert lmms_task.write_tasks(moved, assets["video_folder"], tmp_path / "w", limit=2) == [
+        "llava_demo_caption",
+        "llava_demo_caption_image",
+    ]
+    given = lmms_task.write_tasks(
+        moved, assets["video_folder"], tmp_path / "x", limit=2, colour_words=assets["colour_words"]
+    )
+    assert len(given) == 4
     with pytest.raises(FileNotFoundError) as error:
         lmms_task.write_tasks(plain, tmp_path, tmp_path / "u")
     names = ", ".join(s["video"] for s in samples)

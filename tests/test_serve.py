@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IMAGE_TOKEN_INDEX
-from llava.conversation import get_template
+from llava.data.templates import get_template
+from llava.data.video import read_video_frames
 from llava.demo.synthetic import write_clip
 from llava.errors import InputError
 from llava.eval import captions
@@ -23,7 +24,6 @@ from llava.serve import cli
 from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
 from llava.train import train
 from llava.train.data import LazySupervisedDataset, MediaFolders, PromptSettings
-from llava.video import read_video_frames
 
 from train_helpers import ROOT, train_args
 
@@ -240,9 +240,9 @@ def test_cli_batch_mode_skips_a_broken_clip(checkpoint, assets, tmp_path, capsys
 
 @pytest.mark.slow
 def test_batches_of_prompts_of_different_lengths_match_single_prompts(checkpoint, assets):
-    from llava.conversation import get_template
+    from llava.data.media import load_clip
+    from llava.data.templates import get_template
     from llava.generation import generate_texts, single_turn_prompt
-    from llava.media import load_clip
 
     tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
     template = get_template("chatml")

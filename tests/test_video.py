@@ -1,4 +1,4 @@
-"""Tests for llava.video: real clips written with PyAV, whose frames encode their own index."""
+"""Tests for llava.data.video: real clips written with PyAV, whose frames encode their own index."""
 
 import importlib.util
 import os
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import llava.video as video
-from llava.video import VideoReadError, read_video_frames, sample_indices
+import llava.data.video as video
+from llava.data.video import VideoReadError, read_video_frames, sample_indices
 
 from media_helpers import write_audio_only
 

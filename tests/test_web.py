@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava.conversation import get_template
+from llava.data.templates import get_template
 from llava.demo.synthetic import make_dataset
 from llava.generation import caption
 from llava.mm_utils import process_video_frames

@@ -38,6 +38,6 @@ machine, the load and the Markdown table), eval_milestones.py (--eval-milestones
 imports no torch (cli.py imports what measures once the flags are accepted): `--help` answers at once.
 """
 
-from .cli import main
+from .cli import build_parser, main
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]

@@ -76,7 +76,7 @@ def check_output(output: str) -> None:
     errors.check_writable(target, "--output")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> errors.ArgumentParser:
     # The package's docstring says what the benchmark measures; its first paragraph is the command's description.
     package_doc = sys.modules[__package__].__doc__
     parser = errors.ArgumentParser(prog="python -m llava.bench", description=package_doc.split("\n\n")[0])
@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="instead of the table: the training's steps/s without and with --eval_milestones, side by side "
         "(llava/bench/eval_milestones.py; printed only)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, force=True)
     # Every mistake on the command line is refused before the first model is built: a run takes minutes.
     configs = parse_configs(args.configs)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..video import read_video_frames
+from ..data.video import read_video_frames
 from .configs import NUM_FRAMES, Shapes
 from .generation_speed import GENERATION_BATCHES, SINGLE_RUN_ABOVE_S, time_generation
 from .timing import count_flops, matmul_flops_per_second, side_by_side, synchronize, timed

@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..eval.colour_words import ColourWords
+
 GENDERS = ("m", "f")
 NUMBERS = ("sg", "pl")
 COUNTS = {1: "sg", 2: "pl"}  # shapes in the clip -> grammatical number
@@ -75,6 +77,16 @@ ATTRIBUTE_WORDS = {
     "direction": {direction: direction for direction in DIRECTION_PHRASES},  # "l'alto" is the words l' and alto
     "count": {"un": 1, "una": 1, "due": 2},  # the article's forms
 }
+
+
+def colour_words() -> ColourWords:
+    """The colour words of the captions in every agreement, and the gender and number that choose among
+    them: what the evaluation's colour tasks read (llava/eval/colour_words.py)."""
+    return ColourWords(
+        {c: {f"{g} {n}": FORMS[c][1][_form_index(g, n)] for n in NUMBERS for g in GENDERS} for c in COLOUR_WORDS},
+        {noun: gender for noun, (gender, _) in NOUNS.items()},
+        dict(COUNTS),
+    )
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..eval.colour_words import COLOUR_WORDS_FILE
 from . import grammar
 
 COLOURS = {
@@ -116,11 +117,13 @@ def all_specs() -> list[ClipSpec]:
 
 
 def make_dataset(folder, num_train: int, num_val: int, seed: int = 0, num_frames: int = 16, size: int = 64) -> dict:
-    """Writes clips to `folder/videos` and LLaVA JSON to `folder/train.json` and `folder/val.json`.
+    """Writes clips to `folder/videos`, LLaVA JSON to `folder/train.json` and `folder/val.json`, and the
+    words of each colour in every form to `folder/colour_words.json` (what the lmms-eval colour tasks read
+    captions with: llava/eval/colour_words.py).
 
-    Returns the paths and the captions. Each sample's `attributes` name its colour, shape and direction
-    (the masculine singular words) and count (1 or 2). Validation clips are new renderings (other
-    positions and backgrounds) of the same attribute space.
+    Returns the paths. Each sample's `attributes` name its colour, shape and direction (the masculine
+    singular words) and count (1 or 2). Validation clips are new renderings (other positions and
+    backgrounds) of the same attribute space.
     """
     folder = Path(folder)
     (folder / "videos").mkdir(parents=True, exist_ok=True)
@@ -147,7 +150,8 @@ def make_dataset(folder, num_train: int, num_val: int, seed: int = 0, num_frames
         path = folder / f"{split}.json"
         path.write_text(json.dumps(samples, ensure_ascii=False, indent=1))
         splits[split] = str(path)
-    return {"video_folder": str(folder / "videos"), **splits}
+    colour_words = grammar.colour_words().save(folder / COLOUR_WORDS_FILE)
+    return {"video_folder": str(folder / "videos"), **splits, "colour_words": colour_words}
 
 
 def caption_corpus() -> list[str]:

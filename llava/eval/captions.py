@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..constants import IGNORE_INDEX
-from ..conversation import get_template, last_answer, trained_version
+from ..data.templates import get_template, last_answer, trained_version
 from ..errors import ArgumentParser, InputError, check_input_folder, entry_point, listing, saving
 from ..generation import caption
 from ..model.builder import load_pretrained_model
@@ -321,7 +321,7 @@ def format_table(result: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def main(argv=None) -> dict:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m llava.eval.captions", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-path", required=True)
     parser.add_argument("--model-base", help="the language model of an adapter-only run given as --model-path")
@@ -342,7 +342,11 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--json", action="store_true", help="print the JSON result on stdout (the table goes to stderr)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.out:
         from ..serve.checks import check_output_file

@@ -1,10 +1,12 @@
 """Local lmms-eval tasks over a LLaVA caption data set (the demo's validation clips, for instance).
 
     python -m llava.eval.lmms_task --data VAL.json --video-folder DIR --out TASKDIR [--name llava_demo] [--limit N]
+        [--colour-words FILE]
 
 writes `TASKDIR/docs.jsonl` (one document per sample: the clip's absolute path, its reference caption
-and, for the colour tasks, the candidate captions) and one YAML file per task. Run them with lmms-eval's
-own command line, `--include_path TASKDIR`, in the environment `make lmms-env` builds (see the Makefile):
+and, for the colour tasks, the candidate captions and the colour words) and one YAML file per task. Run
+them with lmms-eval's own command line, `--include_path TASKDIR`, in the environment `make lmms-env`
+builds (see the Makefile):
 
     .venv-lmms/bin/python -m lmms_eval --model llava_vid --tasks llava_demo_caption,llava_demo_colour \\
         --model_args pretrained=CKPT,conv_template=plain,device=cpu,device_map=auto,torch_dtype=float32,max_frames_num=8,force_sample=True \\
@@ -30,14 +32,18 @@ Tasks (`{name}` is `--name`):
 
 - `{name}_caption`, for the video classes (`llava_vid`, `llava_onevision`; the visual is the clip's path):
   generate_until, greedy, scored with `llava.eval.metrics` against the sample's caption: `bleu4` (corpus
-  BLEU-4, 0-100), `cider` (corpus CIDEr-D, 0-10) and, where the samples carry the demo's
-  `attributes.colour`, `colour_accuracy` (share of captions that name the clip's colour and no other).
+  BLEU-4, 0-100), `cider` (corpus CIDEr-D, 0-10) and, where the samples carry `attributes.colour` (as
+  the demo's do), `colour_accuracy` (share of captions that name the clip's colour and no other).
 - `{name}_colour`, for the video classes, where samples carry `attributes.colour`: multiple_choice, which
   lmms-eval answers with loglikelihood requests. The candidates are the sample's caption with its colour
-  word replaced by each colour of the demo; the one with the lowest loss is the model's choice (`acc`);
-  `caption_loss` is the mean per-token loss of the true caption.
+  word replaced by each colour's word in the same agreement; the one with the lowest loss is the model's
+  choice (`acc`); `caption_loss` is the mean per-token loss of the true caption.
 - `{name}_caption_image` and `{name}_colour_image`: the same over one frame of each clip (the middle one),
   handed to the model as a PIL image, for lmms-eval's image class `llava`.
+
+The colour tasks read a caption's colour words with the data set's own vocabulary (colour_words.py):
+`--colour-words FILE`, by default `colour_words.json` beside --data (the demo writes one there). Each
+document carries the words it is scored with, since lmms-eval hands a scoring function the document only.
 
 The YAML files name this module's functions (`!function llava.eval.lmms_task.doc_to_video`): lmms-eval
 imports them by module name when no utils.py sits beside the YAML, so the task logic lives here, once.
@@ -55,10 +61,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..conversation import last_answer
-from ..data_files import read_sample_file
-from ..demo import grammar
-from ..demo.synthetic import COLOURS
+from ..data.files import read_sample_file
+from ..data.templates import last_answer
 from ..errors import (
     ArgumentParser,
     InputError,
@@ -70,13 +74,12 @@ from ..errors import (
     listing,
     saving,
 )
+from .colour_words import COLOUR_WORDS_FILE, ColourWords, read_colour_words
 from .metrics import bleu4, cider, tokenize_caption
 
 logger = logging.getLogger(__name__)
 
 QUESTION = "Descrivi il video in una frase."
-# The demo's colour words, in the order the colour task lists its candidates.
-COLOUR_WORDS = tuple(COLOURS)
 DOCS_FILE = "docs.jsonl"
 MAX_NEW_TOKENS = 32
 
@@ -90,27 +93,26 @@ def reference_caption(sample: dict) -> str:
     return answer.strip()
 
 
-def _colour_choices(caption: str, attributes: dict, sample_id) -> list[str]:
-    """The caption with its colour word replaced by each colour, in COLOUR_WORDS order, each in the form
+def _colour_choices(caption: str, attributes: dict, words: ColourWords, sample_id) -> list[str]:
+    """The caption with its colour word replaced by each colour, in the order of `words`, each in the form
     that agrees with the clip's shape noun and count (attributes `shape`, `count`; "due croci rosse" ->
-    "due croci verdi"; masculine singular where the sample does not say)."""
+    "due croci verdi"; the colour's name where the sample does not say)."""
     colour = attributes["colour"]
-    if colour not in COLOUR_WORDS:
-        raise InputError(f"sample {sample_id!r}: colour {colour!r} is not one of {', '.join(COLOUR_WORDS)}")
-    forms = sorted({form for form, value in grammar.ATTRIBUTE_WORDS["colour"].items() if value == colour})
-    pattern = re.compile(rf"\b({'|'.join(map(re.escape, forms))})\b")
+    if colour not in words.colours:
+        raise InputError(f"sample {sample_id!r}: colour {colour!r} is not one of {', '.join(words.names)}")
+    pattern = re.compile(rf"\b({'|'.join(map(re.escape, sorted(words.forms(colour))))})\b")
     if len(pattern.findall(caption)) != 1:
         raise InputError(
             f"sample {sample_id!r}: its caption {caption!r} does not name its colour {colour!r} exactly once"
         )
     shape, count = attributes.get("shape"), attributes.get("count", 1)
-    agreeing = shape in grammar.NOUNS and count in grammar.COUNTS
-    return [pattern.sub(grammar.form(word, shape, count) if agreeing else word, caption) for word in COLOUR_WORDS]
+    return [pattern.sub(words.word(name, shape, count), caption) for name in words.names]
 
 
-def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
-    """One lmms-eval document per video sample of a LLaVA JSON / JSON-lines file. A problem of the data is
-    one InputError line naming the file (and the sample); videos missing from `video_folder` are listed
+def make_docs(data_path, video_folder, limit: int | None = None, colour_words: ColourWords | None = None) -> list[dict]:
+    """One lmms-eval document per video sample of a LLaVA JSON / JSON-lines file; a sample's colour
+    (`attributes.colour`) is asked about where `colour_words` are given. A problem of the data is one
+    InputError line naming the file (and the sample); videos missing from `video_folder` are listed
     together (a MissingInputFile, which is a FileNotFoundError)."""
     data_path = str(data_path)
     check_input_file(data_path, "--data")
@@ -127,10 +129,11 @@ def make_docs(data_path, video_folder, limit: int | None = None) -> list[dict]:
             doc = {"id": str(sample.get("id", len(docs))), "video": path, "caption": reference_caption(sample)}
             attributes = sample.get("attributes", {})
             colour = attributes.get("colour")
-            if colour is not None:
+            if colour is not None and colour_words is not None:
                 doc["colour"] = colour
-                doc["choices"] = _colour_choices(doc["caption"], attributes, doc["id"])
-                doc["answer"] = COLOUR_WORDS.index(colour)
+                doc["choices"] = _colour_choices(doc["caption"], attributes, colour_words, doc["id"])
+                doc["answer"] = colour_words.names.index(colour)
+                doc["colour_forms"] = colour_words.colour_of()
         except InputError as e:
             raise InputError(f"--data {e} ({data_path})") from None
         docs.append(doc)
@@ -156,7 +159,7 @@ def doc_to_frame(doc: dict) -> list:
     """The middle frame of the clip as a PIL image, for the image class."""
     from PIL import Image
 
-    from ..video import read_video_frames
+    from ..data.video import read_video_frames
 
     return [Image.fromarray(read_video_frames(doc["video"], 1)[0])]
 
@@ -177,10 +180,10 @@ def doc_to_answer(doc: dict) -> int:
     return doc["answer"]
 
 
-def named_colours(caption: str) -> set[str]:
-    """The colours a caption names, in any form ("rosse" names rosso)."""
-    forms = grammar.ATTRIBUTE_WORDS["colour"]
-    return {forms[word] for word in tokenize_caption(caption) if word in forms}
+def named_colours(caption: str, colour_forms: dict[str, str]) -> set[str]:
+    """The colours a caption names, in any of their forms (`colour_forms`: word -> colour; "rosse" names
+    rosso)."""
+    return {colour_forms[word] for word in tokenize_caption(caption) if word in colour_forms}
 
 
 def process_caption(doc: dict, results: list[str]) -> dict:
@@ -189,7 +192,7 @@ def process_caption(doc: dict, results: list[str]) -> dict:
     pair = {"hypothesis": caption, "reference": doc["caption"]}
     out = {"bleu4": pair, "cider": pair}
     if doc.get("colour") is not None:
-        out["colour_accuracy"] = float(named_colours(caption) == {doc["colour"]})
+        out["colour_accuracy"] = float(named_colours(caption, doc["colour_forms"]) == {doc["colour"]})
     return out
 
 
@@ -290,21 +293,38 @@ def _task_yaml(task: str, docs_path: str, visual: str, kind: str, with_colour: b
     return "\n".join(head + body + ["metadata:", "  version: 1.0", ""])
 
 
-def write_tasks(data_path, video_folder, out, name: str = "llava_demo", limit: int | None = None) -> list[str]:
-    """Writes the documents and the task YAML files into `out`; returns the task names."""
+def find_colour_words(data_path, given=None) -> ColourWords | None:
+    """The colour words of `given` (--colour-words), else of the colour_words.json beside `data_path`;
+    None where neither is given nor there."""
+    if given is not None:
+        check_input_file(str(given), "--colour-words")
+        return read_colour_words(given)
+    beside = Path(data_path).parent / COLOUR_WORDS_FILE
+    return read_colour_words(beside) if beside.is_file() else None
+
+
+def write_tasks(
+    data_path, video_folder, out, name: str = "llava_demo", limit: int | None = None, colour_words=None
+) -> list[str]:
+    """Writes the documents and the task YAML files into `out`; returns the task names. `colour_words`:
+    the file of the words each colour is named with (find_colour_words)."""
     from ..serve.checks import check_output_folder
 
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise UsageError(f"--name {name!r}: a task name prefix has letters, digits and underscores only")
     check_output_folder(str(out))
-    docs = make_docs(data_path, video_folder, limit)
+    words = find_colour_words(data_path, colour_words)
+    docs = make_docs(data_path, video_folder, limit, words)
     out = Path(out)
     docs_path = str((out / DOCS_FILE).resolve())
     with_colour = all("colour" in doc for doc in docs)
     if not with_colour:
-        logger.warning(
-            "not every sample has attributes.colour: writing the caption tasks only, without colour_accuracy"
+        reason = (
+            "not every sample has attributes.colour"
+            if words
+            else f"no colour words to read the captions with (--colour-words, or {COLOUR_WORDS_FILE} beside --data)"
         )
+        logger.warning("%s: writing the caption tasks only, without colour_accuracy", reason)
     tasks = []
     with saving(str(out), "the lmms-eval tasks"):
         out.mkdir(parents=True, exist_ok=True)
@@ -320,16 +340,25 @@ def write_tasks(data_path, video_folder, out, name: str = "llava_demo", limit: i
     return tasks
 
 
-def main(argv=None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m llava.eval.lmms_task", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="LLaVA JSON or JSON-lines file (video samples are used)")
     parser.add_argument("--video-folder", required=True, help="folder the samples' video paths are relative to")
     parser.add_argument("--out", required=True, help="folder to write docs.jsonl and the task YAML files into")
     parser.add_argument("--name", default="llava_demo", help="task name prefix (default: llava_demo)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N video samples")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--colour-words",
+        help=f"JSON file of the words each colour is named with, for the colour tasks (default: {COLOUR_WORDS_FILE} "
+        "beside --data, where there is one)",
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    tasks = write_tasks(args.data, args.video_folder, args.out, args.name, args.limit)
+    tasks = write_tasks(args.data, args.video_folder, args.out, args.name, args.limit, args.colour_words)
     print(f"wrote {', '.join(tasks)} to {args.out} (lmms-eval: --include_path {args.out} --tasks {','.join(tasks)})")
     return 0
 

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data_files import DataProblem, data_error, scan_sample_file
+from ..data.files import DataProblem, data_error, scan_sample_file
 from ..errors import ArgumentParser, InputError, MissingInputFile, UserError, entry_point
 
 logger = logging.getLogger("llava.eval.minimal_pairs")

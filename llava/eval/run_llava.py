@@ -26,7 +26,8 @@ import sys
 import torch
 
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER
-from ..conversation import conv_templates, get_template, trained_version
+from ..conversation import conv_templates
+from ..data.templates import get_template, trained_version
 from ..errors import ArgumentParser, check_input_file, entry_point
 from ..generation import caption
 from ..mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
@@ -55,9 +56,9 @@ def load_image(image_file: str):
 def load_visual(path: str, image_processor, config) -> torch.Tensor:
     """(T, 3, S, S) pixels of a clip at the model's frame count, or (1, 3, S, S) of an image; one InputError
     line naming --image-file where the file cannot be read."""
-    from ..media import load_clip
+    from ..data.media import load_clip
+    from ..data.video import VideoReadError
     from ..serve.checks import media_error
-    from ..video import VideoReadError
 
     if path.lower().endswith(VIDEO_EXTENSIONS):
         try:

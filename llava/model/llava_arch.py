@@ -313,7 +313,7 @@ class LlavaMetaForCausalLM:
     def _sample_frames(self, clip, num_frames: int, max_frames: int):
         """A longer clip than the model takes (clients send 16-64 frames) keeps `max_frames` of its frames,
         spread uniformly as the video reader spreads them over a file: the centres of equal segments."""
-        from ..video import sample_indices
+        from ..data.video import sample_indices
 
         keep = sample_indices(num_frames, max_frames)
         if not getattr(self, "_logged_frame_sampling", False):

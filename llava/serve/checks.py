@@ -38,8 +38,8 @@ def require_vision(config: dict | None, model_path: str, needed_for: str | None)
 def check_data(data_path: str, what: str = "--data") -> list[dict]:
     """The validated samples of a LLaVA data file (JSON/JSONL, comma-joined, brace groups, mixtures),
     read by training's own loader; one InputError lists every problem."""
-    from ..data_files import split_data_path
-    from ..samples import load_samples
+    from ..data.files import split_data_path
+    from ..data.samples import load_samples
 
     for path in split_data_path(data_path):
         check_input_file(path, what)

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..conversation import get_template, last_answer, trained_version
+from ..data.templates import get_template, last_answer, trained_version
 from ..errors import ArgumentParser, UsageError, check_input_file, check_input_folder, entry_point
 from ..generation import caption, single_turn_prompt
 
@@ -41,7 +41,7 @@ def media_pixels(path: str, modality: str, image_processor, config, num_frames: 
     """The pixels of one --video or --image as training preprocessed them: a clip at `num_frames` frames,
     an image with the checkpoint's `image_aspect_ratio` ('pad' letterboxes). VideoReadError or
     MediaReadError where the file cannot be read."""
-    from ..media import load_pixels
+    from ..data.media import load_pixels
 
     return load_pixels(modality, path, num_frames, image_processor, getattr(config, "image_aspect_ratio", None))
 
@@ -292,8 +292,8 @@ def main(argv=None) -> int:
         )
         return 0
 
-    from ..media import MediaReadError
-    from ..video import VideoReadError
+    from ..data.media import MediaReadError
+    from ..data.video import VideoReadError
 
     template = get_template(args.version)
     if args.prompt and template.name == "plain":

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..conversation import get_template, trained_version
+from ..data.media import MediaReadError
+from ..data.templates import get_template, trained_version
+from ..data.video import VideoReadError
 from ..errors import InputError, size_text
 from ..generation import caption
-from ..media import MediaReadError
 from ..mm_utils import process_video_frames
-from ..video import VideoReadError
 from . import checks
 from .cli import CaptionSet, frames_per_clip, media_input
 

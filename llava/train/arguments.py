@@ -238,7 +238,7 @@ def parse_args(argv: list[str] | None = None, log: bool = True, start_deepspeed:
 
 def check(args: RunArguments) -> None:
     """The checks of this trainer's own settings that LLaVA scripts may set to values it cannot honour."""
-    from ..conversation import get_template
+    from ..data.templates import get_template
     from ..mm_utils import image_aspect_ratio
 
     if args.model.version:

@@ -28,13 +28,13 @@ from tqdm import tqdm
 from transformers import AutoConfig, HfArgumentParser
 
 from .. import errors
-from ..media import MediaReadError, load_pixels
+from ..data.media import MediaReadError, load_pixels
+from ..data.samples import load_samples
+from ..data.video import VideoReadError
 from ..model.model_folder import check_model_folder
 from ..model.multimodal_encoder import VisionTower
 from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..model.vision_settings import VisionSettings
-from ..samples import load_samples
-from ..video import VideoReadError
 from .arguments import DataArguments, settings_of
 from .data import media_path
 from .feature_cache import FeatureCache

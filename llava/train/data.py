@@ -1,12 +1,12 @@
 """Training data: LLaVA JSON/JSONL samples -> tokenized, labelled, padded batches with clips and images.
 
 A sample is `{"id", "video" | "image" (optional), "conversations": [...]}` (read and validated by
-llava/samples.py), the media path relative to `--video_folder` / `--image_folder`. Text-only, image and video samples mix in one file and one batch; a
+llava/data/samples.py), the media path relative to `--video_folder` / `--image_folder`. Text-only, image and video samples mix in one file and one batch; a
 text-only sample stays text-only (no placeholder, no pixels). Images are one-frame clips, letterboxed
 first with `--image_aspect_ratio pad`.
 
 `--data_path` is a JSON list or JSONL file, several of them joined by commas, LLaVA-NeXT's brace form
-`/data/{a,b,c}.json`, or a LLaVA-NeXT YAML mixture (see llava/data_files.py).
+`/data/{a,b,c}.json`, or a LLaVA-NeXT YAML mixture (see llava/data/files.py).
 
 LLaVA-NeXT's prompt options: `--mm_use_im_start_end` writes the visual block `<im_start><image><im_end>`
 in the human turn; `--add_time_instruction` writes the clip's duration and its sampled frames' times
@@ -36,13 +36,13 @@ from ..constants import (
     IGNORE_INDEX,
     IMAGE_TOKEN_INDEX,
 )
-from ..conversation import Template, get_template, with_start_end_tokens
+from ..data.media import MediaReadError, load_pixels
+from ..data.samples import MODALITIES, load_samples
+from ..data.templates import Template, get_template, with_start_end_tokens
+from ..data.video import VideoReadError, sample_indices
 from ..errors import UsageError
-from ..media import MediaReadError, load_pixels
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio
 from ..model.vision_settings import VisionSettings
-from ..samples import MODALITIES, load_samples
-from ..video import VideoReadError, sample_indices
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ wrong path or a broken data file fails in seconds and in one line, not minutes i
 What is checked: --output_dir can be written; --model_name_or_path is a model folder (or hub id) of a
 family we load; --vision_tower, --pretrain_mm_mlp_adapter, --video_folder and --image_folder exist where
 given; every file --data_path names is read and every sample validated, with
-every problem listed in the one line (up to data_files.SHOWN_PROBLEMS); data with clips or images has a
+every problem listed in the one line (up to data.files.SHOWN_PROBLEMS); data with clips or images has a
 vision tower to see them, and its media can be found; --eval_milestones has milestones to evaluate, and
 the evaluation's arguments and files are right (a wrong path would otherwise show only in curves.log,
 after the first milestone).
@@ -23,12 +23,12 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
-from ..data_files import data_error
+from ..data.files import data_error
+from ..data.samples import read_samples
 from ..errors import InputError, UsageError, check_input_file, check_input_folder, check_writable, entry_point
 from ..model.model_folder import check_model_folder, config_file_of, is_llava_checkpoint, read_config
 from ..model.multimodal_encoder.builder import processor_output_size
 from ..model.multimodal_resampler.token_packer import validate_grid
-from ..samples import read_samples
 from .arguments import parse_args
 from .data import media_path
 from .milestone_eval import split_arguments

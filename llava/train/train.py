@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, set_seed
 from transformers.trainer_callback import ProgressCallback
 
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
-from ..conversation import trained_version
+from ..data.templates import trained_version
 from ..errors import UsageError
 from ..model.builder import family_of, from_pretrained
 from ..model.families import BY_LLAVA_TYPE, FAMILIES

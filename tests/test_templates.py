@@ -10,7 +10,8 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.conversation import TEMPLATES, conv_templates, get_template
+from llava.conversation import conv_templates
+from llava.data.templates import TEMPLATES, get_template
 from llava.demo.synthetic import caption_corpus, train_tokenizer
 from llava.mm_utils import (
     KeywordsStoppingCriteria,
@@ -137,7 +138,7 @@ def test_chat_uses_the_tokenizers_template_and_labels_only_answers(chat_tokenize
 
 
 def test_chat_without_template_falls_back_to_chatml_with_eos(tokenizer, caplog):
-    with caplog.at_level(logging.WARNING, logger="llava.conversation"):
+    with caplog.at_level(logging.WARNING, logger="llava.data.templates"):
         ids, labels = get_template("chat").tokenize(VIDEO_CONV, tokenizer)
     assert labelled_runs(tokenizer, labels) == [CAPTION + tokenizer.eos_token]
     assert labels[-2] == tokenizer.eos_token_id  # EOS ends the answer; the newline after it is layout

@@ -16,7 +16,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from .errors import InputError, UsageError, listing
+from ..errors import InputError, UsageError, listing
 
 logger = logging.getLogger("llava.train.data")  # the name training's data messages have always had
 

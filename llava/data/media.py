@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
-from .mm_utils import process_images, process_video_frames
+from ..errors import InputError
+from ..mm_utils import process_images, process_video_frames
 from .video import read_video_frames
 
 

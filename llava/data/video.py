@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 

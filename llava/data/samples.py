@@ -4,18 +4,18 @@ cache and the inference commands all read before anything else.
 A sample is `{"id", "video" | "image" (optional), "conversations": [...]}` (LLaVA's format; the media
 path relative to a video or image folder). Validated, it becomes `{"id", "modality", "media",
 "conversations"}` with one visual placeholder where it has a medium. Which files a `--data_path` names,
-and how their problems are listed, is data_files.py.
+and how their problems are listed, is files.py.
 """
 
 from __future__ import annotations
 
 import os
 
-from .constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN
-from .conversation import to_messages
-from .data_files import DataProblem, data_error, is_mixture, read_mixture, scan_sample_file, split_data_path
-from .errors import InputError, UsageError
-from .mm_utils import count_placeholders
+from ..constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN
+from ..errors import InputError, UsageError
+from ..mm_utils import count_placeholders
+from .files import DataProblem, data_error, is_mixture, read_mixture, scan_sample_file, split_data_path
+from .templates import to_messages
 
 MODALITIES = ("video", "image")
 
