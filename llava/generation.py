@@ -40,7 +40,7 @@ def cut_at_stop(text: str, stop_strings) -> str:
 def single_turn_prompt(template, tokenizer, text: str, modality: str | None, prepare=None) -> list[int]:
     """Generation ids of one human turn: the visual placeholder of `modality` ('video', 'image' or None
     for none), then `text` on the next line, under `template` (a data.templates.Template). `prepare`, where
-    given, rewrites the turns first (a checkpoint's prompt options, train.data.with_prompt_options)."""
+    given, rewrites the turns first (a checkpoint's prompt options, data.prompts.with_prompt_options)."""
     token = {"video": DEFAULT_VIDEO_TOKEN, "image": DEFAULT_IMAGE_TOKEN}.get(modality, "")
     turns = [{"from": "user", "value": f"{token}\n{text}" if token else text}]
     return template.prompt_ids(prepare(turns) if prepare else turns, tokenizer)

@@ -10,17 +10,12 @@ from PIL import Image
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, HfArgumentParser
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset, MediaFolders, ensure_pad_token
+from llava.data.prompts import PromptSettings
 from llava.data.samples import load_samples
 from llava.demo.synthetic import ClipSpec, make_dataset, render_frames
 from llava.testing import IMAGE_SIZE, TINY_TOWERS
 from llava.train.arguments import DataArguments
-from llava.train.data import (
-    DataCollatorForSupervisedDataset,
-    LazySupervisedDataset,
-    MediaFolders,
-    PromptSettings,
-    ensure_pad_token,
-)
 from llava.train.skipped_samples import SKIPPED_FILE, SkipTracker
 
 from media_helpers import write_broken_inputs
@@ -152,7 +147,7 @@ def test_truncation_cuts_text_and_keeps_the_visual_block(tmp_path, tokenizer, me
     ]
     max_len = 120
     ds = dataset(write_json(tmp_path / "long.json", samples), tokenizer, media, processor, model_max_length=max_len)
-    with caplog.at_level(logging.WARNING, logger="llava.train.data"):
+    with caplog.at_level(logging.WARNING, logger="llava.data"):
         items = [ds[i] for i in range(4)]
     full = tokenizer(long, add_special_tokens=False).input_ids
     for item, visual in zip(items[:3], (96, 24, 0)):
@@ -252,7 +247,7 @@ def test_broken_inputs_are_skipped_listed_once_and_limited(tmp_path, tokenizer, 
     # the tracker lists each unique sample once, even when it comes back (next epoch, resumed run)
     out = tmp_path / "run"
     tracker = SkipTracker(str(out), dataset_size=len(ds), max_fraction=1.0, rank=0)
-    with caplog.at_level(logging.WARNING, logger="llava.train.data"):
+    with caplog.at_level(logging.WARNING, logger="llava.data"):
         tracker.note(batch["skipped"])
         tracker.sync()
         tracker.note(batch["skipped"] + everything_skipped["skipped"])

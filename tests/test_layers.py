@@ -1,7 +1,8 @@
-"""Imports point one way: the data layer (llava/data/) stands below training, evaluation and serving,
-evaluation never reads the demo, and LLaVA's conversations (llava/conversation.py) need nothing of the
-templates that tokenize through them. Read from the source, so that a lazy import inside a function
-counts too."""
+"""Imports point one way, layer over layer: the model (llava/model/) imports nothing else of llava but its
+constants, errors and frame sampling; the data layer (llava/data/) stands below serving, evaluation and
+training; serving below evaluation; evaluation below training; the demo and the benchmarks above all of
+them. LLaVA's conversations (llava/conversation.py) need nothing of the templates that tokenize through
+them. Read from the source, so that a lazy import inside a function counts too."""
 
 import ast
 
@@ -11,9 +12,14 @@ from train_helpers import ROOT
 
 PACKAGE = ROOT / "llava"
 # module (file or package folder, relative to llava/) -> the packages it must not import
+ABOVE_THE_MODEL = ("llava.data", "llava.serve", "llava.eval", "llava.train", "llava.demo", "llava.bench")
 RULES = {
-    "data": ("llava.train", "llava.eval", "llava.serve", "llava.demo"),
-    "eval": ("llava.demo",),
+    "model": ABOVE_THE_MODEL,
+    "data": ABOVE_THE_MODEL[1:],
+    "serve": ABOVE_THE_MODEL[2:],
+    "eval": ABOVE_THE_MODEL[3:],
+    "train": ABOVE_THE_MODEL[4:],
+    "demo": ABOVE_THE_MODEL[5:],
     "conversation.py": ("llava.data",),
 }
 

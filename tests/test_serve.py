@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IMAGE_TOKEN_INDEX
+from llava.data.dataset import LazySupervisedDataset, MediaFolders
+from llava.data.prompts import PromptSettings
 from llava.data.templates import get_template
 from llava.data.video import read_video_frames
 from llava.demo.synthetic import write_clip
@@ -23,7 +25,6 @@ from llava.model.builder import causal_lm_class, load_pretrained_model
 from llava.serve import cli
 from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
 from llava.train import train
-from llava.train.data import LazySupervisedDataset, MediaFolders, PromptSettings
 
 from train_helpers import ROOT, train_args
 

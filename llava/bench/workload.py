@@ -5,6 +5,7 @@ loaded, the optimizer, and the steps timed."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,8 +19,6 @@ class Workload:
     def __init__(self, shapes: Shapes, workdir: Path, device: torch.device, workers: int):
         """Builds the assets (or reuses them), fills the feature cache, and builds the model and data as
         the training script does: minutes at the seed's shapes."""
-        from transformers import AutoTokenizer
-
         from ..train import cache_features, train
 
         self.shapes, self.device, self.workers = shapes, device, workers
@@ -33,13 +32,11 @@ class Workload:
         )
         # None when an earlier run filled the cache: this run did not time its making.
         self.cache_seconds = (time.perf_counter() - start) if summary["computed"] else None
-        model_args, data_args, training_args = train.parse_args(train_argv(shapes, self.assets, workdir))
-        _, model = train.build_model(model_args, data_args, training_args)
-        self.model = model.to(device).train()
-        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
-        online, self.collator, _ = train.build_data(model_args, data_args, training_args, tokenizer, model)
-        data_args.feature_cache = cache_dir
-        cached, _, _ = train.build_data(model_args, data_args, training_args, tokenizer, model)
+        args = train.parse_args(train_argv(shapes, self.assets, workdir))
+        built, tokenizer, online, self.collator, _ = train.model_and_data(args)
+        self.model = built.model.to(device).train()
+        with_cache = dataclasses.replace(args, data=dataclasses.replace(args.data, feature_cache=cache_dir))
+        cached, _, _ = train.build_data(with_cache, built, tokenizer)
         if len(cached.cache_keys) != len(cached):
             raise RuntimeError("the feature cache does not hold every benchmark clip")
         self.datasets = {"online": online, "cached": cached}

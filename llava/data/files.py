@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError, UsageError, listing
 
-logger = logging.getLogger("llava.train.data")  # the name training's data messages have always had
+logger = logging.getLogger(__name__)
 
 # A message lists this many problems, then says how many more there are.
 SHOWN_PROBLEMS = 20

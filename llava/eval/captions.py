@@ -31,11 +31,11 @@ import torch
 from tqdm import tqdm
 
 from ..constants import IGNORE_INDEX
+from ..data.dataset import DataCollatorForSupervisedDataset, dataset_for_model
 from ..data.templates import get_template, last_answer, trained_version
 from ..errors import ArgumentParser, InputError, check_input_folder, entry_point, listing, saving
 from ..generation import caption
 from ..model.builder import load_pretrained_model
-from ..train.data import DataCollatorForSupervisedDataset, dataset_for_model
 from .metrics import bleu4, cider
 
 logger = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ def media_pixels(path: str, modality: str, image_processor, config, num_frames: 
 def prompt_options(config, path: str, modality: str, num_frames: int):
     """The turns rewrite of a checkpoint's prompt options (`add_time_instruction`,
     `mm_use_im_start_end`, as its config records them) for one --video or --image at `path`."""
-    from ..train.data import PromptSettings, with_prompt_options
+    from ..data.prompts import PromptSettings, with_prompt_options
 
     prompt = PromptSettings.from_config(config)
     return lambda turns: with_prompt_options(turns, modality, path, prompt, num_frames)
@@ -78,11 +78,11 @@ def media_input(model, tokenizer, image_processor, template, path: str, modality
 class CaptionSet(Dataset):
     """A LLaVA data file as generation inputs: `{"id", "prompt_ids", "pixels", "reference"}` per sample,
     or the dataset's skip record (`"skipped": True`, with the reason) for unreadable media. The data is read
-    as the model's training read it (train.data.dataset_for_model): its image preprocessing and its prompt
+    as the model's training read it (data.dataset.dataset_for_model): its image preprocessing and its prompt
     options."""
 
     def __init__(self, model, tokenizer, image_processor, data_path, version="plain", **data_settings):
-        from ..train.data import dataset_for_model
+        from ..data.dataset import dataset_for_model
 
         self.template = get_template(version)
         # The training dataset reads media exactly as training did, and turns bad files into skip records.

@@ -171,8 +171,8 @@ def blank_like(pixels: torch.Tensor, image_processor) -> torch.Tensor:
 
 def frame_labels(path: str, modality: str, count: int) -> list[str]:
     """`1.25 s` for each sampled frame of a clip: its time in the clip, as the time instruction gives it
-    (train.data.clip_timing); `frame 3` where the container gives no time; `image` for an image."""
-    from ..train.data import clip_timing
+    (data.prompts.clip_timing); `frame 3` where the container gives no time; `image` for an image."""
+    from ..data.prompts import clip_timing
 
     if modality != "video":
         return ["image"] * count

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, fields, make_dataclass
 import transformers
 from transformers import HfArgumentParser
 
+from ..data.prompts import PromptSettings
 from ..errors import InputError, OneLineArgumentErrors, UsageError
 from ..model.vision_settings import VisionSettings
 from . import command_line, legacy_flags, machine_settings, recipe
-from .data import PromptSettings
 from .tunable_parts import DEFAULT_PARTS, TUNABLE_PARTS, parse_tunable_parts
 
 logger = logging.getLogger("llava.train")

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, HfArgumentParser
 
 from .. import errors
+from ..data.dataset import media_path
 from ..data.media import MediaReadError, load_pixels
 from ..data.samples import load_samples
 from ..data.video import VideoReadError
@@ -36,7 +37,6 @@ from ..model.multimodal_encoder import VisionTower
 from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
 from ..model.vision_settings import VisionSettings
 from .arguments import DataArguments, settings_of
-from .data import media_path
 from .feature_cache import FeatureCache
 from .preflight import check_tower
 

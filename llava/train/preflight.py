@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
+from ..data.dataset import media_path
 from ..data.files import data_error
 from ..data.samples import read_samples
 from ..errors import InputError, UsageError, check_input_file, check_input_folder, check_writable, entry_point
@@ -30,7 +31,6 @@ from ..model.model_folder import check_model_folder, config_file_of, is_llava_ch
 from ..model.multimodal_encoder.builder import processor_output_size
 from ..model.multimodal_resampler.token_packer import validate_grid
 from .arguments import parse_args
-from .data import media_path
 from .milestone_eval import split_arguments
 from .milestones import parse_milestones
 

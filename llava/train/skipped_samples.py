@@ -1,7 +1,7 @@
 """Unreadable samples over all ranks: each counted once, logged once, listed once in
 `OUTPUT_DIR/skipped_samples.jsonl`, and the run stopped on every rank together past --max_skip_fraction.
 
-The dataset turns a sample whose medium cannot be read into a skip record (llava/train/data.py), the
+The dataset turns a sample whose medium cannot be read into a skip record (llava/data/dataset.py), the
 collator passes it on, and the trainer hands it to `SkipTracker` at each optimizer step.
 """
 

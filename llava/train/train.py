@@ -22,6 +22,8 @@ from transformers import AutoTokenizer, set_seed
 from transformers.trainer_callback import ProgressCallback
 
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+from ..data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset, ensure_pad_token
+from ..data.prompts import PromptSettings
 from ..data.templates import trained_version
 from ..errors import UsageError
 from ..model.builder import family_of, from_pretrained
@@ -31,7 +33,6 @@ from ..model.load_options import attention_request
 from . import checkpoints, exit_policy, preemption, preflight
 from .arguments import RunArguments, parse_args
 from .callbacks import LossProgressBar
-from .data import DataCollatorForSupervisedDataset, LazySupervisedDataset, PromptSettings, ensure_pad_token
 from .describe import describe
 from .feature_cache import FeatureCache
 from .legacy_flags import FlagError

@@ -1,20 +1,16 @@
-"""Training data: LLaVA JSON/JSONL samples -> tokenized, labelled, padded batches with clips and images.
+"""Samples as model inputs: LLaVA JSON/JSONL samples -> tokenized, labelled, padded batches with clips and
+images, for training and for every command that reads a data set as training read it.
 
 A sample is `{"id", "video" | "image" (optional), "conversations": [...]}` (read and validated by
-llava/data/samples.py), the media path relative to `--video_folder` / `--image_folder`. Text-only, image and video samples mix in one file and one batch; a
-text-only sample stays text-only (no placeholder, no pixels). Images are one-frame clips, letterboxed
-first with `--image_aspect_ratio pad`.
-
-`--data_path` is a JSON list or JSONL file, several of them joined by commas, LLaVA-NeXT's brace form
-`/data/{a,b,c}.json`, or a LLaVA-NeXT YAML mixture (see llava/data/files.py).
-
-LLaVA-NeXT's prompt options: `--mm_use_im_start_end` writes the visual block `<im_start><image><im_end>`
-in the human turn; `--add_time_instruction` writes the clip's duration and its sampled frames' times
-after it, as LLaVA-NeXT and lmms-eval's llava_vid do.
+samples.py), the media path relative to `--video_folder` / `--image_folder`. Text-only, image and video
+samples mix in one file and one batch; a text-only sample stays text-only (no placeholder, no pixels).
+Images are one-frame clips, letterboxed first with `--image_aspect_ratio pad`. `--data_path` is a JSON
+list or JSONL file, several of them joined by commas, LLaVA-NeXT's brace form `/data/{a,b,c}.json`, or a
+LLaVA-NeXT YAML mixture (see files.py). Turns are written with the prompt options of prompts.py.
 
 Unreadable media are skipped, never replaced: `__getitem__` returns a skip record (with the sample's
-index), the collator drops it and passes it on, and the trainer hands it to `SkipTracker`
-(skipped_samples.py), which counts each sample once over all ranks.
+index), the collator drops it and passes it on; training counts it over all ranks
+(llava/train/skipped_samples.py).
 
 Padding (see `ensure_pad_token`): a tokenizer without a pad token reuses EOS as pad. Nothing here
 derives anything from the pad id: the collator builds `attention_mask` from lengths and pads labels
@@ -27,83 +23,24 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
 
-from ..constants import (
-    IGNORE_INDEX,
-    IMAGE_TOKEN_INDEX,
-)
-from ..data.media import MediaReadError, load_pixels
-from ..data.samples import MODALITIES, load_samples
-from ..data.templates import Template, get_template, with_start_end_tokens
-from ..data.video import VideoReadError, sample_indices
+from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from ..errors import UsageError
-from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio
+from ..mm_utils import image_aspect_ratio
 from ..model.vision_settings import VisionSettings
+from .media import MediaReadError, load_pixels
+from .prompts import PromptSettings, with_prompt_options
+from .samples import MODALITIES, load_samples
+from .templates import Template, get_template
+from .video import VideoReadError
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class PromptSettings:
-    """LLaVA's prompt settings: how a sample's turns are written before they are tokenized. Each is one of
-    the training's flags and is recorded in the model config under its own name, so that inference writes
-    prompts the way the run trained on them (`from_config`)."""
-
-    image_aspect_ratio: str | None = field(
-        default=None,
-        metadata={
-            "help": "square (resize and centre-crop) or pad (letterbox onto the processor's mean colour first, as LLaVA-1.5); default: the checkpoint's setting, else square. Recorded in the model config."
-        },
-    )
-    add_time_instruction: bool = field(
-        default=False,
-        metadata={
-            "help": "Write the clip's duration and its sampled frames' times into the human turn (LLaVA-NeXT's video prompt); recorded in the config."
-        },
-    )
-    mm_use_im_start_end: bool = field(
-        default=False,
-        metadata={
-            "help": "Wrap the visual block in <im_start>/<im_end> tokens (added to the tokenizer); recorded in the config."
-        },
-    )
-    mm_use_im_patch_token: bool = field(
-        default=False,
-        metadata={
-            "help": "Add LLaVA's <im_patch> token to the tokenizer (LLaVA never writes it in prompts); recorded in the config."
-        },
-    )
-
-    @classmethod
-    def from_config(cls, config) -> PromptSettings:
-        """The settings a checkpoint's config records (unset ones at their defaults)."""
-        recorded = {f.name: getattr(config, f.name, None) for f in fields(cls)}
-        return cls(**{name: value for name, value in recorded.items() if value is not None})
-
-    def over(self, config) -> PromptSettings:
-        """These settings laid over a checkpoint's own: an aspect ratio not given is the checkpoint's (else
-        square), and a switch the checkpoint trained with stays on."""
-        recorded = PromptSettings.from_config(config)
-        for f in fields(self):
-            if f.type == "bool" and getattr(recorded, f.name) and not getattr(self, f.name):
-                logger.info("%s stays on: the checkpoint was trained with it", f.name)
-        return PromptSettings(
-            image_aspect_ratio=self.image_aspect_ratio or recorded.image_aspect_ratio or "square",
-            add_time_instruction=self.add_time_instruction or recorded.add_time_instruction,
-            mm_use_im_start_end=self.mm_use_im_start_end or recorded.mm_use_im_start_end,
-            mm_use_im_patch_token=self.mm_use_im_patch_token or recorded.mm_use_im_patch_token,
-        )
-
-    def write(self, config) -> None:
-        for f in fields(self):
-            setattr(config, f.name, getattr(self, f.name))
-
-
-# ------------------------------------------------------------------------------------------ dataset
 @dataclass(frozen=True)
 class MediaFolders:
     """The folders samples' media paths are relative to (--video_folder, --image_folder)."""
@@ -117,62 +54,6 @@ def media_path(sample: dict, folders) -> str:
     (--video_folder / --image_folder)."""
     folder = folders.video_folder if sample["modality"] == "video" else folders.image_folder
     return os.path.join(folder, sample["media"]) if folder else sample["media"]
-
-
-def clip_timing(path: str, num_frames: int) -> tuple[float, list[float]]:
-    """`(duration in seconds, times of the sampled frames)` of a clip read at `num_frames` frames, from
-    the container's frame count and rate (the frames read_video_frames picks: segment centres)."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or stream.guessed_rate or 0)
-            total = stream.frames
-            if total <= 0 and rate > 0:  # containers that do not declare a count (mkv, webm)
-                seconds = float(stream.duration * stream.time_base) if stream.duration else container.duration / 1e6
-                total = max(1, round(seconds * rate))
-    except (av.FFmpegError, OSError, IndexError) as e:
-        raise VideoReadError(f"{path}: cannot read the clip's frame rate ({type(e).__name__}: {e})") from e
-    if rate <= 0 or total <= 0:
-        raise VideoReadError(f"{path}: the container gives no frame rate or frame count")
-    return total / rate, [index / rate for index in sample_indices(total, num_frames)]
-
-
-def time_instruction(duration: float, times: list[float]) -> str:
-    """LLaVA-NeXT's sentence about a clip's timing (the text lmms-eval's llava_vid writes too)."""
-    stamps = ",".join(f"{t:.2f}s" for t in times)
-    return (
-        f"The video lasts for {duration:.2f} seconds, and {len(times)} frames are uniformly sampled from it. "
-        f"These frames are located at {stamps}.Please answer the following questions related to this video."
-    )
-
-
-def _first_visual_turn(turns: list[dict]) -> int | None:
-    return next((i for i, t in enumerate(turns) if t["from"] == "user" and count_placeholders(t["value"])), None)
-
-
-def with_time_instruction(turns: list[dict], instruction: str) -> list[dict]:
-    """The visual block first, then the instruction, then the rest of the turn (LLaVA-NeXT's layout)."""
-    i = _first_visual_turn(turns)
-    if i is None:
-        return turns
-    value = turns[i]["value"]
-    token = PLACEHOLDER_PATTERN.search(value).group(0)
-    rest = PLACEHOLDER_PATTERN.sub("", value, count=1).strip()
-    turns = list(turns)
-    turns[i] = {**turns[i], "value": f"{token}\n{instruction}\n{rest}"}
-    return turns
-
-
-def with_prompt_options(turns: list[dict], modality, path, prompt: PromptSettings, num_frames: int) -> list[dict]:
-    """`turns` with LLaVA-NeXT's prompt options applied to the human turns, as training writes them:
-    `--add_time_instruction` (the duration and frame times of the clip at `path`, read at `num_frames`)
-    and `--mm_use_im_start_end`. VideoReadError where the clip cannot be read."""
-    if prompt.add_time_instruction and modality == "video":
-        duration, times = clip_timing(path, num_frames)
-        turns = with_time_instruction(turns, time_instruction(duration, times))
-    return with_start_end_tokens(turns) if prompt.mm_use_im_start_end else turns
 
 
 class LazySupervisedDataset(Dataset):
