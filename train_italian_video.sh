@@ -12,125 +12,71 @@
 #SBATCH --signal=B:USR1@300
 #
 # Trains LLaVA on an Italian GPT-2 (BAMBI): video+text captioning through a frozen DINOv2, the fast/slow
-# TokenPacker and an MLP projector (MODE=video), or the language model alone on the captions (MODE=text).
-# The run's settings are a recipe file, recipes/italian_video.yaml (MODE=text: recipes/italian_text.yaml);
-# this script only launches it: under SLURM on every node of the job (srun + torchrun), or with torchrun
-# on this machine.
-#
-#   mkdir -p logs && sbatch train_italian_video.sh              # SLURM, the #SBATCH lines above
-#   sbatch --nodes=4 train_italian_video.sh                      # several nodes: srun + torchrun (c10d)
-#   MODE=text sbatch train_italian_video.sh                      # text-only training on the captions
-#   NPROC=2 bash train_italian_video.sh --max_steps 10           # no SLURM: torchrun --standalone
-#
-# The training runs `python -m llava.train.train --config RECIPE`, then the flags of the variables below
-# that are set (each overrides one setting of the recipe), then the arguments after the script name (they
-# win over both). Relative paths are taken from the folder of this script (under sbatch too; LLAVA_HOME
-# overrides it). The logs/ folder of the --output line must exist before sbatch (SLURM opens it before the
-# job runs). Started again with the same settings, a run resumes from the newest complete checkpoint in
-# its output folder.
-# Before anything starts, the script checks its own variables (one line each), then runs the training's
-# preflight once (`python -m llava.train.preflight` with the training's arguments: the recipe, every flag,
-# the model folder, every data file and sample, the folders, the output folder writable); a problem ends
-# the job at once with that one line and its status (2: a variable or flag, 1: a path or a data file).
-#
-# Stopping and requeueing. SLURM sends the batch shell SIGUSR1 300 s before the time limit (the --signal
-# line above); the shell passes it on through srun to torchrun and every rank, on every node. The ranks
-# finish their current optimizer step, save one complete checkpoint (model, optimizer, scheduler, RNG,
-# data position, words seen), print where, and stop; the job then requeues itself (scontrol requeue,
-# same job id, SLURM_RESTART_COUNT counts the restarts) and resumes from that checkpoint when it starts
-# again. A preemption notice, `scancel --signal=USR1 JOBID` (or --signal=TERM), does the same. Not
-# requeued: a run that finished, one that failed for another reason, one SLURM itself is ending (plain
-# scancel, the time limit reached), and any past MAX_REQUEUES restarts or with REQUEUE=0.
-# The margin must hold the end of a step and one checkpoint save (a few GB on a shared file system):
-# after the time limit SLURM allows only KillWait (30 s by default) between SIGTERM and SIGKILL, and it
-# may send the warning up to 30 s early. For another margin: `sbatch --signal=B:USR1@600 ...`, or
-# SBATCH_SIGNAL=B:USR1@600 in the environment of sbatch.
-# Without SLURM, SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 to the script (it becomes torchrun) saves the same
-# checkpoint and exits non-zero; the same command resumes. (With EVAL_MILESTONES the script stays, to
-# evaluate after the training: it passes SIGTERM and SIGUSR1 on to torchrun; Ctrl-C reaches every process.)
-#
-# Learning curves. With EVAL_MILESTONES (or the recipe's eval_milestones) set to the arguments of
-# `python -m llava.eval.curves` (minimal pairs, captions), the training starts that evaluation in the
-# background for each word milestone as soon as it is saved (output: OUTPUT_DIR/curves.log), at low
-# priority. Once the training has finished, this script runs the same command in the foreground: it
-# evaluates whatever is left (the final model; under SLURM, what the end of the training step cut short:
-# SLURM ends a step's processes with it), writes OUTPUT_DIR/curves.jsonl and curves.png and prints the
-# table, so that the job ends only when every milestone is evaluated. Its failure is the job's status.
-#
-# Launching (defaults in brackets):
-#   MODE                    video | text: which recipe                          [video]
-#   RECIPE                  the recipe file                                     [recipes/italian_$MODE.yaml]
-#   GPUS_PER_NODE (= NPROC) training processes per node                         [visible GPUs, or 1 without GPUs]
-#   LAUNCHER                auto | slurm | standalone                           [auto: slurm inside a SLURM job]
-#   MASTER_ADDR / MASTER_PORT  rendezvous under SLURM (an address of the first  [first node's NodeAddr /
-#                           node, which hosts the store)                         20000 + job id % 20000]
-#   PYTHON                  interpreter                                         [.venv/bin/python if present, else python]
-#   TRAIN_MODULE            module torchrun starts                              [llava.train.train]
-#   PREFLIGHT               1: check the recipe, model, data and folders before [1]
-#                           launching (llava.train.train only); 0: skip
-#   FEATURE_CACHE           folder of cached tower features (video mode): the   [the recipe's feature_cache]
-#                           clips not cached yet are encoded first (one process),
-#                           then training reads them (--feature_cache)
-#   REQUEUE                 1: a SLURM job told to stop requeues itself; 0: no  [1]
-#   MAX_REQUEUES            restarts (SLURM_RESTART_COUNT) after which it no    [10]
-#                           longer requeues itself
-#   STOP_TIMEOUT            seconds torchrun gives its ranks, once signalled,   [300]
-#                           to finish the step, save and exit before it kills them
-#   SBATCH_SIGNAL           read by sbatch itself: the warning before the time  [B:USR1@300, the #SBATCH line]
-#                           limit
-#   LLAVA_HOME              folder to run from                                  [this script's folder / SLURM_SUBMIT_DIR]
-#
-# Settings: each variable, where set, overrides one flag of the recipe; unset, the recipe decides (the
-# values of recipes/italian_video.yaml are listed in README.md).
-#   LM_PATH                 --model_name_or_path           language model folder (config.json + tokenizer)
-#   VISION_TOWER            --vision_tower                 tower folder or hub id (video mode only)
-#   DATA_PATH               --data_path                    training data: LLaVA JSON/JSONL, several (a,b or /dir/{a,b}.json), a YAML mixture
-#   VIDEO_FOLDER            --video_folder                 clips; paths in the data are relative to it
-#   IMAGE_FOLDER            --image_folder                 images, for data files that hold image samples
-#   OUTPUT_DIR              --output_dir                   checkpoints and the final model
-#   DS_CONFIG               --deepspeed                    DeepSpeed config, or none to train without DeepSpeed
-#   VERSION                 --version                      prompt template (plain for GPT-2, chat or a LLaVA name for chat models)
-#   NUM_FRAMES              --num_frames                   frames sampled per clip
-#   FAST_GRID               --mm_fast_grid                 fast packer track: frames rows columns, e.g. "8 2 4"
-#   SLOW_GRID               --mm_slow_grid                 slow packer track: frames rows columns
-#   MM_PACKER_NUM_HEADS     --mm_packer_num_heads          attention heads of each packer track
-#   MM_VISION_SELECT_LAYER  --mm_vision_select_layer       tower layer whose patch tokens are used
-#   MM_PROJECTOR_TYPE       --mm_projector_type            projector
-#   PROJECTOR_HIDDEN        --mm_projector_hidden_size     projector hidden width
-#   MM_RESAMPLER_TYPE       --mm_resampler_type            resampler
-#   MM_TUNABLE_PARTS        --mm_tunable_parts             parts that train
-#   PRETRAIN_MM_MLP_ADAPTER --pretrain_mm_mlp_adapter      mm_projector.bin of an adapter-only run
-#   NUM_EPOCHS              --num_train_epochs             epochs
-#   MAX_STEPS               --max_steps                    stop after this many optimizer steps (-1: the epochs decide)
-#   BATCH_SIZE              --per_device_train_batch_size  per-device batch size
-#   GRAD_ACCUM              --gradient_accumulation_steps  gradient accumulation steps
-#   LEARNING_RATE           --learning_rate                learning rate of the language model
-#   MM_PROJECTOR_LR         --mm_projector_lr              learning rate of the packer, projector and embeddings
-#   WEIGHT_DECAY            --weight_decay                 weight decay
-#   WARMUP_RATIO            --warmup_ratio                 warmup as a share of the steps (below 1)
-#   WARMUP_STEPS            --warmup_steps                 warmup steps (below 1: a share of the steps)
-#   LR_SCHEDULER            --lr_scheduler_type            learning-rate schedule
-#   MODEL_MAX_LENGTH        --model_max_length             longest sequence, visual + text tokens
-#   MAX_SKIP_FRACTION       --max_skip_fraction            stop when more of the samples than this cannot be read
-#   BF16                    --bf16                         true | false | auto (bf16 on GPUs that have it)
-#   FP16                    --fp16                         true | false | auto (fp16 on GPUs without bf16, e.g. V100)
-#   GRADIENT_CHECKPOINTING  --activation_checkpointing     activation checkpointing: true | false
-#   LOGGING_STEPS           --logging_steps                log every this many steps
-#   SAVE_STRATEGY           --save_strategy                steps | epoch | no
-#   SAVE_STEPS              --save_steps                   a checkpoint every this many steps
-#   SAVE_TOTAL_LIMIT        --save_total_limit             checkpoints kept
-#   SAVE_EVERY_MINUTES      --save_every_minutes           besides SAVE_STEPS, a checkpoint whenever this many minutes have passed (0: off)
-#   DATALOADER_NUM_WORKERS  --dataloader_num_workers       decoding processes per rank
-#   REPORT_TO               --report_to                    none, tensorboard, wandb, ...
-#   SEED                    --seed                         random seed
-#   EVAL_MILESTONES         --eval_milestones              arguments of python -m llava.eval.curves, e.g. "--minimal-pairs pairs/": each word milestone evaluated as it is saved
-#   DATA_DIR / VIDEO_DATA_PATH / TEXT_DATA_PATH: where unset, DATA_PATH is $VIDEO_DATA_PATH (MODE=video) or
-#   $TEXT_DATA_PATH (MODE=text), else $DATA_DIR/train_$MODE.json, and VIDEO_FOLDER is $DATA_DIR/videos.
-
+# TokenPacker and an MLP projector, or the language model alone on the captions. The run's settings are a
+# recipe file and flags; this script only launches: under SLURM on every node of the job (srun + torchrun),
+# or with torchrun on this machine. `bash train_italian_video.sh --help` says how.
 set -euo pipefail
 
+usage() {
+    cat <<'USAGE'
+usage: [VARIABLE=value ...] sbatch|bash train_italian_video.sh [--flag value ...]
+
+Runs `python -m llava.train.train --config RECIPE [--flag value ...]` on every node of a SLURM job (srun +
+torchrun, c10d rendezvous on the first node) or, outside SLURM, with torchrun on this machine. The recipe
+holds the run's settings (recipes/italian_video.yaml: the headline run); a flag after the script's name
+wins over the recipe's value (`--config OTHER.yaml` replaces the recipe). The settings and their flags:
+docs/settings.md, or `python -m llava.train.train --help`.
+
+  mkdir -p logs && sbatch train_italian_video.sh                    # the recipe as it is
+  sbatch train_italian_video.sh --model_name_or_path models/bambi --output_dir checkpoints/run2
+  sbatch --nodes=4 train_italian_video.sh                            # several nodes
+  MODE=text sbatch train_italian_video.sh                            # recipes/italian_text.yaml
+  NPROC=2 bash train_italian_video.sh --max_steps 10                 # no SLURM: torchrun --standalone
+
+Relative paths are taken from this script's folder (under sbatch too; LLAVA_HOME overrides it). The
+logs/ folder of the #SBATCH --output line must exist before sbatch. Started again with the same settings,
+a run resumes from the newest complete checkpoint in its output folder. Before anything starts, the
+training's preflight checks the recipe, every flag, the model folder, every data file and sample, the
+folders and the output folder (one line; status 2: a variable or flag, 1: a path or a data file).
+
+Launching variables (defaults in brackets):
+  MODE                    video | text: the recipe recipes/italian_$MODE.yaml     [video]
+  RECIPE                  the recipe file                                         [recipes/italian_$MODE.yaml]
+  GPUS_PER_NODE (= NPROC) training processes per node                             [visible GPUs, or 1]
+  LAUNCHER                auto | slurm | standalone                               [auto: slurm inside a job]
+  MASTER_ADDR, MASTER_PORT  rendezvous under SLURM (the first node hosts it)       [its NodeAddr / 20000 + job id % 20000]
+  REQUEUE                 1: a SLURM job told to stop requeues itself; 0: no      [1]
+  MAX_REQUEUES            restarts after which it no longer requeues itself       [10]
+  STOP_TIMEOUT            seconds torchrun gives its ranks, once signalled, to    [300]
+                          finish the step, save and exit before it kills them
+  PREFLIGHT               1: check everything before launching; 0: skip           [1]
+  PYTHON                  interpreter                                             [.venv/bin/python if present]
+  TRAIN_MODULE            module torchrun starts                                  [llava.train.train]
+  LLAVA_HOME              folder to run from                                      [this script's folder]
+  SBATCH_SIGNAL           read by sbatch: the warning before the time limit       [B:USR1@300]
+A variable that used to set a training option (LM_PATH, OUTPUT_DIR, SAVE_EVERY_MINUTES, ...) stops the
+script with a line naming the flag that replaces it.
+
+Stopping and requeueing. SLURM sends the batch shell SIGUSR1 300 s before the time limit (#SBATCH
+--signal); the ranks finish their optimizer step, save one complete checkpoint and stop, and the job
+requeues itself (same job id) and resumes from it. A preemption notice (scancel --signal=USR1 JOBID, or
+--signal=TERM) does the same. Not requeued: a finished or failed run, a plain scancel, the time limit
+reached, REQUEUE=0, or past MAX_REQUEUES. The margin must hold the end of a step and one save: for
+another, `sbatch --signal=B:USR1@600` or SBATCH_SIGNAL. Without SLURM, SIGTERM, SIGINT or SIGUSR1 saves
+the same checkpoint and exits non-zero; the same command resumes.
+
+Feature cache. With --feature_cache DIR (or the recipe's feature_cache), the clips not cached yet are
+encoded first (python -m llava.train.cache_features, one process), then training reads them.
+
+Learning curves. With --eval_milestones "ARGS" (the arguments of python -m llava.eval.curves), each word
+milestone is evaluated in the background as soon as it is saved (OUTPUT_DIR/curves.log); once the
+training has finished, this script evaluates what is left in the foreground and prints the table, so the
+job ends with the whole curve. Its failure is the job's status.
+USAGE
+}
+
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '/^# Trains LLaVA/,/^set -euo pipefail/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
+    usage
     exit 0
 fi
 
@@ -166,7 +112,10 @@ cd "$RUN_DIR" || die "cannot enter $RUN_DIR"
 # --- launching ---------------------------------------------------------------------------------------------
 MODE=${MODE:-video}
 RECIPE=${RECIPE:-recipes/italian_$MODE.yaml}
-FEATURE_CACHE=${FEATURE_CACHE:-}
+# A --config among the script's arguments is the run's recipe instead of RECIPE.
+for arg in "$@"; do
+    if [[ "$arg" == --config || "$arg" == --config=* ]]; then RECIPE=; break; fi
+done
 REQUEUE=${REQUEUE:-1}
 MAX_REQUEUES=${MAX_REQUEUES:-10}
 STOP_TIMEOUT=${STOP_TIMEOUT:-300}
@@ -210,12 +159,45 @@ fi
 
 # --- checks of the launching variables; the training's preflight checks every setting -------------------
 errors=()
+# Variables that set training options before the recipe and the command line did: each one still set in
+# the environment stops the script, naming the flag that replaces it ({} is the variable's value), rather
+# than being silently ignored.
+declare -A RETIRED=(
+    [LM_PATH]="--model_name_or_path {}" [VISION_TOWER]="--vision_tower {}" [DATA_PATH]="--data_path {}"
+    [VIDEO_DATA_PATH]="--data_path {}" [TEXT_DATA_PATH]="--data_path {}"
+    [DATA_DIR]="--data_path {}/train_video.json --video_folder {}/videos" [VIDEO_FOLDER]="--video_folder {}"
+    [IMAGE_FOLDER]="--image_folder {}" [OUTPUT_DIR]="--output_dir {}" [DS_CONFIG]="--deepspeed {}"
+    [VERSION]="--version {}" [NUM_FRAMES]="--num_frames {}" [FAST_GRID]="--mm_fast_grid {}"
+    [SLOW_GRID]="--mm_slow_grid {}" [MM_PACKER_NUM_HEADS]="--mm_packer_num_heads {}"
+    [MM_VISION_SELECT_LAYER]="--mm_vision_select_layer {}" [MM_PROJECTOR_TYPE]="--mm_projector_type {}"
+    [PROJECTOR_HIDDEN]="--mm_projector_hidden_size {}" [MM_RESAMPLER_TYPE]="--mm_resampler_type {}"
+    [MM_TUNABLE_PARTS]="--mm_tunable_parts {}" [PRETRAIN_MM_MLP_ADAPTER]="--pretrain_mm_mlp_adapter {}"
+    [NUM_EPOCHS]="--num_train_epochs {}" [MAX_STEPS]="--max_steps {}"
+    [BATCH_SIZE]="--per_device_train_batch_size {}" [GRAD_ACCUM]="--gradient_accumulation_steps {}"
+    [LEARNING_RATE]="--learning_rate {}" [MM_PROJECTOR_LR]="--mm_projector_lr {}" [WEIGHT_DECAY]="--weight_decay {}"
+    [WARMUP_RATIO]="--warmup_ratio {}" [WARMUP_STEPS]="--warmup_steps {}" [LR_SCHEDULER]="--lr_scheduler_type {}"
+    [MODEL_MAX_LENGTH]="--model_max_length {}" [MAX_SKIP_FRACTION]="--max_skip_fraction {}" [BF16]="--bf16 {}"
+    [FP16]="--fp16 {}" [GRADIENT_CHECKPOINTING]="--activation_checkpointing {}" [LOGGING_STEPS]="--logging_steps {}"
+    [SAVE_STRATEGY]="--save_strategy {}" [SAVE_STEPS]="--save_steps {}" [SAVE_TOTAL_LIMIT]="--save_total_limit {}"
+    [SAVE_EVERY_MINUTES]="--save_every_minutes {}" [DATALOADER_NUM_WORKERS]="--dataloader_num_workers {}"
+    [REPORT_TO]="--report_to {}" [SEED]="--seed {}" [EVAL_MILESTONES]="--eval_milestones {}"
+    [FEATURE_CACHE]="--feature_cache {}"
+)
+for variable in $(printf '%s\n' "${!RETIRED[@]}" | sort); do
+    if [[ -n "${!variable:-}" ]]; then
+        value=${!variable}
+        # as the flag takes it: a grid's sizes as separate values ("8x2x4" was allowed), anything else quoted
+        if [[ "$variable" == *_GRID ]]; then value=${value//[x,]/ }; else printf -v value '%q' "$value"; fi
+        flags=${RETIRED[$variable]//\{\}/$value}
+        errors+=("$variable is no longer read: pass $flags after the script's name instead (or set it in the recipe), and unset $variable")
+    fi
+done
 is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
 case "$MODE" in
     video | text) ;;
     *) errors+=("MODE must be 'video' (video+text training) or 'text' (text-only training on the captions), not '$MODE'") ;;
 esac
-[[ -f "$RECIPE" ]] || errors+=("RECIPE: recipe file '$RECIPE' not found")
+[[ -z "$RECIPE" || -f "$RECIPE" ]] || errors+=("RECIPE: recipe file '$RECIPE' not found")
 if ! is_int "$GPUS_PER_NODE" || (( GPUS_PER_NODE < 1 )); then
     errors+=("GPUS_PER_NODE/NPROC: '$GPUS_PER_NODE' is not a positive number of processes")
 fi
@@ -242,38 +224,16 @@ if (( ${#errors[@]} )); then
     exit 2
 fi
 
-# --- the training command: the recipe, the variables that are set, then the script's arguments ---------------
-if [[ "$MODE" == video ]]; then
-    DATA_PATH=${DATA_PATH:-${VIDEO_DATA_PATH:-${DATA_DIR:+$DATA_DIR/train_video.json}}}
-    VIDEO_FOLDER=${VIDEO_FOLDER:-${DATA_DIR:+$DATA_DIR/videos}}
-else
-    DATA_PATH=${DATA_PATH:-${TEXT_DATA_PATH:-${DATA_DIR:+$DATA_DIR/train_text.json}}}
-fi
-# A text run ignores the variables of the visual modules, which a shell may still hold from a video run.
-VIDEO_ONLY=" VISION_TOWER VIDEO_FOLDER NUM_FRAMES FAST_GRID SLOW_GRID MM_PACKER_NUM_HEADS MM_VISION_SELECT_LAYER MM_PROJECTOR_TYPE PROJECTOR_HIDDEN MM_RESAMPLER_TYPE PRETRAIN_MM_MLP_ADAPTER "
-ARGS=(--config "$RECIPE")
-# The variable -> flag table is the "Settings" list at the top of this file (one place for both).
-while read -r variable flag; do
-    [[ -n "${!variable:-}" ]] || continue
-    [[ "$MODE" == text && "$VIDEO_ONLY" == *" $variable "* ]] && continue
-    case "$variable" in
-        FAST_GRID | SLOW_GRID) read -r -a grid <<<"${!variable//[x,]/ }"; ARGS+=("$flag" "${grid[@]}") ;;
-        *) ARGS+=("$flag" "${!variable}") ;;
-    esac
-done < <(sed -n 's/^#   \([A-Z0-9_]*\) \{1,\}\(--[a-z0-9_]*\) .*/\1 \2/p' "${BASH_SOURCE[0]}")
-[[ "$MODE" == video && -n "$FEATURE_CACHE" ]] && ARGS+=(--feature_cache "$FEATURE_CACHE")
-ARGS+=("$@")
-# Where the run writes: the stop record (interrupted.json) the requeue decision reads is there. The
-# feature cache to fill first: FEATURE_CACHE, or the recipe's feature_cache.
-OUTPUT_DIR=$("$PYTHON" -m llava.train.recipe output_dir "${ARGS[@]}") || exit $?
-if [[ "$MODE" == video ]]; then
-    FEATURE_CACHE=$("$PYTHON" -m llava.train.recipe feature_cache "${ARGS[@]}") || exit $?
-    [[ "${FEATURE_CACHE,,}" != none ]] || FEATURE_CACHE=  # --feature_cache none: the recipe's is removed
-fi
-[[ -n "$OUTPUT_DIR" ]] || die "no output folder: the recipe $RECIPE sets no output_dir and neither OUTPUT_DIR nor --output_dir is given"
-# The evaluation of the word milestones (see "Learning curves" above): EVAL_MILESTONES, or the recipe's.
-EVAL_ARGS=$("$PYTHON" -m llava.train.recipe eval_milestones "${ARGS[@]}") || exit $?
+# --- the training command: the recipe, then the script's arguments ------------------------------------------
+if [[ -n "$RECIPE" ]]; then ARGS=(--config "$RECIPE" "$@"); else ARGS=("$@"); fi
+# What the launch itself needs of the settings: where the run writes (the stop record interrupted.json that
+# the requeue decision reads is there), the feature cache to fill first, and what to evaluate after it.
+VALUES=$("$PYTHON" -m llava.train.recipe output_dir feature_cache eval_milestones "${ARGS[@]}" && echo .) || exit $?
+mapfile -t VALUES <<<"$VALUES"
+OUTPUT_DIR=${VALUES[0]:-} FEATURE_CACHE=${VALUES[1]:-} EVAL_ARGS=${VALUES[2]:-}
+[[ "${FEATURE_CACHE,,}" != none ]] || FEATURE_CACHE=  # --feature_cache none: the recipe's is removed
 [[ "${EVAL_ARGS,,}" != none ]] || EVAL_ARGS=
+[[ -n "$OUTPUT_DIR" ]] || die "no output folder: the recipe sets no output_dir and no --output_dir is given"
 
 # CPU threads per training process: the job's (or machine's) cores shared among its processes.
 if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
@@ -334,9 +294,8 @@ fi
 {
     echo "=== train_italian_video.sh $(date '+%Y-%m-%d %H:%M:%S') on $(hostname) ==="
     printf '  %-22s %s\n' \
-        MODE "$MODE" \
-        RECIPE "$RECIPE" \
-        OVERRIDES "${ARGS[*]:2}" \
+        RECIPE "${RECIPE:-(the --config given)}" \
+        ARGUMENTS "$*" \
         RUN_DIR "$RUN_DIR" \
         OUTPUT_DIR "$OUTPUT_DIR" \
         LAUNCHER "$LAUNCHER${SLURM_JOB_ID:+ (job $SLURM_JOB_ID)}" \
@@ -344,7 +303,7 @@ fi
         GPUS_PER_NODE "$GPUS_PER_NODE (visible GPUs: $NUM_GPUS)" \
         OMP_NUM_THREADS "$OMP_NUM_THREADS" \
         PYTHON "$PYTHON"
-    [[ "$MODE" == video ]] && printf '  %-22s %s\n' FEATURE_CACHE "${FEATURE_CACHE:-none}"
+    [[ -n "$FEATURE_CACHE" ]] && printf '  %-22s %s\n' FEATURE_CACHE "$FEATURE_CACHE"
     [[ -n "$EVAL_ARGS" ]] && printf '  %-22s %s\n' EVAL_MILESTONES "$EVAL_ARGS"
     if [[ "$LAUNCHER" == slurm ]]; then
         printf '  %-22s %s\n' RENDEZVOUS "$MASTER_ADDR:$MASTER_PORT"
@@ -446,7 +405,7 @@ if [[ "$LAUNCHER" != slurm ]]; then
         "${PREFLIGHT_COMMAND[@]}" || exit $?
     fi
     mkdir -p "$OUTPUT_DIR"
-    if [[ "$MODE" == video && -n "$FEATURE_CACHE" ]]; then
+    if [[ -n "$FEATURE_CACHE" ]]; then
         # The training flags as they are: the caching step takes the data and tower ones and computes only
         # the clips not cached yet (a no-op on a resumed run).
         echo "=== caching tower features in $FEATURE_CACHE ==="
@@ -474,7 +433,7 @@ if (( ${#PREFLIGHT_COMMAND[@]} )); then
     (( status == 0 )) || exit "$status"
 fi
 mkdir -p "$OUTPUT_DIR"
-if [[ "$MODE" == video && -n "$FEATURE_CACHE" ]]; then
+if [[ -n "$FEATURE_CACHE" ]]; then
     echo "=== caching tower features in $FEATURE_CACHE ==="
     # stopped, it ends at once: the clips it cached stay cached, the next start computes the rest
     run_child TERM "$PYTHON" -m llava.train.cache_features "${ARGS[@]}" || status=$?

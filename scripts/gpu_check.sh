@@ -47,11 +47,13 @@ save_tiny_vision_tower("/tmp/gpu_assets/dinov2")
 PY
 for stage in ${STAGES:-zero2 zero3}; do
     start=$(date +%s)
-    LM_PATH=/tmp/gpu_assets/gpt2 VISION_TOWER=/tmp/gpu_assets/dinov2 DATA_PATH=/tmp/gpu_assets/data/train.json \
-    VIDEO_FOLDER=/tmp/gpu_assets/data/videos OUTPUT_DIR=/tmp/gpu_run_$stage DS_CONFIG=scripts/$stage.json \
-    PYTHON=python3 MAX_STEPS=40 BATCH_SIZE=8 LEARNING_RATE=2e-3 MM_PROJECTOR_LR=2e-3 LOGGING_STEPS=10 SAVE_STEPS=20 \
-    MODEL_MAX_LENGTH=256 PROJECTOR_HIDDEN=64 MM_PACKER_NUM_HEADS=4 DATALOADER_NUM_WORKERS=2 \
-        bash train_italian_video.sh --disable_tqdm True > "$OUT/train_$stage.log" 2>&1
+    PYTHON=python3 bash train_italian_video.sh \
+        --model_name_or_path /tmp/gpu_assets/gpt2 --vision_tower /tmp/gpu_assets/dinov2 \
+        --data_path /tmp/gpu_assets/data/train.json --video_folder /tmp/gpu_assets/data/videos \
+        --output_dir /tmp/gpu_run_$stage --deepspeed scripts/$stage.json --max_steps 40 \
+        --per_device_train_batch_size 8 --learning_rate 2e-3 --mm_projector_lr 2e-3 --logging_steps 10 \
+        --save_steps 20 --model_max_length 256 --mm_projector_hidden_size 64 --mm_packer_num_heads 4 \
+        --dataloader_num_workers 2 --disable_tqdm True > "$OUT/train_$stage.log" 2>&1
     rc=$?
     echo "train $stage rc=$rc in $(( $(date +%s) - start )) s"; grep -E "'loss'|bf16|Error|error" "$OUT/train_$stage.log" | head -12
     python3 -c "

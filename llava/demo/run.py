@@ -10,7 +10,7 @@ how its grammar grows with the words it has read.
    facebook/dinov2-large;
 2. trains through `train_italian_video.sh` (the cluster script) with DeepSpeed ZeRO-2, two processes,
    saving a checkpoint at word milestones a decade apart from the first optimizer step on, each evaluated
-   beside the training as soon as it is saved (`EVAL_MILESTONES`; the script evaluates the final model
+   beside the training as soon as it is saved (`--eval_milestones`; the script evaluates the final model
    once the training is done) with `llava.eval.curves`: accuracy on the minimal pairs (lm-eval, overall
    and per group), caption loss, grounding gap and CIDEr on the validation clips;
 3. evaluates on the validation split: caption loss and the accuracy of the colour, shape, direction and
@@ -136,45 +136,43 @@ def find_training_script() -> Path:
 
 
 def train(assets: dict, preset: Preset, output_dir: Path, script: Path) -> float:
-    """Runs the cluster script with plain bash: torchrun, two processes, DeepSpeed ZeRO-2 on the CPU. With
-    word milestones, each milestone is evaluated beside the training as it is saved (EVAL_MILESTONES), and
-    the script evaluates the final model once the training is done."""
-    env = {
-        **os.environ,
-        "MODE": "video",
-        "LM_PATH": assets["gpt2"],
-        "VISION_TOWER": assets["tower"],
-        "DATA_PATH": assets["train"],
-        "VIDEO_FOLDER": assets["video_folder"],
-        "OUTPUT_DIR": str(output_dir),
-        "DS_CONFIG": "scripts/zero2.json",
-        "NPROC": "2",
-        "PYTHON": sys.executable,
-        "NUM_EPOCHS": str(preset.epochs),
-        "BATCH_SIZE": str(preset.batch_size),
-        "LEARNING_RATE": str(preset.learning_rate),
-        "MM_PROJECTOR_LR": str(preset.adapter_learning_rate),
-        "WARMUP_RATIO": "0.05",
-        "MODEL_MAX_LENGTH": "256",
-        "PROJECTOR_HIDDEN": "256",
-        "MM_PACKER_NUM_HEADS": "4",
-        "LOGGING_STEPS": "5",
-        "SAVE_STEPS": "100000",
-        "SAVE_TOTAL_LIMIT": "1",
-        "DATALOADER_NUM_WORKERS": "1",
-        "SEED": "0",
-        "MM_VISION_SELECT_LAYER": str(preset.select_layer),
-        "MM_TUNABLE_PARTS": preset.tunable_parts,
+    """Runs the cluster script with plain bash: torchrun, two processes, DeepSpeed ZeRO-2 on the CPU, the
+    headline recipe with the demo's settings as flags. With word milestones, each milestone is evaluated
+    beside the training as it is saved (--eval_milestones), and the script evaluates the final model once
+    the training is done."""
+    env = {**os.environ, "MODE": "video", "NPROC": "2", "PYTHON": sys.executable}
+    flags = {
+        "model_name_or_path": assets["gpt2"],
+        "vision_tower": assets["tower"],
+        "data_path": assets["train"],
+        "video_folder": assets["video_folder"],
+        "output_dir": str(output_dir),
+        "deepspeed": "scripts/zero2.json",
+        "num_train_epochs": preset.epochs,
+        "per_device_train_batch_size": preset.batch_size,
+        "learning_rate": preset.learning_rate,
+        "mm_projector_lr": preset.adapter_learning_rate,
+        "warmup_ratio": 0.05,
+        "model_max_length": 256,
+        "mm_projector_hidden_size": 256,
+        "mm_packer_num_heads": 4,
+        "logging_steps": 5,
+        "save_steps": 100000,
+        "save_total_limit": 1,
+        "dataloader_num_workers": 1,
+        "seed": 0,
+        "mm_vision_select_layer": preset.select_layer,
+        "mm_tunable_parts": preset.tunable_parts,
     }
-    milestones = []
     if preset.word_milestones:
-        milestones = ["--word_milestones", preset.word_milestones]
+        flags["word_milestones"] = preset.word_milestones
         # Beside the training rather than after it: measured on 2 cores, the quick demo's training and
         # curve took 5.1 min so, 6.4 min one after the other.
-        env["EVAL_MILESTONES"] = shlex.join(curve_arguments(assets))
+        flags["eval_milestones"] = shlex.join(curve_arguments(assets))
+    arguments = [token for name, value in flags.items() for token in (f"--{name}", str(value))]
     start = time.perf_counter()
-    # From the script's folder: DS_CONFIG is relative to it.
-    status = subprocess.run(["bash", str(script), *milestones], cwd=script.parent, env=env).returncode
+    # From the script's folder: --deepspeed is relative to it.
+    status = subprocess.run(["bash", str(script), *arguments], cwd=script.parent, env=env).returncode
     if status != 0:
         # The script and the ranks have printed their own error above; a traceback here would add nothing.
         how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"

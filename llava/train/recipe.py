@@ -153,19 +153,20 @@ def value_of(name: str, argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m llava.train.recipe NAME ARGS...`: prints the value of the setting NAME in ARGS with
-    their --config recipe applied (an empty line if unset). train_italian_video.sh asks it where the
-    run's output folder is."""
+    """`python -m llava.train.recipe NAME [NAME ...] ARGS...`: prints the value of each setting NAME in ARGS
+    with their --config recipe applied, one line each (an empty line where unset). train_italian_video.sh
+    asks it where the run writes, which feature cache to fill and what to evaluate."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(
-            "usage: python -m llava.train.recipe NAME [--config RECIPE] [--flag value ...]\n\n"
+            "usage: python -m llava.train.recipe NAME [NAME ...] [--config RECIPE] [--flag value ...]\n\n"
             + main.__doc__.split(": ", 1)[1]
         )
         return 0
-    print(value_of(argv[0], argv[1:]))
+    count = next((i for i, token in enumerate(argv) if command_line.is_flag(token)), len(argv))
+    for name in argv[:count]:
+        print(value_of(command_line.setting_name(name), argv[count:]))
     return 0
-
 
 if __name__ == "__main__":
     from ..errors import entry_point
