@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import llava.video as video
-from llava.video import VideoReadError, read_video_frames, sample_indices
+from llava.modeling.frame_sampling import sample_indices
+from llava.video import VideoReadError, read_video_frames
 
 from media_helpers import write_audio_only
 

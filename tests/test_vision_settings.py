@@ -7,7 +7,7 @@ import torch
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import causal_lm_class, load_pretrained_model
-from llava.model.vision_settings import CONFIG_KEYS, VisionSettings
+from llava.modeling.vision_settings import CONFIG_KEYS, VisionSettings
 from llava.testing import tiny_vision_args
 
 from model_helpers import clip, llava_model, upstream_checkpoint

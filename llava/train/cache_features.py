@@ -30,9 +30,8 @@ from transformers import AutoConfig, HfArgumentParser
 from .. import errors
 from ..media import MediaReadError, load_pixels
 from ..model.model_folder import check_model_folder
-from ..model.multimodal_encoder import VisionTower
-from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
-from ..model.vision_settings import VisionSettings
+from ..modeling.vision_settings import VisionSettings
+from ..modeling.vision_tower import VisionTower, load_vision_tower_from_checkpoint
 from ..samples import load_samples
 from ..video import VideoReadError
 from . import llava_flags

@@ -42,9 +42,10 @@ from ..conversation import Template, get_template, with_start_end_tokens
 from ..errors import UsageError, UserError
 from ..media import MediaReadError, load_pixels
 from ..mm_utils import PLACEHOLDER_PATTERN, count_placeholders, image_aspect_ratio
-from ..model.vision_settings import VisionSettings
+from ..modeling.frame_sampling import sample_indices
+from ..modeling.vision_settings import VisionSettings
 from ..samples import MODALITIES, load_samples
-from ..video import VideoReadError, sample_indices
+from ..video import VideoReadError
 from .ranks import is_distributed
 
 logger = logging.getLogger(__name__)
@@ -351,7 +352,7 @@ def dataset_for_model(model, tokenizer, image_processor, data_path: str, version
     its frame count and its positions; items carry `prompt_ids`, the prompt a caption is generated from.
     `data_settings`: DataArguments' (video_folder, image_folder, num_frames; None keeps the model's), and
     `samples` where the caller has read them already."""
-    from ..model.llava_arch import max_positions
+    from ..modeling.llava_arch import max_positions
 
     config = model.config
     samples = data_settings.pop("samples", None)

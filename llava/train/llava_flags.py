@@ -617,7 +617,7 @@ def check_model_class_name(name: str | None, family: str) -> None:
     that the checkpoint's config.json gives; the family always comes from there."""
     if not name:
         return
-    from ..model.families import BY_LLAVA_TYPE, FAMILIES
+    from ..modeling.families import BY_LLAVA_TYPE, FAMILIES
 
     known = {f.causal_lm: f.llava_type for f in FAMILIES}
     if name not in known:

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from ..data_files import data_error
 from ..errors import InputError, UsageError, check_input_file, check_input_folder, check_writable, entry_point
 from ..model.model_folder import check_model_folder, config_file_of, is_llava_checkpoint, read_config
-from ..model.multimodal_encoder.builder import processor_output_size
-from ..model.multimodal_resampler.token_packer import validate_grid
-from ..model.vision_settings import VisionSettings
+from ..modeling.token_packer import validate_grid
+from ..modeling.vision_settings import VisionSettings
+from ..modeling.vision_tower import processor_output_size
 from ..samples import read_samples
 from .data import media_path
 from .llava_flags import parse_tunable_parts

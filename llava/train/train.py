@@ -34,9 +34,9 @@ from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IM
 from ..conversation import trained_version
 from ..errors import OneLineArgumentErrors, UsageError
 from ..model.builder import family_of, from_pretrained
-from ..model.llava_arch import max_positions
 from ..model.load_options import attention_request
-from ..model.vision_settings import VisionSettings
+from ..modeling.llava_arch import max_positions
+from ..modeling.vision_settings import VisionSettings
 from . import checkpoints, llava_flags, preemption, preflight, recipe
 from .callbacks import LossProgressBar
 from .data import (

@@ -23,12 +23,14 @@ import os
 import torch
 from safetensors.torch import load_file
 
-from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from .constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from .expected_warnings import unmasked_generation_steps
-from .multimodal_encoder import VisionTower, build_vision_tower
-from .multimodal_projector import VisualPositionEmbedding, build_vision_projector, match_output_scale
-from .multimodal_resampler import build_vision_resampler
+from .frame_sampling import sample_indices
+from .position_embedding import VisualPositionEmbedding
+from .projector import build_vision_projector, match_output_scale
+from .token_packer import build_vision_resampler
 from .vision_settings import VisionSettings
+from .vision_tower import VisionTower, build_vision_tower
 
 logger = logging.getLogger(__name__)
 
@@ -313,8 +315,6 @@ class LlavaMetaForCausalLM:
     def _sample_frames(self, clip, num_frames: int, max_frames: int):
         """A longer clip than the model takes (clients send 16-64 frames) keeps `max_frames` of its frames,
         spread uniformly as the video reader spreads them over a file: the centres of equal segments."""
-        from ..video import sample_indices
-
         keep = sample_indices(num_frames, max_frames)
         if not getattr(self, "_logged_frame_sampling", False):
             logger.warning(
@@ -590,21 +590,3 @@ class LlavaMetaForCausalLM:
             inputs["images"] = images
             inputs["modalities"] = modalities
         return inputs
-
-
-def register_family(config_class, causal_lm_class) -> None:
-    """Registers a family with AutoConfig and AutoModelForCausalLM. Checkpoint key conversions that
-    transformers keeps for the base model type (Mixtral's expert layout, for one) are shared with the
-    llava type, so that stock checkpoints load into the wrapper and round trips keep their layout."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.conversion_mapping import (
-        get_checkpoint_conversion_mapping,
-        register_checkpoint_conversion_mapping,
-    )
-
-    AutoConfig.register(config_class.model_type, config_class)
-    AutoModelForCausalLM.register(config_class, causal_lm_class)
-    base_type = next(c.model_type for c in config_class.__mro__[1:] if getattr(c, "model_type", ""))
-    conversions = get_checkpoint_conversion_mapping(base_type)
-    if conversions:
-        register_checkpoint_conversion_mapping(config_class.model_type, conversions, overwrite=True)
