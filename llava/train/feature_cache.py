@@ -81,7 +81,7 @@ def file_digest(path: str) -> str:
 def weights_digest(tower) -> str:
     """Digest of the tower's weights rounded to bfloat16 (see the module docstring), gathered first
     where ZeRO-3 partitioned them."""
-    from ..modeling.llava_arch import gathered_parameters
+    from ..modeling.zero3 import gathered_parameters
 
     with gathered_parameters(tower):
         state = tower.state_dict()
