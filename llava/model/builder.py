@@ -1,8 +1,8 @@
 """Choosing and loading a llava model from a checkpoint folder.
 
 Training, export and callers of the seed's API import `family_of`, `STOCK_TO_LLAVA` and `LLAVA_TO_STOCK`
-from here. The families are rows of one table (llava/modeling/families.py); one place decides what a model folder is
-and which family loads it (model_folder.py).
+from here. The families are rows of one table (llava/modeling/families.py); one place decides what a
+model folder is and which family loads it (model_folder.py).
 """
 
 from __future__ import annotations

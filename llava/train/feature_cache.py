@@ -53,7 +53,8 @@ from .durable_files import CHECKSUM, checksum, fsync_folder, replace_durably, wr
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-# The rule by which frames are picked from a clip (llava.modeling.frame_sampling.sample_indices); part of the namespace.
+# The rule by which frames are picked from a clip (llava.modeling.frame_sampling.sample_indices); part of the
+# namespace.
 FRAME_SAMPLING = "segment-centres"
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.safetensors"
