@@ -19,8 +19,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from .model.families import BY_LLAVA_TYPE
-from .model.vision_settings import VisionSettings
+from .modeling.families import BY_LLAVA_TYPE
+from .modeling.vision_settings import VisionSettings
 
 VOCAB = 128
 SPECIAL_IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
@@ -28,7 +28,7 @@ SPECIAL_IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
 
 def tiny_language_config(family: str):
     """The stock transformers config (GPT2Config, LlamaConfig, ...) of a tiny model of `family` (a llava
-    model_type), with the sizes its row in llava.model.families gives."""
+    model_type), with the sizes its row in llava.modeling.families gives."""
     row = BY_LLAVA_TYPE[family]
     return AutoConfig.for_model(row.stock_type, **row.tiny_config, vocab_size=VOCAB, **SPECIAL_IDS)
 

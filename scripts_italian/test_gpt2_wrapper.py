@@ -44,7 +44,7 @@ def model_classes():
     from transformers import GPT2LMHeadModel, GPT2Model
 
     from llava.model import LlavaGPT2ForCausalLM, LlavaGPT2Model
-    from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
+    from llava.modeling.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
     assert issubclass(LlavaGPT2Model, LlavaMetaModel) and issubclass(LlavaGPT2Model, GPT2Model)
     assert issubclass(LlavaGPT2ForCausalLM, GPT2LMHeadModel) and issubclass(LlavaGPT2ForCausalLM, LlavaMetaForCausalLM)

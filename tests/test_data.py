@@ -390,7 +390,7 @@ def test_brace_form_names_several_files(tmp_path):
 
 def test_time_instruction_and_start_end_tokens_in_the_human_turn(tmp_path, tokenizer, media, processor):
     from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN
-    from llava.data.video import sample_indices
+    from llava.modeling.frame_sampling import sample_indices
 
     tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
     path = write_json(tmp_path / "d.json", MIXED[1:2])

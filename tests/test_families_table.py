@@ -1,6 +1,8 @@
-"""The families table (llava.model.families) agrees with the family files, with what is registered, and
-with the README's family table."""
+"""The families table (llava.modeling.families) agrees with the family files, with what is registered,
+with LLaVA's module paths of the families, and with the README's family table."""
 
+import ast
+import importlib
 import re
 from pathlib import Path
 
@@ -8,14 +10,25 @@ import pytest
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import llava.model
-from llava.model.families import FAMILIES
+from llava.modeling.families import FAMILIES
 from llava.testing import TINY_LANGUAGE_CONFIGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _imports_the_causal_lm_mixin(path: Path) -> bool:
+    """A family file is a module that builds a causal-LM class on the core's mixin, whatever its name."""
+    return any(
+        isinstance(node, ast.ImportFrom)
+        and node.level == 1
+        and node.module == "llava_arch"
+        and any(alias.name == "LlavaMetaForCausalLM" for alias in node.names)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+    )
+
+
 def test_every_family_file_has_a_row_and_every_row_a_file():
-    files = {p.stem for p in (ROOT / "llava" / "model" / "language_model").glob("llava_*.py")}
+    files = {p.stem for p in (ROOT / "llava" / "modeling").glob("*.py") if _imports_the_causal_lm_mixin(p)}
     assert files == {f.llava_type for f in FAMILIES}
 
 
@@ -23,7 +36,7 @@ def test_every_family_file_has_a_row_and_every_row_a_file():
 def test_row_names_the_classes_its_file_defines_and_registers(family):
     causal_lm, config = getattr(llava.model, family.causal_lm), getattr(llava.model, family.config)
     assert config.model_type == family.llava_type
-    assert causal_lm.config_class is config and causal_lm.__module__.endswith(f".language_model.{family.llava_type}")
+    assert causal_lm.config_class is config and causal_lm.__module__ == f"llava.modeling.{family.llava_type}"
     assert AutoConfig.for_model(family.llava_type).__class__ is config
     assert AutoModelForCausalLM._model_mapping[config] is causal_lm
     # The llava config is the stock config plus mm_* settings: its base is the stock type's config,
@@ -33,6 +46,15 @@ def test_row_names_the_classes_its_file_defines_and_registers(family):
     assert llava.model.AVAILABLE_MODELS[family.llava_type] == f"{family.causal_lm}, {family.config}"
     for name in family.also_exported:
         assert getattr(llava.model, name).__module__ == causal_lm.__module__
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.llava_type)
+def test_llava_module_path_of_the_family_is_its_module(family):
+    """LLaVA's path (`llava.model.language_model.llava_qwen`, which lmms-eval imports) gives the family's own
+    module, so its classes are the registered ones."""
+    old = importlib.import_module(f"llava.model.language_model.{family.llava_type}")
+    assert old is importlib.import_module(f"llava.modeling.{family.llava_type}")
+    assert getattr(old, family.config) is getattr(llava.model, family.config)
 
 
 def readme_family_table() -> list[tuple[str, list[str], str]]:

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.data.video import read_video_frames, sample_indices
+from llava.data.video import read_video_frames
 from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, process_images
 from llava.model.builder import load_pretrained_model
+from llava.modeling.frame_sampling import sample_indices
 
 from train_helpers import ROOT
 
@@ -54,6 +55,20 @@ def test_the_names_llava_code_imports():
     from llava.model import LlavaQwenForCausalLM  # noqa: F401
 
     assert LlavaLlamaForCausalLM.__name__ == "LlavaLlamaForCausalLM"
+
+
+def test_the_family_module_paths_lmms_eval_imports():
+    # lmms-eval's llava_vid imports these first thing, in a process where nothing of llava is loaded yet.
+    code = (
+        "from llava.model.language_model.llava_llama import LlavaConfig\n"
+        "from llava.model.language_model.llava_qwen import LlavaQwenConfig\n"
+        "import llava.model.language_model.llava_qwen\n"
+        "import llava.model\n"
+        "assert LlavaConfig is llava.model.LlavaConfig and LlavaQwenConfig is llava.model.LlavaQwenConfig\n"
+        "assert llava.model.language_model.llava_qwen.LlavaQwenForCausalLM is llava.model.LlavaQwenForCausalLM\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_model_name_from_path():
@@ -163,7 +178,7 @@ def test_longer_clips_are_sampled_uniformly_down_once_logged(checkpoint, frames,
     clip = processor.preprocess(frames, return_tensors="pt")["pixel_values"]  # 32 frames, the model takes 8
     kept = clip[sample_indices(32, 8)]
     ids = torch.tensor([[IMAGE_TOKEN_INDEX]])
-    with caplog.at_level(logging.WARNING, logger="llava.model.llava_arch"):
+    with caplog.at_level(logging.WARNING, logger="llava.modeling.llava_arch"):
         long = greedy(model, ids, images=[clip], modalities="video")  # lmms-eval's llava_vid passes a string
         again = greedy(model, ids, images=[clip.half()], modalities=["video"])  # and half-precision pixels
     assert torch.equal(long, greedy(model, ids, images=[kept]))
@@ -347,7 +362,7 @@ def test_llava_budgets_of_new_tokens_are_fitted_to_the_models_positions(loaded, 
     tokenizer, model, processor, context_len = loaded
     clip = processor.preprocess(frames[:8], return_tensors="pt")["pixel_values"]
     ids = torch.tensor([[IMAGE_TOKEN_INDEX]])
-    with caplog.at_level(logging.WARNING, logger="llava.model.llava_arch"):
+    with caplog.at_level(logging.WARNING, logger="llava.modeling.llava_arch"):
         out = model.generate(
             ids, images=[clip], max_new_tokens=1024, min_new_tokens=1024, do_sample=False
         )  # lmms-eval's

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llava.model.builder import causal_lm_class
-from llava.model.llava_arch import LlavaMetaForCausalLM
+from llava.modeling.llava_arch import LlavaMetaForCausalLM
 from llava.testing import tiny_vision_args
 
 from model_helpers import FAMILIES, clip, left_padded, llava_model, prompt, right_padded, upstream_checkpoint

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llava.model.multimodal_resampler import FastSlowTokenPacker
+from llava.modeling.token_packer import FastSlowTokenPacker
 
 DIM, GRID = 16, (8, 16, 16)
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import llava.data.video as video
-from llava.data.video import VideoReadError, read_video_frames, sample_indices
+from llava.data.video import VideoReadError, read_video_frames
+from llava.modeling.frame_sampling import sample_indices
 
 from media_helpers import write_audio_only
 

@@ -10,7 +10,7 @@ from transformers import (
     Dinov2WithRegistersModel,
 )
 
-from llava.model.multimodal_encoder import VisionTower
+from llava.modeling.vision_tower import VisionTower
 from llava.testing import IMAGE_SIZE, TINY_TOWERS, save_tiny_vision_tower
 
 from model_helpers import clip, llava_model, prompt

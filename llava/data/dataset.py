@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from ..errors import UsageError
 from ..mm_utils import image_aspect_ratio
-from ..model.vision_settings import VisionSettings
+from ..modeling.vision_settings import VisionSettings
 from .media import MediaReadError, load_pixels
 from .prompts import PromptSettings, with_prompt_options
 from .samples import MODALITIES, load_samples
@@ -252,7 +252,7 @@ def dataset_for_model(model, tokenizer, image_processor, data_path: str, version
     options its config records (PromptSettings), its frame count and its positions; items carry
     `prompt_ids`, the prompt a caption is generated from. `data_settings`: `video_folder`, `image_folder`,
     `num_frames` (None keeps the model's), and `samples` where the caller has read them already."""
-    from ..model.llava_arch import max_positions
+    from ..modeling.llava_arch import max_positions
 
     config = model.config
     tower = model.get_vision_tower()

@@ -45,6 +45,7 @@ import av
 import numpy as np
 
 from ..errors import InputError
+from ..modeling.frame_sampling import sample_indices
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +73,6 @@ def _decord():
     except ImportError:
         return None
     return decord
-
-
-def sample_indices(n_total: int, num_frames: int) -> list[int]:
-    """Centres of ``num_frames`` equal segments of ``range(n_total)`` (integer arithmetic, no float drift)."""
-    return [(2 * i + 1) * n_total // (2 * num_frames) for i in range(num_frames)]
 
 
 def _check_deadline(path: str, deadline: float, timeout_s: float) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ArgumentParser, entry_point, saving
 from ..model.builder import LLAVA_TO_STOCK, load_pretrained_model
-from ..model.llava_arch import ADAPTER_MODULES
+from ..modeling.llava_arch import ADAPTER_MODULES
 
 logger = logging.getLogger("llava.export")
 

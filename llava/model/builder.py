@@ -1,8 +1,8 @@
 """Choosing and loading a llava model from a checkpoint folder.
 
 Training, export and callers of the seed's API import `family_of`, `STOCK_TO_LLAVA` and `LLAVA_TO_STOCK`
-from here. The families are rows of one table (families.py); one place decides what a model folder is
-and which family loads it (model_folder.py).
+from here. The families are rows of one table (llava/modeling/families.py); one place decides what a
+model folder is and which family loads it (model_folder.py).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import logging
 import os
 
 from ..errors import InputError
-from .expected_warnings import stock_config_in_family
-from .families import BY_LLAVA_TYPE, LLAVA_TO_STOCK, STOCK_TO_LLAVA
+from ..modeling.expected_warnings import stock_config_in_family
+from ..modeling.families import BY_LLAVA_TYPE, LLAVA_TO_STOCK, STOCK_TO_LLAVA
+from ..modeling.vision_settings import VisionSettings
+from ..modeling.vision_tower import tower_architecture
 from .load_options import apply_config_options, attention_request, quantization_config, resolve_device, resolve_dtype
 from .model_folder import (  # noqa: F401
     ADAPTER_FILES,
@@ -26,8 +28,6 @@ from .model_folder import (  # noqa: F401
     is_llava_checkpoint,
     read_config,
 )
-from .multimodal_encoder import tower_architecture
-from .vision_settings import VisionSettings
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def load_pretrained_model(
     """
     from transformers import AutoTokenizer
 
-    from .llava_arch import max_positions
+    from ..modeling.llava_arch import max_positions
 
     del model_name  # LLaVA picks a code path by name; here config.json says what the checkpoint is
     kwargs.pop("multimodal", None)
@@ -161,7 +161,7 @@ def _model_from_base_and_adapter(
     model_path: str, model_base: str, vision_tower: str | None, options: tuple, kwargs: dict
 ):
     """The base language model with the visual modules of an adapter-only run (see load_pretrained_model)."""
-    from .multimodal_encoder.builder import image_processor_from_dict
+    from ..modeling.vision_tower import image_processor_from_dict
 
     if os.path.isdir(model_path):
         folder, adapter = model_path, adapter_file(model_path)

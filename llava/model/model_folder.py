@@ -13,7 +13,7 @@ import os
 import re
 
 from ..errors import InputError
-from .families import LLAVA_TYPES, STOCK_TO_LLAVA, SUPPORTED_TEXT
+from ..modeling.families import LLAVA_TYPES, STOCK_TO_LLAVA, SUPPORTED_TEXT
 
 logger = logging.getLogger(__name__)
 

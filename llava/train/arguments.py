@@ -22,7 +22,7 @@ from transformers import HfArgumentParser
 
 from ..data.prompts import PromptSettings
 from ..errors import InputError, OneLineArgumentErrors, UsageError
-from ..model.vision_settings import VisionSettings
+from ..modeling.vision_settings import VisionSettings
 from . import command_line, legacy_flags, machine_settings, recipe
 from .tunable_parts import DEFAULT_PARTS, TUNABLE_PARTS, parse_tunable_parts
 

@@ -33,9 +33,8 @@ from ..data.media import MediaReadError, load_pixels
 from ..data.samples import load_samples
 from ..data.video import VideoReadError
 from ..model.model_folder import check_model_folder
-from ..model.multimodal_encoder import VisionTower
-from ..model.multimodal_encoder.builder import load_vision_tower_from_checkpoint
-from ..model.vision_settings import VisionSettings
+from ..modeling.vision_settings import VisionSettings
+from ..modeling.vision_tower import VisionTower, load_vision_tower_from_checkpoint
 from .arguments import DataArguments, settings_of
 from .feature_cache import FeatureCache
 from .preflight import check_tower

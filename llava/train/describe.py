@@ -8,7 +8,7 @@ import logging
 
 import torch
 
-from ..model.llava_arch import max_positions
+from ..modeling.llava_arch import max_positions
 
 logger = logging.getLogger("llava.train")
 

@@ -47,13 +47,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .. import errors
-from ..model.multimodal_encoder import tower_architecture
+from ..modeling.vision_tower import tower_architecture
 from .durable_files import CHECKSUM, checksum, fsync_folder, replace_durably, write_durably
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-# The rule by which frames are picked from a clip (llava.data.video.sample_indices); part of the namespace.
+# The rule by which frames are picked from a clip (llava.modeling.frame_sampling.sample_indices); part of the
+# namespace.
 FRAME_SAMPLING = "segment-centres"
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.safetensors"
@@ -81,7 +82,7 @@ def file_digest(path: str) -> str:
 def weights_digest(tower) -> str:
     """Digest of the tower's weights rounded to bfloat16 (see the module docstring), gathered first
     where ZeRO-3 partitioned them."""
-    from ..model.llava_arch import gathered_parameters
+    from ..modeling.zero3 import gathered_parameters
 
     with gathered_parameters(tower):
         state = tower.state_dict()

@@ -28,8 +28,8 @@ from ..data.files import data_error
 from ..data.samples import read_samples
 from ..errors import InputError, UsageError, check_input_file, check_input_folder, check_writable, entry_point
 from ..model.model_folder import check_model_folder, config_file_of, is_llava_checkpoint, read_config
-from ..model.multimodal_encoder.builder import processor_output_size
-from ..model.multimodal_resampler.token_packer import validate_grid
+from ..modeling.token_packer import validate_grid
+from ..modeling.vision_tower import processor_output_size
 from .arguments import parse_args
 from .milestone_eval import split_arguments
 from .milestones import parse_milestones

@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(value_of(command_line.setting_name(name), argv[count:]))
     return 0
 
+
 if __name__ == "__main__":
     from ..errors import entry_point
 

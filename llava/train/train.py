@@ -27,9 +27,9 @@ from ..data.prompts import PromptSettings
 from ..data.templates import trained_version
 from ..errors import UsageError
 from ..model.builder import family_of, from_pretrained
-from ..model.families import BY_LLAVA_TYPE, FAMILIES
-from ..model.llava_arch import max_positions
 from ..model.load_options import attention_request
+from ..modeling.families import BY_LLAVA_TYPE, FAMILIES
+from ..modeling.llava_arch import max_positions
 from . import checkpoints, exit_policy, preemption, preflight
 from .arguments import RunArguments, parse_args
 from .callbacks import LossProgressBar

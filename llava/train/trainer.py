@@ -14,7 +14,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from .. import errors
-from ..model.llava_arch import ADAPTER_MODULES
+from ..modeling.llava_arch import ADAPTER_MODULES
 from . import checkpoints
 from .lockstep import stand_ins_for_step, uses_every_parameter
 from .milestones import count_words, remove_word_count, write_word_count

@@ -10,11 +10,13 @@ Visual inputs are given as one list over the batch, consumed in the order their 
 `(T, 3, S, S)` or an image `(3, S, S)`; an image is a one-frame clip. An entry may instead be
 `{"patch_features": (T, grid, grid, hidden)}`, the tower's output computed beforehand (the feature
 cache): the tower is then skipped for it.
+
+The core's helpers that need no model are modules of their own: the accepted forms of visual inputs
+(visual_inputs.py), the splicing of visual tokens into the text (splicing.py), ZeRO-3 (zero3.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
@@ -23,12 +25,17 @@ import os
 import torch
 from safetensors.torch import load_file
 
-from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from .constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from .expected_warnings import unmasked_generation_steps
-from .multimodal_encoder import VisionTower, build_vision_tower
-from .multimodal_projector import VisualPositionEmbedding, build_vision_projector, match_output_scale
-from .multimodal_resampler import build_vision_resampler
+from .frame_sampling import sample_indices
+from .position_embedding import VisualPositionEmbedding
+from .projector import build_vision_projector, match_output_scale
+from .splicing import pad_batch, splice_sample, truncate_text
+from .token_packer import build_vision_resampler
 from .vision_settings import VisionSettings
+from .vision_tower import VisionTower, build_vision_tower
+from .visual_inputs import as_clips
+from .zero3 import embedding_std, gathered_parameters, zero3_init
 
 logger = logging.getLogger(__name__)
 
@@ -43,38 +50,6 @@ def max_positions(config) -> int | None:
         if isinstance(value, int):
             return value
     return None
-
-
-def _zero3_init():
-    """Under ZeRO-3 the language model and the tower come partitioned (and in the run's dtype) from
-    from_pretrained; modules built after them must be created the same way, or DeepSpeed meets a mix of
-    partitioned and whole, bf16 and fp32 parameters."""
-    from transformers.integrations import deepspeed_config, is_deepspeed_zero3_enabled
-
-    if not is_deepspeed_zero3_enabled():
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config())
-
-
-def gathered_parameters(module, modify: bool = False):
-    """Whole parameters of a possibly ZeRO-3-partitioned module for the duration of the block; with
-    `modify`, what rank 0 writes is what every rank keeps."""
-    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
-    if not params:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None)
-
-
-def _embedding_std(weight: torch.Tensor) -> float:
-    """Per-dimension spread of the LM's input embeddings (gathered first where ZeRO-3 partitioned them)."""
-    holder = torch.nn.Module()
-    holder.weight = weight
-    with gathered_parameters(holder):
-        return float(weight.detach().float().std())
 
 
 class LlavaMetaModel:
@@ -140,8 +115,8 @@ class LlavaMetaModel:
             config.mm_vision_config = tower.config.to_dict()
             config.mm_image_processor = tower.image_processor.to_dict()
             config.mm_hidden_size = tower.hidden_size
-            target_std = _embedding_std(self.get_input_embeddings().weight)
-            with _zero3_init():
+            target_std = embedding_std(self.get_input_embeddings().weight)
+            with zero3_init():
                 self._build_vision_modules(tower, settings)
             with gathered_parameters(self.mm_projector, modify=True):
                 match_output_scale(self.mm_projector, target_std, tower.hidden_size)
@@ -181,41 +156,6 @@ class LlavaMetaModel:
                         f"{os.path.basename(path)} does not fit {name}: missing {missing}, unexpected {unexpected}"
                     )
         logger.info("loaded adapter weights from %s", path)
-
-
-def _as_clips(images, modalities) -> list[torch.Tensor]:
-    """Normalizes the accepted forms of `images` into a list of (T, 3, S, S) clips. `modalities` is one
-    'image'/'video' per entry, or one string for all of them (lmms-eval passes `modalities="video"`)."""
-    if isinstance(images, torch.Tensor):
-        images = list(images) if images.ndim in (4, 5) else [images]
-    if isinstance(modalities, str):
-        modalities = [modalities] * len(images)
-    clips = []
-    for i, item in enumerate(images):
-        modality = modalities[i] if modalities is not None and i < len(modalities) else None
-        if isinstance(item, dict):  # tower features computed beforehand
-            grid = item["patch_features"]
-            if grid.ndim != 4:
-                raise ValueError(
-                    f"visual input {i}: patch_features of shape {tuple(grid.shape)}; expected (T, grid, grid, hidden)"
-                )
-            if modality == "image" and grid.shape[0] != 1:
-                raise ValueError(
-                    f"visual input {i} is marked 'image' but its patch_features hold {grid.shape[0]} frames"
-                )
-            clips.append(item)
-            continue
-        if item.ndim == 3:
-            item = item.unsqueeze(0)
-        if item.ndim != 4:
-            raise ValueError(f"visual input {i} has shape {tuple(item.shape)}; expected (T, 3, S, S) or (3, S, S)")
-        if modality == "image" and item.shape[0] != 1:
-            raise ValueError(
-                f"visual input {i} is marked 'image' but holds {item.shape[0]} frames; "
-                "multi-patch images are not supported, mark clips as 'video'"
-            )
-        clips.append(item)
-    return clips
 
 
 @functools.cache
@@ -313,8 +253,6 @@ class LlavaMetaForCausalLM:
     def _sample_frames(self, clip, num_frames: int, max_frames: int):
         """A longer clip than the model takes (clients send 16-64 frames) keeps `max_frames` of its frames,
         spread uniformly as the video reader spreads them over a file: the centres of equal segments."""
-        from ..data.video import sample_indices
-
         keep = sample_indices(num_frames, max_frames)
         if not getattr(self, "_logged_frame_sampling", False):
             logger.warning(
@@ -390,7 +328,7 @@ class LlavaMetaForCausalLM:
         """
         if input_ids is None or (images is None and not visual_stand_ins):
             return input_ids, position_ids, attention_mask, past_key_values, None, labels
-        clips = _as_clips([] if images is None else images, modalities)
+        clips = as_clips([] if images is None else images, modalities)
         is_placeholder = input_ids == IMAGE_TOKEN_INDEX
         if int(is_placeholder.sum()) != len(clips):
             raise ValueError(
@@ -411,70 +349,24 @@ class LlavaMetaForCausalLM:
         for b in range(input_ids.shape[0]):
             ids, embeds = input_ids[b][valid[b]], text_embeds[b][valid[b]]
             sample_labels = labels[b][valid[b]] if labels is not None else torch.full_like(ids, IGNORE_INDEX)
-            cuts = torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist()
-            pieces_e, pieces_l, pieces_v = [], [], []
-            start = 0
-            for cut in cuts + [len(ids)]:
-                pieces_e.append(embeds[start:cut])
-                pieces_l.append(sample_labels[start:cut])
-                pieces_v.append(torch.zeros(cut - start, dtype=torch.bool, device=ids.device))
-                if cut < len(ids):
-                    visual = next(features)
-                    pieces_e.append(visual)
-                    pieces_l.append(
-                        torch.full((len(visual),), IGNORE_INDEX, dtype=sample_labels.dtype, device=ids.device)
-                    )
-                    pieces_v.append(torch.ones(len(visual), dtype=torch.bool, device=ids.device))
-                start = cut + 1
-            seq = [torch.cat(pieces_e), torch.cat(pieces_l), torch.cat(pieces_v)]
+            seq = splice_sample(ids, embeds, sample_labels, features)
             if limit is not None and len(seq[0]) > limit:
-                seq = self._truncate_text(seq, limit)
+                length, seq = len(seq[0]), truncate_text(seq, limit)
+                self._count_truncation(length, limit)
             sequences.append(seq)
+        positions, new_mask, embeds, new_labels = pad_batch(sequences, attention_mask, input_ids.device)
+        return None, positions, new_mask, past_key_values, embeds, (new_labels if labels is not None else None)
 
-        return (
-            None,
-            *self._pad_outputs(sequences, attention_mask, past_key_values, labels is not None, input_ids.device),
-        )
-
-    def _truncate_text(self, seq, limit: int):
-        embeds, seq_labels, is_visual = seq
-        num_visual = int(is_visual.sum())
-        if num_visual > limit:
-            raise ValueError(
-                f"{num_visual} visual tokens do not fit the language model's {limit} positions; "
-                "use fewer frames or smaller packer grids"
-            )
-        keep = torch.ones_like(is_visual)
-        text_positions = torch.nonzero(~is_visual).flatten()
-        keep[text_positions[len(text_positions) - (len(embeds) - limit) :]] = False
+    def _count_truncation(self, length: int, limit: int) -> None:
         model = self.get_model()
         if model.mm_truncated_sequences == 0:
             logger.warning(
                 "a sequence of %d tokens was cut to the language model's %d positions (text only); "
                 "further truncations are counted in mm_truncated_sequences",
-                len(embeds),
+                length,
                 limit,
             )
         model.mm_truncated_sequences += 1
-        return [embeds[keep], seq_labels[keep], is_visual[keep]]
-
-    def _pad_outputs(self, sequences, attention_mask, past_key_values, has_labels: bool, device):
-        left = attention_mask is not None and not bool(attention_mask[:, 0].all())
-        batch, length = len(sequences), max(len(s[0]) for s in sequences)
-        hidden, dtype = sequences[0][0].shape[-1], sequences[0][0].dtype
-        embeds = torch.zeros(batch, length, hidden, dtype=dtype, device=device)
-        new_labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long, device=device)
-        mask_dtype = attention_mask.dtype if attention_mask is not None else torch.long
-        new_mask = torch.zeros(batch, length, dtype=mask_dtype, device=device)
-        positions = torch.zeros(batch, length, dtype=torch.long, device=device)
-        for b, (seq_embeds, seq_labels, _) in enumerate(sequences):
-            n = len(seq_embeds)
-            span = slice(length - n, length) if left else slice(0, n)
-            embeds[b, span] = seq_embeds
-            new_labels[b, span] = seq_labels
-            new_mask[b, span] = 1
-            positions[b, span] = torch.arange(n, device=device)
-        return positions, new_mask, past_key_values, embeds, (new_labels if has_labels else None)
 
     # ----------------------------------------------------------------------- language-model calls
     def forward(
@@ -590,21 +482,3 @@ class LlavaMetaForCausalLM:
             inputs["images"] = images
             inputs["modalities"] = modalities
         return inputs
-
-
-def register_family(config_class, causal_lm_class) -> None:
-    """Registers a family with AutoConfig and AutoModelForCausalLM. Checkpoint key conversions that
-    transformers keeps for the base model type (Mixtral's expert layout, for one) are shared with the
-    llava type, so that stock checkpoints load into the wrapper and round trips keep their layout."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.conversion_mapping import (
-        get_checkpoint_conversion_mapping,
-        register_checkpoint_conversion_mapping,
-    )
-
-    AutoConfig.register(config_class.model_type, config_class)
-    AutoModelForCausalLM.register(config_class, causal_lm_class)
-    base_type = next(c.model_type for c in config_class.__mro__[1:] if getattr(c, "model_type", ""))
-    conversions = get_checkpoint_conversion_mapping(base_type)
-    if conversions:
-        register_checkpoint_conversion_mapping(config_class.model_type, conversions, overwrite=True)

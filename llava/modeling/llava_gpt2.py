@@ -2,7 +2,7 @@
 
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
-from ..llava_arch import LlavaMetaForCausalLM, LlavaMetaModel, register_family
+from .llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
 
 class LlavaGPT2Config(GPT2Config):
@@ -42,6 +42,3 @@ class LlavaGPT2ForCausalLM(GPT2LMHeadModel, LlavaMetaForCausalLM):
     forward = LlavaMetaForCausalLM.forward
     generate = LlavaMetaForCausalLM.generate
     prepare_inputs_for_generation = LlavaMetaForCausalLM.prepare_inputs_for_generation
-
-
-register_family(LlavaGPT2Config, LlavaGPT2ForCausalLM)

@@ -2,7 +2,7 @@
 
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 
-from ..llava_arch import LlavaMetaForCausalLM, LlavaMetaModel, register_family
+from .llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
 
 class LlavaQwenConfig(Qwen2Config):
@@ -24,6 +24,3 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
     forward = LlavaMetaForCausalLM.forward
     generate = LlavaMetaForCausalLM.generate
     prepare_inputs_for_generation = LlavaMetaForCausalLM.prepare_inputs_for_generation
-
-
-register_family(LlavaQwenConfig, LlavaQwenForCausalLM)

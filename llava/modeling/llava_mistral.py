@@ -2,7 +2,7 @@
 
 from transformers import MistralConfig, MistralForCausalLM, MistralModel
 
-from ..llava_arch import LlavaMetaForCausalLM, LlavaMetaModel, register_family
+from .llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
 
 class LlavaMistralConfig(MistralConfig):
@@ -24,6 +24,3 @@ class LlavaMistralForCausalLM(MistralForCausalLM, LlavaMetaForCausalLM):
     forward = LlavaMetaForCausalLM.forward
     generate = LlavaMetaForCausalLM.generate
     prepare_inputs_for_generation = LlavaMetaForCausalLM.prepare_inputs_for_generation
-
-
-register_family(LlavaMistralConfig, LlavaMistralForCausalLM)

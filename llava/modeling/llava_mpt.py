@@ -3,7 +3,7 @@
 
 from transformers import MptConfig, MptForCausalLM, MptModel
 
-from ..llava_arch import LlavaMetaForCausalLM, LlavaMetaModel, register_family
+from .llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
 
 class LlavaMptConfig(MptConfig):
@@ -25,6 +25,3 @@ class LlavaMptForCausalLM(MptForCausalLM, LlavaMetaForCausalLM):
     forward = LlavaMetaForCausalLM.forward
     generate = LlavaMetaForCausalLM.generate
     prepare_inputs_for_generation = LlavaMetaForCausalLM.prepare_inputs_for_generation
-
-
-register_family(LlavaMptConfig, LlavaMptForCausalLM)

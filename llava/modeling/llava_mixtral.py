@@ -2,7 +2,7 @@
 
 from transformers import MixtralConfig, MixtralForCausalLM, MixtralModel
 
-from ..llava_arch import LlavaMetaForCausalLM, LlavaMetaModel, register_family
+from .llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
 
 class LlavaMixtralConfig(MixtralConfig):
@@ -24,6 +24,3 @@ class LlavaMixtralForCausalLM(MixtralForCausalLM, LlavaMetaForCausalLM):
     forward = LlavaMetaForCausalLM.forward
     generate = LlavaMetaForCausalLM.generate
     prepare_inputs_for_generation = LlavaMetaForCausalLM.prepare_inputs_for_generation
-
-
-register_family(LlavaMixtralConfig, LlavaMixtralForCausalLM)

@@ -2,8 +2,8 @@
 (LLaVA's AVAILABLE_MODELS, the stock <-> llava model_type mapping, the supported-types text of errors,
 the tiny test configs; a test checks the README's table against it).
 
-Adding a family: its file under language_model/ (config, base-model and causal-LM classes, then
-`register_family`), and one row here.
+Adding a family: its file in this folder, named after its llava model_type (config, base-model and
+causal-LM classes; llava.model registers them), and one row here.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _TINY_MPT = dict(d_model=32, n_heads=4, n_layers=2, max_seq_len=256)
 
 @dataclass(frozen=True)
 class Family:
-    llava_type: str  # model_type of the llava config, and the name of its module under language_model/
+    llava_type: str  # model_type of the llava config, and the name of its module in llava/modeling/
     stock_type: str  # model_type of the transformers language model it wraps
     display_name: str  # as the README's table names the family
     causal_lm: str  # class names in the family module; llava.model exports them

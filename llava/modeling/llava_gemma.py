@@ -2,7 +2,7 @@
 
 from transformers import GemmaConfig, GemmaForCausalLM, GemmaModel
 
-from ..llava_arch import LlavaMetaForCausalLM, LlavaMetaModel, register_family
+from .llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
 
 class LlavaGemmaConfig(GemmaConfig):
@@ -24,6 +24,3 @@ class LlavaGemmaForCausalLM(GemmaForCausalLM, LlavaMetaForCausalLM):
     forward = LlavaMetaForCausalLM.forward
     generate = LlavaMetaForCausalLM.generate
     prepare_inputs_for_generation = LlavaMetaForCausalLM.prepare_inputs_for_generation
-
-
-register_family(LlavaGemmaConfig, LlavaGemmaForCausalLM)
