@@ -1,5 +1,5 @@
 """The families table (llava.modeling.families) agrees with the family files, with what is registered,
-with LLaVA's module paths of the families, and with the README's family table."""
+with LLaVA's module paths of the families, and with the family table of docs/coming_from_llava.md."""
 
 import ast
 import importlib
@@ -58,9 +58,10 @@ def test_llava_module_path_of_the_family_is_its_module(family):
 
 
 def readme_family_table() -> list[tuple[str, list[str], str]]:
-    """(family, classes, model_type) of each row of the table in the README's "Using the model" section."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "\n## Using the model\n" in text, "README.md has no section 'Using the model'"
+    """(family, classes, model_type) of each row of the table in the "Using the model" section of
+    docs/coming_from_llava.md."""
+    text = (ROOT / "docs" / "coming_from_llava.md").read_text(encoding="utf-8")
+    assert "\n## Using the model\n" in text, "docs/coming_from_llava.md has no section 'Using the model'"
     section = text.split("\n## Using the model\n", 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]
     assert lines[0].replace(" ", "") == "|family|classes|model_type|", lines[0]
@@ -71,6 +72,6 @@ def readme_family_table() -> list[tuple[str, list[str], str]]:
     return rows
 
 
-def test_readme_family_table_matches_the_families_table():
+def test_the_docs_family_table_matches_the_families_table():
     expected = [(f.display_name, [f.causal_lm, f.config, *f.also_exported], f.llava_type) for f in FAMILIES]
     assert readme_family_table() == expected
