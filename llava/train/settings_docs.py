@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.write_text(text, encoding="utf-8")
     if stale:
-        print(f"error: not current: {', '.join(stale)} (python -m llava.train.settings_docs writes them)", file=sys.stderr)
+        print(
+            f"error: not current: {', '.join(stale)} (python -m llava.train.settings_docs writes them)", file=sys.stderr
+        )
         return 1
     return 0
 
