@@ -167,3 +167,9 @@ def test_a_value_that_starts_with_dashes_and_holds_a_space_is_a_value():
     assert flags == {"eval_milestones": "--minimal-pairs /data/pairs-it --device cpu", "seed": "1"}
     assert command_line.tokens(flags) == argv
     assert parse(*argv).training.eval_milestones == "--minimal-pairs /data/pairs-it --device cpu"
+
+
+def test_jit_checkpoints_are_left_to_this_trainer_s_own_stop_handling(capsys):
+    # transformers' SIGTERM handler would replace the one that saves at a step all ranks agree on
+    assert parse("--enable_jit_checkpoint", "True").training.enable_jit_checkpoint is False
+    assert any(w.startswith("--enable_jit_checkpoint is not used") for w in logged(capsys, "WARNING"))

@@ -201,7 +201,22 @@ def settings_of(argv: list[str]) -> Settings:
     layered = recipe.settings_of(argv, FIELDS)
     translated = legacy_flags.translate(layered.values)
     values, notes = machine_settings.for_this_machine(translated.settings)
+    notes += _overruled(values)
     return Settings(values, layered.stray, translated.notes + notes, translated.verbose)
+
+
+def _overruled(values: dict) -> list[legacy_flags.Note]:
+    """transformers' settings this trainer does otherwise, dropped with a warning (from `values`)."""
+    notes = []
+    if legacy_flags.as_bool(values.pop("enable_jit_checkpoint", False), "--enable_jit_checkpoint"):
+        # Its SIGTERM handler would replace ours, and it saves per rank, not at a step all ranks agree on.
+        notes.append(
+            (
+                logging.WARNING,
+                "--enable_jit_checkpoint is not used: a signal saves a checkpoint anyway, at a step all ranks agree on",
+            )
+        )
+    return notes
 
 
 def parse_args(argv: list[str] | None = None, log: bool = True, start_deepspeed: bool = True) -> RunArguments:

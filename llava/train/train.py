@@ -229,12 +229,6 @@ def build_trainer(
     # Paths, data files and the model folder, checked before anything is loaded (and before DeepSpeed
     # starts): every rank finds the same problems, and the samples read here are the data set's.
     checked = preflight.check(args)
-    if training.enable_jit_checkpoint:
-        # Its SIGTERM handler would replace ours, and it saves per rank, not at a step all ranks agree on.
-        logger.warning(
-            "--enable_jit_checkpoint is not used: a signal saves a checkpoint anyway, at a step all ranks agree on"
-        )
-        training.enable_jit_checkpoint = False
     set_seed(training.seed)
     if training.deepspeed:
         # ZeRO-3 partitions weights while from_pretrained builds the model; DeepSpeed must know the
