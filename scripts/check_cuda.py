@@ -19,12 +19,11 @@ import time
 from copy import deepcopy
 
 import torch
-from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
 
 from llava import errors
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.model import LlavaGPT2Config, LlavaGPT2ForCausalLM
-from llava.testing import tiny_vision_args
+from llava.testing import DINOV2_LARGE, save_dinov2, tiny_vision_args
 
 RESULTS = []
 
@@ -86,19 +85,7 @@ def main(argv=None) -> int:
         raise errors.UserError(f"no CUDA device: these checks need a GPU (torch {torch.__version__}, {build})")
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
     with tempfile.TemporaryDirectory() as tower_dir:
-        Dinov2Model(
-            Dinov2Config(
-                hidden_size=1024,
-                num_hidden_layers=24,
-                num_attention_heads=16,
-                intermediate_size=4096,
-                image_size=518,
-                patch_size=14,
-            )
-        ).save_pretrained(tower_dir)
-        BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}).save_pretrained(
-            tower_dir
-        )
+        save_dinov2(tower_dir, DINOV2_LARGE)  # facebook/dinov2-large's shape and processor, random weights
         eager, sdpa = build(tower_dir)
 
     ids, labels, clips = batch()

@@ -49,3 +49,13 @@ def test_imports_point_one_way(where):
         if any(module == banned or module.startswith(banned + ".") for banned in RULES[where])
     ]
     assert not wrong
+
+
+def test_no_module_is_over_500_lines():
+    """A module does one job; past 500 lines it is doing two (split it where a reader would look)."""
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert not long

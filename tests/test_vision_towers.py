@@ -3,15 +3,12 @@
 import pytest
 import torch
 from transformers import (
-    BitImageProcessorPil,
-    Dinov2Config,
-    Dinov2Model,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
 )
 
 from llava.modeling.vision_tower import VisionTower
-from llava.testing import IMAGE_SIZE, TINY_TOWERS, save_tiny_vision_tower
+from llava.testing import IMAGE_SIZE, TINY_TOWERS, save_dinov2, save_tiny_vision_tower
 
 from model_helpers import clip, llava_model, prompt
 
@@ -50,17 +47,9 @@ def test_registers_are_dropped(tmp_path):
 
 def test_grid_comes_from_the_processor_not_the_encoder_config(tmp_path):
     # facebook/dinov2-large says image_size=518 in its config and is fed 224-pixel crops.
-    Dinov2Model(
-        Dinov2Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=518,
-            patch_size=14,
-        )
-    ).save_pretrained(tmp_path)
-    BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}).save_pretrained(tmp_path)
+    save_dinov2(
+        tmp_path, dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=518, patch_size=14)
+    )
     tower = VisionTower.from_pretrained(str(tmp_path), select_layer=-2)
     assert tower.grid_size == 16
     assert tower(torch.randn(1, 3, 224, 224)).shape == (1, 16, 16, 32)

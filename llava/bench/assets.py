@@ -33,9 +33,10 @@ def _web_like_frames(num_frames: int, width: int, height: int, seed: int) -> np.
 
 def build_assets(shapes: Shapes, workdir: Path) -> dict:
     """Clips, captions, tokenizer, GPT-2 and tower folders for one configuration (reused when present)."""
-    from transformers import AutoTokenizer, BitImageProcessorPil, Dinov2Config, Dinov2Model, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     from ..demo.synthetic import ClipSpec, all_specs, caption_corpus, render_frames, train_tokenizer, write_clip
+    from ..testing import save_dinov2
 
     folder = workdir / shapes.name
     done = folder / "assets.json"
@@ -85,10 +86,7 @@ def build_assets(shapes: Shapes, workdir: Path) -> dict:
         )
     ).save_pretrained(folder / "gpt2")
     tokenizer.save_pretrained(folder / "gpt2")
-    Dinov2Model(Dinov2Config(**shapes.tower)).save_pretrained(folder / "tower")
-    BitImageProcessorPil(
-        size={"shortest_edge": shapes.resize}, crop_size={"height": shapes.crop, "width": shapes.crop}
-    ).save_pretrained(folder / "tower")
+    save_dinov2(folder / "tower", shapes.tower, crop=shapes.crop, resize=shapes.resize)
     assets = {
         "folder": str(folder),
         "data": str(folder / "train.json"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..testing import DEMO_DINOV2, DINOV2_LARGE
+
 # Frames sampled from each clip, as the headline recipe's --num_frames.
 NUM_FRAMES = 8
 
@@ -23,21 +25,11 @@ class Shapes:
     fps: int
 
 
-# GPT2Config and Dinov2Config arguments. The seed: a BabyLM-scale GPT-2 and a DINOv2-large-shaped tower.
-# The demo: the `make demo` model (its vocabulary is the size of the tokenizer trained on its captions).
+# GPT2Config arguments (the towers' are llava.testing's). The seed: a BabyLM-scale GPT-2 and a
+# DINOv2-large-shaped tower. The demo: the `make demo` model (its vocabulary is the size of the tokenizer
+# trained on its captions).
 _SEED_GPT2 = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=30000)
-_SEED_TOWER = dict(
-    hidden_size=1024,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    intermediate_size=4096,
-    patch_size=14,
-    image_size=518,
-)
 _DEMO_GPT2 = dict(n_layer=4, n_embd=128, n_head=4, n_positions=256)
-_DEMO_TOWER = dict(
-    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=7, image_size=56
-)
 
 # One row per configuration, its fields in Shapes' order: name, GPT-2, tower, crop, resize, projector
 # hidden size, clips, batch size, clip width x height, clip seconds, fps. Web-like clips for the seed
@@ -45,8 +37,8 @@ _DEMO_TOWER = dict(
 SHAPES = {
     shapes.name: shapes
     for shapes in (
-        Shapes("seed", _SEED_GPT2, _SEED_TOWER, 224, 256, 2560, 4, 2, (640, 360), 10.0, 25),
-        Shapes("demo", _DEMO_GPT2, _DEMO_TOWER, 56, 64, 128, 16, 8, (64, 64), 2.0, 8),
+        Shapes("seed", _SEED_GPT2, DINOV2_LARGE, 224, 256, 2560, 4, 2, (640, 360), 10.0, 25),
+        Shapes("demo", _DEMO_GPT2, DEMO_DINOV2, 56, 64, 128, 16, 8, (64, 64), 2.0, 8),
     )
 }
 

@@ -46,35 +46,22 @@ def build_assets(folder: Path) -> dict:
 
 
 def train_argv(assets: dict, output_dir: Path, steps: int) -> list[str]:
-    """The demo's training (llava.demo.run.train's settings) in one process, saving only its milestones."""
+    """The demo's training (llava.demo.run.training_flags) in one process, saving only its milestones."""
+    from ..demo.run import Preset, training_flags
+    from ..train.command_line import tokens
+
     # Milestones up to well beyond the run's words (8 captions of about 8 words a step): the run crosses
     # one every MILESTONE_WORDS words to its end.
     milestones = ",".join(str(MILESTONE_WORDS * i) for i in range(1, steps * 100 // MILESTONE_WORDS))
-    flags = {
-        "model_name_or_path": assets["gpt2"],
-        "vision_tower": assets["tower"],
-        "data_path": assets["train"],
-        "video_folder": assets["video_folder"],
-        "output_dir": str(output_dir),
+    run = {
         "max_steps": steps,
-        "per_device_train_batch_size": 8,
-        "learning_rate": 2e-3,
-        "mm_projector_lr": 2e-3,
-        "warmup_steps": 0.05,
-        "model_max_length": 256,
-        "mm_projector_hidden_size": 256,
-        "mm_packer_num_heads": 4,
-        "mm_vision_select_layer": -2,
-        "logging_steps": 5,
         "save_strategy": "no",
         "save_every_minutes": 0,
-        "dataloader_num_workers": 1,
-        "seed": 0,
         "word_milestones": milestones,
         "disable_tqdm": True,
         "report_to": "none",
     }
-    return [token for name, value in flags.items() for token in (f"--{name}", str(value))]
+    return tokens(training_flags(assets, Preset(num_train=NUM_TRAIN, num_val=NUM_VAL, epochs=1), output_dir) | run)
 
 
 def curves_arguments(assets: dict, device: torch.device) -> str:

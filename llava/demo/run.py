@@ -105,22 +105,9 @@ def build_assets(workdir: Path, preset: Preset) -> dict:
 def save_demo_tower(folder: Path) -> str:
     """A small random DINOv2 (frozen in training) with a DINOv2-style processor: 56-pixel crops in
     7-pixel patches, an 8x8 grid that the seed's packer grids (8x2x4 and 2x4x4) tile."""
-    import torch
-    from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
+    from ..testing import DEMO_DINOV2, save_dinov2
 
-    torch.manual_seed(0)
-    Dinov2Model(
-        Dinov2Config(
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
-            image_size=56,
-            patch_size=7,
-        )
-    ).save_pretrained(folder)
-    BitImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56}).save_pretrained(folder)
-    return str(folder)
+    return save_dinov2(folder, DEMO_DINOV2, crop=56, resize=64)
 
 
 def find_training_script() -> Path:
@@ -135,19 +122,15 @@ def find_training_script() -> Path:
     )
 
 
-def train(assets: dict, preset: Preset, output_dir: Path, script: Path) -> float:
-    """Runs the cluster script with plain bash: torchrun, two processes, DeepSpeed ZeRO-2 on the CPU, the
-    headline recipe with the demo's settings as flags. With word milestones, each milestone is evaluated
-    beside the training as it is saved (--eval_milestones), and the script evaluates the final model once
-    the training is done."""
-    env = {**os.environ, "MODE": "video", "NPROC": "2", "PYTHON": sys.executable}
+def training_flags(assets: dict, preset: Preset, output_dir: Path) -> dict[str, object]:
+    """The demo's settings, as training flags laid over the headline recipe (the benchmark of
+    --eval_milestones trains with them too)."""
     flags = {
         "model_name_or_path": assets["gpt2"],
         "vision_tower": assets["tower"],
         "data_path": assets["train"],
         "video_folder": assets["video_folder"],
         "output_dir": str(output_dir),
-        "deepspeed": "scripts/zero2.json",
         "num_train_epochs": preset.epochs,
         "per_device_train_batch_size": preset.batch_size,
         "learning_rate": preset.learning_rate,
@@ -166,10 +149,23 @@ def train(assets: dict, preset: Preset, output_dir: Path, script: Path) -> float
     }
     if preset.word_milestones:
         flags["word_milestones"] = preset.word_milestones
+    return flags
+
+
+def train(assets: dict, preset: Preset, output_dir: Path, script: Path) -> float:
+    """Runs the cluster script with plain bash: torchrun, two processes, DeepSpeed ZeRO-2 on the CPU, the
+    headline recipe with the demo's settings as flags. With word milestones, each milestone is evaluated
+    beside the training as it is saved (--eval_milestones), and the script evaluates the final model once
+    the training is done."""
+    from ..train.command_line import tokens
+
+    env = {**os.environ, "MODE": "video", "NPROC": "2", "PYTHON": sys.executable}
+    flags = training_flags(assets, preset, output_dir) | {"deepspeed": "scripts/zero2.json"}
+    if preset.word_milestones:
         # Beside the training rather than after it: measured on 2 cores, the quick demo's training and
         # curve took 5.1 min so, 6.4 min one after the other.
         flags["eval_milestones"] = shlex.join(curve_arguments(assets))
-    arguments = [token for name, value in flags.items() for token in (f"--{name}", str(value))]
+    arguments = tokens(flags)
     start = time.perf_counter()
     # From the script's folder: --deepspeed is relative to it.
     status = subprocess.run(["bash", str(script), *arguments], cwd=script.parent, env=env).returncode
