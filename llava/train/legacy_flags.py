@@ -34,8 +34,8 @@ class Kind(Enum):
 
     RENAMED = "the same setting as"
     TRANSLATED = "translated"
-    ALREADY_SO_HERE = "accepted, nothing to do: this trainer always does this"
-    HAS_NO_EFFECT = "has no effect here; a value other than LLaVA's default is warned about"
+    ALREADY_SO_HERE = "accepted silently"
+    HAS_NO_EFFECT = "no effect here, and a warning unless at LLaVA's default"
     REFUSED = "refused unless at LLaVA's default"
 
 
