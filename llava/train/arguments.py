@@ -190,6 +190,7 @@ class Settings:
     stray: list[str]
     notes: list[legacy_flags.Note]
     verbose: bool
+    refusal: legacy_flags.FlagError | None  # a legacy flag this trainer cannot honour
 
     def tokens(self) -> list[str]:
         return command_line.tokens(self.values, self.stray)
@@ -202,7 +203,7 @@ def settings_of(argv: list[str]) -> Settings:
     translated = legacy_flags.translate(layered.values)
     values, notes = machine_settings.for_this_machine(translated.settings)
     notes += _overruled(values)
-    return Settings(values, layered.stray, translated.notes + notes, translated.verbose)
+    return Settings(values, layered.stray, translated.notes + notes, translated.verbose, translated.refusal)
 
 
 def _overruled(values: dict) -> list[legacy_flags.Note]:
@@ -239,7 +240,9 @@ def parse_args(argv: list[str] | None = None, log: bool = True, start_deepspeed:
     if unknown:
         raise parser.unknown_arguments(unknown)
     args = RunArguments(*parsed)
-    check(args)
+    check(args)  # this trainer's own settings first (a LLaVA script's --image_aspect_ratio anyres_max_9)
+    if settings.refusal is not None:
+        raise settings.refusal
     if log:
         setup_logging(args.training)
         if args.training.process_index == 0:

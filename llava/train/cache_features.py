@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     # The training's settings as the training reads them: recipe, legacy flags, --bf16 auto, ...
     settings = settings_of(list(sys.argv[1:] if argv is None else argv))
+    if settings.refusal is not None:
+        raise settings.refusal
     args, vision, data_args, ignored = parser.parse_args_into_dataclasses(
         args=settings.tokens(), return_remaining_strings=True
     )

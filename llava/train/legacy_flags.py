@@ -267,26 +267,31 @@ def describe(name: str) -> str:
 # ----------------------------------------------------------------------------------------- translation
 @dataclass
 class Translation:
-    """A run's settings with every legacy flag turned into this trainer's own, what to log about it, and
-    whether --verbose_logging asked for every argument in the log."""
+    """A run's settings with every legacy flag turned into this trainer's own, what to log about it,
+    whether --verbose_logging asked for every argument in the log, and the one-line refusal of a flag this
+    trainer cannot honour (raised by the caller once this trainer's own settings are checked, which come
+    first)."""
 
     settings: dict[str, object]
     notes: list[Note]
     verbose: bool = False
+    refusal: FlagError | None = None
 
 
 def translate(settings: dict[str, object]) -> Translation:
     """The settings with the legacy flags decided: renamed ones under today's name, translated ones as
-    the settings they mean, the rest checked (refused in one FlagError line) and dropped."""
+    the settings they mean, the rest checked (the first refused one becomes the Translation's refusal)
+    and dropped."""
     legacy = {name: LEGACY_FLAGS[name].read(name, value) for name, value in settings.items() if name in LEGACY_FLAGS}
     own = {name: value for name, value in settings.items() if name not in LEGACY_FLAGS}
     notes: list[Note] = []
+    refusal = None
     for name, value in legacy.items():
         flag = LEGACY_FLAGS[name]
         if value == flag.default or value in flag.allowed:
             continue
         if flag.kind is Kind.REFUSED:
-            raise FlagError(f"--{name} {value}: {flag.why}")
+            refusal = refusal or FlagError(f"--{name} {value}: {flag.why}")
         if flag.kind is Kind.HAS_NO_EFFECT:
             notes.append((logging.WARNING, f"--{name} {value} has no effect: {flag.why}"))
         if flag.kind is Kind.RENAMED:
@@ -297,7 +302,7 @@ def translate(settings: dict[str, object]) -> Translation:
     _sampling(own, legacy, notes)
     if legacy.get("logging_dir"):
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", legacy["logging_dir"])
-    return Translation(own, notes, bool(legacy.get("verbose_logging")))
+    return Translation(own, notes, bool(legacy.get("verbose_logging")), refusal)
 
 
 def _rename(own: dict, name: str, value, notes: list[Note]) -> None:
