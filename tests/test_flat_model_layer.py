@@ -160,6 +160,7 @@ WITHOUT_LLAVA = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a second interpreter that imports torch
 def test_a_copy_of_the_folder_runs_the_gpt2_family_without_llava(tmp_path, tower_dir):
     package = tmp_path / "code" / "exported_llava"
     package.mkdir(parents=True)
