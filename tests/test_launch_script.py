@@ -1,13 +1,14 @@
 """train_italian_video.sh: early errors, the command it builds (the recipe, then the flags given after the
-script's name), and real training through it, with plain bash (torchrun --standalone, DeepSpeed ZeRO-2, two
-CPU processes) and under a real SLURM (a private one-node cluster on loopback, started and stopped by the
-test: see tests/slurm_cluster.py)."""
+script's name), the retired setting variables that stop it, and real training through it, with plain bash
+(torchrun --standalone, DeepSpeed ZeRO-2, two CPU processes) and under a real SLURM (a private one-node
+cluster on loopback, started and stopped by the test: see tests/slurm_cluster.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -419,6 +420,130 @@ def test_a_feature_cache_set_in_the_recipe_is_filled_before_training(dummy_paths
     assert removed.returncode == 0, removed.stderr
     modules = [line for line in record.read_text().splitlines() if line.startswith("llava.")]
     assert modules == ["llava.train.preflight", "llava.train.launch", "llava.train.train"]
+
+
+# -------------------------------------------------------------------- the retired setting variables
+def retired_line(variable: str, flags: str) -> str:
+    return (
+        f"train_italian_video.sh: error: {variable} is no longer read: pass {flags} after the script's name "
+        f"instead (or set it in the recipe), and unset {variable}"
+    )
+
+
+NOTHING_STARTED = (
+    f"train_italian_video.sh: nothing started (relative paths are taken from {REPO}); "
+    "see 'bash train_italian_video.sh --help'"
+)
+
+
+@pytest.mark.parametrize("variable", RETIRED_VARIABLES)
+def test_a_retired_variable_stops_the_script_naming_its_flag_and_value(variable, tmp_path):
+    """Each in the mode that read it (TEXT_DATA_PATH: MODE=text), with a value the flag takes as it is (a
+    grid's "8x2x4" was allowed: the flag takes its sizes apart)."""
+    exe, record = fake_python(tmp_path)
+    value = "8x2x4" if variable.endswith("_GRID") else "some/value"
+    shown = "8 2 4" if variable.endswith("_GRID") else value
+    if variable == "DATA_DIR":
+        flags = f"--data_path {value}/train_video.json --video_folder {value}/videos"
+    else:
+        flags = f"{RETIRED[variable]} {shown}"
+    mode = "text" if variable == "TEXT_DATA_PATH" else "video"
+    result = run_script(clean_env(PYTHON=exe, MODE=mode, **{variable: value}), "--output_dir", str(tmp_path / "out"))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [retired_line(variable, flags), NOTHING_STARTED]
+    assert not record.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "mode, variable, flags",
+    [
+        ("text", "DATA_DIR", "--data_path /d/train_text.json"),
+        ("text", "VISION_TOWER", "--vision_tower /d (for a video run)"),
+        ("text", "VIDEO_DATA_PATH", "--data_path /d (for a video run)"),
+        ("video", "TEXT_DATA_PATH", "--data_path /d (for a text run, MODE=text)"),
+    ],
+)
+def test_a_retired_variable_that_mode_did_not_read_names_the_flag_of_the_run_that_did(mode, variable, flags, tmp_path):
+    """A text run read DATA_DIR's text file alone and ignored the visual modules' variables; a video run
+    ignored TEXT_DATA_PATH: following the line never adds a tower to a text run, or captions to a video run."""
+    exe, record = fake_python(tmp_path)
+    result = run_script(clean_env(PYTHON=exe, MODE=mode, **{variable: "/d"}))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [retired_line(variable, flags), NOTHING_STARTED]
+    assert not record.exists()
+
+
+def test_every_retired_variable_set_is_named_at_once_with_the_launching_errors(tmp_path):
+    """A shell that still holds a video run's variables, running a text run: every one is named (in the
+    order of their names), with the launching variables' own errors, in one go."""
+    exe, record = fake_python(tmp_path)
+    leftovers = {"VISION_TOWER": "towers/dinov2", "VIDEO_FOLDER": "videos", "FAST_GRID": "8,2,4", "SEED": "7"}
+    result = run_script(clean_env(PYTHON=exe, MODE="text", NPROC=0, **leftovers), *flag_tokens(output_dir=tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        retired_line("FAST_GRID", "--mm_fast_grid 8 2 4 (for a video run)"),
+        retired_line("SEED", "--seed 7"),
+        retired_line("VIDEO_FOLDER", "--video_folder videos (for a video run)"),
+        retired_line("VISION_TOWER", "--vision_tower towers/dinov2 (for a video run)"),
+        "train_italian_video.sh: error: GPUS_PER_NODE/NPROC: '0' is not a positive number of processes",
+        NOTHING_STARTED,
+    ]
+    assert not record.exists()
+
+
+def test_an_empty_retired_variable_is_not_an_error(tmp_path):
+    """`export LM_PATH=` (or a scheduler's empty default) says nothing: the script launches."""
+    exe, record = fake_python(tmp_path)
+    env = clean_env(PYTHON=exe, **dict.fromkeys(RETIRED_VARIABLES, ""))
+    result = run_script(env, *flag_tokens(output_dir=tmp_path / "out"), timeout=30)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert launched_arguments(record) == [
+        "--config",
+        "recipes/italian_video.yaml",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "variable, value, flag, given",
+    [
+        ("OUTPUT_DIR", "my run & co", "--output_dir", ["{tmp}/my run & co"]),
+        ("FAST_GRID", "4x2x2", "--mm_fast_grid", ["4", "2", "2"]),
+    ],
+)
+def test_the_flags_a_retired_variable_names_pasted_after_the_script_s_name_do_what_it_did(
+    variable, value, flag, given, tmp_path
+):
+    """The line's flags are shell words: pasted into bash as they are, a value with spaces and a `&` arrives
+    whole, and a grid as its sizes."""
+    exe, record = fake_python(tmp_path)
+    value = f"{tmp_path}/{value}" if variable == "OUTPUT_DIR" else value
+    stopped = run_script(clean_env(PYTHON=exe, **{variable: value}))
+    pasted = re.fullmatch(r".* pass (.*) after the script's name instead .*", stopped.stderr.splitlines()[0]).group(1)
+    output = "" if variable == "OUTPUT_DIR" else f"--output_dir {shlex.quote(str(tmp_path / 'out'))}"
+    line = f"bash {shlex.quote(str(SCRIPT))} {pasted} {output}"
+    env = clean_env(PYTHON=exe)
+    result = subprocess.run(["bash", "-c", line], env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, (line, result.stderr)
+    argv = launched_arguments(record)
+    at = argv.index(flag) + 1
+    assert argv[at : at + len(given)] == [g.replace("{tmp}", str(tmp_path)) for g in given], (line, argv)
+
+
+def test_every_flag_the_retired_table_names_is_a_training_flag():
+    """The script's table (and its assignments that depend on MODE) can name no flag that does not exist,
+    and holds the variables that the tests above check."""
+    from llava.train.arguments import FIELDS
+    from llava.train.command_line import setting_name
+
+    text = SCRIPT.read_text()
+    table = re.search(r"^declare -A RETIRED=\((.*?)^\)$", text, re.M | re.S).group(1)
+    entries = re.findall(r'\[(\w+)\]="([^"]*)"', table) + re.findall(r'RETIRED\[(\w+)\]\+?="([^"]*)"', text)
+    assert {variable for variable, _ in entries} == set(RETIRED_VARIABLES)
+    flags = {flag for _, replacement in entries for flag in re.findall(r"(?<!\S)--\w+", replacement)}
+    assert {"--model_name_or_path", "--video_folder", "--activation_checkpointing"} <= flags  # the regex finds them
+    assert sorted(flag for flag in flags if setting_name(flag) not in FIELDS) == []
 
 
 def test_slurm_command_spans_the_allocation(dummy_paths, tmp_path):
