@@ -403,7 +403,28 @@ def test_the_output_folder_comes_from_the_recipe_where_no_flag_sets_it(dummy_pat
     assert (tmp_path / "from-recipe").is_dir()
 
 
-def test_a_feature_cache_set_in_the_recipe_is_filled_before_training(dummy_paths, tmp_path):
+@pytest.mark.parametrize("spelling", ["--config RECIPE", "--config=RECIPE"])
+def test_a_config_among_the_arguments_replaces_the_recipe(spelling, dummy_paths, tmp_path):
+    """The command holds that --config alone, and RECIPE (or MODE's recipe) need not exist then."""
+    exe, record = fake_python(tmp_path)
+    recipe = tmp_path / "other.yaml"
+    recipe.write_text(f"base: {REPO / 'recipes' / 'italian_text.yaml'}\noutput_dir: {tmp_path / 'other-run'}\n")
+    config = spelling.replace("RECIPE", str(recipe)).split(" ")
+    arguments = [*config, *flag_tokens(dummy_paths.text)]
+    env = clean_env(PYTHON=exe, RECIPE=tmp_path / "no-such-recipe.yaml")
+    result = run_script(env, *arguments, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert launched_arguments(record) == arguments
+    assert re.search(r"^  RECIPE +\(the --config given\)$", result.stdout, re.M), result.stdout
+    assert f"OUTPUT_DIR             {tmp_path / 'other-run'}" in result.stdout  # read from that recipe
+
+    without = run_script(env, *flag_tokens(dummy_paths.text), timeout=30)  # then RECIPE is the recipe
+    assert without.returncode == 2, without.stderr
+    assert f"RECIPE: recipe file '{tmp_path / 'no-such-recipe.yaml'}' not found" in without.stderr
+
+
+def test_a_feature_cache_named_by_the_settings_is_filled_before_training(dummy_paths, tmp_path):
+    """The recipe's feature_cache, or --feature_cache (which `none` removes)."""
     exe, record = fake_python(tmp_path)
     exe.write_text(exe.read_text().replace('> "', '>> "'))  # every call, in order, not only the last
     recipe = tmp_path / "cached.yaml"
@@ -420,6 +441,13 @@ def test_a_feature_cache_set_in_the_recipe_is_filled_before_training(dummy_paths
     assert removed.returncode == 0, removed.stderr
     modules = [line for line in record.read_text().splitlines() if line.startswith("llava.")]
     assert modules == ["llava.train.preflight", "llava.train.launch", "llava.train.train"]
+
+    record.unlink()  # the headline recipe names none: the flag does
+    flagged = run_script(clean_env(PYTHON=exe), *arguments, "--feature_cache", str(tmp_path / "flagged"), timeout=30)
+    assert flagged.returncode == 0, flagged.stderr
+    assert f"=== caching tower features in {tmp_path / 'flagged'} ===" in flagged.stdout
+    modules = [line for line in record.read_text().splitlines() if line.startswith("llava.")]
+    assert modules == ["llava.train.preflight", "llava.train.cache_features", "llava.train.launch", "llava.train.train"]
 
 
 # -------------------------------------------------------------------- the retired setting variables
