@@ -183,12 +183,26 @@ declare -A RETIRED=(
     [REPORT_TO]="--report_to {}" [SEED]="--seed {}" [EVAL_MILESTONES]="--eval_milestones {}"
     [FEATURE_CACHE]="--feature_cache {}"
 )
+# What a variable did depended on MODE: a text run read DATA_DIR's text file alone and ignored the visual
+# modules' variables (a shell may still hold them from a video run), a video run ignored TEXT_DATA_PATH.
+# The line names the flag for the run that read it, so that following it never adds a tower to a text run.
+if [[ "$MODE" == text ]]; then
+    RETIRED[DATA_DIR]="--data_path {}/train_text.json"
+    for variable in VISION_TOWER VIDEO_FOLDER VIDEO_DATA_PATH NUM_FRAMES FAST_GRID SLOW_GRID MM_PACKER_NUM_HEADS \
+        MM_VISION_SELECT_LAYER MM_PROJECTOR_TYPE PROJECTOR_HIDDEN MM_RESAMPLER_TYPE PRETRAIN_MM_MLP_ADAPTER; do
+        RETIRED[$variable]+=" (for a video run)"
+    done
+else
+    RETIRED[TEXT_DATA_PATH]+=" (for a text run, MODE=text)"
+fi
 for variable in $(printf '%s\n' "${!RETIRED[@]}" | sort); do
     if [[ -n "${!variable:-}" ]]; then
         value=${!variable}
         # as the flag takes it: a grid's sizes as separate values ("8x2x4" was allowed), anything else quoted
         if [[ "$variable" == *_GRID ]]; then value=${value//[x,]/ }; else printf -v value '%q' "$value"; fi
-        flags=${RETIRED[$variable]//\{\}/$value}
+        # the value quoted in the replacement: bare, bash 5.2 reads a `&` in it as the matched `{}` and drops
+        # the backslashes %q put in
+        flags=${RETIRED[$variable]//\{\}/"$value"}
         errors+=("$variable is no longer read: pass $flags after the script's name instead (or set it in the recipe), and unset $variable")
     fi
 done

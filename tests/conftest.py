@@ -87,15 +87,16 @@ def tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def script_assets(tmp_path_factory):
-    """train_italian_video.sh's path variables for tiny real runs (clips, caption-only text, tokenizer, GPT-2,
-    tower); read-only."""
+    """train_italian_video.sh's path flags for tiny real runs (clips, caption-only text, tokenizer, GPT-2,
+    tower), a video run's and a text run's (train_helpers.ScriptPaths); read-only."""
     return make_script_assets(tmp_path_factory.mktemp("script_assets"))
 
 
 @pytest.fixture(scope="session")
 def dummy_paths(tmp_path_factory):
-    """train_italian_video.sh's path variables for runs that never train: they pass the preflight's checks
-    without being real models or clips; read-only."""
+    """train_italian_video.sh's path flags for runs that never train, a video run's and a text run's
+    (train_helpers.ScriptPaths): they pass the preflight's checks without being real models or clips;
+    read-only."""
     return write_dummy_paths(tmp_path_factory.mktemp("dummy"))
 
 

@@ -27,7 +27,8 @@ from llava.train import preflight
 from llava.train import train as train_module
 
 from entry_points import run_cli_with_process_output
-from train_helpers import ROOT, train_args
+from test_launch_script import LAUNCHING, SCRIPT, clean_env, run_script
+from train_helpers import ROOT, flag_tokens, path_flags, train_args
 
 HELP = "python -m llava.train.train --help lists the flags"
 SAMPLE = {
@@ -394,31 +395,9 @@ def test_a_run_stopped_by_the_skip_limit_says_why_then_sums_up(assets, tmp_path)
 
 
 # ------------------------------------------------------------------------------------ the launcher script
-SCRIPT = ROOT / "train_italian_video.sh"
-
-
-def run_script(env: dict, *args, timeout=300) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_"))}
-    full_env = {**base, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "DS_CONFIG": "none", "NPROC": "1", **env}
-    return subprocess.run(
-        ["bash", str(SCRIPT), *args],
-        cwd=ROOT,
-        env={k: str(v) for k, v in full_env.items()},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def script_env(assets, out, **overrides) -> dict:
-    return {
-        "LM_PATH": assets["gpt2"],
-        "VISION_TOWER": assets["tower"],
-        "VIDEO_FOLDER": assets["video_folder"],
-        "DATA_PATH": assets["train"],
-        "OUTPUT_DIR": out,
-        **overrides,
-    }
+def script_args(assets, out, **flags) -> list[str]:
+    """The launcher's arguments for a run on conftest's tiny assets, without DeepSpeed."""
+    return flag_tokens(path_flags(assets), output_dir=out, deepspeed="none", **flags)
 
 
 @pytest.mark.slow
@@ -426,7 +405,7 @@ def test_the_launcher_runs_the_preflight_and_stops_with_its_line(assets, tmp_pat
     data = tmp_path / "cut.json"
     data.write_text('[{"id": "a", "conversations": []},\n')
     out = tmp_path / "out"
-    result = run_script(script_env(assets, out, DATA_PATH=data))
+    result = run_script(clean_env(NPROC=1), *script_args(assets, out, data_path=data), timeout=300)
     assert (result.returncode, result.stderr) == (
         1,
         f"error: the JSON list is cut short: the file ends inside it (expecting value) ({data}:2:1)\n",
@@ -436,7 +415,8 @@ def test_the_launcher_runs_the_preflight_and_stops_with_its_line(assets, tmp_pat
 
 
 def test_the_launcher_checks_its_own_variables_one_line_each(assets, tmp_path):
-    result = run_script(script_env(assets, tmp_path / "out", NPROC="0", REQUEUE="maybe", STOP_TIMEOUT="0"))
+    env = clean_env(NPROC="0", REQUEUE="maybe", STOP_TIMEOUT="0")
+    result = run_script(env, *script_args(assets, tmp_path / "out"))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "train_italian_video.sh: error: GPUS_PER_NODE/NPROC: '0' is not a positive number of processes",
@@ -447,8 +427,9 @@ def test_the_launcher_checks_its_own_variables_one_line_each(assets, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_wrong_setting_variable_is_the_preflight_s_line_for_its_flag(assets, tmp_path):
-    result = run_script(script_env(assets, tmp_path / "out", NUM_FRAMES="eight", LEARNING_RATE="fast"))
+def test_a_wrong_setting_is_the_preflight_s_line_for_its_flag(assets, tmp_path):
+    arguments = script_args(assets, tmp_path / "out", num_frames="eight", learning_rate="fast")
+    result = run_script(clean_env(NPROC=1), *arguments, timeout=300)
     assert (result.returncode, result.stderr) == (
         2,
         "error: argument --num_frames/--num-frames: invalid int value: 'eight' (python -m llava.train.train --help lists the flags)\n",
@@ -458,8 +439,22 @@ def test_a_wrong_setting_variable_is_the_preflight_s_line_for_its_flag(assets, t
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_the_launcher_help(flag):
-    result = subprocess.run(["bash", str(SCRIPT), flag], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    """The usage: flags after the script's name, the recipe they override, the launching variables; shown
+    even to a shell that still holds a retired variable (which would otherwise stop the script)."""
+    env = {**os.environ, "LM_PATH": "models/bambi"}
+    result = subprocess.run(["bash", str(SCRIPT), flag], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout.startswith("Trains LLaVA on an Italian GPT-2")
-    assert re.search(r"^  PREFLIGHT +1: check the recipe, model, data and folders", result.stdout, re.M)
-    assert re.search(r"^  DATA_PATH +--data_path ", result.stdout, re.M) and "set -euo" not in result.stdout
+    usage = result.stdout
+    assert usage.startswith("usage: [VARIABLE=value ...] sbatch|bash train_italian_video.sh [--flag value ...]\n")
+    prose = " ".join(usage.split())
+    assert (
+        "a flag after the script's name wins over the recipe's value (`--config OTHER.yaml` replaces the recipe)"
+        in prose
+    )
+    assert "python -m llava.train.train --help" in prose  # where the settings' flags are listed
+    assert "(LM_PATH, OUTPUT_DIR, SAVE_EVERY_MINUTES, ...) stops the script with a line naming the flag" in prose
+    for variable in LAUNCHING:
+        assert re.search(rf"^  (\S+ \(= |\S+, )?{variable}\b", usage, re.M), variable
+    assert re.search(r"^  PREFLIGHT +1: check everything before launching; 0: skip +\[1\]$", usage, re.M)
+    # the training settings are flags, no longer variables of the script
+    assert not re.search(r"^  (LM_PATH|DATA_PATH|OUTPUT_DIR|NUM_FRAMES) ", usage, re.M) and "set -euo" not in usage

@@ -17,7 +17,7 @@ from llava.train.milestone_eval import CURVES_LOG, evaluator_environment
 
 from entry_points import run_cli
 from test_launch_script import REPO, clean_env, fake_python, run_script
-from train_helpers import train_args
+from train_helpers import flag_tokens, train_args
 
 PAIRS = [
     ("un cerchio rosso si muove verso destra", "un cerchio rossa si muove verso destra"),
@@ -97,14 +97,8 @@ def test_milestones_are_evaluated_beside_training_and_the_rest_in_the_foreground
 
 
 def test_evaluating_milestones_needs_milestones(dummy_paths, tmp_path):
-    argv = ["--model_name_or_path", dummy_paths["LM_PATH"], "--vision_tower", dummy_paths["VISION_TOWER"]]
-    argv += ["--data_path", dummy_paths["DATA_PATH"], "--video_folder", dummy_paths["VIDEO_FOLDER"]]
-    argv += [
-        "--output_dir",
-        tmp_path / "out",
-        "--eval_milestones",
-        f"--minimal-pairs {write_pairs(tmp_path / 'p.jsonl')}",
-    ]
+    pairs = write_pairs(tmp_path / "p.jsonl")
+    argv = flag_tokens(dummy_paths.video, output_dir=tmp_path / "out", eval_milestones=f"--minimal-pairs {pairs}")
     ended = run_cli(preflight.main, argv)
     assert (ended.returncode, ended.stderr) == (
         2,
@@ -119,13 +113,9 @@ def test_a_wrong_evaluation_path_fails_before_training_in_the_one_line(dummy_pat
     """Through the launcher: its preflight names the evaluation's wrong path beside the training's own."""
     exe, record = fake_python(tmp_path, checks=True)
     missing = tmp_path / "no-pairs.jsonl"
-    env = clean_env(
-        **{**dummy_paths, "VIDEO_FOLDER": tmp_path / "no-videos"},
-        PYTHON=exe,
-        OUTPUT_DIR=tmp_path / "out",
-        EVAL_MILESTONES=f"--minimal-pairs {missing}",
-    )
-    wrong = run_script(env, "--word_milestones", "100", timeout=60)
+    flags = {"video_folder": tmp_path / "no-videos", "eval_milestones": f"--minimal-pairs {missing}"}
+    arguments = flag_tokens(dummy_paths.video, flags, output_dir=tmp_path / "out", word_milestones=100)
+    wrong = run_script(clean_env(PYTHON=exe), *arguments, timeout=60)
     assert (wrong.returncode, wrong.stderr) == (
         1,
         f"error: --minimal-pairs: no such file or folder ({missing}); "
@@ -144,13 +134,13 @@ def calls(record: Path) -> list[tuple[str, list[str]]]:
 
 def test_the_launcher_evaluates_after_a_finished_training(dummy_paths, tmp_path):
     """The training (a stand-in here) gets --eval_milestones; once it has finished, the script runs the
-    evaluation in the foreground with the same arguments, from the variable or from the recipe."""
+    evaluation in the foreground with the same arguments, from the flag or from the recipe."""
     exe, record = fake_python(tmp_path)
     exe.write_text(exe.read_text().replace('> "', '>> "'))  # every call, in order, not only the last
     args = "--minimal-pairs 'my pairs/' --device cpu"
     out = tmp_path / "out"
-    env = clean_env(**dummy_paths, PYTHON=exe, OUTPUT_DIR=out, EVAL_MILESTONES=args)
-    result = run_script(env, timeout=30)
+    env, paths = clean_env(PYTHON=exe), flag_tokens(dummy_paths.video, output_dir=out)
+    result = run_script(env, *paths, "--eval_milestones", args, timeout=30)
     assert result.returncode == 0, result.stderr
     made = calls(record)
     assert [module for module, _ in made] == [
@@ -167,12 +157,11 @@ def test_the_launcher_evaluates_after_a_finished_training(dummy_paths, tmp_path)
     recipe = tmp_path / "curves.yaml"
     recipe.write_text(f"base: {REPO / 'recipes' / 'italian_video.yaml'}\neval_milestones: {args}\n")
     record.unlink()
-    del env["EVAL_MILESTONES"]
-    assert run_script({**env, "RECIPE": str(recipe)}, timeout=30).returncode == 0
+    assert run_script({**env, "RECIPE": str(recipe)}, *paths, timeout=30).returncode == 0
     assert calls(record)[-1] == ("llava.train.milestone_eval", [str(out), args])
 
     record.unlink()  # without an evaluation, the script becomes the training as before
-    assert run_script(env, timeout=30).returncode == 0
+    assert run_script(env, *paths, timeout=30).returncode == 0
     assert [module for module, _ in calls(record)] == [
         "llava.train.preflight",
         "llava.train.launch",
@@ -194,10 +183,10 @@ def test_a_stop_sent_to_the_staying_script_reaches_the_training(dummy_paths, tmp
         "    while true; do sleep 0.05; done\nfi\n"
     )
     exe.chmod(0o755)
-    env = clean_env(**dummy_paths, PYTHON=exe, OUTPUT_DIR=tmp_path / "out", EVAL_MILESTONES="--minimal-pairs p/")
+    arguments = flag_tokens(dummy_paths.video, output_dir=tmp_path / "out", eval_milestones="--minimal-pairs p/")
     script = subprocess.Popen(
-        ["bash", str(REPO / "train_italian_video.sh")],
-        env=env,
+        ["bash", str(REPO / "train_italian_video.sh"), *arguments],
+        env=clean_env(PYTHON=exe),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

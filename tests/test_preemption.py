@@ -1,5 +1,5 @@
 """A run told to stop saves one complete checkpoint and resumes with the losses of a run never stopped;
-under SLURM it requeues itself; besides SAVE_STEPS, a checkpoint is saved every SAVE_EVERY_MINUTES.
+under SLURM it requeues itself; besides --save_steps, a checkpoint is saved every --save_every_minutes.
 
 Two-process runs of train_italian_video.sh (torchrun, DeepSpeed ZeRO-2, CPU), with plain bash and under a
 private SLURM cluster (tests/slurm_cluster.py). Runs are signalled once their log shows training steps, and
@@ -30,20 +30,14 @@ from llava.train.preemption import (
 )
 
 from slurm_cluster import SlurmCluster
-from test_launch_script import REPO, SCRIPT, TINY_SETTINGS, clean_env, run_script, train_log_losses
-from train_helpers import make_assets, train_args
+from test_launch_script import REPO, SCRIPT, TINY_FLAGS, clean_env, job_env, run_script, train_log_losses
+from train_helpers import flag_tokens, make_assets, train_args
 
 STEPS = 40
-# No periodic checkpoint: the one a signal makes is the only one before the end. One thread per process,
-# so that runs with plain bash and under SLURM compute the same losses on any machine.
-SETTINGS = {
-    **TINY_SETTINGS,
-    "MAX_STEPS": str(STEPS),
-    "SAVE_STEPS": "1000",
-    "NPROC": "2",
-    "DS_CONFIG": "scripts/zero2.json",
-    "OMP_NUM_THREADS": "1",
-}
+# No periodic checkpoint: the one a signal makes is the only one before the end.
+FLAGS = {**TINY_FLAGS, "max_steps": STEPS, "save_steps": 1000, "deepspeed": "scripts/zero2.json"}
+# One thread per process, so that runs with plain bash and under SLURM compute the same losses on any machine.
+LAUNCH = {"NPROC": 2, "OMP_NUM_THREADS": 1}
 STOPPED_LINE = re.compile(
     r"stopped by (SIG\w+) at step (\d+): checkpoint (\S+) is complete; run the same command again to resume"
 )
@@ -137,7 +131,7 @@ def assert_stopped_and_saved(log: str, output: Path, signal_name: str, steps: in
 def reference_losses(script_assets, tmp_path_factory):
     """Per-step losses of the same run, never stopped."""
     output = tmp_path_factory.mktemp("reference") / "run"
-    result = run_script(clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output), timeout=300)
+    result = run_script(clean_env(**LAUNCH), *flag_tokens(FLAGS, script_assets.video, output_dir=output), timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return final_losses(output)
 
@@ -200,10 +194,10 @@ def test_sigterm_saves_a_checkpoint_exits_nonzero_and_a_rerun_resumes(
     it learns of it at the next step boundary): one checkpoint, a non-zero exit and one line saying where
     it saved; the same command again resumes from it with the losses of a run never stopped."""
     output, log_path = tmp_path / "run", tmp_path / "run.log"
-    env = clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output)
+    env, arguments = clean_env(**LAUNCH), flag_tokens(FLAGS, script_assets.video, output_dir=output)
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
-            ["bash", str(SCRIPT)],
+            ["bash", str(SCRIPT), *arguments],
             env=env,
             cwd=REPO,
             stdout=log_file,
@@ -238,7 +232,7 @@ def test_sigterm_saves_a_checkpoint_exits_nonzero_and_a_rerun_resumes(
     if target == "one rank":
         return  # resuming is the same either way
 
-    again = run_script(env, timeout=300)
+    again = run_script(env, *arguments, timeout=300)
     log = again.stdout + again.stderr
     assert again.returncode == 0, log[-5000:]
     assert f"resuming from {output}/checkpoint-{step}" in log, log[-5000:]
@@ -297,13 +291,12 @@ def test_sigterm_to_every_process_with_dataloader_workers(tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_a_checkpoint_is_saved_every_few_minutes_besides_save_steps(script_assets, tmp_path):
-    """SAVE_EVERY_MINUTES (--save_every_minutes): with SAVE_STEPS far beyond the run, checkpoints still
-    come, all complete, on both ranks together (rank 0's clock decides for all)."""
+    """--save_every_minutes: with --save_steps far beyond the run, checkpoints still come, all complete, on
+    both ranks together (rank 0's clock decides for all)."""
     output = tmp_path / "run"
     steps = 20
-    settings = {**SETTINGS, "MAX_STEPS": steps, "SAVE_TOTAL_LIMIT": 100, "SAVE_EVERY_MINUTES": 0.002}  # 0.12 s
-    env = clean_env(**settings, **script_assets, OUTPUT_DIR=output)
-    result = run_script(env, timeout=300)
+    flags = {**FLAGS, "max_steps": steps, "save_total_limit": 100, "save_every_minutes": 0.002}  # 0.12 s
+    result = run_script(clean_env(**LAUNCH), *flag_tokens(flags, script_assets.video, output_dir=output), timeout=300)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     assert "--save_every_minutes 0.002" in result.stdout
@@ -318,10 +311,12 @@ def test_a_checkpoint_is_saved_every_few_minutes_besides_save_steps(script_asset
 
 # ------------------------------------------------------------------------------------ under SLURM
 class Job:
-    """`sbatch --wait train_italian_video.sh` running in the background, its log one file (the script's
-    --open-mode=append keeps every incarnation of a requeued job in it)."""
+    """`sbatch --wait train_italian_video.sh ARGUMENTS` running in the background, its log one file (the
+    script's --open-mode=append keeps every incarnation of a requeued job in it)."""
 
-    def __init__(self, cluster: SlurmCluster, env: dict, folder: Path, *sbatch_args: str, cpus: int = 2):
+    def __init__(
+        self, cluster: SlurmCluster, env: dict, arguments: list[str], folder: Path, *sbatch_args: str, cpus: int = 2
+    ):
         self.cluster, self.log_path = cluster, folder / "job.out"
         folder.mkdir(parents=True, exist_ok=True)
         command = [
@@ -333,10 +328,10 @@ class Job:
             f"--cpus-per-task={min(os.cpu_count() or 1, cpus)}",
             *sbatch_args,
             str(SCRIPT),
+            *arguments,
         ]
-        env = {**cluster.env, **env, "SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": cluster.env["PATH"]}
         self.proc = subprocess.Popen(
-            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command, env=job_env(cluster, env), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.id = wait_for(
             lambda: cluster.run(["squeue", "-h", "-o", "%i"], check=False).stdout.split()[:1],
@@ -384,7 +379,8 @@ def test_preempted_job_saves_requeues_resumes_and_finishes(slurm_cluster, script
     included, the batch shell not): one checkpoint, the job requeues itself, the next start resumes and
     finishes with the losses of a run never stopped."""
     output = tmp_path / "run"
-    job = Job(slurm_cluster, clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output), tmp_path / "logs", "--time=15")
+    arguments = flag_tokens(FLAGS, script_assets.video, output_dir=output)
+    job = Job(slurm_cluster, clean_env(**LAUNCH), arguments, tmp_path / "logs", "--time=15")
     wait_for(lambda: len(train_log_losses(job.log())) >= 3 or job.proc.poll() is not None, 240, "three training steps")
     assert job.proc.poll() is None, job.log()[-6000:]
     slurm_cluster.run(["scancel", "--signal=USR1", job.id])
@@ -407,13 +403,8 @@ def test_job_at_its_time_limit_is_warned_saves_requeues_resumes_and_finishes(
     header = re.search(r"^#SBATCH --signal=(\S+)@(\d+)$", SCRIPT.read_text(), re.M)
     assert header and header.group(1) == "B:USR1", "the script asks SLURM for a USR1 to the batch shell"
     output = tmp_path / "run"
-    job = Job(
-        slurm_cluster,
-        clean_env(**SETTINGS, **script_assets, OUTPUT_DIR=output),
-        tmp_path / "logs",
-        "--time=2",
-        "--signal=B:USR1@5",
-    )
+    arguments = flag_tokens(FLAGS, script_assets.video, output_dir=output)
+    job = Job(slurm_cluster, clean_env(**LAUNCH), arguments, tmp_path / "logs", "--time=2", "--signal=B:USR1@5")
     wait_for(lambda: len(train_log_losses(job.log())) >= 2 or job.proc.poll() is not None, 240, "two training steps")
     ranks = training_ranks(slurm_cluster)
     assert len(ranks) == 2, job.log()[-6000:]
@@ -447,7 +438,7 @@ sys.exit(int(os.environ['STUB_EXIT']))
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.parametrize(
-    "case, settings, incarnations, says",
+    "case, variables, incarnations, says",
     [
         (
             "stopped twice, one requeue allowed",
@@ -460,7 +451,7 @@ sys.exit(int(os.environ['STUB_EXIT']))
     ],
 )
 def test_requeue_only_after_a_saved_stop_and_a_bounded_number_of_times(
-    case, settings, incarnations, says, slurm_cluster, dummy_paths, tmp_path
+    case, variables, incarnations, says, slurm_cluster, dummy_paths, tmp_path
 ):
     """The requeue decision, with a stand-in training module: it stops (writes interrupted.json and
     exits 75, as a run stopped by a signal does) or fails (exits 1, nothing written)."""
@@ -468,10 +459,10 @@ def test_requeue_only_after_a_saved_stop_and_a_bounded_number_of_times(
     module_dir.mkdir()
     (module_dir / "stub_train.py").write_text(STUB_TRAIN.format(marker=INTERRUPTED_FILE))
     output = tmp_path / "out"
-    env = clean_env(
-        **dummy_paths, NPROC=1, TRAIN_MODULE="stub_train", PYTHONPATH=module_dir, OUTPUT_DIR=output, **settings
+    env = clean_env(NPROC=1, TRAIN_MODULE="stub_train", PYTHONPATH=module_dir, **variables)
+    job = Job(
+        slurm_cluster, env, flag_tokens(dummy_paths.video, output_dir=output), tmp_path / "logs", "--time=5", cpus=1
     )
-    job = Job(slurm_cluster, env, tmp_path / "logs", "--time=5", cpus=1)
     rc, log = job.wait(timeout=120)
     assert rc != 0, log
     assert (output / "incarnations.txt").read_text().split() == [str(i) for i in range(incarnations)], log

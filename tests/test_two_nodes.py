@@ -22,13 +22,15 @@ import pytest
 
 import node_namespaces
 from slurm_cluster import SlurmCluster
-from test_launch_script import SCRIPT, TINY_SETTINGS, clean_env, run_script
-from train_helpers import make_assets
+from test_launch_script import SCRIPT, TINY_FLAGS, clean_env, job_env, run_script
+from train_helpers import flag_tokens, make_assets, path_flags
 
 
-def submit(cluster: SlurmCluster, env: dict, log_dir: Path, nodes: int, timeout: float = 400) -> tuple[int, str]:
-    """`sbatch --wait --nodes=N train_italian_video.sh`, one task per node, the #SBATCH GPU request
-    overridden to none; returns (returncode, job log)."""
+def submit(
+    cluster: SlurmCluster, env: dict, arguments: list[str], log_dir: Path, nodes: int, timeout: float = 400
+) -> tuple[int, str]:
+    """`sbatch --wait --nodes=N train_italian_video.sh ARGUMENTS`, one task per node, the #SBATCH GPU
+    request overridden to none; returns (returncode, job log)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "sbatch",
@@ -41,10 +43,10 @@ def submit(cluster: SlurmCluster, env: dict, log_dir: Path, nodes: int, timeout:
         "--time=00:15:00",
         f"--output={log_dir}/%x_%j.out",
         str(SCRIPT),
+        *arguments,
     ]
-    env = {**cluster.env, **env, "SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": cluster.env["PATH"]}
     try:
-        result = cluster.run(args, timeout=timeout, check=False, env=env)
+        result = cluster.run(args, timeout=timeout, check=False, env=job_env(cluster, env))
     except subprocess.TimeoutExpired:
         logs = "\n".join(p.read_text(errors="replace")[-4000:] for p in log_dir.glob("*.out"))
         pytest.fail(f"sbatch --nodes={nodes} did not finish within {timeout} s\n{logs}\n{cluster.daemon_log_tails()}")
@@ -98,11 +100,6 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
     (lm / "config.json").write_text("{}")
     (tmp_path / "train.json").write_text("[]")
     env = clean_env(
-        LM_PATH=lm,
-        VISION_TOWER=lm,
-        VIDEO_FOLDER=videos,
-        DATA_PATH=tmp_path / "train.json",
-        OUTPUT_DIR=tmp_path / "out",
         PYTHON=recorder,
         PATH=f"{bin_dir}:{os.environ['PATH']}",
         RECORD_DIR=tmp_path,
@@ -112,7 +109,8 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
         SLURM_CPUS_PER_TASK="2",
         SLURM_SUBMIT_DIR=str(SCRIPT.parent),
     )
-    result = run_script(env, timeout=30)
+    paths = {"model_name_or_path": lm, "vision_tower": lm, "video_folder": videos, "data_path": tmp_path / "train.json"}
+    result = run_script(env, *flag_tokens(paths, output_dir=tmp_path / "out"), timeout=30)
     assert result.returncode == 0, result.stderr
     assert re.search(r"RENDEZVOUS\s+10\.1\.0\.11:24242\n", result.stdout), result.stdout
     for node, addr, is_host in (("gpu-a01", "10.1.0.11", "true"), ("gpu-a02", "10.1.0.12", "false")):
@@ -142,26 +140,23 @@ def test_each_node_starts_torchrun_with_its_own_node_address(tmp_path):
 @pytest.mark.slurm
 def test_two_node_job_trains_like_one_node_with_the_same_global_batch(tmp_path):
     assets = make_assets(tmp_path / "assets", num_train=8, num_val=2)
-    settings = dict(
-        TINY_SETTINGS,
-        LM_PATH=assets["gpt2"],
-        VISION_TOWER=assets["tower"],
-        VIDEO_FOLDER=assets["video_folder"],
-        DATA_PATH=assets["train"],
-        DS_CONFIG="scripts/zero2.json",
+    flags = {**TINY_FLAGS, **path_flags(assets), "deepspeed": "scripts/zero2.json"}
+    variables = {
         # the same threads per process in both runs: a different count may sum in another order
-        OMP_NUM_THREADS=1,
+        "OMP_NUM_THREADS": 1,
         # gloo finds its address by resolving the host name, which is the host's loopback on every node here
-        GLOO_SOCKET_IFNAME="eth0",
-    )
+        "GLOO_SOCKET_IFNAME": "eth0",
+    }
     cluster = SlurmCluster(nodes=2)
     try:
         cluster.start()  # a skip (namespaces refused) or, in CI, a failure (SLURM missing): tests/tiers.py
         one_node = tmp_path / "one-node"
-        rc, one_log = submit(cluster, clean_env(**settings, NPROC=2, OUTPUT_DIR=one_node), tmp_path / "logs1", nodes=1)
+        one_env, one_args = clean_env(**variables, NPROC=2), flag_tokens(flags, output_dir=one_node)
+        rc, one_log = submit(cluster, one_env, one_args, tmp_path / "logs1", nodes=1)
         assert rc == 0, one_log[-6000:]
         two_nodes = tmp_path / "two-nodes"
-        rc, two_log = submit(cluster, clean_env(**settings, NPROC=1, OUTPUT_DIR=two_nodes), tmp_path / "logs2", nodes=2)
+        two_env, two_args = clean_env(**variables, NPROC=1), flag_tokens(flags, output_dir=two_nodes)
+        rc, two_log = submit(cluster, two_env, two_args, tmp_path / "logs2", nodes=2)
         assert rc == 0, two_log[-6000:]
     finally:
         cluster.stop()

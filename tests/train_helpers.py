@@ -5,10 +5,12 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from llava.demo.synthetic import caption_corpus, make_dataset, save_gpt2, train_tokenizer
 from llava.testing import save_tiny_vision_tower
+from llava.train import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,8 +98,38 @@ def train_tiny_checkpoint(assets, output_dir, steps=4) -> str:
     return str(output_dir)
 
 
-def make_script_assets(folder) -> dict:
-    """train_italian_video.sh's path variables for a tiny real run: a few clips with Italian captions, a
+@dataclass(frozen=True)
+class ScriptPaths:
+    """The path flags of train_italian_video.sh's runs (flag name -> value, as flag_tokens takes them): a
+    video+text run's, and a text-only run's (MODE=text: its recipe has no tower and no clips, and none are
+    given)."""
+
+    video: dict
+    text: dict
+
+
+def flag_tokens(*flag_sets: dict, **flags) -> list[str]:
+    """The command-line tokens of training flags given as mappings of flag name (without the dashes) to
+    value, a later mapping winning: `flag_tokens(paths.video, max_steps=4)` -> ["--model_name_or_path",
+    ..., "--max_steps", "4"]; a list or tuple gives a flag of several values (the packer grids)."""
+    merged = {}
+    for given in (*flag_sets, flags):
+        merged.update(given)
+    return command_line.tokens(merged)
+
+
+def path_flags(assets) -> dict:
+    """make_assets' model, tower, data file and clips as a video run's path flags (for flag_tokens)."""
+    return {
+        "model_name_or_path": assets["gpt2"],
+        "vision_tower": assets["tower"],
+        "data_path": assets["train"],
+        "video_folder": assets["video_folder"],
+    }
+
+
+def make_script_assets(folder) -> ScriptPaths:
+    """train_italian_video.sh's path flags for a tiny real run: a few clips with Italian captions, a
     caption-only text file, a BPE tokenizer, a small GPT-2 and a tiny DINOv2, all saved like the real ones."""
     root = Path(folder)
     data = make_dataset(root / "data", num_train=8, num_val=2, seed=0, num_frames=16, size=64)
@@ -111,17 +143,19 @@ def make_script_assets(folder) -> dict:
     tokenizer = train_tokenizer(root / "tokenizer", caption_corpus(), vocab_size=300)
     lm = save_gpt2(root / "bambi-gpt2-tiny", tokenizer, n_layer=2, n_embd=64, n_head=4, n_positions=256)
     tower = save_tiny_vision_tower(root / "dinov2-tiny", "dinov2")
-    return {
-        "LM_PATH": lm,
-        "VISION_TOWER": tower,
-        "VIDEO_FOLDER": data["video_folder"],
-        "VIDEO_DATA_PATH": data["train"],
-        "TEXT_DATA_PATH": str(text_path),
-    }
+    return ScriptPaths(
+        video={
+            "model_name_or_path": lm,
+            "vision_tower": tower,
+            "data_path": data["train"],
+            "video_folder": data["video_folder"],
+        },
+        text={"model_name_or_path": lm, "data_path": str(text_path)},
+    )
 
 
-def write_dummy_paths(folder) -> dict:
-    """train_italian_video.sh's path variables for runs that never train: folders and files that pass the
+def write_dummy_paths(folder) -> ScriptPaths:
+    """train_italian_video.sh's path flags for runs that never train: folders and files that pass the
     preflight's checks without being real models or clips (a GPT-2 config beside an empty weights file, a
     tower config, one video sample whose clip is an empty file, one caption-only sample)."""
     root = Path(folder)
@@ -137,10 +171,12 @@ def write_dummy_paths(folder) -> dict:
     (root / "text.json").write_text(
         json.dumps([{"id": "t", "conversations": [{"from": "human", "value": ""}, turns[1]]}])
     )
-    return {
-        "LM_PATH": root / "lm",
-        "VISION_TOWER": root / "tower",
-        "VIDEO_FOLDER": root / "videos",
-        "DATA_PATH": root / "train.json",
-        "TEXT_DATA_PATH": root / "text.json",
-    }
+    return ScriptPaths(
+        video={
+            "model_name_or_path": root / "lm",
+            "vision_tower": root / "tower",
+            "data_path": root / "train.json",
+            "video_folder": root / "videos",
+        },
+        text={"model_name_or_path": root / "lm", "data_path": root / "text.json"},
+    )
