@@ -105,6 +105,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _normal_scheduling():
+    """A test leaves its worker under the normal scheduling policy: a real-time one (SVT-AV1, PyAV's AV1
+    encoder, sets SCHED_FIFO on the process that encodes, as root) would pass to every process the worker
+    starts later and starve them, far from the test that caused it."""
+    yield
+    policy = os.sched_getscheduler(0)
+    assert policy == os.SCHED_OTHER, f"the test left this process under scheduling policy {policy}, not SCHED_OTHER"
+
+
 @pytest.fixture
 def slurm_cluster():
     """A private one-node SLURM cluster for one test (where SLURM is missing or cannot start: a skip saying
