@@ -30,7 +30,7 @@ BASE_KEY = "base"
 
 
 @dataclasses.dataclass
-class Settings:
+class Layered:
     """A run's settings before parsing: the recipe's values with the command line's laid over them (in
     that order), and the tokens of the command line that follow no flag."""
 
@@ -38,7 +38,7 @@ class Settings:
     stray: list[str]
 
 
-def settings_of(argv: list[str], fields: dict | None = None) -> Settings:
+def settings_of(argv: list[str], fields: dict | None = None) -> Layered:
     """The settings `argv` gives: its `--config` recipe, then its flags over it. `fields` (name ->
     dataclass field of the argument classes): the recipe's names are checked against them, and a
     `--FLAG none` whose field default is unset removes the setting. Without `fields` nothing is checked
@@ -54,7 +54,7 @@ def settings_of(argv: list[str], fields: dict | None = None) -> Settings:
             values.pop(name, None)
         else:
             values[name] = value
-    return Settings(values, line.stray)
+    return Layered(values, line.stray)
 
 
 def read(path: str, _seen: tuple[str, ...] = ()) -> dict:
