@@ -70,8 +70,9 @@ class PackerTrack(nn.Module):
             # must gather them for this module's forward and backward.
             import deepspeed
 
-            for param in (self.k_proj.weight, self.k_proj.bias, self.v_proj.weight, self.v_proj.bias):
-                deepspeed.zero.register_external_parameter(self, param)
+            for module in (self.k_proj, self.v_proj, self.norm_region):
+                for param in (module.weight, module.bias):
+                    deepspeed.zero.register_external_parameter(self, param)
 
     def effective_grid(self, num_frames: int) -> tuple[int, int, int]:
         # A clip shorter than the track's time grid (an image is one frame) clamps the time axis.
@@ -96,30 +97,42 @@ class PackerTrack(nn.Module):
         region = tuple(i // g for i, g in zip(input_grid, grid))
         return grid_positions(grid, region, track)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, normalized: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, H, W, C) -> (B, tokens, C). `normalized`: `x` layer-normalized without the affine part
+        (`normalize_patches`), where the caller computed it once for both tracks."""
+        if normalized is None:
+            normalized = normalize_patches(x, self.norm_region.eps)
         regions = self.regions(x)  # (B, R, P, C)
         b, r, p, c = regions.shape
         query = regions.mean(dim=2)  # (B, R, C)
         heads, head_dim = self.num_heads, c // self.num_heads
         q = self.q_proj(self.norm_query(query)).view(b, r, heads, head_dim)
-        patches = self.norm_region(regions)
-        # One query per region meets P patches, so the key and value projections are applied to the
-        # query and to the attention-weighted patches instead of to every patch (P times less work, the
-        # same result): q . (Wk x + bk) = (Wk^T q) . x + q . bk, and sum_p a_p (Wv x_p + bv) =
-        # Wv (sum_p a_p x_p) + bv, the weights summing to one. (q . bk is the same for every patch of a
-        # region, so the softmax ignores it; it stays, so that every weight takes part as in the usual
-        # form, which DDP without find_unused_parameters requires.) Each (sample, region) attends only to
-        # its own patches.
+        patches = self.regions(normalized)  # norm_region(regions) is patches * gamma + beta
+        gamma, beta = self.norm_region.weight, self.norm_region.bias
+        # One query per region meets P patches, so the key and value projections and norm_region's affine
+        # part are applied to the query and to the attention-weighted patches instead of to every patch
+        # (P times less work, the same result): q . (Wk (g x + b) + bk) = (g Wk^T q) . x + q . (Wk b + bk),
+        # and sum_p a_p (Wv (g x_p + b) + bv) = Wv (g sum_p a_p x_p + b) + bv, the weights summing to
+        # one. The patches come from the frozen tower, so they need no gradient: the backward pass never
+        # computes one over every patch. q . (Wk b + bk) is the same for every patch of a region, so the
+        # softmax ignores it; q . bk stays, so that every weight takes part as in the usual form, which
+        # DDP without find_unused_parameters requires. Each (sample, region) attends only to its own
+        # patches.
         w_k = self.k_proj.weight.view(heads, head_dim, c)
         w_v = self.v_proj.weight.view(heads, head_dim, c)
-        q_in = torch.einsum("brhd,hdc->brhc", q, w_k)
+        q_in = torch.einsum("brhd,hdc->brhc", q, w_k) * gamma
         scores = torch.einsum("brhc,brpc->brhp", q_in, patches) + (q * self.k_proj.bias.view(heads, head_dim)).sum(
             -1, keepdim=True
         )
         weights = (scores * head_dim**-0.5).softmax(dim=-1)
-        mixed = torch.einsum("brhp,brpc->brhc", weights, patches)
+        mixed = torch.einsum("brhp,brpc->brhc", weights, patches) * gamma + beta
         attended = torch.einsum("brhc,hdc->brhd", mixed, w_v) + self.v_proj.bias.view(heads, head_dim)
         return query + self.out_proj(attended.reshape(b, r, c))
+
+
+def normalize_patches(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Layer normalization over the channels without the affine part, which each track applies."""
+    return nn.functional.layer_norm(x, (x.shape[-1],), eps=eps)
 
 
 class FastSlowTokenPacker(nn.Module):
@@ -133,7 +146,9 @@ class FastSlowTokenPacker(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, H, W, C) patch grids -> (B, fast + slow tokens, C)."""
-        return torch.cat([self.fast(x), self.slow(x)], dim=1)
+        # Both tracks attend over the same patches: normalized once for the two (equal eps by construction).
+        normalized = normalize_patches(x, self.fast.norm_region.eps)
+        return torch.cat([self.fast(x, normalized), self.slow(x, normalized)], dim=1)
 
     def positions(self, num_frames: int) -> torch.Tensor:
         grid = (num_frames, *self.input_grid[1:])
