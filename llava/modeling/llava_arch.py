@@ -230,8 +230,8 @@ class LlavaMetaForCausalLM:
                 raise ValueError(
                     f"patch_features of shape {tuple(precomputed.shape)} do not fit this tower's (T, {', '.join(map(str, grid_shape))})"
                 )
-            else:  # what the tower would have returned: its device and dtype
-                grids[i] = precomputed.to(device=tower.device, dtype=tower.dtype)
+            else:  # converted to the tower's device and dtype once stacked (one copy, not two)
+                grids[i] = precomputed
         if pixel_clips:
             frames = torch.cat([clips[i].to(device=tower.device) for i in pixel_clips])
             encoded = tower(frames).split([clips[i].shape[0] for i in pixel_clips])  # each (T, g, g, C)
@@ -242,7 +242,8 @@ class LlavaMetaForCausalLM:
         # Clips with the same frame count share one resampler call (images and videos differ).
         for num_frames in sorted({g.shape[0] for g in grids}):
             index = [i for i, g in enumerate(grids) if g.shape[0] == num_frames]
-            packed = model.vision_resampler(torch.stack([grids[i] for i in index]))
+            stacked = torch.stack([grids[i].to(tower.device, non_blocking=True) for i in index])
+            packed = model.vision_resampler(stacked.to(tower.dtype))
             tokens = model.mm_projector(packed.to(next(model.mm_projector.parameters(), packed).dtype))
             positions = model.vision_resampler.positions(num_frames)
             tokens = tokens + model.mm_pos_embed(positions).to(tokens.dtype)

@@ -92,6 +92,13 @@ class PackerTrack(nn.Module):
         x = x.permute(0, 1, 3, 5, 2, 4, 6, 7)
         return x.reshape(b, gt * gh * gw, (t // gt) * (h // gh) * (w // gw), c)
 
+    def region_means(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, C) -> (B, tokens, C): the mean of each region, read in place (no regrouped copy)."""
+        b, t, h, w, c = x.shape
+        gt, gh, gw = self.effective_grid(t)
+        means = x.reshape(b, gt, t // gt, gh, h // gh, gw, w // gw, c).mean(dim=(2, 4, 6))
+        return means.reshape(b, gt * gh * gw, c)
+
     def positions(self, input_grid, track: int) -> torch.Tensor:
         grid = self.effective_grid(input_grid[0])
         region = tuple(i // g for i, g in zip(input_grid, grid))
@@ -102,12 +109,11 @@ class PackerTrack(nn.Module):
         (`normalize_patches`), where the caller computed it once for both tracks."""
         if normalized is None:
             normalized = normalize_patches(x, self.norm_region.eps)
-        regions = self.regions(x)  # (B, R, P, C)
-        b, r, p, c = regions.shape
-        query = regions.mean(dim=2)  # (B, R, C)
+        query = self.region_means(x)  # (B, R, C)
+        patches = self.regions(normalized)  # (B, R, P, C); norm_region(region) is patches * gamma + beta
+        b, r, p, c = patches.shape
         heads, head_dim = self.num_heads, c // self.num_heads
         q = self.q_proj(self.norm_query(query)).view(b, r, heads, head_dim)
-        patches = self.regions(normalized)  # norm_region(regions) is patches * gamma + beta
         gamma, beta = self.norm_region.weight, self.norm_region.bias
         # One query per region meets P patches, so the key and value projections and norm_region's affine
         # part are applied to the query and to the attention-weighted patches instead of to every patch
