@@ -7,13 +7,20 @@ Two configurations:
 - demo: the `make demo` model (GPT-2 4x128, a 2-layer DINOv2 on 56-pixel crops) on the demo's clips.
 
 For each it reports:
-- train-step samples/s online (pixels through the frozen tower) and from the feature cache, and the
-  ratio: a training step is forward, backward and an AdamW step, on batches already loaded;
+- train-step samples/s online (pixels through the frozen tower), from the feature cache, and of the
+  language model alone on text of the same length: a training step is forward, backward and a fused
+  AdamW step (the Trainer's default), on batches already loaded. The language model's own step is the
+  bound of any multimodal step: 'the bound' is the online step over it, the most the cache could gain;
 - multimodal overhead: an online forward+backward against the sum of its parts (tower forward, and the
-  language model's forward+backward on a sequence of the same length);
-- clip decoding: clips/s with decord and with PyAV on the same files, and the data loader's clips/s
-  (default workers) online and cached, against the step's consumption;
-- whole epochs, online and cached: training steps fed by the data loader, worker start-up included;
+  language model's forward+backward on a sequence of the same length), and the cached forward+backward
+  against the language model's, beside its floor: the ratio of their FLOPs;
+- clip decoding: clips/s with decord and with PyAV on the same files;
+- the data path alone (data_path.py): this machine's memory-copy bandwidth; the loader at the recipe's
+  batch and workers, workers kept across epochs, the step replaced by nothing: each epoch's wait for
+  its first batch, clips/s and GiB/s, online and cached; and what an H100's cached step at these shapes
+  would consume, from its FLOPs at a stated share of the GPU's peak;
+- epochs, online and cached: training steps fed by the data loader, the first epoch (worker start-up
+  included) and the later ones (workers kept), against the bound;
 - achieved FLOP/s of the step (torch's FLOP counter over one step, divided by the step time) as a
   share of this machine's measured matmul FLOP/s;
 - generation, the captioning path of evaluation clients: captions/s of greedy decoding, 32 new tokens
@@ -32,8 +39,9 @@ creation).
 
 The modules: cli.py (the flags, checked before anything is built), configs.py (seed and demo),
 assets.py (the clips, models and training flags they are measured on), workload.py (the model, data and
-steps measured), measurements.py (the rows, group by group: `Bench.run`), generation_speed.py (the
-captioning rows), timing.py (medians of interleaved calls, matmul rate, FLOP counting), report.py (the
+steps measured), measurements.py (the rows, group by group: `Bench.run`), data_path.py (the loader
+alone, the machine's copy bandwidth, an H100's demand), generation_speed.py (the captioning rows),
+timing.py (medians of interleaved calls, matmul rate, FLOP counting), report.py (the
 machine, the load and the Markdown table), eval_milestones.py (--eval-milestones). Importing the package
 imports no torch (cli.py imports what measures once the flags are accepted): `--help` answers at once.
 """

@@ -5,12 +5,14 @@ the step, whole epochs, achieved FLOP/s, and generation."""
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
 from ..data.video import read_video_frames
+from . import data_path
 from .configs import NUM_FRAMES, Shapes
 from .generation_speed import GENERATION_BATCHES, SINGLE_RUN_ABOVE_S, time_generation
 from .timing import count_flops, matmul_flops_per_second, side_by_side, synchronize, timed
@@ -18,9 +20,10 @@ from .workload import Workload
 
 # Where a step's visual input comes from: pixels through the frozen tower, or the feature cache.
 SOURCES = ("online", "cached")
-# Epochs of eight steps: the data loader's start-up (a fresh set of workers every epoch, as the Trainer
-# does) is paid once per epoch, and real epochs are longer still.
+# Epochs of eight steps, three of them through one loader: the first pays the workers' start-up, the
+# later ones show the steady state of a long run (training keeps its workers across epochs).
 EPOCH_STEPS = 8
+EPOCHS = 3
 
 
 def measure(shapes: Shapes, workdir: Path, device: torch.device, repeats: int, workers: int) -> list[tuple[str, str]]:
@@ -44,8 +47,8 @@ class Bench:
         step_seconds, step_flops = self.train_steps()
         self.core_overhead()
         self.decoding()
-        self.loaders_vs_steps(step_seconds)
-        self.epochs()
+        self.data_path(step_seconds, step_flops)
+        self.epochs(step_seconds)
         self.achieved_flops(step_seconds, step_flops)
         self.generation()
         return self.rows
@@ -57,29 +60,34 @@ class Bench:
             self.report("feature caching (cache_features, once)", f"{rate:.2f} clips/s")
 
     def train_steps(self) -> tuple[dict[str, float], dict[str, int]]:
-        """A training step (forward, backward, AdamW) on a batch already loaded, online and cached, side
-        by side. Returns the seconds and the FLOPs of a step, by source."""
+        """A training step (forward, backward, AdamW) on a batch already loaded, online, cached and the
+        language model alone on text of the same length, side by side. Returns the seconds and the FLOPs
+        of a step, by source ('online', 'cached', 'lm')."""
         b, work = self.batch_size, self.work
         steps = {source: (lambda batch=work.batches[source]: work.train_step(batch)) for source in SOURCES}
+        steps["lm"] = work.lm_train_step
         # FLOPs are counted on the warm-up call, which the timing then discards.
         flops = {source: count_flops(step) for source, step in steps.items()}
         seconds = side_by_side(steps, work.device, self.repeats, warmup=0)
         for source in SOURCES:
             t = seconds[source]
             self.report(f"train step {source}", f"{b / t:.3f} samples/s ({t:.3f} s per batch of {b})")
-        self.report("cached / online step speed", f"**{seconds['online'] / seconds['cached']:.1f}x**")
+        t_lm = seconds["lm"]
+        self.report("train step, language model alone", f"{b / t_lm:.3f} samples/s ({t_lm:.3f} s per batch of {b})")
+        speed, bound = seconds["online"] / seconds["cached"], seconds["online"] / t_lm
+        self.report("cached / online step speed", f"**{speed:.1f}x**")
+        self.report(
+            "the bound: online step / language model's step",
+            f"{bound:.1f}x; the cached step reaches **{speed / bound:.0%}** of it",
+        )
         return seconds, flops
 
     def core_overhead(self) -> None:
         """The multimodal overhead: the full forward+backward against the tower alone plus the LM alone on
-        a text sequence as long as the spliced one (same mask and labels, so the same loss positions)."""
+        a text sequence as long as the spliced one (same mask and labels, so the same loss positions), and
+        the cached forward+backward against its floor, the ratio of its FLOPs to the LM's."""
         work, model, online = self.work, self.work.model, self.work.batches["online"]
         tower_forward = work.tower_forward(torch.cat(online["images"]))
-        with torch.no_grad():
-            _, _, mask, _, embeds, labels = model.prepare_inputs_labels_for_multimodal(
-                online["input_ids"], None, online["attention_mask"], None, online["labels"], online["images"]
-            )
-        text_ids = torch.randint(0, model.config.vocab_size, mask.shape, device=work.device)
 
         def from_zero_gradients(forward_backward, *inputs):
             def call():
@@ -88,26 +96,32 @@ class Bench:
 
             return call
 
+        full_cached = from_zero_gradients(work.forward_backward, work.batches["cached"])
+        lm = from_zero_gradients(work.lm_forward_backward)
+        floor = count_flops(full_cached) / count_flops(lm)
         parts = side_by_side(
             {
                 "full": from_zero_gradients(work.forward_backward, online),
                 "tower": tower_forward,
-                "lm": from_zero_gradients(work.lm_forward_backward, text_ids, mask, labels),
-                "full_cached": from_zero_gradients(work.forward_backward, work.batches["cached"]),
+                "lm": lm,
+                "full_cached": full_cached,
             },
             work.device,
             self.repeats,
         )
         t_full, t_tower, t_lm, t_full_cached = parts["full"], parts["tower"], parts["lm"], parts["full_cached"]
         visual = model.get_model().num_visual_tokens(NUM_FRAMES)
-        self.report("sequence", f"{embeds.shape[1]} tokens ({visual} visual), batch {self.batch_size}")
+        length = work.text_batch["input_ids"].shape[1]
+        self.report("sequence", f"{length} tokens ({visual} visual), batch {self.batch_size}")
         self.report(
             "online forward+backward vs tower + LM",
             f"{t_full:.3f} s vs {t_tower:.3f} + {t_lm:.3f} s: **{t_full / (t_tower + t_lm):.3f}x**",
         )
+        overhead = t_full_cached / t_lm
         self.report(
             "cached forward+backward vs LM alone",
-            f"{t_full_cached:.3f} s vs {t_lm:.3f} s: {t_full_cached / t_lm:.3f}x (packer, projector, splicing)",
+            f"{t_full_cached:.3f} s vs {t_lm:.3f} s: **{overhead:.3f}x** (packer, projector, splicing) against "
+            f"a floor of {floor:.3f}x (their FLOPs over the LM's): {overhead / floor - 1:+.1%}",
         )
         core = t_full_cached - t_lm  # the core's own work: the same in both steps, the tower aside
         self.report(
@@ -129,22 +143,65 @@ class Bench:
                 f"decode {NUM_FRAMES} frames, {backend}", f"{len(paths) / t:.2f} clips/s ({work.assets['clip']})"
             )
 
-    def loaders_vs_steps(self, step_seconds: dict[str, float]) -> None:
-        """Whether the data loader keeps ahead of the step it feeds, online and cached."""
-        b = self.batch_size
-        for source in SOURCES:
-            rate, step_time = self._loader_rate(self.work.datasets[source]), step_seconds[source]
-            self.report(
-                f"data loader {source} ({self.work.workers} workers)",
-                f"{rate:.2f} clips/s vs step {b / step_time:.3f} samples/s: **{rate * step_time / b:.1f}x** ahead",
-            )
-
-    def epochs(self) -> None:
-        rates = {source: self._epoch_rate(self.work.datasets[source]) for source in SOURCES}
+    def data_path(self, step_seconds: dict[str, float], step_flops: dict[str, int]) -> None:
+        """The loader alone at the recipe's batch and workers, its workers kept across epochs, with the
+        step replaced by nothing: each epoch's wait for its first batch, clips/s and GiB/s; beside them
+        this machine's copy bandwidth and, for the cached path, what an H100 step at these shapes would
+        consume."""
+        work = self.work
+        one, all_threads = 1, torch.get_num_threads()
+        copy = {threads: data_path.copy_bandwidth(threads) for threads in sorted({one, all_threads})}
         self.report(
-            f"epoch through the data loader, {EPOCH_STEPS} steps",
-            f"online {rates['online']:.3f}, cached {rates['cached']:.3f} samples/s: "
-            f"**{rates['cached'] / rates['online']:.1f}x**",
+            "memory copy, this machine",
+            ", ".join(f"{rate / data_path.GIB:.1f} GiB/s with {n} thread{'s' * (n > 1)}" for n, rate in copy.items()),
+        )
+        for source in SOURCES:
+            measured = data_path.loader_alone(work, work.datasets[source])
+            later = measured["first_batch"][1:]
+            rate, byte_rate = statistics.median(measured["clips_per_s"]), statistics.median(measured["bytes_per_s"])
+            b, step_time = self.batch_size, step_seconds[source]
+            self.report(
+                f"data loader alone, {source} (batch {data_path.RECIPE_BATCH}, {data_path.RECIPE_WORKERS} workers)",
+                f"{rate:.1f} clips/s = {byte_rate / data_path.GIB:.2f} GiB/s = "
+                f"{byte_rate / copy[one]:.0%} of one thread's copy; first batch {measured['first_batch'][0]:.3f} s, "
+                f"then {max(later):.3f} s in later epochs; **{rate * step_time / b:.1f}x** ahead of this machine's step",
+            )
+            if source == "cached":
+                self._h100_demand(step_flops["cached"] / b, byte_rate / rate, rate)
+
+    def _h100_demand(self, flops_per_clip: float, bytes_per_clip: float, loader_rate: float) -> None:
+        demand = data_path.h100_demand(flops_per_clip, bytes_per_clip)
+        peak = data_path.H100_BF16_DENSE_FLOPS
+        self.report(
+            "an H100's cached step at these shapes would consume",
+            f"{flops_per_clip / 1e9:.1f} GFLOP per clip / ({peak / 1e12:.1f} TFLOP/s bf16 x "
+            f"{data_path.H100_SHARE_OF_PEAK:.0%}) = {demand['seconds_per_clip'] * 1e3:.3f} ms per clip: "
+            f"{demand['clips_per_s']:,.0f} clips/s x {bytes_per_clip / (1 << 20):.2f} MiB = "
+            f"{demand['bytes_per_s'] / data_path.GIB:.1f} GiB/s of cache entries, "
+            f"**{demand['clips_per_s'] / loader_rate:.0f}x** what this loader delivers",
+        )
+
+    def epochs(self, step_seconds: dict[str, float]) -> None:
+        """Training steps fed by the data loader over several epochs, its workers kept across them (as
+        training keeps them): the first epoch (worker start-up included) and the later ones, against the
+        bound (the language model's own step)."""
+        work, rates = self.work, {}
+        for source in SOURCES:
+            loader = work.loader(work.datasets[source], EPOCH_STEPS)
+            rates[source] = [self._epoch_rate(loader) for _ in range(EPOCHS)]
+        lm_rate = self.batch_size / step_seconds["lm"]
+        first = {source: r[0] for source, r in rates.items()}
+        later = {source: statistics.median(r[1:]) for source, r in rates.items()}
+        self.report(
+            f"first epoch through the data loader, {EPOCH_STEPS} steps",
+            f"online {first['online']:.3f}, cached {first['cached']:.3f} samples/s: "
+            f"**{first['cached'] / first['online']:.1f}x**",
+        )
+        self.report(
+            f"epochs 2-{EPOCHS} (workers kept), {EPOCH_STEPS} steps each",
+            f"online {later['online']:.3f}, cached {later['cached']:.3f} samples/s: "
+            f"**{later['cached'] / later['online']:.1f}x**; the cached epochs run at "
+            f"**{later['cached'] / lm_rate:.0%}** of the bound (the language model's step, {lm_rate:.3f} samples/s)",
         )
 
     def achieved_flops(self, step_seconds: dict[str, float], step_flops: dict[str, int]) -> None:
@@ -175,22 +232,12 @@ class Bench:
         speedup = (last / per_call[last]) / (first / per_call[first])
         self.report(f"generation captions/s, batch {last} / batch {first}", f"**{speedup:.1f}x**")
 
-    def _loader_rate(self, dataset) -> float:
-        """Clips/s the DataLoader delivers with the training default's workers, after the first batch
-        (worker start-up excluded), over enough batches for every worker to be busy."""
-        iterator = iter(self.work.loader(dataset, 4 * max(self.work.workers, 1) + 1))
-        next(iterator)
-        start, clips = time.perf_counter(), 0
-        for batch in iterator:
-            clips += len(batch["images"])
-        return clips / (time.perf_counter() - start)
-
-    def _epoch_rate(self, dataset) -> float:
-        """Samples/s of training through the data loader, worker start-up included, as in an epoch."""
+    def _epoch_rate(self, loader) -> float:
+        """Samples/s of training through one epoch of `loader`, waiting for its first batch included."""
         work = self.work
         synchronize(work.device)
         start, samples = time.perf_counter(), 0
-        for batch in work.loader(dataset, EPOCH_STEPS):
+        for batch in loader:
             work.train_step(work.to_device(batch))
             samples += len(batch["input_ids"])
         synchronize(work.device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,7 +46,10 @@ class Workload:
             for source, dataset in self.datasets.items()
         }
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+        # The Trainer's default optimizer (transformers' adamw_torch_fused). A step skips parameters
+        # without gradients, so the language model's step alone updates the language model alone.
+        self.optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=True)
+        self.text_batch = self._text_batch_like(self.batches["cached"])
 
     def autocast(self):
         """bf16 autocast on a GPU that has it; float32 otherwise."""
@@ -67,15 +71,32 @@ class Workload:
 
         return {k: move(v) for k, v in batch.items() if k != "skipped"}
 
-    def loader(self, dataset, min_batches: int):
-        """A DataLoader as the training's, over enough passes of `dataset` for `min_batches` batches."""
+    def _text_batch_like(self, batch: dict) -> dict:
+        """Random text ids as long as `batch`'s spliced sequences, with their mask and labels (the same
+        loss positions): what the language model alone computes in a step of the same shapes."""
+        with torch.no_grad():
+            _, _, mask, _, _, labels = self.model.prepare_inputs_labels_for_multimodal(
+                batch["input_ids"], None, batch["attention_mask"], None, batch["labels"], batch["images"]
+            )
+        ids = torch.randint(0, self.model.config.vocab_size, mask.shape, device=self.device)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def loader(self, dataset, min_batches: int, batch_size: int | None = None, workers: int | None = None):
+        """A DataLoader as the training's (its workers kept across epochs), over enough passes of
+        `dataset` for `min_batches` batches per epoch."""
         from torch.utils.data import ConcatDataset, DataLoader
 
-        passes = -(-min_batches * self.shapes.batch_size // len(dataset))
+        batch_size = batch_size or self.shapes.batch_size
+        workers = self.workers if workers is None else workers
+        # The recipe's workers on a machine with fewer cores are what a user runs, measured as such; torch's
+        # advice to use fewer is not for this table.
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        passes = -(-min_batches * batch_size // len(dataset))
         return DataLoader(
             ConcatDataset([dataset] * passes),
-            batch_size=self.shapes.batch_size,
-            num_workers=self.workers,
+            batch_size=batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             collate_fn=self.collator,
         )
 
@@ -90,11 +111,14 @@ class Workload:
         self.forward_backward(batch)
         self.optimizer.step()
 
-    def lm_forward_backward(self, ids, mask, labels) -> None:
-        """The language model alone: text ids, no visual input."""
-        with self.autocast():
-            loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
+    def lm_forward_backward(self) -> None:
+        """The language model alone on `text_batch`: text ids, no visual input."""
+        self.forward_backward(self.text_batch)
+
+    def lm_train_step(self) -> None:
+        """The language model's own training step (forward, backward, AdamW over its parameters): the
+        floor of any multimodal step, whatever the visual path costs."""
+        self.train_step(self.text_batch)
 
     def tower_forward(self, frames: torch.Tensor):
         """The frozen tower's forward on `frames`, as a function to time."""

@@ -1,0 +1,92 @@
+"""The data path alone, as a GPU would see it: the data loader driven with the training step replaced by
+nothing, beside this machine's memory-copy bandwidth and what an H100 would consume at the seed's shapes.
+
+On a GPU the cached step takes milliseconds, so what decides the run's wall time is whether the loader
+delivers cache entries (4 MiB per clip at the seed's shapes) as fast as the GPU consumes them, and how
+long each epoch waits for its first batch."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .workload import Workload
+
+# The recipe's batch and workers (recipes/italian_video.yaml: per_device_train_batch_size and
+# dataloader_num_workers; tests/test_bench.py checks that they agree).
+RECIPE_BATCH = 8
+RECIPE_WORKERS = 4
+
+# NVIDIA H100 SXM: dense BF16 tensor-core peak, 989.4 TFLOP/s (the data sheet's 1,979 counts 2:4
+# sparsity). A small model's training step reaches a fraction of it: 40% is stated here as a
+# well-tuned step's share (model FLOP utilization), not measured.
+H100_BF16_DENSE_FLOPS = 989.4e12
+H100_SHARE_OF_PEAK = 0.40
+
+# Batches timed per epoch after its first; epochs through one loader (its workers persist across them).
+LOADER_BATCHES = 24
+LOADER_EPOCHS = 3
+
+GIB = float(1 << 30)
+
+
+def copy_bandwidth(threads: int, nbytes: int = 256 << 20, repeats: int = 5) -> float:
+    """Bytes/s of one large copy into a buffer already allocated (the best of `repeats`), with `threads`
+    torch threads: what this machine's memory moves."""
+    source = torch.ones(nbytes, dtype=torch.uint8)
+    target = torch.empty_like(source)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        target.copy_(source)  # pages touched once before timing
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            target.copy_(source)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return nbytes / best
+
+
+def visual_bytes(batch: dict) -> int:
+    """Bytes of a collated batch's visual inputs: tower features (cached) or pixels (online)."""
+    total = 0
+    for item in batch["images"]:
+        tensor = item["patch_features"] if isinstance(item, dict) else item
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def loader_alone(work: Workload, dataset) -> dict:
+    """The recipe's loader (batch, workers, workers kept across epochs as training keeps them) iterated
+    for LOADER_EPOCHS epochs with nothing done per batch: the seconds to each epoch's first batch, and
+    clips/s and bytes/s after it."""
+    loader = work.loader(dataset, LOADER_BATCHES + 1, batch_size=RECIPE_BATCH, workers=RECIPE_WORKERS)
+    first_batch, rates, byte_rates = [], [], []
+    for _ in range(LOADER_EPOCHS):
+        start = time.perf_counter()
+        iterator = iter(loader)
+        next(iterator)
+        first_batch.append(time.perf_counter() - start)
+        start, clips, nbytes = time.perf_counter(), 0, 0
+        for batch in iterator:
+            clips += len(batch["images"])
+            nbytes += visual_bytes(batch)
+        seconds = time.perf_counter() - start
+        rates.append(clips / seconds)
+        byte_rates.append(nbytes / seconds)
+    return {"first_batch": first_batch, "clips_per_s": rates, "bytes_per_s": byte_rates}
+
+
+def h100_demand(flops_per_clip: float, bytes_per_clip: float) -> dict:
+    """What an H100 would consume on the cached path: its step's seconds per clip from the step's FLOPs at
+    the stated share of peak, and the clips/s and bytes/s of cache entries that keep it busy."""
+    seconds_per_clip = flops_per_clip / (H100_BF16_DENSE_FLOPS * H100_SHARE_OF_PEAK)
+    clips_per_s = 1.0 / seconds_per_clip
+    return {
+        "seconds_per_clip": seconds_per_clip,
+        "clips_per_s": clips_per_s,
+        "bytes_per_s": clips_per_s * bytes_per_clip,
+    }
