@@ -5,6 +5,7 @@ tower; media missing from the cache, changed since, or unreadable take the onlin
 tower or layer never reads another's features.
 """
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader
 import llava.data.media as media_module
 from llava.demo.synthetic import ClipSpec, render_frames, write_clip
 from llava.train import cache_features, train
-from llava.train.feature_cache import FeatureCache, describe_tower
+from llava.train.feature_cache import FeatureCache, describe_tower, weights_digest
 
 from media_helpers import write_broken_inputs
 from train_helpers import logged_losses, make_assets, train_args, train_tiny_checkpoint
@@ -213,3 +214,19 @@ def test_a_yaml_mixture_caches_the_samples_training_draws(assets, tmp_path):
     )
     _, _, dataset, _, _ = train.model_and_data(args)
     assert len(dataset) == 6 and len(dataset.cache_keys) == 6
+
+
+def test_weights_digest_is_that_of_the_weights_bytes_as_before(assets):
+    # The digest names existing caches' namespaces: hashing each tensor in place must give the digest of
+    # name + shape + bfloat16 bytes, concatenated, as the shards written before were named by.
+    model, _, _ = build(assets)
+    tower = model.get_vision_tower()
+    tower.register_buffer("transposed", torch.randn(5, 7).t())  # a non-contiguous tensor is hashed in C order
+
+    def bytes_of(name, t):
+        return name.encode() + str(tuple(t.shape)).encode() + t.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+
+    concatenated = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(tower.state_dict().items()):
+        concatenated.update(bytes_of(name, t))
+    assert weights_digest(tower) == concatenated.hexdigest()
