@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from torch.utils.data import DataLoader
 
 import llava.data.media as media_module
@@ -230,3 +231,53 @@ def test_weights_digest_is_that_of_the_weights_bytes_as_before(assets):
     for name, t in sorted(tower.state_dict().items()):
         concatenated.update(bytes_of(name, t))
     assert weights_digest(tower) == concatenated.hexdigest()
+
+
+# ---------------------------------------------------------------- the loop: workers, batches, shards
+def stored_entries(cache_dir) -> dict[str, torch.Tensor]:
+    """Every entry of every shard in a cache folder, by key."""
+    entries = {}
+    for shard in Path(cache_dir).glob("*/shard-*.safetensors"):
+        with safe_open(shard, framework="pt") as f:
+            entries.update({key: f.get_tensor(key) for key in list(f.keys())})
+    return entries
+
+
+def with_a_broken_clip(assets, tmp_path) -> str:
+    samples = json.loads(Path(assets["train"]).read_text())
+    broken = write_broken_inputs(tmp_path / "broken", Path(assets["video_folder"]) / samples[0]["video"])
+    samples.insert(5, {**samples[0], "id": "broken", "video": str(broken["truncated.mp4"])})
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(samples))
+    return str(data)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_entries_are_the_same_whatever_the_workers_batches_and_shards(assets, tmp_path, workers):
+    data = with_a_broken_clip(assets, tmp_path)
+    one_batch = cache_features.main(cache_args(assets, tmp_path / "one", data, "--clips_per_batch", "16"))
+    # Batches of 3 clips (a short last one), a shard per entry: the writer thread's queue is at its bound.
+    split = cache_features.main(
+        cache_args(
+            assets,
+            tmp_path / "split",
+            data,
+            "--dataloader_num_workers",
+            str(workers),
+            "--clips_per_batch",
+            "3",
+            "--shard_size_mb",
+            "0",
+        )
+    )
+    for summary in (one_batch, split):
+        assert (summary["computed"], summary["present"], summary["unreadable"]) == (12, 0, 1)
+        # The seconds a benchmark reports: the tower's are a part of the loop's.
+        assert summary["setup_seconds"] > 0 and summary["loop_seconds"] >= summary["tower_seconds"] > 0
+    assert one_batch["namespace"] == split["namespace"]
+    assert len(list((tmp_path / "one").glob("*/shard-*"))) == 1
+    assert len(list((tmp_path / "split").glob("*/shard-*"))) == 12
+    expected, got = stored_entries(tmp_path / "one"), stored_entries(tmp_path / "split")
+    assert len(expected) == 12 and sorted(got) == sorted(expected)
+    for key, grid in expected.items():
+        assert got[key].dtype == grid.dtype and torch.equal(got[key], grid), key
