@@ -5,9 +5,12 @@ tower; media missing from the cache, changed since, or unreadable take the onlin
 tower or layer never reads another's features.
 """
 
+import errno
 import hashlib
 import json
+import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,10 +20,13 @@ from safetensors import safe_open
 from torch.utils.data import DataLoader
 
 import llava.data.media as media_module
+import llava.train.feature_cache as feature_cache_module
 from llava.demo.synthetic import ClipSpec, render_frames, write_clip
+from llava.modeling.vision_tower import VisionTower
 from llava.train import cache_features, train
 from llava.train.feature_cache import FeatureCache, describe_tower, weights_digest
 
+from entry_points import run_cli
 from media_helpers import write_broken_inputs
 from train_helpers import logged_losses, make_assets, train_args, train_tiny_checkpoint
 
@@ -234,6 +240,13 @@ def test_weights_digest_is_that_of_the_weights_bytes_as_before(assets):
 
 
 # ---------------------------------------------------------------- the loop: workers, batches, shards
+LOOP_THREADS = {"feature-cache-writer", "clip-decoding"}  # cache_features' own threads
+
+
+def loop_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name in LOOP_THREADS]
+
+
 def stored_entries(cache_dir) -> dict[str, torch.Tensor]:
     """Every entry of every shard in a cache folder, by key."""
     entries = {}
@@ -281,3 +294,56 @@ def test_entries_are_the_same_whatever_the_workers_batches_and_shards(assets, tm
     assert len(expected) == 12 and sorted(got) == sorted(expected)
     for key, grid in expected.items():
         assert got[key].dtype == grid.dtype and torch.equal(got[key], grid), key
+    assert loop_threads() == []
+
+
+def test_a_shard_that_cannot_be_written_in_the_background_ends_the_command_in_one_line(assets, tmp_path, monkeypatch):
+    # Shards are written by a thread of their own while the tower goes on; a full disk there (here at the
+    # second shard) still ends the command with errors.saving's one line, and leaves no partial file.
+    writes, save_file = [], feature_cache_module.save_file
+
+    def disk_full_at_the_second(*args, **kwargs):
+        writes.append(1)
+        if len(writes) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save_file(*args, **kwargs)
+
+    monkeypatch.setattr(feature_cache_module, "save_file", disk_full_at_the_second)
+    cache_dir = tmp_path / "cache"
+    done = run_cli(
+        cache_features.cli, cache_args(assets, cache_dir, None, "--clips_per_batch", "2", "--shard_size_mb", "0")
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    (namespace,) = cache_dir.iterdir()
+    assert re.fullmatch(
+        rf"error: no space left on the device saving a feature cache shard \({re.escape(str(namespace))}: "
+        r"needs about .+, .+ free\)",
+        errors[0],
+    )
+    assert len(writes) == 2  # nothing is written after the failure
+    names = sorted(p.name for p in namespace.iterdir())
+    assert len(names) == 2 and names[0] == "manifest.json" and names[1].startswith("shard-"), names
+    assert loop_threads() == []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_failing_tower_stops_the_loop_and_its_threads(assets, tmp_path, monkeypatch, workers):
+    calls, forward = [], VisionTower.forward
+
+    def fails_at_the_second_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the tower failed")
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(VisionTower, "forward", fails_at_the_second_batch)
+    extra = ("--dataloader_num_workers", str(workers), "--clips_per_batch", "2", "--shard_size_mb", "0")
+    with pytest.raises(RuntimeError, match="the tower failed"):
+        cache_features.main(cache_args(assets, tmp_path / "cache", None, *extra))
+    assert loop_threads() == []
+    # The first batch's entries were written (a shard each) or dropped, never half-written.
+    assert len(stored_entries(tmp_path / "cache")) <= 2
+    assert not list((tmp_path / "cache").glob("*/.*partial"))
