@@ -13,10 +13,10 @@ the training command line can be reused as it is. Clips already in the cache are
 unreadable ones are listed and left to training, which skips them. Under torchrun each process takes
 its share of the clips (on its own GPU where there are GPUs) and writes its own shards.
 
-The loop keeps the tower busy: clips are decoded ahead of it (in --dataloader_num_workers processes), the
-frames of --clips_per_batch clips go through it in one call, and a thread of its own stores what comes out
-(the 16-bit conversion, the checksums, the shards written and flushed to disk) while it encodes the next
-batch. The last log line, and `run`'s result, set the loop's rate beside
+The loop keeps the tower busy: clips are decoded ahead of it (in --dataloader_num_workers processes, or a
+thread where that is 0), the frames of --clips_per_batch clips go through it in one call, and a thread
+of its own stores what comes out (the 16-bit conversion, the checksums, the shards written and flushed to
+disk) while it encodes the next batch. The last log line, and `run`'s result, set the loop's rate beside
 the tower's own (its time inside the forward), and the set-up's seconds apart.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -133,6 +134,45 @@ def _device(args: CacheArguments) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def _read_ahead(items, depth: int):
+    """Yields `items`, produced up to `depth` ahead by a thread of their own: with --dataloader_num_workers 0,
+    the next batch's clips are decoded while the tower encodes this one (both release the GIL). An error
+    in that thread is raised here; a consumer that stops early stops the thread."""
+    ready, stop, end = queue.Queue(maxsize=depth), threading.Event(), object()
+
+    def offer(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((end, None))
+        except BaseException as e:  # raised in the consumer's thread
+            offer((end, e))
+
+    thread = threading.Thread(target=produce, name="clip-decoding", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _ShardWriter:
@@ -263,8 +303,10 @@ def run(args: CacheArguments, vision: VisionSettings, data_args: DataArguments) 
     loop_start = time.perf_counter()
     setup_seconds = loop_start - setup_start
     writer = _ShardWriter(cache, shard_bytes)
+    read_ahead = _read_ahead(loader, depth=args.clips_per_batch) if args.dataloader_num_workers == 0 else None
     try:
-        for path, key, pixels, error in tqdm(loader, total=len(todo), desc="caching features", disable=rank != 0):
+        decoded = loader if read_ahead is None else read_ahead
+        for path, key, pixels, error in tqdm(decoded, total=len(todo), desc="caching features", disable=rank != 0):
             if error is not None:
                 logger.warning("cannot read %s: %s", path, error)
                 unreadable.append((path, error))
@@ -279,6 +321,9 @@ def run(args: CacheArguments, vision: VisionSettings, data_args: DataArguments) 
     except BaseException:
         writer.abandon()
         raise
+    finally:
+        if read_ahead is not None:
+            read_ahead.close()  # its thread stops now, not when the generator is collected
     writer.close()
     loop_seconds = time.perf_counter() - loop_start
     logger.info(
