@@ -5,20 +5,28 @@ tower; media missing from the cache, changed since, or unreadable take the onlin
 tower or layer never reads another's features.
 """
 
+import errno
+import hashlib
 import json
+import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from torch.utils.data import DataLoader
 
 import llava.data.media as media_module
+import llava.train.feature_cache as feature_cache_module
 from llava.demo.synthetic import ClipSpec, render_frames, write_clip
+from llava.modeling.vision_tower import VisionTower
 from llava.train import cache_features, train
-from llava.train.feature_cache import FeatureCache, describe_tower
+from llava.train.feature_cache import FeatureCache, describe_tower, weights_digest
 
+from entry_points import run_cli
 from media_helpers import write_broken_inputs
 from train_helpers import logged_losses, make_assets, train_args, train_tiny_checkpoint
 
@@ -213,3 +221,129 @@ def test_a_yaml_mixture_caches_the_samples_training_draws(assets, tmp_path):
     )
     _, _, dataset, _, _ = train.model_and_data(args)
     assert len(dataset) == 6 and len(dataset.cache_keys) == 6
+
+
+def test_weights_digest_is_that_of_the_weights_bytes_as_before(assets):
+    # The digest names existing caches' namespaces: hashing each tensor in place must give the digest of
+    # name + shape + bfloat16 bytes, concatenated, as the shards written before were named by.
+    model, _, _ = build(assets)
+    tower = model.get_vision_tower()
+    tower.register_buffer("transposed", torch.randn(5, 7).t())  # a non-contiguous tensor is hashed in C order
+
+    def bytes_of(name, t):
+        return name.encode() + str(tuple(t.shape)).encode() + t.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+
+    concatenated = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(tower.state_dict().items()):
+        concatenated.update(bytes_of(name, t))
+    assert weights_digest(tower) == concatenated.hexdigest()
+
+
+# ---------------------------------------------------------------- the loop: workers, batches, shards
+LOOP_THREADS = {"feature-cache-writer", "clip-decoding"}  # cache_features' own threads
+
+
+def loop_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name in LOOP_THREADS]
+
+
+def stored_entries(cache_dir) -> dict[str, torch.Tensor]:
+    """Every entry of every shard in a cache folder, by key."""
+    entries = {}
+    for shard in Path(cache_dir).glob("*/shard-*.safetensors"):
+        with safe_open(shard, framework="pt") as f:
+            entries.update({key: f.get_tensor(key) for key in list(f.keys())})
+    return entries
+
+
+def with_a_broken_clip(assets, tmp_path) -> str:
+    samples = json.loads(Path(assets["train"]).read_text())
+    broken = write_broken_inputs(tmp_path / "broken", Path(assets["video_folder"]) / samples[0]["video"])
+    samples.insert(5, {**samples[0], "id": "broken", "video": str(broken["truncated.mp4"])})
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(samples))
+    return str(data)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_entries_are_the_same_whatever_the_workers_batches_and_shards(assets, tmp_path, workers):
+    data = with_a_broken_clip(assets, tmp_path)
+    one_batch = cache_features.main(cache_args(assets, tmp_path / "one", data, "--clips_per_batch", "16"))
+    # Batches of 3 clips (a short last one), a shard per entry: the writer thread's queue is at its bound.
+    split = cache_features.main(
+        cache_args(
+            assets,
+            tmp_path / "split",
+            data,
+            "--dataloader_num_workers",
+            str(workers),
+            "--clips_per_batch",
+            "3",
+            "--shard_size_mb",
+            "0",
+        )
+    )
+    for summary in (one_batch, split):
+        assert (summary["computed"], summary["present"], summary["unreadable"]) == (12, 0, 1)
+        # The seconds a benchmark reports: the tower's are a part of the loop's.
+        assert summary["setup_seconds"] > 0 and summary["loop_seconds"] >= summary["tower_seconds"] > 0
+    assert one_batch["namespace"] == split["namespace"]
+    assert len(list((tmp_path / "one").glob("*/shard-*"))) == 1
+    assert len(list((tmp_path / "split").glob("*/shard-*"))) == 12
+    expected, got = stored_entries(tmp_path / "one"), stored_entries(tmp_path / "split")
+    assert len(expected) == 12 and sorted(got) == sorted(expected)
+    for key, grid in expected.items():
+        assert got[key].dtype == grid.dtype and torch.equal(got[key], grid), key
+    assert loop_threads() == []
+
+
+def test_a_shard_that_cannot_be_written_in_the_background_ends_the_command_in_one_line(assets, tmp_path, monkeypatch):
+    # Shards are written by a thread of their own while the tower goes on; a full disk there (here at the
+    # second shard) still ends the command with errors.saving's one line, and leaves no partial file.
+    writes, save_file = [], feature_cache_module.save_file
+
+    def disk_full_at_the_second(*args, **kwargs):
+        writes.append(1)
+        if len(writes) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save_file(*args, **kwargs)
+
+    monkeypatch.setattr(feature_cache_module, "save_file", disk_full_at_the_second)
+    cache_dir = tmp_path / "cache"
+    done = run_cli(
+        cache_features.cli, cache_args(assets, cache_dir, None, "--clips_per_batch", "2", "--shard_size_mb", "0")
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    (namespace,) = cache_dir.iterdir()
+    assert re.fullmatch(
+        rf"error: no space left on the device saving a feature cache shard \({re.escape(str(namespace))}: "
+        r"needs about .+, .+ free\)",
+        errors[0],
+    )
+    assert len(writes) == 2  # nothing is written after the failure
+    names = sorted(p.name for p in namespace.iterdir())
+    assert len(names) == 2 and names[0] == "manifest.json" and names[1].startswith("shard-"), names
+    assert loop_threads() == []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_failing_tower_stops_the_loop_and_its_threads(assets, tmp_path, monkeypatch, workers):
+    calls, forward = [], VisionTower.forward
+
+    def fails_at_the_second_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the tower failed")
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(VisionTower, "forward", fails_at_the_second_batch)
+    extra = ("--dataloader_num_workers", str(workers), "--clips_per_batch", "2", "--shard_size_mb", "0")
+    with pytest.raises(RuntimeError, match="the tower failed"):
+        cache_features.main(cache_args(assets, tmp_path / "cache", None, *extra))
+    assert loop_threads() == []
+    # The first batch's entries were written (a shard each) or dropped, never half-written.
+    assert len(stored_entries(tmp_path / "cache")) <= 2
+    assert not list((tmp_path / "cache").glob("*/.*partial"))

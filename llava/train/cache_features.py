@@ -12,13 +12,22 @@ Flags of the training command that concern neither the data nor the tower are ac
 the training command line can be reused as it is. Clips already in the cache are not computed again;
 unreadable ones are listed and left to training, which skips them. Under torchrun each process takes
 its share of the clips (on its own GPU where there are GPUs) and writes its own shards.
+
+The loop keeps the tower busy: clips are decoded ahead of it (in --dataloader_num_workers processes, or a
+thread where that is 0), the frames of --clips_per_batch clips go through it in one call, and a thread
+of its own stores what comes out (the 16-bit conversion, the checksums, the shards written and flushed to
+disk) while it encodes the next batch. The last log line, and `run`'s result, set the loop's rate beside
+the tower's own (its time inside the forward), and the set-up's seconds apart.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -127,8 +136,120 @@ def _device(args: CacheArguments) -> torch.device:
     return torch.device("cpu")
 
 
+def _read_ahead(items, depth: int):
+    """Yields `items`, produced up to `depth` ahead by a thread of their own: with --dataloader_num_workers 0,
+    the next batch's clips are decoded while the tower encodes this one (both release the GIL). An error
+    in that thread is raised here; a consumer that stops early stops the thread."""
+    ready, stop, end = queue.Queue(maxsize=depth), threading.Event(), object()
+
+    def offer(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((end, None))
+        except BaseException as e:  # raised in the consumer's thread
+            offer((end, e))
+
+    thread = threading.Thread(target=produce, name="clip-decoding", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _ShardWriter:
+    """`FeatureCache.add` (the 16-bit conversion, the checksum) and the shard writes, in a thread of their own,
+    so that the tower encodes the next batch meanwhile. The cache is this thread's alone until `close`. Grids
+    waiting for it are bounded to `shard_bytes` of tensors, so the tower can go on while a whole shard is
+    written. The thread's failure (a full disk: errors.saving's one line) is raised in the caller, at its
+    next `add` or at `close`, and nothing more is written after it."""
+
+    def __init__(self, cache: FeatureCache, shard_bytes: int):
+        self.cache, self.shard_bytes = cache, shard_bytes
+        self._waiting: collections.deque = collections.deque()
+        self._held = 0  # bytes of the grids handed over and not yet in the cache's own queue
+        self._closed, self._flush_at_end, self._error = False, True, None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="feature-cache-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, key: str, grid: torch.Tensor, path: str) -> None:
+        size = grid.numel() * grid.element_size()
+        with self._changed:
+            while self._error is None and self._held and self._held + size > self.shard_bytes:
+                self._changed.wait()
+            if self._error is not None:
+                raise self._error
+            self._waiting.append((key, grid, path, size))
+            self._held += size
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Writes the last shard and waits for it; raises the thread's error, if any."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """After a failure elsewhere: a shard being written is finished, the entries not written yet are
+        dropped (as when the loop ran in one thread)."""
+        with self._changed:
+            self._closed, self._flush_at_end = True, False
+            self._waiting.clear()
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._changed:
+                    while not self._waiting and not self._closed:
+                        self._changed.wait()
+                    if not self._waiting:
+                        flush = self._flush_at_end
+                        break
+                    key, grid, path, size = self._waiting.popleft()
+                self.cache.add(key, grid, path, self.shard_bytes)
+                del grid
+                with self._changed:
+                    self._held -= size
+                    self._changed.notify_all()
+            if flush:
+                self.cache.flush()
+        except BaseException as e:  # raised in the caller's thread
+            with self._changed:
+                self._error = e
+                self._waiting.clear()
+                self._changed.notify_all()
+
+
 def run(args: CacheArguments, vision: VisionSettings, data_args: DataArguments) -> dict:
-    """Caches every medium of the data set not cached yet; returns counts."""
+    """Caches every medium of the data set not cached yet. Returns counts, and seconds: `setup_seconds`
+    (reading the data file, loading the tower, its weights' digest, hashing the media files), `loop_seconds`
+    (decoding, the tower, the shards written and on disk) and `tower_seconds` (the part of the loop spent in
+    the tower's forward), so that the loop's rate can be set beside the tower's own."""
+    setup_start = time.perf_counter()
     if not data_args.feature_cache:
         raise errors.UsageError("--feature_cache DIR is required: the folder the features are written to")
     if not data_args.data_path:
@@ -165,39 +286,68 @@ def run(args: CacheArguments, vision: VisionSettings, data_args: DataArguments) 
         num_workers=args.dataloader_num_workers,
     )
     shard_bytes = args.shard_size_mb << 20
-    start, computed, batch = time.perf_counter(), 0, []
+    computed, batch, tower_seconds = 0, [], 0.0
 
     def encode(batch):
+        nonlocal tower_seconds
         frames = torch.cat([pixels for _, _, pixels in batch]).to(device=device, dtype=tower.dtype)
+        start = time.perf_counter()
         with torch.inference_mode():
-            grids = tower(frames).split([len(pixels) for _, _, pixels in batch])
-        for (path, key, _), grid in zip(batch, grids):
-            cache.add(key, grid, path, shard_bytes)
+            grids = tower(frames)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the tower's time, not that of launching its kernels
+        tower_seconds += time.perf_counter() - start
+        for (path, key, _), grid in zip(batch, grids.split([len(pixels) for _, _, pixels in batch])):
+            writer.add(key, grid, path)
 
-    for path, key, pixels, error in tqdm(loader, total=len(todo), desc="caching features", disable=rank != 0):
-        if error is not None:
-            logger.warning("cannot read %s: %s", path, error)
-            unreadable.append((path, error))
-            continue
-        batch.append((path, key, pixels))
-        computed += 1
-        if len(batch) == args.clips_per_batch:
+    loop_start = time.perf_counter()
+    setup_seconds = loop_start - setup_start
+    writer = _ShardWriter(cache, shard_bytes)
+    read_ahead = _read_ahead(loader, depth=args.clips_per_batch) if args.dataloader_num_workers == 0 else None
+    try:
+        decoded = loader if read_ahead is None else read_ahead
+        for path, key, pixels, error in tqdm(decoded, total=len(todo), desc="caching features", disable=rank != 0):
+            if error is not None:
+                logger.warning("cannot read %s: %s", path, error)
+                unreadable.append((path, error))
+                continue
+            batch.append((path, key, pixels))
+            computed += 1
+            if len(batch) == args.clips_per_batch:
+                encode(batch)
+                batch = []
+        if batch:
             encode(batch)
-            batch = []
-    if batch:
-        encode(batch)
-    cache.flush()
-    seconds = time.perf_counter() - start
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        if read_ahead is not None:
+            read_ahead.close()  # its thread stops now, not when the generator is collected
+    writer.close()
+    loop_seconds = time.perf_counter() - loop_start
     logger.info(
-        "cached %d new media in %.1f s (%.2f per second); %d were cached already; %d unreadable%s",
+        "cached %d new media in %.1f s: %.2f per second, the tower alone %.2f per second (%.1f s of the loop); "
+        "set-up %.1f s; %d were cached already; %d unreadable%s",
         computed,
-        seconds,
-        computed / max(seconds, 1e-9),
+        loop_seconds,
+        computed / max(loop_seconds, 1e-9),
+        computed / max(tower_seconds, 1e-9),
+        tower_seconds,
+        setup_seconds,
         present,
         len(unreadable),
         " (listed above; training skips them)" if unreadable else "",
     )
-    return {"computed": computed, "present": present, "unreadable": len(unreadable), "namespace": cache.namespace}
+    return {
+        "computed": computed,
+        "present": present,
+        "unreadable": len(unreadable),
+        "namespace": cache.namespace,
+        "setup_seconds": setup_seconds,
+        "loop_seconds": loop_seconds,
+        "tower_seconds": tower_seconds,
+    }
 
 
 class _ArgumentParser(errors.OneLineArgumentErrors, HfArgumentParser):

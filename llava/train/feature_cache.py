@@ -86,11 +86,16 @@ def weights_digest(tower) -> str:
 
     with gathered_parameters(tower):
         state = tower.state_dict()
+        # Name, shape and values of each tensor, in turn; the values are hashed where they lie (no bytes
+        # copies: measured, a third of the time for a DINOv2-large).
         return _digest(
-            name.encode()
-            + bytes(str(tuple(t.shape)), "ascii")
-            + t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes()
+            chunk
             for name, t in sorted(state.items())
+            for chunk in (
+                name.encode(),
+                bytes(str(tuple(t.shape)), "ascii"),
+                t.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy(),
+            )
         )
 
 
