@@ -24,8 +24,9 @@ RECIPE_WORKERS = 4
 H100_BF16_DENSE_FLOPS = 989.4e12
 H100_SHARE_OF_PEAK = 0.40
 
-# Batches timed per epoch after its first; epochs through one loader (its workers persist across them).
-LOADER_BATCHES = 24
+# Batches timed per epoch after its first (fewer online: decoding at the seed's shapes takes a tenth of a
+# second per clip); epochs through one loader (its workers persist across them).
+LOADER_BATCHES = {"cached": 48, "online": 12}
 LOADER_EPOCHS = 3
 
 GIB = float(1 << 30)
@@ -59,11 +60,12 @@ def visual_bytes(batch: dict) -> int:
     return total
 
 
-def loader_alone(work: Workload, dataset) -> dict:
+def loader_alone(work: Workload, source: str) -> dict:
     """The recipe's loader (batch, workers, workers kept across epochs as training keeps them) iterated
     for LOADER_EPOCHS epochs with nothing done per batch: the seconds to each epoch's first batch, and
     clips/s and bytes/s after it."""
-    loader = work.loader(dataset, LOADER_BATCHES + 1, batch_size=RECIPE_BATCH, workers=RECIPE_WORKERS)
+    dataset = work.datasets[source]
+    loader = work.loader(dataset, LOADER_BATCHES[source] + 1, batch_size=RECIPE_BATCH, workers=RECIPE_WORKERS)
     first_batch, rates, byte_rates = [], [], []
     for _ in range(LOADER_EPOCHS):
         start = time.perf_counter()

@@ -20,7 +20,7 @@ from .workload import Workload
 
 # Where a step's visual input comes from: pixels through the frozen tower, or the feature cache.
 SOURCES = ("online", "cached")
-# Epochs of eight steps, three of them through one loader: the first pays the workers' start-up, the
+# Epochs of eight steps; three cached ones through one loader: the first pays the workers' start-up, the
 # later ones show the steady state of a long run (training keeps its workers across epochs).
 EPOCH_STEPS = 8
 EPOCHS = 3
@@ -156,7 +156,7 @@ class Bench:
             ", ".join(f"{rate / data_path.GIB:.1f} GiB/s with {n} thread{'s' * (n > 1)}" for n, rate in copy.items()),
         )
         for source in SOURCES:
-            measured = data_path.loader_alone(work, work.datasets[source])
+            measured = data_path.loader_alone(work, source)
             later = measured["first_batch"][1:]
             rate, byte_rate = statistics.median(measured["clips_per_s"]), statistics.median(measured["bytes_per_s"])
             b, step_time = self.batch_size, step_seconds[source]
@@ -182,26 +182,22 @@ class Bench:
         )
 
     def epochs(self, step_seconds: dict[str, float]) -> None:
-        """Training steps fed by the data loader over several epochs, its workers kept across them (as
-        training keeps them): the first epoch (worker start-up included) and the later ones, against the
-        bound (the language model's own step)."""
-        work, rates = self.work, {}
-        for source in SOURCES:
-            loader = work.loader(work.datasets[source], EPOCH_STEPS)
-            rates[source] = [self._epoch_rate(loader) for _ in range(EPOCHS)]
-        lm_rate = self.batch_size / step_seconds["lm"]
-        first = {source: r[0] for source, r in rates.items()}
-        later = {source: statistics.median(r[1:]) for source, r in rates.items()}
+        """Training steps fed by the data loader: one epoch online and cached (worker start-up included),
+        then the later cached epochs through the same loader, its workers kept (as training keeps them),
+        against the bound (the language model's own step)."""
+        work = self.work
+        online = self._epoch_rate(work.loader(work.datasets["online"], EPOCH_STEPS))
+        cached_loader = work.loader(work.datasets["cached"], EPOCH_STEPS)
+        cached = [self._epoch_rate(cached_loader) for _ in range(EPOCHS)]
         self.report(
             f"first epoch through the data loader, {EPOCH_STEPS} steps",
-            f"online {first['online']:.3f}, cached {first['cached']:.3f} samples/s: "
-            f"**{first['cached'] / first['online']:.1f}x**",
+            f"online {online:.3f}, cached {cached[0]:.3f} samples/s: **{cached[0] / online:.1f}x**",
         )
+        later, lm_rate = statistics.median(cached[1:]), self.batch_size / step_seconds["lm"]
         self.report(
-            f"epochs 2-{EPOCHS} (workers kept), {EPOCH_STEPS} steps each",
-            f"online {later['online']:.3f}, cached {later['cached']:.3f} samples/s: "
-            f"**{later['cached'] / later['online']:.1f}x**; the cached epochs run at "
-            f"**{later['cached'] / lm_rate:.0%}** of the bound (the language model's step, {lm_rate:.3f} samples/s)",
+            f"cached epochs 2-{EPOCHS} (workers kept), {EPOCH_STEPS} steps each",
+            f"{later:.3f} samples/s = **{later / lm_rate:.0%}** of the bound (the language model's step, "
+            f"{lm_rate:.3f} samples/s); {later / online:.1f}x the online epoch",
         )
 
     def achieved_flops(self, step_seconds: dict[str, float], step_flops: dict[str, int]) -> None:
