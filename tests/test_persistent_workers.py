@@ -76,6 +76,7 @@ class Run:
     sampler_orders: list[list[str]]  # the ids in the order the run's sampler gives for each epoch
     skip_count: int
     checksums: list[tuple[int, int]]  # (process id, CRC-32) of every checksum the feature cache computed
+    opened: list[tuple[int, str]]  # (process id, shard) of every shard file the feature cache opened
     cache_log: str  # the feature cache's warnings, from every process
 
 
@@ -97,14 +98,20 @@ def run(cached_set, name: str, *flags: str, stop_after: int | None = None, outpu
         steps=EPOCHS * STEPS_PER_EPOCH,
         data=cached_set["data"],
     )
-    checksums_file, log_file = cached_set["root"] / f"{name}.checksums", cached_set["root"] / f"{name}.log"
-    real_checksum = feature_cache.entry_checksum
+    checksums_file, opened_file = cached_set["root"] / f"{name}.checksums", cached_set["root"] / f"{name}.opened"
+    log_file = cached_set["root"] / f"{name}.log"
+    real_checksum, real_open = feature_cache.entry_checksum, feature_cache.safe_open
 
     def entry_checksum(grid):  # in whichever process computes it: one line, appended whole
         value = real_checksum(grid)
         with open(checksums_file, "a") as f:
             f.write(f"{os.getpid()} {value}\n")
         return value
+
+    def safe_open(path, *args, **kwargs):
+        with open(opened_file, "a") as f:
+            f.write(f"{os.getpid()} {path}\n")
+        return real_open(path, *args, **kwargs)
 
     handler = logging.FileHandler(log_file)
     handler.setLevel(logging.WARNING)
@@ -114,6 +121,7 @@ def run(cached_set, name: str, *flags: str, stop_after: int | None = None, outpu
     try:
         with pytest.MonkeyPatch.context() as patch, StepRecord(stop_after=stop_after) as record:
             patch.setattr(feature_cache, "entry_checksum", entry_checksum)
+            patch.setattr(feature_cache, "safe_open", safe_open)
             try:
                 trainer = train.main(args)
             except TrainingInterrupted:
@@ -135,13 +143,17 @@ def run(cached_set, name: str, *flags: str, stop_after: int | None = None, outpu
         for epoch in range(EPOCHS):
             sampler.set_epoch(epoch)
             orders.append([samples[i]["id"] for i in sampler])
-    lines = checksums_file.read_text().split("\n")[:-1] if checksums_file.exists() else []
+
+    def lines(path):
+        return [line.split(" ", 1) for line in path.read_text().splitlines()] if path.exists() else []
+
     return Run(
         record,
         output_dir,
         orders,
         trainer.skip_tracker.count if trainer is not None else -1,
-        [(int(pid), int(value)) for pid, value in (line.split() for line in lines)],
+        [(int(pid), int(value)) for pid, value in lines(checksums_file)],
+        [(int(pid), shard) for pid, shard in lines(opened_file)],
         log_file.read_text() if log_file.exists() else "",
     )
 
@@ -221,6 +233,22 @@ def test_each_cache_entry_is_checked_once_and_the_damaged_one_is_found_on_its_fi
                 sources.setdefault(sample_id, []).append(source)
         assert sources[DAMAGED] == ["online"] * EPOCHS
         assert all(sources[clip] == ["cache"] * EPOCHS for clip in cached_set["clips"] if clip != DAMAGED)
+
+
+@pytest.mark.slow
+def test_persistent_workers_open_each_cache_shard_once_for_the_whole_run(runs, cached_set):
+    # The cache is indexed in this process and inherited by the workers, which open a shard when they
+    # first read from it (one entry per shard here, each read once an epoch): workers that persist open
+    # each shard at most once each for the whole run; workers started anew open every shard every epoch.
+    shards = {str(p) for p in Path(cached_set["cache"]).glob("*/shard-*.safetensors")}
+    opened = {}
+    for persistent in (True, False):
+        in_workers = [(pid, shard) for pid, shard in runs("default", persistent).opened if pid != os.getpid()]
+        assert {shard for _, shard in in_workers} == shards
+        assert all(n == 1 for n in Counter(in_workers).values()), in_workers
+        opened[persistent] = in_workers
+    assert len({pid for pid, _ in opened[True]}) <= 2 and len(opened[True]) <= 2 * len(shards)
+    assert len({pid for pid, _ in opened[False]}) <= 2 * EPOCHS and len(opened[False]) == EPOCHS * len(shards)
 
 
 @pytest.mark.slow
