@@ -1,12 +1,16 @@
 """Tiny training runs on clips written by the tests: assets and the command line that trains on them."""
 
 import json
+import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from llava.demo.synthetic import caption_corpus, make_dataset, save_gpt2, train_tokenizer
 from llava.testing import save_tiny_vision_tower
@@ -88,6 +92,73 @@ def run_training(args, env=None, launcher=(), timeout=600):
 def logged_losses(output_dir) -> dict[int, float]:
     state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
     return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+class StepRecord:
+    """What the batch of every training step held, in step order, for runs of train.main in this process
+    while the record is active (a `with` block): `steps[i]` lists `(sample id, source)` for step i + 1,
+    the source being 'cache' (features read from the feature cache), 'online' (pixels decoded for the
+    tower), 'text' (no medium) or 'skipped' (unreadable); `workers[i]` is how many child processes this
+    process had at that step (its DataLoader workers).
+
+    Observed through the real code: the collator (run by the DataLoader workers, forked while the record
+    is active, or by this process) writes the list into a key of its batch, and the trainer's compute_loss
+    takes that key out before it runs as before. `stop_after`: once that many steps are recorded, the run
+    is told to stop as SLURM tells it (SIGUSR1 to this process); it saves a checkpoint at that step and
+    raises preemption.TrainingInterrupted."""
+
+    KEY = "recorded_samples"
+
+    def __init__(self, stop_after: int | None = None):
+        self.steps: list[list[tuple[str, str]]] = []
+        self.workers: list[int] = []
+        self.stop_after = stop_after
+        self._patch = pytest.MonkeyPatch()
+
+    def __enter__(self) -> "StepRecord":
+        from llava.data.dataset import DataCollatorForSupervisedDataset
+        from llava.train.trainer import LlavaTrainer  # (imported here: the fast tier does without it)
+
+        real_collate, real_loss = DataCollatorForSupervisedDataset.__call__, LlavaTrainer.compute_loss
+        key, record = self.KEY, self
+
+        def collate(collator, instances):
+            batch = real_collate(collator, instances)
+            batch[key] = [(item["id"], _source(item)) for item in instances]
+            return batch
+
+        def compute_loss(trainer, model, inputs, *args, **kwargs):
+            seen = inputs.pop(key, None)
+            if seen is not None and model.training:
+                record.steps.append(seen)
+                record.workers.append(len(multiprocessing.active_children()))
+                if len(record.steps) == record.stop_after:
+                    os.kill(os.getpid(), signal.SIGUSR1)
+            return real_loss(trainer, model, inputs, *args, **kwargs)
+
+        self._patch.setattr(DataCollatorForSupervisedDataset, "__call__", collate)
+        self._patch.setattr(LlavaTrainer, "compute_loss", compute_loss)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._patch.undo()
+
+    def ids(self) -> list[str]:
+        """The sample ids of every step, in order."""
+        return [sample_id for step in self.steps for sample_id, _ in step]
+
+    def epochs(self, steps_per_epoch: int) -> list[list[str]]:
+        """The sample ids of each epoch (`steps_per_epoch` steps each), in order."""
+        ids = [[sample_id for sample_id, _ in step] for step in self.steps]
+        return [sum(ids[i : i + steps_per_epoch], []) for i in range(0, len(ids), steps_per_epoch)]
+
+
+def _source(item: dict) -> str:
+    if item.get("skipped"):
+        return "skipped"
+    if item.get("patch_features") is not None:
+        return "cache"
+    return "online" if item.get("pixel_values") is not None else "text"
 
 
 def train_tiny_checkpoint(assets, output_dir, steps=4) -> str:

@@ -133,8 +133,17 @@ class TrainingArguments(transformers.TrainingArguments):
         },
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches carry clips."})
+    dataloader_persistent_workers: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the DataLoader workers from one epoch to the next (with the feature cache files they opened), instead of starting them anew every epoch; without workers (--dataloader_num_workers 0) there is nothing to keep."
+        },
+    )
 
     def __post_init__(self):
+        # torch refuses persistent workers where there are none.
+        if self.dataloader_num_workers == 0:
+            self.dataloader_persistent_workers = False
         # A frozen language model gives checkpointed blocks inputs that need no grad; reentrant
         # checkpointing would then give the adapter none. Non-reentrant is this trainer's default.
         if self.activation_checkpointing and self.activation_checkpointing_kwargs is None:

@@ -18,16 +18,23 @@ made from (path, size, modification time, digest), so a training run recognizes 
 `stat` and hashes only files it has not seen. Several processes can add shards to one namespace at
 once (distinct names).
 
-Damage. A shard's metadata also holds the CRC-32 of every entry's bytes, and every read is checked
-against it (measured: about 2 ms per 4 MiB entry of the seed config, 1-2 ms more than reading and
-copying it unchecked, spent in the DataLoader workers; the seed config's cached training step on the
-CPU takes 1.1 s per batch of 2, docs/benchmarks.md).
+Damage. A shard's metadata also holds the CRC-32 of every entry's bytes. An entry is checked against it
+on its first read in a training run, by whichever process reads it first (a DataLoader worker, as a
+rule); the outcome is kept in one byte per entry in shared memory, made when the cache is indexed and
+inherited by the forked workers, so that one worker's check counts for every worker and every later
+epoch, whether or not the workers persist. Measured on this project's 2-core machine, for a 4 MiB entry
+of the seed config: the CRC takes about 1.0 ms (1.5 ms with the other core busy), a read without it (a
+memory-mapped view, no copy) about 0.01 ms; so the first epoch pays about 1 ms per entry, spent in the
+DataLoader workers, and later epochs nothing (the seed config's cached training step on the CPU takes
+1.1 s per batch of 2, docs/benchmarks.md). Damage that reaches an entry after its first read in a run is
+found by the next run.
 A shard that cannot be opened (cut short, a damaged header) is reported when the cache is indexed and
-its entries are left out; an entry whose bytes do not match is reported when read, and `load` returns
-None. Either way the samples take the online path (decoding and the tower), and each damaged shard is
-named once per training process (its DataLoader workers and later epochs included). Shards written before
-checksums existed are read as before, unverified, with one warning: they hold hours of tower time, and
-damage is rare; deleting them and running cache_features again computes them anew, with checksums.
+its entries are left out; an entry whose bytes do not match is reported when first read, and `load`
+returns None for it from then on, in every process. Either way the samples take the online path
+(decoding and the tower), and each damaged shard is named once per training process (its DataLoader
+workers and later epochs included). Shards written before checksums existed are read as before,
+unverified, with one warning: they hold hours of tower time, and damage is rare; deleting them and
+running cache_features again computes them anew, with checksums.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ FRAME_SAMPLING = "segment-centres"
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.safetensors"
 _FLOAT16_MAX = torch.finfo(torch.float16).max
+# An entry's checksum state (FeatureCache._intact).
+UNCHECKED, INTACT, DAMAGED = 0, 1, 2
 
 
 def _digest(chunks) -> str:
@@ -160,6 +169,13 @@ class FeatureCache:
         self._reported = multiprocessing.Array(ctypes.c_bool, max(len(shards), 1))
         self._reported_here: set[str] = set()  # shards written after indexing
         self._read_shard_headers(shards)
+        # Whether each entry with a checksum was found intact (UNCHECKED until its first read): one byte
+        # per entry in shared memory, inherited by forked DataLoader workers like the flags above, so an
+        # entry is checked once per training run, not once per worker and epoch. Unlocked: a byte is
+        # written whole, and two processes that check the same entry at once reach the same outcome.
+        self._slot_of = {key: slot for slot, key in enumerate(self._checksum_of)}
+        self._state = multiprocessing.Array(ctypes.c_uint8, max(len(self._slot_of), 1), lock=False)
+        self._state_here: dict[str, int] = {}  # entries written after indexing: per process
 
     # ----------------------------------------------------------------------------------- reading
     def _read_shard_headers(self, shards: list[str]) -> None:
@@ -244,8 +260,8 @@ class FeatureCache:
             return None
 
     def load(self, key: str) -> torch.Tensor | None:
-        """The stored grid `(T, grid, grid, hidden)` in its 16-bit dtype, checked against its checksum;
-        None where the entry is damaged (its shard is reported; the sample takes the online path)."""
+        """The stored grid `(T, grid, grid, hidden)` in its 16-bit dtype, its checksum checked on its first
+        read; None where the entry is damaged (its shard is reported; the sample takes the online path)."""
         if self._handles_pid != os.getpid():  # DataLoader workers are forked: open the files anew
             self._handles, self._handles_pid = {}, os.getpid()
         shard = self._shard_of[key]
@@ -257,11 +273,26 @@ class FeatureCache:
         except (SafetensorError, OSError) as e:
             self._report(shard, f"entry {key} cannot be read ({e})")
             return None
-        expected = self._checksum_of.get(key)
-        if expected is not None and entry_checksum(grid) != expected:
+        if not self._intact(key, grid):
             self._report(shard, f"entry {key} does not match its checksum (and maybe others)")
             return None
         return grid
+
+    def _intact(self, key: str, grid: torch.Tensor) -> bool:
+        """Whether the entry's bytes match its checksum, computed on its first read in this process tree
+        (see the module docstring); True for an entry of a shard without checksums."""
+        expected = self._checksum_of.get(key)
+        if expected is None:
+            return True
+        slot = self._slot_of.get(key)
+        state = self._state[slot] if slot is not None else self._state_here.get(key, UNCHECKED)
+        if state == UNCHECKED:
+            state = INTACT if entry_checksum(grid) == expected else DAMAGED
+            if slot is not None:
+                self._state[slot] = state
+            else:
+                self._state_here[key] = state
+        return state == INTACT
 
     def other_namespaces(self) -> list[str]:
         """Namespaces in the same cache folder that belong to other towers or settings."""

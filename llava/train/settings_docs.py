@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import sys
 from pathlib import Path
 
@@ -52,9 +53,11 @@ def _default(field) -> str:
 
 
 def _own_fields(cls) -> list:
-    """The fields a class defines itself (our TrainingArguments: not transformers')."""
+    """The fields a class defines itself: its new ones, and those of transformers' that our TrainingArguments
+    defines anew with a default of its own (remove_unused_columns, dataloader_persistent_workers)."""
     inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
-    return [f for f in dataclasses.fields(cls) if f.name not in inherited or f.name == "remove_unused_columns"]
+    redefined = inspect.get_annotations(cls)  # the class body's own fields only
+    return [f for f in dataclasses.fields(cls) if f.name not in inherited or f.name in redefined]
 
 
 def _help(field) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import shutil
+import weakref
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -48,6 +49,7 @@ class LlavaTrainer(Trainer):
         # (milestone_eval.BackgroundEvaluators; global rank 0 starts them).
         self.evaluators = evaluators
         self._current_save: str | None = None  # what the save under way is called in an error message
+        self._resumed_loader = None  # a weak reference to the loader of a resumed epoch, where there is one
 
     # ------------------------------------------------------------------------------- optimizer
     def _parameter_group(self, name: str) -> str:
@@ -78,6 +80,25 @@ class LlavaTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
         return self.optimizer
+
+    # ------------------------------------------------------------------------------- data loading
+    # Persistent DataLoader workers (--dataloader_persistent_workers) live as long as their loader: the
+    # Trainer keeps the training loader past the end of train(), and the workers ignore SIGTERM
+    # (preemption.WorkersIgnoreStopSignals), so multiprocessing's exit handler, which terminates them and
+    # then joins them, would wait forever for a process that still held a trainer. They end with train().
+    # A resumed epoch reads through a loader of its own (accelerate's skip_first_batches), with workers of
+    # its own; that loader is dropped when its epoch ends, and its workers with it.
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            end_workers(self.callback_handler.train_dataloader)
+            end_workers(self._resumed_loader() if self._resumed_loader is not None else None)
+
+    def get_resumed_dataloader(self, dataloader, num_batches):
+        loader = super().get_resumed_dataloader(dataloader, num_batches)
+        self._resumed_loader = weakref.ref(loader)
+        return loader
 
     # -------------------------------------------------------------------------------- sampling
     def _get_train_sampler(self, train_dataset=None):
@@ -258,6 +279,20 @@ class SkipCountSync(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.tracker.sync(args.device)
+
+
+def end_workers(loader) -> None:
+    """Ends the worker processes that a DataLoader (or accelerate's wrapper of one) keeps between epochs
+    (persistent workers); a later iteration would start new ones. None, or a loader without persistent
+    workers: nothing to do. (torch has no public call for it: the loader's `_iterator` holds the workers,
+    and `_shutdown_workers` is what that iterator's own `__del__` calls.)"""
+    loader = getattr(loader, "base_dataloader", loader)
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is None:
+        return
+    loader._iterator = None
+    if hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
 
 
 def _tensor_bytes(tensors) -> int:
