@@ -50,6 +50,7 @@ class LlavaTrainer(Trainer):
         self.evaluators = evaluators
         self._current_save: str | None = None  # what the save under way is called in an error message
         self._resumed_loader = None  # a weak reference to the loader of a resumed epoch, where there is one
+        self._grouped_sampler = None  # the sampler of --group_by_modality_length / group_by_length, where used
 
     # ------------------------------------------------------------------------------- optimizer
     def _parameter_group(self, name: str) -> str:
@@ -97,6 +98,8 @@ class LlavaTrainer(Trainer):
 
     def get_resumed_dataloader(self, dataloader, num_batches):
         loader = super().get_resumed_dataloader(dataloader, num_batches)
+        if self._grouped_sampler is not None:
+            loader = epoch_reaches_sampler(loader, self._grouped_sampler)
         self._resumed_loader = weakref.ref(loader)
         return loader
 
@@ -111,13 +114,14 @@ class LlavaTrainer(Trainer):
         ):
             return super()._get_train_sampler(train_dataset)
         lengths, has_media = dataset.sample_lengths()
-        return ModalityLengthGroupedSampler(
+        self._grouped_sampler = ModalityLengthGroupedSampler(
             lengths,
             has_media if by_modality else None,
             self.args.train_batch_size,
             self.args.world_size,
             seed=self.args.seed,
         )
+        return self._grouped_sampler
 
     # ------------------------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -325,3 +329,19 @@ def _only_adapter_trains(model) -> bool:
         return False
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     return bool(trainable) and all(is_adapter_parameter(name) for name in trainable)
+
+
+def epoch_reaches_sampler(loader, sampler):
+    """`loader` (a resumed epoch's, from accelerate's skip_first_batches) with its `set_epoch` reaching
+    `sampler` too. With several ranks the skip loader's batch sampler wraps accelerate's shard wrapper,
+    and neither accelerate's `set_epoch` nor the Trainer's reach through both to our sampler: the rest of a
+    resumed epoch would be drawn in epoch 0's order."""
+    forward = getattr(loader, "set_epoch", None)
+
+    def set_epoch(epoch: int) -> None:
+        if forward is not None:
+            forward(epoch)
+        sampler.set_epoch(epoch)
+
+    loader.set_epoch = set_epoch
+    return loader
