@@ -8,6 +8,7 @@ tower or layer never reads another's features.
 import errno
 import hashlib
 import json
+import pickle
 import re
 import shutil
 import threading
@@ -154,6 +155,21 @@ def test_cache_reads_in_dataloader_workers(assets, tmp_path):
     batches = list(DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collator))
     grids = [entry["patch_features"] for batch in batches for entry in batch["images"]]
     assert len(grids) == 12 and all(g.shape[0] == 8 for g in grids)
+    # Sent by reference (the shard and the key), a tensor again here, equal to the entry read in this process.
+    in_this_process = [dataset[i]["patch_features"] for i in range(len(dataset)) if i in dataset.cache_keys]
+    assert all(isinstance(g, torch.Tensor) for g in grids)
+    assert all(torch.equal(a, b) for a, b in zip(grids, in_this_process))
+
+
+def test_a_worker_sends_a_cache_entry_as_its_shard_and_key(assets, tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_features.main(cache_args(assets, cache_dir))
+    _, dataset, _ = build(assets, cache_dir)
+    key = next(iter(dataset.cache_keys.values()))
+    sent = dataset.feature_cache.load(key, for_another_process=True)
+    payload = pickle.dumps(sent)
+    assert len(payload) < 1024  # a few hundred bytes instead of the grid's
+    assert torch.equal(pickle.loads(payload), dataset.feature_cache.load(key))
 
 
 def test_namespace_follows_tower_layer_and_weights_not_dtype(assets, tmp_path):

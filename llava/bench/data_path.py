@@ -51,22 +51,27 @@ def copy_bandwidth(threads: int, nbytes: int = 256 << 20, repeats: int = 5) -> f
     return nbytes / best
 
 
-def visual_bytes(batch: dict) -> int:
-    """Bytes of a collated batch's visual inputs: tower features (cached) or pixels (online)."""
+def read_visual_inputs(batch: dict, staging: torch.Tensor) -> int:
+    """Copies a collated batch's visual inputs (tower features, cached; pixels, online) into `staging`, as a
+    host-to-device transfer reads them (a cached entry arrives as a view of the cache's memory map, whose
+    bytes nothing has read yet); returns their bytes."""
     total = 0
     for item in batch["images"]:
         tensor = item["patch_features"] if isinstance(item, dict) else item
-        total += tensor.numel() * tensor.element_size()
+        flat = tensor.contiguous().reshape(-1).view(torch.uint8)
+        staging[: flat.numel()].copy_(flat)
+        total += flat.numel()
     return total
 
 
 def loader_alone(work: Workload, source: str) -> dict:
     """The recipe's loader (batch, workers, workers kept across epochs as training keeps them) iterated
-    for LOADER_EPOCHS epochs with nothing done per batch: the seconds to each epoch's first batch, and
-    clips/s and bytes/s after it."""
+    for LOADER_EPOCHS epochs, each batch's visual bytes read once and nothing else done: the seconds to
+    each epoch's first batch, and clips/s and bytes/s after it."""
     dataset = work.datasets[source]
     loader = work.loader(dataset, LOADER_BATCHES[source] + 1, batch_size=RECIPE_BATCH, workers=RECIPE_WORKERS)
     first_batch, rates, byte_rates = [], [], []
+    staging = torch.empty(0, dtype=torch.uint8)
     for _ in range(LOADER_EPOCHS):
         start = time.perf_counter()
         iterator = iter(loader)
@@ -74,12 +79,19 @@ def loader_alone(work: Workload, source: str) -> dict:
         first_batch.append(time.perf_counter() - start)
         start, clips, nbytes = time.perf_counter(), 0, 0
         for batch in iterator:
+            if staging.numel() == 0:  # one clip's size: each input is copied in turn
+                staging = torch.empty(max(_nbytes(i) for i in batch["images"]), dtype=torch.uint8)
             clips += len(batch["images"])
-            nbytes += visual_bytes(batch)
+            nbytes += read_visual_inputs(batch, staging)
         seconds = time.perf_counter() - start
         rates.append(clips / seconds)
         byte_rates.append(nbytes / seconds)
     return {"first_batch": first_batch, "clips_per_s": rates, "bytes_per_s": byte_rates}
+
+
+def _nbytes(item) -> int:
+    tensor = item["patch_features"] if isinstance(item, dict) else item
+    return tensor.numel() * tensor.element_size()
 
 
 def h100_demand(flops_per_clip: float, bytes_per_clip: float) -> dict:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from ..errors import UsageError
@@ -205,7 +205,11 @@ class LazySupervisedDataset(Dataset):
         sample = self.samples[index]
         pixel_values = patch_features = None
         if index in self.cache_keys:
-            patch_features = self.feature_cache.load(self.cache_keys[index])  # None where the entry is damaged
+            # None where the entry is damaged. In a DataLoader worker, the entry crosses to the training
+            # process by reference (feature_cache.GridFromShard) and is a tensor again there.
+            patch_features = self.feature_cache.load(
+                self.cache_keys[index], for_another_process=get_worker_info() is not None
+            )
         if patch_features is None and sample["modality"]:
             path = self.media_path(sample)
             try:
