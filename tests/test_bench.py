@@ -67,9 +67,9 @@ def test_bench_runs_on_the_demo_shapes_and_writes_the_table(tmp_path):
 def test_the_loader_rows_use_the_recipes_batch_and_workers():
     """The data path is measured as the headline run loads its data: the recipe's values, not copies that
     drift from it."""
-    from llava.bench import data_path
+    from llava.bench import cli, data_path
     from llava.train.recipe import value_of
 
     recipe = ["--config", str(ROOT / "recipes" / "italian_video.yaml")]
     assert int(value_of("per_device_train_batch_size", recipe)) == data_path.RECIPE_BATCH
-    assert int(value_of("dataloader_num_workers", recipe)) == data_path.RECIPE_WORKERS
+    assert int(value_of("dataloader_num_workers", recipe)) == cli.DEFAULT_WORKERS

@@ -17,7 +17,7 @@ from .configs import SHAPES, describe_shapes
 if TYPE_CHECKING:
     import torch
 
-# The training script's DATALOADER_NUM_WORKERS default.
+# The recipe's dataloader_num_workers (recipes/italian_video.yaml; tests/test_bench.py checks that they agree).
 DEFAULT_WORKERS = 4
 
 
@@ -82,9 +82,7 @@ def build_parser() -> errors.ArgumentParser:
     parser = errors.ArgumentParser(prog="python -m llava.bench", description=package_doc.split("\n\n")[0])
     parser.add_argument("--configs", default="seed,demo", help="comma-separated: seed, demo")
     parser.add_argument("--repeats", type=_count(1), default=3, help="timed repetitions of each measurement (median)")
-    parser.add_argument(
-        "--workers", type=_count(0), default=DEFAULT_WORKERS, help="data loader workers (the training script's default)"
-    )
+    parser.add_argument("--workers", type=_count(0), default=DEFAULT_WORKERS, help="data loader workers (the recipe's)")
     # Relative to the working directory, not to the package: an installed package's folder is no place to write.
     parser.add_argument("--workdir", default="bench_work", help="models and clips (kept between runs)")
     parser.add_argument("--output", default=os.path.join("docs", "benchmarks.md"), help="the table in Markdown")

@@ -13,10 +13,9 @@ import torch
 
 from .workload import Workload
 
-# The recipe's batch and workers (recipes/italian_video.yaml: per_device_train_batch_size and
-# dataloader_num_workers; tests/test_bench.py checks that they agree).
+# The recipe's batch (recipes/italian_video.yaml: per_device_train_batch_size; tests/test_bench.py checks
+# that they agree). The workers are --workers, the recipe's by default.
 RECIPE_BATCH = 8
-RECIPE_WORKERS = 4
 
 # NVIDIA H100 SXM: dense BF16 tensor-core peak, 989.4 TFLOP/s (the data sheet's 1,979 counts 2:4
 # sparsity). A small model's training step reaches a fraction of it: 40% is stated here as a
@@ -69,7 +68,7 @@ def loader_alone(work: Workload, source: str) -> dict:
     for LOADER_EPOCHS epochs, each batch's visual bytes read once and nothing else done: the seconds to
     each epoch's first batch, and clips/s and bytes/s after it."""
     dataset = work.datasets[source]
-    loader = work.loader(dataset, LOADER_BATCHES[source] + 1, batch_size=RECIPE_BATCH, workers=RECIPE_WORKERS)
+    loader = work.loader(dataset, LOADER_BATCHES[source] + 1, batch_size=RECIPE_BATCH)
     first_batch, rates, byte_rates = [], [], []
     staging = torch.empty(0, dtype=torch.uint8)
     for _ in range(LOADER_EPOCHS):

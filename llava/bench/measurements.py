@@ -168,7 +168,7 @@ class Bench:
             rate, byte_rate = statistics.median(measured["clips_per_s"]), statistics.median(measured["bytes_per_s"])
             b, step_time = self.batch_size, step_seconds[source]
             self.report(
-                f"data loader alone, {source} (batch {data_path.RECIPE_BATCH}, {data_path.RECIPE_WORKERS} workers)",
+                f"data loader alone, {source} (batch {data_path.RECIPE_BATCH}, {work.workers} workers)",
                 f"{rate:.1f} clips/s = {byte_rate / data_path.GIB:.2f} GiB/s = "
                 f"{byte_rate / copy[one]:.0%} of one thread's copy; first batch {measured['first_batch'][0]:.3f} s, "
                 f"then {max(later):.3f} s in later epochs; **{rate * step_time / b:.1f}x** ahead of this machine's step",
