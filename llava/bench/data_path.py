@@ -63,12 +63,12 @@ def read_visual_inputs(batch: dict, staging: torch.Tensor) -> int:
     return total
 
 
-def loader_alone(work: Workload, source: str) -> dict:
-    """The recipe's loader (batch, workers, workers kept across epochs as training keeps them) iterated
-    for LOADER_EPOCHS epochs, each batch's visual bytes read once and nothing else done: the seconds to
-    each epoch's first batch, and clips/s and bytes/s after it."""
+def loader_alone(work: Workload, source: str, workers: int | None = None) -> dict:
+    """The recipe's loader (batch, workers (default --workers), kept across epochs as training keeps them)
+    iterated for LOADER_EPOCHS epochs, each batch's visual bytes read once and nothing else done: the
+    seconds to each epoch's first batch, and clips/s and bytes/s after it."""
     dataset = work.datasets[source]
-    loader = work.loader(dataset, LOADER_BATCHES[source] + 1, batch_size=RECIPE_BATCH)
+    loader = work.loader(dataset, LOADER_BATCHES[source] + 1, batch_size=RECIPE_BATCH, workers=workers)
     first_batch, rates, byte_rates = [], [], []
     staging = torch.empty(0, dtype=torch.uint8)
     for _ in range(LOADER_EPOCHS):

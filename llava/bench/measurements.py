@@ -166,18 +166,21 @@ class Bench:
             "memory copy, this machine",
             ", ".join(f"{rate / data_path.GIB:.1f} GiB/s with {n} thread{'s' * (n > 1)}" for n, rate in copy.items()),
         )
-        for source in SOURCES:
-            measured = data_path.loader_alone(work, source)
+        # The cached path also without workers: the reading in the training process alone, without the
+        # hand-off from worker processes.
+        runs = [(source, work.workers) for source in SOURCES] + ([("cached", 0)] if work.workers else [])
+        for source, workers in runs:
+            measured = data_path.loader_alone(work, source, workers)
             later = measured["first_batch"][1:]
             rate, byte_rate = statistics.median(measured["clips_per_s"]), statistics.median(measured["bytes_per_s"])
             b, step_time = self.batch_size, step_seconds[source]
             self.report(
-                f"data loader alone, {source} (batch {data_path.RECIPE_BATCH}, {work.workers} workers)",
+                f"data loader alone, {source} (batch {data_path.RECIPE_BATCH}, {workers} workers)",
                 f"{rate:.1f} clips/s = {byte_rate / data_path.GIB:.2f} GiB/s = "
                 f"{byte_rate / copy[one]:.0%} of one thread's copy; first batch {measured['first_batch'][0]:.3f} s, "
                 f"then {max(later):.3f} s in later epochs; **{rate * step_time / b:.1f}x** ahead of this machine's step",
             )
-            if source == "cached":
+            if source == "cached" and workers == work.workers:
                 self._h100_demand(step_flops["cached"] / b, byte_rate / rate, rate)
 
     def _h100_demand(self, flops_per_clip: float, bytes_per_clip: float, loader_rate: float) -> None:
