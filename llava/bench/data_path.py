@@ -56,8 +56,7 @@ def read_visual_inputs(batch: dict, staging: torch.Tensor) -> int:
     bytes nothing has read yet); returns their bytes."""
     total = 0
     for item in batch["images"]:
-        tensor = item["patch_features"] if isinstance(item, dict) else item
-        flat = tensor.contiguous().reshape(-1).view(torch.uint8)
+        flat = _visual_tensor(item).contiguous().reshape(-1).view(torch.uint8)
         staging[: flat.numel()].copy_(flat)
         total += flat.numel()
     return total
@@ -88,8 +87,13 @@ def loader_alone(work: Workload, source: str, workers: int | None = None) -> dic
     return {"first_batch": first_batch, "clips_per_s": rates, "bytes_per_s": byte_rates}
 
 
+def _visual_tensor(item) -> torch.Tensor:
+    """A collated visual input's tensor: tower features (cached) or pixels (online)."""
+    return item["patch_features"] if isinstance(item, dict) else item
+
+
 def _nbytes(item) -> int:
-    tensor = item["patch_features"] if isinstance(item, dict) else item
+    tensor = _visual_tensor(item)
     return tensor.numel() * tensor.element_size()
 
 
