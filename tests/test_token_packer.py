@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llava.modeling.token_packer import FastSlowTokenPacker
+from llava.modeling.token_packer import FastSlowTokenPacker, PatchTokens
 
 DIM, GRID = 16, (8, 16, 16)
 
@@ -37,6 +37,16 @@ def test_token_counts():
     assert p(x).shape == (2, 64 + 32, DIM)
     image = torch.randn(3, 1, 16, 16, DIM)  # one frame: each track's time axis clamps to 1
     assert p(image).shape == (3, 8 + 16, DIM)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 4, 8])
+def test_token_counts_without_positions_agree_with_the_forward(frames):
+    """`num_tokens` (the data set's per-sample question, answered without building positions) is what the
+    forward returns and what positions index, for the packer and for LLaVA's every-patch default."""
+    x = torch.randn(1, frames, 16, 16, DIM)
+    for resampler in (packer(), PatchTokens(GRID)):
+        count = resampler(x).shape[1]
+        assert resampler.num_tokens(frames) == count == len(resampler.positions(frames))
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ class LlavaMetaModel:
 
     def num_visual_tokens(self, num_frames: int) -> int:
         """Visual tokens one input of `num_frames` frames becomes (an image is one frame)."""
-        return len(self.vision_resampler.positions(num_frames))
+        return self.vision_resampler.num_tokens(num_frames)
 
     def initialize_vision_modules(self, model_args, fsdp=None) -> bool:
         """Loads the tower named by `model_args.vision_tower`, builds the rest, and records every setting

@@ -101,6 +101,10 @@ class PackerTrack(nn.Module):
         means = x.reshape(b, gt, t // gt, gh, h // gh, gw, w // gw, c).mean(6).mean(4).mean(2)
         return means.reshape(b, gt * gh * gw, c)
 
+    def num_tokens(self, num_frames: int) -> int:
+        gt, gh, gw = self.effective_grid(num_frames)
+        return gt * gh * gw
+
     def positions(self, input_grid, track: int) -> torch.Tensor:
         grid = self.effective_grid(input_grid[0])
         region = tuple(i // g for i, g in zip(input_grid, grid))
@@ -158,6 +162,11 @@ class FastSlowTokenPacker(nn.Module):
         normalized = normalize_patches(x, self.fast.norm_region.eps)
         return torch.cat([self.fast(x, normalized), self.slow(x, normalized)], dim=1)
 
+    def num_tokens(self, num_frames: int) -> int:
+        """Tokens a clip of `num_frames` frames becomes: `len(positions(num_frames))`, without building them
+        (the data set asks once per sample)."""
+        return self.fast.num_tokens(num_frames) + self.slow.num_tokens(num_frames)
+
     def positions(self, num_frames: int) -> torch.Tensor:
         grid = (num_frames, *self.input_grid[1:])
         return torch.cat([self.fast.positions(grid, 0), self.slow.positions(grid, 1)], dim=0)
@@ -172,6 +181,9 @@ class PatchTokens(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1, 3)
+
+    def num_tokens(self, num_frames: int) -> int:
+        return num_frames * self.input_grid[1] * self.input_grid[2]
 
     def positions(self, num_frames: int) -> torch.Tensor:
         return grid_positions((num_frames, *self.input_grid[1:]), (1, 1, 1), 0)
