@@ -37,6 +37,7 @@ from .prompts import PromptSettings, with_prompt_options
 from .samples import MODALITIES, load_samples
 from .templates import Template, get_template
 from .video import VideoReadError
+from .worker_handoff import for_training_process
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +304,12 @@ class DataCollatorForSupervisedDataset:
             for i in instances
             if i.get("skipped")
         ]
-        kept = [i for i in instances if not i.get("skipped")]
+        batch = self._collate([i for i in instances if not i.get("skipped")])
+        batch["skipped"] = skipped
+        # In a DataLoader worker: small tensors cross to the training process as bytes (worker_handoff.py).
+        return for_training_process(batch) if get_worker_info() is not None else batch
+
+    def _collate(self, kept: list[dict]) -> dict:
         if not kept:
             empty = torch.zeros(0, 0, dtype=torch.long)
             return {
@@ -312,7 +318,6 @@ class DataCollatorForSupervisedDataset:
                 "labels": empty.clone(),
                 "images": [],
                 "modalities": [],
-                "skipped": skipped,
             }
         lengths = [len(i["input_ids"]) for i in kept]
         width = max(lengths)
@@ -333,7 +338,6 @@ class DataCollatorForSupervisedDataset:
                 for i in with_media
             ],
             "modalities": [i["modality"] for i in with_media],
-            "skipped": skipped,
         }
 
 
