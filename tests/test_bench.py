@@ -50,7 +50,7 @@ def test_bench_runs_on_the_demo_shapes_and_writes_the_table(tmp_path):
         "data loader alone, cached",
         "an H100's cached step at these shapes would consume",
         "first epoch through the data loader",
-        "cached epochs 2-3 (workers kept)",
+        "cached epochs 2-4 (workers kept)",
         "achieved FLOP/s, online step",
         "generation, batch 1",
         "generation time shares, batch 1",
