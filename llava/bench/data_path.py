@@ -78,7 +78,7 @@ def loader_alone(work: Workload, source: str, workers: int | None = None) -> dic
         start, clips, nbytes = time.perf_counter(), 0, 0
         for batch in iterator:
             if staging.numel() == 0:  # one clip's size: each input is copied in turn
-                staging = torch.empty(max(_nbytes(i) for i in batch["images"]), dtype=torch.uint8)
+                staging = torch.empty(max(input_bytes(i) for i in batch["images"]), dtype=torch.uint8)
             clips += len(batch["images"])
             nbytes += read_visual_inputs(batch, staging)
         seconds = time.perf_counter() - start
@@ -92,7 +92,8 @@ def _visual_tensor(item) -> torch.Tensor:
     return item["patch_features"] if isinstance(item, dict) else item
 
 
-def _nbytes(item) -> int:
+def input_bytes(item) -> int:
+    """The bytes of a collated visual input (a cache entry, or a clip's pixels)."""
     tensor = _visual_tensor(item)
     return tensor.numel() * tensor.element_size()
 
