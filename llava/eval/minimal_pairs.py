@@ -1,4 +1,4 @@
-"""Grammar on minimal pairs, scored as the BabyLM pipeline scores BLiMP.
+"""Grammar on minimal pairs, scored with lm-evaluation-harness's BLiMP convention.
 
     python -m llava.eval.minimal_pairs --model-path CKPT --pairs FILE_OR_DIR [FILE_OR_DIR ...]
 
@@ -7,11 +7,14 @@ grouping fields (`group`; BLiMP's own `UID`, `linguistics_term`, `field`). A fol
 files. A pair is right when the language model gives the good sentence the higher log-probability, each
 sentence scored whole after the model's end-of-text token.
 
-lm-evaluation-harness (`lm-eval`) does the scoring, with BLiMP's own task definition (multiple choice,
-empty context, choices [good, bad], accuracy) written here for each file as a local task, so no data is
-downloaded and the numbers are those of the BabyLM pipeline, which is built on lm-eval. The model scored
-is the checkpoint's language model as a stock transformers model (llava.eval.export_lm.to_stock, the
-model `export_lm` writes for that pipeline), held in memory.
+lm-evaluation-harness (`lm-eval`) does the scoring, with its BLiMP task definition (multiple choice,
+empty context, choices [good, bad], each sentence with a leading space after the end-of-text token,
+accuracy over all pairs) written here for each file as a local task, so no data is downloaded. These are
+lm-eval's numbers, not the 2025 BabyLM pipeline's: that pipeline tokenizes each sentence with the model's
+own tokenizer (no leading space), leaves the first token it returns unscored, and averages accuracies per
+UID, so on the same model and pairs it reports other values. The model scored is the checkpoint's
+language model as a stock transformers model (llava.eval.export_lm.to_stock, the model `export_lm`
+writes), held in memory.
 
 Reported: accuracy over all pairs (each pair weighs the same), per file, and per group: the value of
 `--group-by` (default: the `group` field, else `UID`, else the file's name).
