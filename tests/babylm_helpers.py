@@ -1,0 +1,176 @@
+"""Tiny causal LMs (one whose tokenizer adds no BOS, GPT-2's way, and one whose tokenizer adds a BOS,
+Llama's way) and task folders in the 2025 BabyLM pipeline's formats, for the zero-shot scoring tests;
+and scoring by hand: log-probabilities summed over chosen token positions, computed from the model's
+logits without the scorer's code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from llava.demo.synthetic import save_gpt2, train_tokenizer
+
+TEXTS = [
+    "the cat sees the dog",
+    "the dogs see the cats",
+    "a girl walks to the park",
+    "the boys walk to school",
+    "she has eaten the apple",
+    "they have seen a bird",
+    "the ball is in the box",
+    "the red ball rolls under the table",
+    "John gave Mary the book",
+    "the box contains the apple and the key",
+    "a blick is wuggy and the wugginess is high",
+    "he blicked yesterday and spling spled",
+] * 4
+
+
+def gpt2_folder(folder: Path) -> str:
+    """A random GPT-2 with its byte-level BPE tokenizer (adds no BOS)."""
+    tokenizer = train_tokenizer(folder / "tokenizer", TEXTS, vocab_size=300)
+    return save_gpt2(folder / "gpt2", tokenizer, n_layer=2, n_embd=32, n_head=4, n_positions=128, dropout=0.0)
+
+
+def llama_folder(folder: Path) -> str:
+    """A random Llama whose fast tokenizer adds a BOS to every text (with offsets (0, 0))."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TEXTS, vocab_size=300, min_frequency=1, special_tokens=["<s>", "</s>"])
+    bos = bpe.token_to_id("<s>")
+    bpe.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+    out = folder / "llama"
+    tokenizer.save_pretrained(out)
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=128,
+        bos_token_id=bos,
+        eos_token_id=bpe.token_to_id("</s>"),
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    return str(out)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+BLIMP = {
+    "agreement.jsonl": [
+        {"sentence_good": "the cat sees the dog", "sentence_bad": "the cat see the dog", "field": "morphology",
+         "UID": "agreement", "linguistics_term": "s-v_agreement"},
+        {"sentence_good": "the dogs see the cats", "sentence_bad": "the dogs sees the cats", "field": "morphology",
+         "UID": "agreement", "linguistics_term": "s-v_agreement"},
+        {"sentence_good": "the boys walk to school", "sentence_bad": "the boys walks to school",
+         "field": "morphology", "UID": "agreement", "linguistics_term": "s-v_agreement"},
+    ],
+    "island.jsonl": [
+        {"sentence_good": "she has eaten the apple", "sentence_bad": "she has eat the apple",
+         "field": "syntax_semantics", "UID": "participle", "linguistics_term": "irregular_forms"},
+        {"sentence_good": "they have seen a bird", "sentence_bad": "they have saw a bird",
+         "field": "syntax_semantics", "UID": "participle", "linguistics_term": "irregular_forms"},
+    ],
+}  # fmt: skip
+
+SUPPLEMENT = {
+    "turn_taking.jsonl": [
+        {"sentence_good": "John gave Mary the book", "sentence_bad": "John gave the book Mary"},
+        {"sentence_good": "the ball is in the box", "sentence_bad": "the ball is the in box"},
+    ],
+}
+
+EWOK = [
+    {"Domain": "spatial-relations", "ContextType": "literal", "ContextDiff": "swap", "TargetDiff": "antonym",
+     "Context1": "the ball is in the box", "Context2": "the box is in the ball",
+     "Target1": "the red ball rolls", "Target2": "the red ball walks"},
+    {"Domain": "agent-properties", "ContextType": "literal", "ContextDiff": "negation", "TargetDiff": "swap",
+     "Context1": "a girl walks to the park", "Context2": "a girl sees the park",
+     "Target1": "she has seen a bird", "Target2": "she has eaten a bird"},
+    {"Domain": "spatial-relations", "ContextType": "abstract", "ContextDiff": "swap", "TargetDiff": "antonym",
+     "Context1": "the cat sees the dog", "Context2": "the dog sees the cat",
+     "Target1": "the dogs see the cats", "Target2": "the cats see the dogs"},
+]  # fmt: skip
+
+ENTITY_TRACKING = {
+    "regular.jsonl": [
+        {"input_prefix": "the box contains the apple and the key. The box contains", "numops": 0,
+         "options": [" the apple", " the dog", " the ball"]},
+        {"input_prefix": "the box contains the key. The box contains", "numops": 1,
+         "options": [" the key", " nothing", " the apple"]},
+    ],
+    "ambiref.jsonl": [
+        {"input_prefix": "the box contains the ball. The box contains", "numops": 0,
+         "options": [" the ball", " the cat", " the apple"]},
+    ],
+}  # fmt: skip
+
+WUG_ADJ = [
+    {"sentences": "a blick is wuggy\ta blick is wuggish", "ratio": 0.8},
+    {"sentences": "the wugginess is high\tthe wuggity is high", "ratio": 0.3},
+    {"sentences": "spling spled\tspling splinged", "ratio": 0.55},
+    {"sentences": "he blicked yesterday\the blick yesterday", "ratio": 0.9},
+]
+
+COMPS = {
+    "comps_base.jsonl": [
+        {"prefix_acceptable": "a cat", "prefix_unacceptable": "a box", "property_phrase": "sees the dog"},
+        {"prefix_acceptable": "the boys", "prefix_unacceptable": "the apple", "property_phrase": "walk to school"},
+    ],
+}
+
+
+def write_task_folders(root: Path) -> dict[str, Path]:
+    """One data folder per task, named as the pipeline's fast set names them."""
+    folders = {
+        "blimp": root / "blimp_fast",
+        "supplement": root / "supplement_fast",
+        "ewok": root / "ewok_fast",
+        "entity_tracking": root / "entity_tracking_fast",
+        "wug_adj": root / "wug_adj_nominalization",
+        "comps": root / "comps",
+    }
+    for name, records in BLIMP.items():
+        write_jsonl(folders["blimp"] / name, records)
+    for name, records in SUPPLEMENT.items():
+        write_jsonl(folders["supplement"] / name, records)
+    write_jsonl(folders["ewok"] / "ewok.jsonl", EWOK)
+    for name, records in ENTITY_TRACKING.items():
+        write_jsonl(folders["entity_tracking"] / name, records)
+    write_jsonl(folders["wug_adj"] / "wug_adj.jsonl", WUG_ADJ)
+    for name, records in COMPS.items():
+        write_jsonl(folders["comps"] / name, records)
+    return folders
+
+
+@torch.no_grad()
+def token_log_probs(model, ids: list[int], temperature: float = 1.0) -> list[float]:
+    """log p(ids[i] | ids[:i]) for i >= 1, from one forward over the whole sequence."""
+    logits = model(input_ids=torch.tensor([ids])).logits[0] / temperature
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
+    return [float(log_probs[i - 1, ids[i]]) for i in range(1, len(ids))]
+
+
+def sentence_score(model, tokenizer, sentence: str, temperature: float = 1.0) -> float:
+    """Every token after the first the tokenizer returns (the whole sentence, minus a first word where no
+    BOS is added)."""
+    return sum(token_log_probs(model, tokenizer(sentence)["input_ids"], temperature))
+
+
+def completion_score(model, tokenizer, prefix: str, sentence: str, temperature: float = 1.0) -> float:
+    """The tokens of `sentence` after those of `prefix` alone (the two must tokenize alike up to there)."""
+    head, ids = tokenizer(prefix)["input_ids"], tokenizer(sentence)["input_ids"]
+    assert ids[: len(head)] == head, (prefix, sentence)
+    return sum(token_log_probs(model, ids, temperature)[len(head) - 1 :])
