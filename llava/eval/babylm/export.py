@@ -1,0 +1,114 @@
+"""`python -m llava.eval.babylm export RUN_DIR OUT_DIR`: a training run's word milestones and final model
+as folders the 2025 BabyLM pipeline evaluates under the revision names its `collate_preds` reads.
+
+    OUT_DIR/chck_1M/NAME, OUT_DIR/chck_2M/NAME, ..., OUT_DIR/chck_1000M/NAME, OUT_DIR/main/NAME
+
+The pipeline names results by the model folder's name (`Path(model_path).stem`) and `--revision_name`,
+and `from_pretrained` ignores a revision for a local folder: so each revision is a folder of its own,
+every one ending in the same NAME (the run folder's name unless `--name`). A milestone the challenge does
+not define (the demo's 100 to 100,000 words) is `words_<label>` (`words_100`, `words_100000`). Each folder
+holds the checkpoint's language model as its family's stock transformers class with its tokenizer
+(llava.eval.export_lm): the text tasks load it without this package. The vision path is not exported yet,
+so the pipeline's image tasks cannot use these folders. OUT_DIR/revisions.tsv lists revision, folder,
+words and source checkpoint; a folder already exported from the same checkpoint is kept (a rerun exports
+only what is new).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ...errors import ArgumentParser, InputError, saving
+from ..curves import FINAL, MILESTONE_PREFIX, run_checkpoints
+
+logger = logging.getLogger("llava.eval.babylm")
+
+# The revisions the pipeline's collate_preds reads: every 1M words to 10M, every 10M to 100M, every 100M
+# to 1B (written chck_1000M).
+MILLION = 1_000_000
+CHALLENGE_WORDS = sorted(
+    {n * MILLION for n in range(1, 11)}
+    | {n * 10 * MILLION for n in range(1, 11)}
+    | {n * 100 * MILLION for n in range(1, 11)}
+)
+SOURCE_FILE = "exported_from.json"
+
+
+def milestone_words(label: str) -> int:
+    """The word count a milestone's label names: '1M', '1B', '100000'."""
+    for suffix, unit in (("B", 1_000_000_000), ("M", MILLION)):
+        if label.endswith(suffix) and label[:-1].isdigit():
+            return int(label[:-1]) * unit
+    if label.isdigit():
+        return int(label)
+    raise InputError(f"{MILESTONE_PREFIX}{label}: not a word milestone's name")
+
+
+def revision_name(checkpoint_name: str) -> str:
+    """'main' for the final model, chck_<n>M for the challenge's milestones, words_<label> for others."""
+    if checkpoint_name == FINAL:
+        return "main"
+    label = checkpoint_name.removeprefix(MILESTONE_PREFIX)
+    words = milestone_words(label)
+    return f"chck_{words // MILLION}M" if words in CHALLENGE_WORDS else f"words_{label}"
+
+
+def export_run(run_dir: str, out_dir: str, name: str | None = None) -> list[dict]:
+    """Exports every finished checkpoint of the run; returns one row per revision."""
+    from ..export_lm import export
+
+    checkpoints = run_checkpoints(run_dir)
+    if not checkpoints:
+        raise InputError(
+            f"{run_dir}: no finished word milestone and no final model (train with --babylm_word_milestones)"
+        )
+    name = name or Path(os.path.abspath(run_dir)).name
+    rows = []
+    for checkpoint in checkpoints:
+        revision = revision_name(checkpoint.name)
+        folder = Path(out_dir) / revision / name
+        source = {"checkpoint": os.path.abspath(checkpoint.path), "words": checkpoint.words}
+        if _exported_from(folder) == source:
+            logger.info("%s: already exported from %s", folder, checkpoint.path)
+        else:
+            # Written beside and renamed into place: a stopped export leaves no half folder behind.
+            partial = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            export(checkpoint.path, str(partial))
+            (partial / SOURCE_FILE).write_text(json.dumps(source))
+            shutil.rmtree(folder, ignore_errors=True)
+            partial.rename(folder)
+            logger.info("%s -> %s", checkpoint.path, folder)
+        rows.append(
+            {"revision": revision, "folder": str(folder), "words": checkpoint.words, "checkpoint": checkpoint.path}
+        )
+    table = "revision\tfolder\twords\tcheckpoint\n" + "".join(
+        f"{r['revision']}\t{r['folder']}\t{r['words']}\t{r['checkpoint']}\n" for r in rows
+    )
+    with saving(str(Path(out_dir) / "revisions.tsv"), "the revisions table", needed=len(table)):
+        (Path(out_dir) / "revisions.tsv").write_text(table)
+    return rows
+
+
+def _exported_from(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / SOURCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = ArgumentParser(prog="python -m llava.eval.babylm export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run's --output_dir")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="where the revision folders go")
+    parser.add_argument("--name", help="the model folder's name in every revision (default: RUN_DIR's name)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rows = export_run(args.run_dir, args.out_dir, args.name)
+    for row in rows:
+        print(f"{row['revision']}\t{row['folder']}")
+    return rows
