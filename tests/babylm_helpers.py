@@ -38,7 +38,9 @@ def llama_folder(folder: Path) -> str:
     """A random Llama whose fast tokenizer adds a BOS to every text (with offsets (0, 0))."""
     from tokenizers import ByteLevelBPETokenizer
     from tokenizers.processors import TemplateProcessing
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from llava.testing import tiny_language_config
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(TEXTS, vocab_size=300, min_frequency=1, special_tokens=["<s>", "</s>"])
@@ -48,17 +50,8 @@ def llama_folder(folder: Path) -> str:
     out = folder / "llama"
     tokenizer.save_pretrained(out)
     torch.manual_seed(1)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=128,
-        bos_token_id=bos,
-        eos_token_id=bpe.token_to_id("</s>"),
-    )
+    config = tiny_language_config("llava_llama")  # the tests' tiny Llama, with this tokenizer's ids
+    config.vocab_size, config.bos_token_id, config.eos_token_id = len(tokenizer), bos, bpe.token_to_id("</s>")
     LlamaForCausalLM(config).save_pretrained(out)
     return str(out)
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 DEFAULT_WORKERS = 4
 
 
-def _count(minimum: int):
+def count_at_least(minimum: int):
     """An argparse type: a whole number of at least `minimum`."""
 
     def parse(text: str) -> int:
@@ -81,8 +81,12 @@ def build_parser() -> errors.ArgumentParser:
     package_doc = sys.modules[__package__].__doc__
     parser = errors.ArgumentParser(prog="python -m llava.bench", description=package_doc.split("\n\n")[0])
     parser.add_argument("--configs", default="seed,demo", help="comma-separated: seed, demo")
-    parser.add_argument("--repeats", type=_count(1), default=3, help="timed repetitions of each measurement (median)")
-    parser.add_argument("--workers", type=_count(0), default=DEFAULT_WORKERS, help="data loader workers (the recipe's)")
+    parser.add_argument(
+        "--repeats", type=count_at_least(1), default=3, help="timed repetitions of each measurement (median)"
+    )
+    parser.add_argument(
+        "--workers", type=count_at_least(0), default=DEFAULT_WORKERS, help="data loader workers (the recipe's)"
+    )
     # Relative to the working directory, not to the package: an installed package's folder is no place to write.
     parser.add_argument("--workdir", default="bench_work", help="models and clips (kept between runs)")
     parser.add_argument("--output", default=os.path.join("docs", "benchmarks.md"), help="the table in Markdown")

@@ -29,9 +29,11 @@ LOADER_BATCHES = {"cached": 48, "online": 12}
 LOADER_EPOCHS = 3
 
 GIB = float(1 << 30)
+# The copy that measures this machine's memory: large enough that the CPU's caches cannot hold it.
+COPY_BYTES = 256 << 20
 
 
-def copy_bandwidth(threads: int, nbytes: int = 256 << 20, repeats: int = 5) -> float:
+def copy_bandwidth(threads: int, nbytes: int = COPY_BYTES, repeats: int = 5) -> float:
     """Bytes/s of one large copy into a buffer already allocated (the best of `repeats`), with `threads`
     torch threads: what this machine's memory moves."""
     source = torch.ones(nbytes, dtype=torch.uint8)

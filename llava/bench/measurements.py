@@ -164,13 +164,13 @@ class Bench:
         one, all_threads = 1, torch.get_num_threads()
         copy = {threads: data_path.copy_bandwidth(threads) for threads in sorted({one, all_threads})}
         # The cached set read here is a few entries (a real cache holds gigabytes): a copy of the same bytes
-        # is measured beside the 256 MiB one, in case the CPU's caches hold them.
+        # is measured beside the large one, in case the CPU's caches hold them.
         working_set = len(work.datasets["cached"]) * data_path.input_bytes(work.batches["cached"]["images"][0])
         same_size = data_path.copy_bandwidth(one, nbytes=working_set)
         self.report(
             "memory copy, this machine",
             ", ".join(f"{rate / data_path.GIB:.1f} GiB/s with {n} thread{'s' * (n > 1)}" for n, rate in copy.items())
-            + f" (256 MiB, from memory); {same_size / data_path.GIB:.1f} GiB/s with 1 thread for "
+            + f" ({data_path.COPY_BYTES >> 20} MiB, from memory); {same_size / data_path.GIB:.1f} GiB/s with 1 thread for "
             f"{working_set / (1 << 20):.0f} MiB, the size of the cached set read below",
         )
         # The cached path also without workers: the reading in the training process alone, without the

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from .. import errors
 from ..errors import UsageError
+from .cli import DEFAULT_WORKERS, count_at_least
 from .configs import SHAPES
 
 PROBE = Path(__file__).with_name("version_probe.py")
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE_BATCH, LOADER_BATCHES = 8, 48
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -102,6 +102,8 @@ def alternate(versions: list[Version], repeats: int, **request) -> list[list[dic
 
 def measure(versions: list[Version], repeats: int, workers: int) -> list[tuple[str, list[str]]]:
     """The rows: (measure, one value per version)."""
+    from .data_path import LOADER_BATCHES, RECIPE_BATCH  # torch with it: not for --help
+
     rows = []
     for version in versions:  # one warm-up step of each kind
         version.ask(measure="cached_step")
@@ -116,7 +118,7 @@ def measure(versions: list[Version], repeats: int, workers: int) -> list[tuple[s
     shares = [lm / cached for lm, cached in zip(steps["lm_step"], steps["cached_step"])]
     rows.append(("the cached step's share of the bound (LM step / cached step)", [f"**{s:.0%}**" for s in shares]))
     for n in sorted({0, workers}):
-        request = dict(measure="loader", workers=n, batch=RECIPE_BATCH, batches=LOADER_BATCHES)
+        request = dict(measure="loader", workers=n, batch=RECIPE_BATCH, batches=LOADER_BATCHES["cached"])
         rates = []
         for answers in alternate(versions, repeats, **request):
             rates.append(statistics.median(a["clips"] / a["seconds"] for a in answers))
@@ -155,13 +157,13 @@ def main(argv: list[str] | None = None) -> list:
     parser.add_argument("--before", required=True, help="a git revision (commit, tag, branch)")
     parser.add_argument("--after", help="a git revision (default: this working tree, uncommitted changes included)")
     parser.add_argument("--config", default="seed", choices=sorted(SHAPES))
-    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds per measure (median)")
-    parser.add_argument("--workers", type=int, default=4, help="the loader's workers (the recipe's)")
+    parser.add_argument("--repeats", type=count_at_least(1), default=5, help="alternating rounds per measure (median)")
+    parser.add_argument(
+        "--workers", type=count_at_least(0), default=DEFAULT_WORKERS, help="the loader's workers (the recipe's)"
+    )
     parser.add_argument("--workdir", default="bench_work", help="models, clips and worktrees (kept between runs)")
     parser.add_argument("--output", default=os.path.join("docs", "benchmark_versions.md"))
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.workers < 0:
-        raise UsageError("--repeats must be at least 1 and --workers at least 0")
     workdir = Path(args.workdir).resolve()
     errors.check_writable(str(workdir), "--workdir")
     code = {"before": checkout(args.before, workdir), "after": checkout(args.after, workdir)}

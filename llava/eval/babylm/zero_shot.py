@@ -16,9 +16,7 @@ wug_past, comps. The image tasks (vqa, winoground) and the other backends are re
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -64,13 +62,13 @@ def output_path(args) -> Path:
 
 
 def _is_llava_checkpoint(path: str) -> bool:
-    from ...model.builder import LLAVA_TO_STOCK
+    """Whether `path` is a model of this project (a llava model_type), read as every --model-path is: a
+    missing or unreadable config is one line naming it."""
+    from ...model.model_folder import config_file_of, read_config
+    from ...modeling.families import LLAVA_TYPES
 
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config):
-        return False
-    with open(config) as f:
-        return json.load(f).get("model_type") in LLAVA_TO_STOCK
+    what = "--model_path_or_name"
+    return read_config(config_file_of(path, what), what).get("model_type") in LLAVA_TYPES
 
 
 def load_model_and_tokenizer(path: str, revision: str | None):
