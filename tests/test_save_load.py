@@ -85,3 +85,18 @@ def test_adapter_that_does_not_fit_is_refused(tmp_path, tower_dir):
     torch.save(weights, tmp_path / "bad.bin")
     with pytest.raises(RuntimeError, match="size mismatch"):
         model.get_model().load_adapter_weights(str(tmp_path / "bad.bin"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_tower_reads_back_from_a_checkpoints_files_alone(family, tmp_path, tower_dir):
+    """cache_features reads a checkpoint's tower from its safetensors keys without the language model;
+    transformers stores Mixtral's `.mlp.` keys (the tower's too) under their original name, which the
+    reader undoes."""
+    from llava.modeling.vision_tower import load_vision_tower_from_checkpoint
+
+    _, model = llava_model(family, tmp_path / "lm", tower_dir)
+    model.save_pretrained(tmp_path / "ckpt")
+    tower = load_vision_tower_from_checkpoint(str(tmp_path / "ckpt"), model.config)
+    expected = model.get_vision_tower().state_dict()
+    assert sorted(tower.state_dict()) == sorted(expected)
+    assert all(torch.equal(tower.state_dict()[k], v) for k, v in expected.items())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 
@@ -179,13 +180,17 @@ def load_vision_tower_from_checkpoint(folder: str, config) -> VisionTower:
     from safetensors import safe_open
 
     tower = build_vision_tower(config)
+    renamings = _stored_renamings(config.model_type)
     state = {}
     for file in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
         with safe_open(file, framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 - safetensors' safe_open is not iterable
                 # 'transformer.vision_tower.vision_tower.embeddings...' -> 'vision_tower.embeddings...'
                 if "vision_tower." in key:
-                    state[key.split("vision_tower.", 1)[1]] = f.get_tensor(key)
+                    name = key.split("vision_tower.", 1)[1]
+                    for source, target in renamings:
+                        name = re.sub(source, target, name)
+                    state[name] = f.get_tensor(key)
     missing, unexpected = tower.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -193,6 +198,21 @@ def load_vision_tower_from_checkpoint(folder: str, config) -> VisionTower:
             f"({len(missing)} missing, e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
         )
     return tower
+
+
+def _stored_renamings(model_type: str) -> list[tuple[str, str]]:
+    """The key renamings transformers applies when it loads a checkpoint of the family (stored name ->
+    name in the model). Saving applies them backwards to every key, the tower's included: a Mixtral
+    checkpoint stores the tower's `.mlp.` as `.block_sparse_moe.`, and reading its keys alone must undo it."""
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+    from .families import LLAVA_TO_STOCK
+
+    renamings = []
+    for rule in get_checkpoint_conversion_mapping(LLAVA_TO_STOCK.get(model_type, model_type)) or []:
+        if type(rule).__name__ == "WeightRenaming":
+            renamings += list(zip(rule.source_patterns, rule.target_patterns))
+    return renamings
 
 
 def build_vision_tower(config) -> VisionTower:
