@@ -8,11 +8,19 @@ token by default gets exactly one, at the start.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from transformers import StoppingCriteria
 
 from .constants import IMAGE_TOKEN_INDEX, PLACEHOLDER_PATTERN
+
+# Re-exported: callers import the aspect-ratio helpers from here, as from LLaVA's mm_utils.
+from .modeling.processing_llava import (  # noqa: F401
+    ASPECT_RATIO_MODES,
+    expand_to_square,
+    frame_pixels,
+    image_aspect_ratio,
+    image_pixels,
+)
 
 
 def count_placeholders(text: str) -> int:
@@ -70,63 +78,14 @@ def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int = IMAGE
 
 def process_video_frames(frames, image_processor) -> torch.FloatTensor:
     """(T, H, W, 3) uint8 frames (numpy or torch) -> (T, 3, S, S) float pixels from the tower's processor."""
-    if isinstance(frames, torch.Tensor):
-        frames = frames.numpy()
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
-    pixels = image_processor(list(frames), return_tensors="pt")["pixel_values"]
-    return pixels.float()
-
-
-# Values of LLaVA's `image_aspect_ratio` that preprocess an image into one tower input. LLaVA's others
-# (anyres*, highres, crop_split) cut an image into several tiles; here an image is one frame of the
-# packer's grid, so they cannot apply.
-ASPECT_RATIO_MODES = ("square", "pad")
-
-
-def image_aspect_ratio(model_cfg) -> str:
-    """The `image_aspect_ratio` a model config (or LLaVA data arguments) asks for; `square` when unset."""
-    mode = getattr(model_cfg, "image_aspect_ratio", None) if model_cfg is not None else None
-    mode = mode or "square"
-    if mode not in ASPECT_RATIO_MODES:
-        raise ValueError(
-            f"image_aspect_ratio {mode!r} is not supported: an image is one frame at the tower's input size "
-            f"here, not a set of tiles; use 'pad' (LLaVA-1.5's letterboxing) or 'square'"
-        )
-    return mode
-
-
-def expand_to_square(image, background: tuple[int, ...]):
-    """A PIL image centred on a square canvas of `background` colour (LLaVA's `pad` preprocessing)."""
-    from PIL import Image
-
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    canvas = Image.new(image.mode, (side, side), background)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-    return canvas
+    return frame_pixels(frames, image_processor)
 
 
 def process_images(images, image_processor, model_cfg=None) -> torch.FloatTensor:
     """LLaVA's `process_images`: PIL images or (H, W, 3) uint8 arrays -> (N, 3, S, S) float pixels, each
     image later one frame. `model_cfg.image_aspect_ratio == "pad"` letterboxes each image onto a square
     of the processor's mean colour first, so that the centre crop keeps all of it."""
-    from PIL import Image
-
-    pad = image_aspect_ratio(model_cfg) == "pad"
-    prepared = []
-    for img in images:
-        img = img.convert("RGB") if isinstance(img, Image.Image) else np.asarray(img)
-        if pad:
-            if not isinstance(img, Image.Image):
-                img = Image.fromarray(img.astype(np.uint8)).convert("RGB")
-            # The mean colour as LLaVA computes it (truncated), so letterboxes match its preprocessing.
-            img = expand_to_square(img, tuple(int(255 * m) for m in image_processor.image_mean))
-        prepared.append(img)
-    return image_processor(prepared, return_tensors="pt")["pixel_values"].float()
+    return image_pixels(images, image_processor, image_aspect_ratio(model_cfg))
 
 
 def get_model_name_from_path(model_path: str) -> str:

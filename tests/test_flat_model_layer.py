@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELING = ROOT / "llava" / "modeling"
 MODULES = sorted(MODELING.glob("*.py"))
 SIBLINGS = {path.stem for path in MODULES}
-# What an exported folder may ask of the environment it is loaded in, besides the standard library.
-ALLOWED_PACKAGES = {"torch", "transformers", "safetensors", "numpy"}
+# What an exported folder may ask of the environment it is loaded in, besides the standard library (PIL:
+# the processor's pictures, which transformers' image processors read with it too).
+ALLOWED_PACKAGES = {"torch", "transformers", "safetensors", "numpy", "PIL"}
 # Imported only inside functions, and only where a run actually uses ZeRO-3.
 LAZY_ONLY_PACKAGES = {"deepspeed"}
 

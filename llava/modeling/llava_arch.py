@@ -34,7 +34,7 @@ from .splicing import pad_batch, splice_sample, truncate_text
 from .token_packer import build_vision_resampler
 from .vision_settings import VisionSettings
 from .vision_tower import VisionTower, build_vision_tower
-from .visual_inputs import as_clips
+from .visual_inputs import as_clips, cover_image_token, from_pixel_values
 from .zero3 import embedding_std, gathered_parameters, zero3_init
 
 logger = logging.getLogger(__name__)
@@ -383,8 +383,15 @@ class LlavaMetaForCausalLM:
         image_sizes=None,
         logits_to_keep=0,
         visual_stand_ins=None,
+        pixel_values=None,
         **kwargs,
     ):
+        if pixel_values is not None:  # transformers' form, as an exported folder's processor gives it
+            if images is not None:
+                raise ValueError("pass the visual inputs once: images= or pixel_values=, not both")
+            images, input_ids, attention_mask, labels = from_pixel_values(
+                pixel_values, input_ids, attention_mask, labels, getattr(self.config, "image_token_index", None)
+            )
         if inputs_embeds is None and (images is not None or visual_stand_ins):
             input_ids, position_ids, attention_mask, cache, inputs_embeds, labels = (
                 self.prepare_inputs_labels_for_multimodal(
@@ -408,9 +415,13 @@ class LlavaMetaForCausalLM:
         # signature); passed on where the family's forward takes it.
         if logits_to_keep and self._language_model_takes("logits_to_keep"):
             kwargs["logits_to_keep"] = logits_to_keep
-        return self._language_model_method("forward")(
+        output = self._language_model_method("forward")(
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, labels=labels, **kwargs
         )
+        image_token = getattr(self.config, "image_token_index", None)
+        if image_token is not None and getattr(output, "logits", None) is not None:
+            output.logits = cover_image_token(output.logits, image_token)
+        return output
 
     def _language_model_takes(self, argument: str) -> bool:
         return argument in _parameters(_next_definition(type(self), "forward"))
