@@ -1,7 +1,7 @@
 """Builders shared by the model tests: tiny multimodal models of every family."""
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import causal_lm_class
@@ -47,3 +47,21 @@ def left_padded(rows, pad=0):
     ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows])
     return ids, mask
+
+
+def llava_checkpoint(family, folder, tokenizer_dir, tower_dir):
+    """A saved llava checkpoint of `family` (tiny config, the tiny tower, a trained-looking adapter)."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = TINY_LANGUAGE_CONFIGS[family]()
+    config.vocab_size = len(tokenizer)
+    stock = folder / "stock"
+    AutoModelForCausalLM.from_config(config).save_pretrained(stock)
+    model = causal_lm_class(family).from_pretrained(stock)
+    model.get_model().initialize_vision_modules(tiny_vision_args(tower_dir))
+    with torch.no_grad():
+        for p in model.get_model().mm_pos_embed.parameters():
+            p.normal_()
+    checkpoint = folder / "llava"
+    model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    return checkpoint

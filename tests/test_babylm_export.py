@@ -8,6 +8,7 @@ import shutil
 import pytest
 from transformers import AutoModelForCausalLM
 
+from llava.eval import export_remote
 from llava.eval.babylm import export, zero_shot
 
 from babylm_helpers import write_task_folders
@@ -41,10 +42,19 @@ def test_a_runs_milestones_become_revision_folders_the_results_follow(checkpoint
     out = tmp_path / "babylm"
     rows = export.main([str(run), str(out), "--name", "bambi-italian"])
     assert [r["revision"] for r in rows] == ["words_40", "chck_1M", "chck_1000M", "main"]
+    towers = set()
     for row in rows:
         folder = out / row["revision"] / "bambi-italian"
         assert row["folder"] == str(folder)
-        assert AutoModelForCausalLM.from_pretrained(folder).config.model_type == "gpt2"  # the stock class
+        config = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).config
+        assert (
+            config.model_type == "llava_gpt2"
+            and config.auto_map["AutoModelForCausalLM"] == "llava_gpt2.LlavaGPT2ForCausalLM"
+        )
+        towers.add((folder / export_remote.TOWER_SHARD).stat().st_ino)
+    # The frozen tower is stored once: every revision's shard is a hard link to the one kept file.
+    (kept,) = (out / export.SHARED_WEIGHTS).iterdir()
+    assert towers == {kept.stat().st_ino} and kept.stat().st_nlink == len(rows) + 1
     table = (out / "revisions.tsv").read_text().splitlines()
     assert table[0] == "revision\tfolder\twords\tcheckpoint" and table[2].startswith("chck_1M\t")
 
@@ -52,6 +62,10 @@ def test_a_runs_milestones_become_revision_folders_the_results_follow(checkpoint
     stamp = (out / "chck_1M" / "bambi-italian" / "config.json").stat().st_mtime_ns
     export.main([str(run), str(out), "--name", "bambi-italian"])
     assert (out / "chck_1M" / "bambi-italian" / "config.json").stat().st_mtime_ns == stamp
+
+    # --text_only: the language model alone, as its family's stock class (no remote code).
+    export.main([str(run), str(tmp_path / "text"), "--text_only"])
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "text" / "main" / run.name).config.model_type == "gpt2"
 
     folders = write_task_folders(tmp_path / "data")
     results = tmp_path / "results"

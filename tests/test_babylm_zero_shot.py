@@ -235,7 +235,9 @@ def test_a_record_in_another_format_is_one_line_naming_its_file_and_line(setup, 
     "flags, said",
     [
         (["--backend", "mlm", "--task", "blimp"], "--backend mlm"),
-        (["--backend", "causal", "--task", "vqa"], "--task vqa"),
+        (["--backend", "causal", "--task", "blimp", "--images_path", "pictures"], "--images_path"),
+        (["--backend", "causal", "--task", "vqa", "--images_path", "pictures", "--batch_size", "4"], "--batch_size 4"),
+        (["--backend", "causal", "--task", "vqa", "--image_template", "before"], "--image_template before"),
     ],
 )
 def test_what_is_not_scored_here_is_refused_in_one_line(setup, flags, said, tmp_path):

@@ -8,11 +8,12 @@ import textwrap
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llava.eval import export_lm
-from llava.model.builder import causal_lm_class, load_pretrained_model
-from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
+from llava.model.builder import load_pretrained_model
+from llava.testing import TINY_LANGUAGE_CONFIGS
+
+from model_helpers import llava_checkpoint
 
 FAMILIES = sorted(TINY_LANGUAGE_CONFIGS)
 STOCK_CLASSES = {
@@ -42,24 +43,6 @@ LOADER = textwrap.dedent("""
     assert not [m for m in sys.modules if m == "llava" or m.startswith("llava.")], "llava was imported"
     torch.save(results, out)
 """)
-
-
-def llava_checkpoint(family, folder, tokenizer_dir, tower_dir):
-    """A saved llava checkpoint of `family` (tiny config, the tiny tower, a trained-looking adapter)."""
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = TINY_LANGUAGE_CONFIGS[family]()
-    config.vocab_size = len(tokenizer)
-    stock = folder / "stock"
-    AutoModelForCausalLM.from_config(config).save_pretrained(stock)
-    model = causal_lm_class(family).from_pretrained(stock)
-    model.get_model().initialize_vision_modules(tiny_vision_args(tower_dir))
-    with torch.no_grad():
-        for p in model.get_model().mm_pos_embed.parameters():
-            p.normal_()
-    checkpoint = folder / "llava"
-    model.save_pretrained(checkpoint)
-    tokenizer.save_pretrained(checkpoint)
-    return checkpoint
 
 
 @pytest.mark.slow

@@ -10,6 +10,13 @@
 - A sentence's score at temperature T is the sum of log_softmax(logits / T) over its scored tokens. The
   candidates of an item are ranked by score; the first highest wins (torch.max's index).
 Batches are right-padded with the pad id (EOS where the tokenizer has none); padding changes no score.
+
+With a picture (the image tasks), the sentence goes to the model's processor with the picture, written
+through the `--image_template` where one is given (the image token before the text), and the model gets
+`pixel_values`; the scored tokens are then counted from the end as the pipeline counts them: the
+sentence's own tokens, found by tokenizing it alone, are the last ones, and the character offsets of the
+text with the image token are read as the pipeline reads them (so the template's token may shift the
+first scored token, exactly as there). The logits' last text-length positions are the text's.
 """
 
 from __future__ import annotations
@@ -19,27 +26,51 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 
-def encode(tokenizer, sentence: str, completion: str) -> tuple[list[int], list[int]]:
-    """(token ids, phrase mask) of one candidate: 1 where a token overlaps the completion."""
-    encoded = tokenizer(sentence, return_offsets_mapping=True)
+def encode(processor, sentence: str, completion: str, image=None, image_sentence: str | None = None):
+    """(token ids, phrase mask: 1 where a token overlaps the completion, pixel values or None) of one
+    candidate. `processor` is the model's processor or its tokenizer; `image_sentence` is the sentence as
+    the image template writes it (the sentence itself without a template)."""
+    if image is None:
+        encoded = processor(text=sentence, return_offsets_mapping=True)
+        sentence_ids = encoded["input_ids"]
+    else:
+        encoded = processor(text=image_sentence or sentence, images=image, return_offsets_mapping=True)
+        sentence_ids = processor(text=sentence, return_offsets_mapping=True)["input_ids"]
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-    start_char = len(sentence) - len(completion) + offsets[0][0]
-    return list(ids), [1 if end > start_char else 0 for _, end in offsets]
+    if ids and isinstance(ids[0], list):  # a processor answers for a batch of one
+        ids, offsets, sentence_ids = ids[0], offsets[0], sentence_ids[0]
+    start = len(ids) - len(sentence_ids)  # where the sentence's own tokens begin (0 without a picture)
+    start_char = len(sentence) - len(completion) + offsets[start][0]
+    phrase = [0] * len(ids)
+    for i, (_, end) in enumerate(offsets[start:], start):
+        if end > start_char:
+            phrase[i] = 1
+    pixels = None if image is None else torch.FloatTensor(encoded["pixel_values"])
+    return list(ids), phrase, pixels
 
 
-def candidate_batches(tokenizer, items: list[dict], batch_size: int):
-    """Batches of `batch_size` items, in order: (items, per candidate position a (ids, mask, phrase)
-    triple of right-padded tensors)."""
+def candidate_batches(processor, items: list[dict], batch_size: int, image_template: str | None = None):
+    """Batches of `batch_size` items, in order: (items, per candidate position a (ids, mask, phrase,
+    pixels) tuple: right-padded tensors, and the batch's pictures or None). `processor` is the model's
+    processor or its tokenizer; `image_template` as the pipeline's templates write the image token in."""
+    tokenizer = getattr(processor, "tokenizer", processor)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
         candidates = []
         for position in range(len(batch[0]["sentences"])):
-            encoded = [encode(tokenizer, i["sentences"][position], i["completions"][position]) for i in batch]
+            encoded = []
+            for item in batch:
+                sentence, image = item["sentences"][position], item.get("image")
+                image_sentence = None
+                if image is not None and image_template is not None:
+                    image_sentence = image_template.format(image_token=tokenizer.image_token, text=sentence)
+                encoded.append(encode(processor, sentence, item["completions"][position], image, image_sentence))
             ids = pad_sequence([torch.tensor(e[0]) for e in encoded], batch_first=True, padding_value=pad)
             mask = pad_sequence([torch.ones(len(e[0]), dtype=torch.long) for e in encoded], batch_first=True)
             phrase = pad_sequence([torch.tensor(e[1]) for e in encoded], batch_first=True)
-            candidates.append((ids, mask, phrase))
+            pixels = None if encoded[0][2] is None else torch.cat([e[2] for e in encoded])
+            candidates.append((ids, mask, phrase, pixels))
         yield batch, candidates
 
 
@@ -47,9 +78,10 @@ def candidate_batches(tokenizer, items: list[dict], batch_size: int):
 def score_candidates(model, candidates, temperatures: list[float], device) -> dict[float, torch.Tensor]:
     """Per temperature, a (items, candidates) tensor of summed log-probabilities of the scored tokens."""
     scores = {t: [] for t in temperatures}
-    for ids, mask, phrase in candidates:
+    for ids, mask, phrase, pixels in candidates:
         inputs, targets = ids[:, :-1].to(device), ids[:, 1:].to(device)
-        logits = model(input_ids=inputs, attention_mask=mask[:, :-1].to(device)).logits
+        pictures = {} if pixels is None else {"pixel_values": pixels.to(device)}
+        logits = model(input_ids=inputs, attention_mask=mask[:, :-1].to(device), **pictures).logits
         logits = logits[:, -inputs.shape[1] :]  # a model that prepends visual tokens returns more positions
         scored = phrase[:, 1:].to(device)
         for t in temperatures:

@@ -6,12 +6,16 @@ as folders the 2025 BabyLM pipeline evaluates under the revision names its `coll
 The pipeline names results by the model folder's name (`Path(model_path).stem`) and `--revision_name`,
 and `from_pretrained` ignores a revision for a local folder: so each revision is a folder of its own,
 every one ending in the same NAME (the run folder's name unless `--name`). A milestone the challenge does
-not define (the demo's 100 to 100,000 words) is `words_<label>` (`words_100`, `words_100000`). Each folder
-holds the checkpoint's language model as its family's stock transformers class with its tokenizer
-(llava.eval.export_lm): the text tasks load it without this package. The vision path is not exported yet,
-so the pipeline's image tasks cannot use these folders. OUT_DIR/revisions.tsv lists revision, folder,
-words and source checkpoint; a folder already exported from the same checkpoint is kept (a rerun exports
-only what is new).
+not define (the demo's 100 to 100,000 words) is `words_<label>` (`words_100`, `words_100000`).
+
+A checkpoint with a vision tower becomes a self-contained folder with its code (llava.eval.export_remote):
+`AutoModelForCausalLM` and `AutoProcessor` load it with `trust_remote_code=True` where this package is not
+installed, for the text tasks and the image tasks alike; the tower's weights are kept once in
+OUT_DIR/.shared-weights and hard-linked into every revision. A text-only checkpoint (or any, with
+`--text_only`) becomes its family's stock transformers model with its tokenizer (llava.eval.export_lm),
+which loads without remote code. OUT_DIR/revisions.tsv lists revision, folder, words and source
+checkpoint; a folder already exported from the same checkpoint the same way is kept (a rerun exports only
+what is new).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ CHALLENGE_WORDS = sorted(
     | {n * 100 * MILLION for n in range(1, 11)}
 )
 SOURCE_FILE = "exported_from.json"
+SHARED_WEIGHTS = ".shared-weights"
 
 
 def milestone_words(label: str) -> int:
@@ -57,9 +62,17 @@ def revision_name(checkpoint_name: str) -> str:
     return f"chck_{words // MILLION}M" if words in CHALLENGE_WORDS else f"words_{label}"
 
 
-def export_run(run_dir: str, out_dir: str, name: str | None = None) -> list[dict]:
+def export_kind(checkpoint: str, text_only: bool) -> str:
+    """'remote_code' (the whole model, with its code) for a checkpoint with a vision tower, else 'stock_lm'."""
+    from ...model.model_folder import config_file_of, is_llava_checkpoint, read_config
+
+    config = read_config(config_file_of(checkpoint, "a checkpoint"), "a checkpoint")
+    return "remote_code" if is_llava_checkpoint(config) and not text_only else "stock_lm"
+
+
+def export_run(run_dir: str, out_dir: str, name: str | None = None, text_only: bool = False) -> list[dict]:
     """Exports every finished checkpoint of the run; returns one row per revision."""
-    from ..export_lm import export
+    from .. import export_lm, export_remote
 
     checkpoints = run_checkpoints(run_dir)
     if not checkpoints:
@@ -71,14 +84,18 @@ def export_run(run_dir: str, out_dir: str, name: str | None = None) -> list[dict
     for checkpoint in checkpoints:
         revision = revision_name(checkpoint.name)
         folder = Path(out_dir) / revision / name
-        source = {"checkpoint": os.path.abspath(checkpoint.path), "words": checkpoint.words}
+        kind = export_kind(checkpoint.path, text_only)
+        source = {"checkpoint": os.path.abspath(checkpoint.path), "words": checkpoint.words, "as": kind}
         if _exported_from(folder) == source:
             logger.info("%s: already exported from %s", folder, checkpoint.path)
         else:
             # Written beside and renamed into place: a stopped export leaves no half folder behind.
             partial = folder.with_name(folder.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
-            export(checkpoint.path, str(partial))
+            if kind == "remote_code":
+                export_remote.export(checkpoint.path, str(partial), shared_dir=str(Path(out_dir) / SHARED_WEIGHTS))
+            else:
+                export_lm.export(checkpoint.path, str(partial))
             (partial / SOURCE_FILE).write_text(json.dumps(source))
             shutil.rmtree(folder, ignore_errors=True)
             partial.rename(folder)
@@ -106,9 +123,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run's --output_dir")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="where the revision folders go")
     parser.add_argument("--name", help="the model folder's name in every revision (default: RUN_DIR's name)")
+    parser.add_argument(
+        "--text_only",
+        action="store_true",
+        help="export the language model alone, as its family's stock class (no remote code; no image tasks)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows = export_run(args.run_dir, args.out_dir, args.name)
+    rows = export_run(args.run_dir, args.out_dir, args.name, args.text_only)
     for row in rows:
         print(f"{row['revision']}\t{row['folder']}")
     return rows

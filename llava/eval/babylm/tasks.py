@@ -6,6 +6,11 @@ scored), and metadata, every other key, by which accuracies are grouped (`UID` a
 and `linguistics_term`, EWoK its context and target contrasts; the wug tasks carry the human `ratio`).
 Files are read in the folder's own listing order (the pipeline's `Path.iterdir()`), lines in file order:
 the order that numbers the saved predictions.
+
+The image tasks' records name their picture by its row in a `datasets` dataset (`--images_path`,
+`--image_split`): VQA's `idx_in_hf_dataset` (column `image`), Winoground's `image_idx` and `image_key`
+(`image_0` or `image_1`). Without `--images_path` they are scored on their text alone, as the pipeline
+scores them.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ TASKS = TEXT_TASKS + IMAGE_TASKS
 NOT_METADATA = ("sentences", "completions", "prefixes", "label", "image")
 
 
-def read_task(data_path: Path, task: str, full_sentence_scores: bool = False) -> list[dict]:
-    """Every item of the folder's .jsonl files for `task`; one line naming the file and line of a record
-    that is not in the task's format."""
+def read_task(data_path: Path, task: str, full_sentence_scores: bool = False, images=None) -> list[dict]:
+    """Every item of the folder's .jsonl files for `task` (`images`: the image tasks' dataset, or None); one
+    line naming the file and line of a record that is not in the task's format or names a missing picture."""
     if not data_path.is_dir():
         raise InputError(f"--data_path {data_path}: not a folder (the pipeline reads a folder of .jsonl files)")
     items = []
@@ -34,7 +39,9 @@ def read_task(data_path: Path, task: str, full_sentence_scores: bool = False) ->
         with path.open() as f:
             for number, line in enumerate(f, 1):
                 try:
-                    items.append(decode(json.loads(line.strip()), path, task, full_sentence_scores))
+                    items.append(decode(json.loads(line.strip()), path, task, full_sentence_scores, images))
+                except MissingImage as e:
+                    raise InputError(f"{path}, line {number}: {e}") from None
                 except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
                     what = f"no field {e}" if isinstance(e, KeyError) else str(e)
                     raise InputError(f"{path}, line {number}: not a {task} record ({what})") from None
@@ -43,7 +50,7 @@ def read_task(data_path: Path, task: str, full_sentence_scores: bool = False) ->
     return items
 
 
-def decode(raw: dict, path: Path, task: str, full_sentence_scores: bool) -> dict:
+def decode(raw: dict, path: Path, task: str, full_sentence_scores: bool, images=None) -> dict:
     if task == "blimp":
         return _blimp(raw, path)
     if task == "ewok":
@@ -54,7 +61,11 @@ def decode(raw: dict, path: Path, task: str, full_sentence_scores: bool) -> dict
         return _entity_tracking(raw, path)
     if task == "comps":
         return _comps(raw, path)
-    raise InputError(f"--task {task}: not a text task of this scorer (text tasks: {', '.join(TEXT_TASKS)})")
+    if task == "vqa":
+        return _vqa(raw, images)
+    if task == "winoground":
+        return _winoground(raw, images)
+    raise InputError(f"--task {task}: not a task of this scorer (tasks: {', '.join(TASKS)})")
 
 
 def metadata(item: dict) -> dict:
@@ -124,3 +135,47 @@ def _comps(raw: dict, path: Path) -> dict:
         "label": 0,
         "UID": _COMPS_SUBSETS.get(path.stem, "wugs_dist_in_between"),
     }
+
+
+class MissingImage(LookupError):
+    """A record names a picture the images dataset does not hold."""
+
+
+def picture(images, row, column: str):
+    """The RGB picture at `images[row][column]` (a `datasets` dataset), or MissingImage saying which."""
+    if not isinstance(row, int) or not 0 <= row < len(images):
+        raise MissingImage(f"image row {row!r} is not in the images dataset ({len(images)} rows)")
+    record = images[row]
+    if column not in record or record[column] is None:
+        raise MissingImage(f"image row {row} has no picture in column {column!r} (columns: {', '.join(record)})")
+    return record[column].convert("RGB")
+
+
+def _vqa(raw: dict, images) -> dict:
+    answers = [raw["target_ans"], *raw["distractors"]]
+    item = {
+        "sentences": [" ".join([raw["question"], answer]) for answer in answers],
+        "prefixes": [raw["question"] for _ in answers],
+        "completions": [" " + answer for answer in answers],
+        "label": 0,
+        "UID": "vqa",
+    }
+    if images is not None:
+        item["image"] = picture(images, raw["idx_in_hf_dataset"], "image")
+    return item
+
+
+def _winoground(raw: dict, images) -> dict:
+    item = {
+        "sentences": [raw["caption_0"], raw["caption_1"]],
+        "prefixes": [None, None],
+        "completions": [raw["caption_0"], raw["caption_1"]],
+        "label": 0,
+        "UID": "winoground",
+        "Type": raw["collapsed_tag"],
+        "Linguistic Feature": raw["tag"],
+        "Linguistic Sub-Feature": " ".join([raw["tag"], raw["secondary_tag"]]),
+    }
+    if images is not None:
+        item["image"] = picture(images, raw["image_idx"], raw["image_key"])
+    return item

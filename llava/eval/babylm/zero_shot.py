@@ -11,7 +11,12 @@ tokenizer is the folder's own, used as the pipeline uses it (see causal_scoring.
 pipeline writes them: OUTPUT_DIR/<model folder name>/<revision or main>/zero_shot/causal/TASK/<data
 folder name>/best_temperature_report.txt (and predictions.json with --save_predictions), so that its
 `collate_preds` reads them. Text tasks: blimp (BLiMP and its supplement), ewok, entity_tracking, wug_adj,
-wug_past, comps. The image tasks (vqa, winoground) and the other backends are refused in one line.
+wug_past, comps. Image tasks: vqa and winoground, with their pictures from `--images_path` (anything
+`datasets.load_dataset(PATH, split=--image_split)` reads: a local parquet or imagefolder dataset) at batch
+size 1, the model given `pixel_values` by its processor (a llava checkpoint's, or an exported folder's
+own through AutoProcessor); `--image_template append_image_token` writes the tokenizer's image token
+before the text, as the pipeline's templates/image_template.json does. The other backends are refused in
+one line.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from .tasks import IMAGE_TASKS, TASKS, read_task
 logger = logging.getLogger("llava.eval.babylm")
 
 BACKENDS = ("mlm", "causal", "mntp", "enc_dec_mask", "enc_dec_prefix")
+# The pipeline's evaluation_pipeline/templates/image_template.json.
+IMAGE_TEMPLATES = {"append_image_token": "{image_token}{text}"}
 
 
 def build_parser() -> ArgumentParser:
@@ -71,25 +78,49 @@ def _is_llava_checkpoint(path: str) -> bool:
     return read_config(config_file_of(path, what), what).get("model_type") in LLAVA_TYPES
 
 
-def load_model_and_tokenizer(path: str, revision: str | None):
-    """(causal LM, tokenizer) as the pipeline loads them; a llava checkpoint's language model as the stock
-    model `export_lm` writes, with the checkpoint's tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model_and_processor(path: str, revision: str | None, pictures: bool):
+    """(causal LM, processor) as the pipeline loads them. Without `pictures` the processor is the
+    tokenizer, and a llava checkpoint's language model is the stock model `export_lm` writes; with them,
+    the whole model and its processor (a llava checkpoint's as its export would carry it)."""
+    from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 
     if _is_llava_checkpoint(path):
         from ...model.builder import load_pretrained_model
         from ..export_lm import to_stock
+        from ..export_remote import processor_for
 
-        _, model, _, _ = load_pretrained_model(path, None, device="cpu")
-        model = to_stock(model)
+        tokenizer, model, _, _ = load_pretrained_model(path, None, device="cpu")
+        if pictures:
+            processor = processor_for(model, tokenizer)
+        else:
+            model, processor = to_stock(model), None
     else:
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, revision=revision)
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="right", revision=revision, trust_remote_code=True)
+        processor = None
+        if pictures:
+            processor = AutoProcessor.from_pretrained(
+                path, padding_side="right", revision=revision, trust_remote_code=True
+            )
+    if processor is None:
+        processor = AutoTokenizer.from_pretrained(path, padding_side="right", revision=revision, trust_remote_code=True)
+    tokenizer = getattr(processor, "tokenizer", processor)
     if not getattr(tokenizer, "is_fast", False):
         raise InputError(f"{path}: the tokenizer is not a fast one; scoring needs its offsets (return_offsets_mapping)")
+    if pictures and not callable(getattr(processor, "image_processor", None)):
+        raise InputError(f"{path}: its processor takes no images (export the checkpoint with its vision tower)")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token_id = tokenizer.eos_token_id
-    return model.eval(), tokenizer
+    return model.eval(), processor
+
+
+def load_images(images_path: str, split: str | None):
+    """The pictures' dataset as the pipeline opens it; one line where it cannot be read."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(images_path, split=split)
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
+        raise InputError(f"--images_path {images_path} (split {split}): cannot be read as a dataset ({e})") from None
 
 
 def check_args(args) -> None:
@@ -97,8 +128,16 @@ def check_args(args) -> None:
         raise UsageError(
             f"--backend {args.backend}: only the causal backend is scored here (this project trains causal LMs)"
         )
-    if args.task in IMAGE_TASKS:
-        raise UsageError(f"--task {args.task}: the image tasks are not scored by this command yet (text tasks only)")
+    if args.images_path is not None and args.task not in IMAGE_TASKS:
+        raise UsageError(f"--images_path: {args.task} has no pictures (image tasks: {', '.join(IMAGE_TASKS)})")
+    if args.images_path is not None and args.batch_size != 1:
+        raise UsageError(
+            f"--batch_size {args.batch_size}: the image tasks are scored at batch size 1 (as the pipeline)"
+        )
+    if args.image_template is not None and args.image_template not in IMAGE_TEMPLATES:
+        raise UsageError(
+            f"--image_template {args.image_template}: not one of the pipeline's ({', '.join(IMAGE_TEMPLATES)})"
+        )
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
     if args.max_temperature is not None and args.temperature_interval <= 0:
@@ -111,13 +150,16 @@ def run(args) -> dict:
     from tqdm import tqdm
 
     check_args(args)
-    items = read_task(args.data_path, args.task, args.full_sentence_scores)
-    model, tokenizer = load_model_and_tokenizer(args.model_path_or_name, args.revision_name)
+    pictures = args.images_path is not None
+    images = load_images(args.images_path, args.image_split) if pictures else None
+    items = read_task(args.data_path, args.task, args.full_sentence_scores, images)
+    model, processor = load_model_and_processor(args.model_path_or_name, args.revision_name, pictures)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     temperatures = causal_scoring.temperatures(args.min_temperature, args.max_temperature, args.temperature_interval)
     tally = results.Tally(args.task, temperatures)
-    batches = causal_scoring.candidate_batches(tokenizer, items, args.batch_size)
+    template = IMAGE_TEMPLATES.get(args.image_template) if pictures else None
+    batches = causal_scoring.candidate_batches(processor, items, args.batch_size, template)
     total = -(-len(items) // args.batch_size)
     for batch, candidates in tqdm(batches, total=total, desc=f"{args.task} {args.data_path.stem}"):
         tally.add(batch, causal_scoring.score_candidates(model, candidates, temperatures, device))
