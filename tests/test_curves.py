@@ -137,13 +137,51 @@ def test_every_milestone_and_the_final_model_evaluated_then_resumed(milestone_ru
     assert redone["evaluated"] == names
 
 
+@pytest.mark.slow
+def test_babylm_tasks_at_every_milestone_as_the_pipeline_scores_them(milestone_run, tmp_path, capsys):
+    """--babylm scores each checkpoint as `python -m llava.eval.babylm zero_shot` scores it alone, and
+    writes the pipeline's files under the revision names collate_preds reads."""
+    import shutil
+
+    from llava.eval.babylm import zero_shot
+
+    from babylm_helpers import write_task_folders
+
+    run = tmp_path / "run-video-seed1"
+    shutil.copytree(milestone_run, run, ignore=shutil.ignore_patterns("curves.*"))
+    folders = write_task_folders(tmp_path / "data")
+    specs = [f"blimp={folders['blimp']}", f"wug_adj={folders['wug_adj']}"]
+    result = curves.main([str(run), "--babylm", *specs, "--device", "cpu", "--no-plot"])
+    revisions = {"checkpoint-words-40": "words_40", "checkpoint-words-120": "words_120", "final": "main"}
+    assert result["evaluated"] == list(revisions)
+    rows = {(r["checkpoint"], r["measure"]): r for r in result["rows"]}
+    assert len(rows) == 6 and {r["suite"] for r in rows.values()} == {"babylm"}
+    for checkpoint, revision in revisions.items():
+        path = str(run if checkpoint == "final" else run / checkpoint)
+        for task, chance in (("blimp", 50.0), ("wug_adj", 0.0)):
+            stem = folders[task].name
+            row = rows[(checkpoint, f"babylm:{task}:{stem}")]
+            alone = zero_shot.main(["--model_path_or_name", path, "--backend", "causal", "--task", task,
+                                    "--data_path", str(folders[task]), "--output_dir", str(tmp_path / "alone")])  # fmt: skip
+            assert row["value"] == alone["average"] and row["chance"] == chance
+            written = run / "babylm_results" / run.name / revision / "zero_shot" / "causal" / task / stem
+            assert (written / "predictions.json").is_file()
+            assert (written / "best_temperature_report.txt").read_text() == Path(alone["report"]).read_text()
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["words", "checkpoint", folders["blimp"].name, folders["wug_adj"].name]
+    # again: nothing left to do
+    assert curves.main([str(run), "--babylm", *specs, "--device", "cpu", "--no-plot"])["evaluated"] == []
+
+
 def test_curves_refuse_bad_inputs_in_one_line(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     pairs = tmp_path / "bad.jsonl"
     pairs.write_text('{"sentence_good": "un cerchio rosso"}\nnot json\n{"sentence_good": "a", "sentence_bad": "b"}\n')
     cases = {
-        (str(run),): "error: nothing to evaluate: give --minimal-pairs FILE_OR_DIR and/or --captions VAL.json",
+        (
+            str(run),
+        ): "error: nothing to evaluate: give --minimal-pairs FILE_OR_DIR, --babylm TASK=DATA_PATH and/or --captions VAL.json",
         (str(tmp_path / "nowhere"), "--minimal-pairs", str(pairs)): (
             f"error: OUTPUT_DIR: no such folder, expected a training run's --output_dir ({tmp_path / 'nowhere'})"
         ),
@@ -155,10 +193,15 @@ def test_curves_refuse_bad_inputs_in_one_line(tmp_path):
             "line 2 column 1: not JSON: expecting value"
         ),
         (str(run), "--minimal-pairs", str(run)): f"error: --minimal-pairs: the folder holds no .jsonl file ({run})",
+        (str(run), "--babylm", "blimp"): (
+            "error: --babylm blimp: expected TASK=DATA_PATH or TASK=DATA_PATH,IMAGES_PATH,SPLIT"
+        ),
+        (str(run), "--babylm", f"blimp={run}"): f"error: --data_path {run}: no .jsonl record in the folder",
     }
     for argv, line in cases.items():
         ended = run_cli(curves.cli, list(argv))
-        assert (ended.returncode, ended.stderr.strip()) == (2 if "nothing" in line else 1, line), argv
+        usage = "nothing" in line or "expected TASK" in line
+        assert (ended.returncode, ended.stderr.strip()) == (2 if usage else 1, line), argv
     good = tmp_path / "good.jsonl"
     write_pairs(good)
     ended = run_cli(curves.cli, [str(run), "--minimal-pairs", str(good)])

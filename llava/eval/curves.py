@@ -1,6 +1,7 @@
 """BabyLM learning curves: every milestone checkpoint of a run evaluated, and plotted against words seen.
 
     python -m llava.eval.curves OUTPUT_DIR [--minimal-pairs FILE_OR_DIR ...]
+                                [--babylm TASK=DATA_PATH[,IMAGES_PATH,SPLIT] ...]
                                 [--captions VAL.json --video-folder DIR] [--device D]
 
 evaluates each word-milestone checkpoint of a training run (`OUTPUT_DIR/checkpoint-words-*`, saved with
@@ -15,7 +16,14 @@ result yet, then writes
 
 Measures:
 - grammar (`--minimal-pairs`): accuracy on BLiMP-form minimal pairs, overall and per group, scored by
-  lm-eval on the checkpoint's language model (llava.eval.minimal_pairs); chance 50%.
+  lm-eval on the checkpoint's language model (llava.eval.minimal_pairs, lm-eval's convention); chance 50%.
+- BabyLM tasks (`--babylm`): each task's average as the 2025 BabyLM pipeline computes it
+  (llava.eval.babylm zero_shot: blimp, ewok, entity_tracking, wug_adj, wug_past, comps; vqa and
+  winoground with their pictures), one measure per data folder (`babylm:TASK:FOLDER`), in the pipeline's
+  units (percent; Spearman's rho for wug). The pipeline's own result files are written too, under
+  OUTPUT_DIR/babylm_results/<run>/<revision>/zero_shot/causal/TASK/FOLDER, revisions named as
+  `python -m llava.eval.babylm export` names them (chck_1M ... chck_1000M, main), so that its
+  collate_preds reads them.
 - grounding (`--captions`): caption loss (nats per token), the grounding gap (loss with shuffled clips
   minus loss with the true clips; 0 for a model that ignores the clip) and CIDEr-D of greedy captions
   (llava.eval.captions).
@@ -68,6 +76,30 @@ MEASURES = {
 }
 # Per-group grammar lines are drawn and tabled up to this many groups (BLiMP has 67: the rows keep them all).
 SHOWN_GROUPS = 8
+BABYLM_RESULTS = "babylm_results"
+# What a model that learned nothing scores on each BabyLM task, in the pipeline's units (entity tracking's
+# items have varying numbers of options: no single line).
+BABYLM_CHANCE = {
+    "blimp": 50.0, "ewok": 50.0, "comps": 50.0, "winoground": 50.0, "vqa": 12.5,
+    "wug_adj": 0.0, "wug_past": 0.0, "entity_tracking": None,
+}  # fmt: skip
+
+
+def measure_of(name: str) -> Measure | None:
+    """The measure a row names: a fixed one, or a BabyLM task's (`babylm:TASK:FOLDER`); None for others."""
+    if name in MEASURES:
+        return MEASURES[name]
+    parts = name.split(":") if isinstance(name, str) else []
+    if len(parts) == 3 and parts[0] == "babylm" and parts[1] in BABYLM_CHANCE:
+        unit = "Spearman's rho" if parts[1].startswith("wug") else "%"
+        return Measure(f"{parts[2]} ({unit})", parts[2], BABYLM_CHANCE[parts[1]])
+    return None
+
+
+def measure_order(names) -> list[str]:
+    """The fixed measures in their order, then the BabyLM tasks' by name."""
+    names = set(names)
+    return [m for m in MEASURES if m in names] + sorted(n for n in names if n not in MEASURES and measure_of(n))
 
 
 @dataclass(frozen=True)
@@ -85,6 +117,16 @@ def build_parser() -> ArgumentParser:
         "--minimal-pairs", nargs="+", metavar="FILE_OR_DIR", help="BLiMP-form JSONL files, or folders of them"
     )
     parser.add_argument("--group-by", help="the field that groups pairs (default: group, else UID, else the file)")
+    parser.add_argument(
+        "--babylm",
+        nargs="+",
+        metavar="TASK=DATA_PATH",
+        help="BabyLM pipeline tasks: TASK=DATA_PATH (a folder of the task's .jsonl files); the image tasks "
+        "TASK=DATA_PATH,IMAGES_PATH,SPLIT",
+    )
+    parser.add_argument(
+        "--babylm-image-template", help="the pipeline's --image_template for the image tasks (append_image_token)"
+    )
     parser.add_argument("--captions", metavar="VAL.json", help="LLaVA JSON/JSONL with reference captions")
     parser.add_argument("--video-folder")
     parser.add_argument("--image-folder")
@@ -103,8 +145,11 @@ def check_inputs(args) -> tuple[list, list[dict] | None]:
     from ..serve.checks import check_data, has_visual_samples
     from .minimal_pairs import read_pair_files
 
-    if not args.minimal_pairs and not args.captions:
-        raise UsageError("nothing to evaluate: give --minimal-pairs FILE_OR_DIR and/or --captions VAL.json")
+    if not args.minimal_pairs and not args.captions and not args.babylm:
+        raise UsageError(
+            "nothing to evaluate: give --minimal-pairs FILE_OR_DIR, --babylm TASK=DATA_PATH and/or --captions VAL.json"
+        )
+    args.babylm_tasks = babylm_tasks(args)
     pair_files = read_pair_files(args.minimal_pairs) if args.minimal_pairs else []
     check_input_folder(args.video_folder, "--video-folder")
     check_input_folder(args.image_folder, "--image-folder")
@@ -120,6 +165,31 @@ def check_arguments(output_dir: str, argv: list[str] | str) -> None:
     """The checks of a `--eval_milestones` value (the arguments after OUTPUT_DIR) before training starts."""
     argv = shlex.split(argv) if isinstance(argv, str) else list(argv)
     check_inputs(build_parser().parse_args([output_dir, *argv]))
+
+
+def babylm_tasks(args) -> list:
+    """Each --babylm SPEC as the zero-shot scorer's arguments, with its items read once (one line for a
+    malformed spec, a folder in the wrong format or a missing picture)."""
+    from .babylm import zero_shot
+
+    tasks = []
+    for spec in args.babylm or []:
+        task, _, paths = spec.partition("=")
+        parts = paths.split(",")
+        if not paths or len(parts) not in (1, 3):
+            raise UsageError(f"--babylm {spec}: expected TASK=DATA_PATH or TASK=DATA_PATH,IMAGES_PATH,SPLIT")
+        argv = ["--task", task, "--data_path", parts[0], "--backend", "causal", "--model_path_or_name", "-"]
+        argv += ["--save_predictions"]
+        if len(parts) == 3:
+            argv += ["--images_path", parts[1], "--image_split", parts[2], "--batch_size", "1"]
+            if args.babylm_image_template:
+                argv += ["--image_template", args.babylm_image_template]
+        else:
+            argv += ["--batch_size", str(args.batch_size)]
+        task_args = zero_shot.build_parser().parse_args(argv)
+        zero_shot.check_args(task_args)
+        tasks.append((task_args, zero_shot.read_items(task_args)))
+    return tasks
 
 
 # ------------------------------------------------------------------------------------------ the run's checkpoints
@@ -227,6 +297,37 @@ def grammar_rows(model, tokenizer, files, group_by, batch_size) -> list[dict]:
     return rows
 
 
+def babylm_rows(model, tokenizer, checkpoint, args) -> list[dict]:
+    """Each BabyLM task scored as the pipeline scores it, its files written where collate_preds reads them."""
+    from .babylm import zero_shot
+    from .babylm.export import revision_name
+
+    run_name = Path(os.path.abspath(args.output_dir)).name
+    rows, scorers = [], {}
+    for task_args, items in args.babylm_tasks:
+        pictures = task_args.images_path is not None
+        if pictures not in scorers:
+            scorers[pictures] = zero_shot.for_scoring(model, tokenizer, pictures)
+        scored, processor = scorers[pictures]
+        processor = zero_shot.checked_processor(processor, checkpoint.path, pictures)
+        out = (
+            (
+                Path(args.output_dir)
+                / BABYLM_RESULTS
+                / run_name
+                / revision_name(checkpoint.name)
+                / "zero_shot"
+                / "causal"
+            )
+            / task_args.task
+            / task_args.data_path.stem
+        )
+        result = zero_shot.score(task_args, items, scored, processor, out, quiet=True, device=model.device)
+        measure = f"babylm:{task_args.task}:{task_args.data_path.stem}"
+        rows.append({"measure": measure, "group": None, "value": result["average"], "n": len(items)})
+    return rows
+
+
 def caption_rows(model, tokenizer, processor, args, samples) -> list[dict]:
     from .captions import score_model
 
@@ -266,6 +367,8 @@ def evaluate_checkpoint(checkpoint: Checkpoint, args, suites: dict) -> list[dict
         for suite, source in suites.items():
             if suite == "grammar":
                 rows = grammar_rows(model, tokenizer, args.pair_files, args.group_by, args.batch_size)
+            elif suite == "babylm":
+                rows = babylm_rows(model, tokenizer, checkpoint, args)
             else:
                 rows = caption_rows(model, tokenizer, processor, args, args.caption_samples)
             when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -275,7 +378,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, args, suites: dict) -> list[dict
                     "words": checkpoint.words,
                     "suite": suite,
                     **row,
-                    "chance": MEASURES[row["measure"]].chance,
+                    "chance": measure_of(row["measure"]).chance,
                     "source": source,
                     "evaluated": when,
                 }
@@ -291,6 +394,11 @@ def sources(args) -> dict:
     wanted = {}
     if args.minimal_pairs:
         wanted["grammar"] = ",".join(os.path.abspath(f.path) for f in args.pair_files)
+    if args.babylm:
+        wanted["babylm"] = ";".join(
+            f"{a.task}={os.path.abspath(a.data_path)},{a.images_path},{a.image_split},{a.image_template}"
+            for a, _ in args.babylm_tasks
+        )
     if args.captions:
         wanted["captions"] = os.path.abspath(args.captions)
     return wanted
@@ -322,7 +430,7 @@ def curve_points(rows: list[dict]) -> dict[tuple[str, str | None], list[tuple[in
     """(measure, group) -> [(words, value)] sorted by words; the newest row wins for a repeated point."""
     latest = {}
     for row in rows:
-        if row.get("value") is not None and row.get("measure") in MEASURES:
+        if row.get("value") is not None and measure_of(row.get("measure")) is not None:
             latest[(row["measure"], row.get("group"), row["checkpoint"], row["words"])] = row["value"]
     points = {}
     for (measure, group, _, words), value in latest.items():
@@ -343,12 +451,12 @@ def format_table(rows: list[dict]) -> str:
     checkpoints = sorted({(c, w) for c, w, _, _ in latest}, key=lambda cw: (cw[1], cw[0] == FINAL))
     points = curve_points(rows)
     columns = []
-    for measure in MEASURES:
+    for measure in measure_order(m for m, _ in points):
         if (measure, None) in points:
             columns.append((measure, None))
             if measure == "grammar":
                 columns += [("grammar", g) for g in shown_groups(points)]
-    headers = ["words", "checkpoint"] + [MEASURES[m].column if g is None else g for m, g in columns]
+    headers = ["words", "checkpoint"] + [measure_of(m).column if g is None else g for m, g in columns]
 
     def cell(value, measure):
         if value is None:
@@ -358,6 +466,8 @@ def format_table(rows: list[dict]) -> str:
             if measure == "grammar"
             else f"{value:+.3f}"
             if measure == "grounding_gap"
+            else f"{value:.2f}"
+            if measure.startswith("babylm:")
             else f"{value:.3f}"
         )
 
@@ -365,7 +475,9 @@ def format_table(rows: list[dict]) -> str:
         [f"{words:,}", name] + [cell(latest.get((name, words, m, g)), m) for m, g in columns]
         for name, words in checkpoints
     ]
-    chance = ["chance", ""] + ["" if MEASURES[m].chance is None else cell(MEASURES[m].chance, m) for m, _ in columns]
+    chance = ["chance", ""] + [
+        "" if measure_of(m).chance is None else cell(measure_of(m).chance, m) for m, _ in columns
+    ]
     table = [headers, *body, chance]
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     return "\n".join(
@@ -381,14 +493,14 @@ def plot(rows: list[dict], png: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     points = curve_points(rows)
-    measures = [m for m in MEASURES if (m, None) in points]
+    measures = [m for m in measure_order(m for m, _ in points) if (m, None) in points]
     if not measures:
         return
     columns = min(len(measures), 2)
     lines = math.ceil(len(measures) / columns)
     fig, axes = plt.subplots(lines, columns, figsize=(5.5 * columns, 3.6 * lines), dpi=120, squeeze=False)
     for ax, measure in zip(axes.flat, measures):
-        label, chance = MEASURES[measure].label, MEASURES[measure].chance
+        label, chance = measure_of(measure).label, measure_of(measure).chance
         series = [(None, "all pairs" if measure == "grammar" else label)]
         if measure == "grammar":
             series += [(g, g) for g in shown_groups(points)]
@@ -397,7 +509,7 @@ def plot(rows: list[dict], png: str, title: str) -> None:
             style = {"linewidth": 2.2, "color": "black"} if group is None else {"linewidth": 1.2, "alpha": 0.8}
             ax.plot(words, values, marker="o", markersize=3.5, label=name, **style)
         if chance is not None:
-            ax.axhline(chance, linestyle="--", color="grey", linewidth=1, label=MEASURES[measure].chance_label)
+            ax.axhline(chance, linestyle="--", color="grey", linewidth=1, label=measure_of(measure).chance_label)
         if measure == "grammar":
             ax.set_ylim(0.0, 1.03)  # room for a line at 100%
         ax.set_xscale("log")

@@ -78,31 +78,36 @@ def _is_llava_checkpoint(path: str) -> bool:
     return read_config(config_file_of(path, what), what).get("model_type") in LLAVA_TYPES
 
 
+def for_scoring(model, tokenizer, pictures: bool):
+    """(causal LM, processor) of a loaded llava model: without `pictures` its language model as the stock
+    model `export_lm` writes and the tokenizer; with them, the whole model and the processor its export
+    carries."""
+    from ..export_lm import to_stock
+    from ..export_remote import processor_for
+
+    if pictures:
+        return model, processor_for(model, tokenizer)
+    return to_stock(model), tokenizer
+
+
 def load_model_and_processor(path: str, revision: str | None, pictures: bool):
-    """(causal LM, processor) as the pipeline loads them. Without `pictures` the processor is the
-    tokenizer, and a llava checkpoint's language model is the stock model `export_lm` writes; with them,
-    the whole model and its processor (a llava checkpoint's as its export would carry it)."""
+    """(causal LM, processor) as the pipeline loads them: a llava checkpoint through `for_scoring`, any
+    other folder or name with AutoModelForCausalLM and, for pictures, AutoProcessor (else AutoTokenizer)."""
     from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 
     if _is_llava_checkpoint(path):
         from ...model.builder import load_pretrained_model
-        from ..export_lm import to_stock
-        from ..export_remote import processor_for
 
         tokenizer, model, _, _ = load_pretrained_model(path, None, device="cpu")
-        if pictures:
-            processor = processor_for(model, tokenizer)
-        else:
-            model, processor = to_stock(model), None
+        model, processor = for_scoring(model, tokenizer, pictures)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, revision=revision)
-        processor = None
-        if pictures:
-            processor = AutoProcessor.from_pretrained(
-                path, padding_side="right", revision=revision, trust_remote_code=True
-            )
-    if processor is None:
-        processor = AutoTokenizer.from_pretrained(path, padding_side="right", revision=revision, trust_remote_code=True)
+        auto = AutoProcessor if pictures else AutoTokenizer
+        processor = auto.from_pretrained(path, padding_side="right", revision=revision, trust_remote_code=True)
+    return model.eval(), checked_processor(processor, path, pictures)
+
+
+def checked_processor(processor, path: str, pictures: bool):
     tokenizer = getattr(processor, "tokenizer", processor)
     if not getattr(tokenizer, "is_fast", False):
         raise InputError(f"{path}: the tokenizer is not a fast one; scoring needs its offsets (return_offsets_mapping)")
@@ -110,7 +115,7 @@ def load_model_and_processor(path: str, revision: str | None, pictures: bool):
         raise InputError(f"{path}: its processor takes no images (export the checkpoint with its vision tower)")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token_id = tokenizer.eos_token_id
-    return model.eval(), processor
+    return processor
 
 
 def load_images(images_path: str, split: str | None):
@@ -144,31 +149,43 @@ def check_args(args) -> None:
         raise UsageError(f"--temperature_interval {args.temperature_interval}: must be positive for a sweep")
 
 
+def read_items(args) -> list[dict]:
+    """The task's items (with their pictures, where --images_path names them)."""
+    images = load_images(args.images_path, args.image_split) if args.images_path is not None else None
+    return read_task(args.data_path, args.task, args.full_sentence_scores, images)
+
+
 def run(args) -> dict:
     """Scores the task; writes and prints what the pipeline writes and prints. Returns the best
     temperature, its average and the report's path."""
+    check_args(args)
+    items = read_items(args)
+    model, processor = load_model_and_processor(
+        args.model_path_or_name, args.revision_name, args.images_path is not None
+    )
+    return score(args, items, model, processor, output_path(args))
+
+
+def score(args, items: list[dict], model, processor, out: Path, quiet: bool = False, device=None) -> dict:
+    """Scores `items` with a loaded model and processor (on `device`: by default the GPU where there is
+    one); writes the pipeline's files to `out`."""
     from tqdm import tqdm
 
-    check_args(args)
-    pictures = args.images_path is not None
-    images = load_images(args.images_path, args.image_split) if pictures else None
-    items = read_task(args.data_path, args.task, args.full_sentence_scores, images)
-    model, processor = load_model_and_processor(args.model_path_or_name, args.revision_name, pictures)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     temperatures = causal_scoring.temperatures(args.min_temperature, args.max_temperature, args.temperature_interval)
     tally = results.Tally(args.task, temperatures)
-    template = IMAGE_TEMPLATES.get(args.image_template) if pictures else None
+    template = IMAGE_TEMPLATES.get(args.image_template) if args.images_path is not None else None
     batches = causal_scoring.candidate_batches(processor, items, args.batch_size, template)
     total = -(-len(items) // args.batch_size)
-    for batch, candidates in tqdm(batches, total=total, desc=f"{args.task} {args.data_path.stem}"):
+    for batch, candidates in tqdm(batches, total=total, desc=f"{args.task} {args.data_path.stem}", disable=quiet):
         tally.add(batch, causal_scoring.score_candidates(model, candidates, temperatures, device))
-    out = output_path(args)
     best, average, text = results.write(out, args.task, tally, args.save_predictions)
-    for t, score in average.items():
-        print(f"{t}\t{score:.2f}")
-    print()
-    print(text, end="")
+    if not quiet:
+        for t, value in average.items():
+            print(f"{t}\t{value:.2f}")
+        print()
+        print(text, end="")
     return {"temperature": best, "average": average[best], "report": str(out / "best_temperature_report.txt")}
 
 
