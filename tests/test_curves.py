@@ -142,13 +142,20 @@ def test_babylm_tasks_at_every_milestone_as_the_pipeline_scores_them(milestone_r
     """--babylm scores each checkpoint as `python -m llava.eval.babylm zero_shot` scores it alone, and
     writes the pipeline's files under the revision names collate_preds reads."""
     import shutil
+    from unittest.mock import ANY
 
+    from llava.data.run_record import read_run_record
     from llava.eval.babylm import zero_shot
 
     from babylm_helpers import write_task_folders
 
     run = tmp_path / "run-video-seed1"
     shutil.copytree(milestone_run, run, ignore=shutil.ignore_patterns("curves.*"))
+    # what the run recorded of itself when it started, for llava.eval.compare
+    assert read_run_record(str(run)) == {
+        "condition": "video+text", "seed": 0, "model_name_or_path": ANY, "vision_tower": ANY,
+        "data_path": ANY, "max_words": None,
+    }  # fmt: skip
     folders = write_task_folders(tmp_path / "data")
     specs = [f"blimp={folders['blimp']}", f"wug_adj={folders['wug_adj']}"]
     result = curves.main([str(run), "--babylm", *specs, "--device", "cpu", "--no-plot"])

@@ -24,6 +24,7 @@ from transformers.trainer_callback import ProgressCallback
 from ..constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 from ..data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset, ensure_pad_token
 from ..data.prompts import PromptSettings
+from ..data.run_record import condition_of, write_run_record
 from ..data.templates import trained_version
 from ..errors import UsageError
 from ..model.builder import family_of, from_pretrained
@@ -242,6 +243,17 @@ def build_trainer(
     resume = None
     if training.process_index == 0:
         checkpoints.remove_incomplete_checkpoints(training.output_dir)
+        write_run_record(
+            training.output_dir,
+            {
+                "condition": condition_of(checked.samples),
+                "seed": training.seed,
+                "model_name_or_path": args.model.model_name_or_path,
+                "vision_tower": args.vision.vision_tower,
+                "data_path": args.data.data_path,
+                "max_words": training.max_words,
+            },
+        )
     with training.main_process_first():
         resume = checkpoints.newest_complete_checkpoint(training.output_dir)
     if resume:
