@@ -14,7 +14,7 @@ from llava.eval import curves, minimal_pairs
 from llava.train import train
 
 from entry_points import run_cli
-from train_helpers import train_args
+from train_helpers import ROOT, train_args
 
 PAIRS = [
     ("un cerchio rosso si muove verso destra", "un cerchio rossa si muove verso destra", "gender"),
@@ -178,6 +178,74 @@ def test_babylm_tasks_at_every_milestone_as_the_pipeline_scores_them(milestone_r
     assert table[0].split()[:4] == ["words", "checkpoint", folders["blimp"].name, folders["wug_adj"].name]
     # again: nothing left to do
     assert curves.main([str(run), "--babylm", *specs, "--device", "cpu", "--no-plot"])["evaluated"] == []
+
+
+def _job_env(**extra) -> dict:
+    """This interpreter for the script, nothing inherited from an allocation, nothing downloaded."""
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))}
+    return {**env, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+def _copy_of(run, folder):
+    import shutil
+
+    shutil.copytree(run, folder, ignore=shutil.ignore_patterns("curves.*"))
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_slurm_job_array_evaluates_a_run_one_checkpoint_per_task(milestone_run, slurm_cluster, tmp_path):
+    """sbatch --array over evaluate_milestones.sh: each task evaluates its checkpoint (two at a time on
+    this machine's two CPUs, appending to one curves.jsonl), and a last call finds nothing left and plots."""
+    from babylm_helpers import write_task_folders
+
+    run = _copy_of(milestone_run, tmp_path / "run")
+    blimp = write_task_folders(tmp_path / "data")["blimp"]
+    names = curves.main([str(run), "--list-checkpoints"])["checkpoints"]
+    assert names == ["checkpoint-words-40", "checkpoint-words-120", "final"]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = _job_env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"], PATH=slurm_cluster.env["PATH"])
+    sbatch = ["sbatch", "--wait", "--parsable", f"--array=0-{len(names) - 1}", f"--output={logs}/task_%a.out"]
+    sbatch += ["--cpus-per-task=1", "--time=00:10:00", str(ROOT / "evaluate_milestones.sh"), str(run)]
+    sbatch += ["--babylm", f"blimp={blimp}", "--device", "cpu"]
+    result = slurm_cluster.run(sbatch, timeout=420, check=False, env=env, cwd=tmp_path)
+    task_logs = {p.name: p.read_text(errors="replace") for p in sorted(logs.glob("*.out"))}
+    assert result.returncode == 0, (result.stderr, {k: v[-2000:] for k, v in task_logs.items()})
+    for index, name in enumerate(names):
+        assert f"evaluating {name} " in task_logs[f"task_{index}.out"], task_logs
+    rows = curves.read_rows(str(run))
+    assert sorted(r["checkpoint"] for r in rows) == sorted(names)
+    last = curves.main([str(run), "--babylm", f"blimp={blimp}", "--device", "cpu"])
+    assert last["evaluated"] == [] and (run / "curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_without_slurm_the_script_evaluates_every_checkpoint_in_parallel_then_plots(milestone_run, tmp_path):
+    import subprocess
+
+    from babylm_helpers import write_task_folders
+
+    run = _copy_of(milestone_run, tmp_path / "run")
+    blimp = write_task_folders(tmp_path / "data")["blimp"]
+    argv = ["bash", str(ROOT / "evaluate_milestones.sh"), str(run), "--babylm", f"blimp={blimp}", "--device", "cpu"]
+    done = subprocess.run(argv, env=_job_env(NPROC="2"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted({r["checkpoint"] for r in curves.read_rows(str(run))}) == sorted(
+        curves.main([str(run), "--list-checkpoints"])["checkpoints"]
+    )
+    assert (run / "curves.png").is_file() and done.stdout.splitlines()[0].split()[:3] == [
+        "words",
+        "checkpoint",
+        "blimp_fast",
+    ]
+    # one checkpoint by name; an unknown one is one line
+    assert curves.main([str(run), "--babylm", f"blimp={blimp}", "--checkpoint", "final"])["evaluated"] == []
+    ended = run_cli(curves.cli, [str(run), "--babylm", f"blimp={blimp}", "--checkpoint", "7"])
+    assert ended.returncode == 1 and "--checkpoint 7: not one of the run's 3 finished checkpoints" in ended.stderr
 
 
 def test_curves_refuse_bad_inputs_in_one_line(tmp_path):

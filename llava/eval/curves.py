@@ -31,7 +31,9 @@ Measures:
 Training starts this command by itself for each new milestone with `--eval_milestones "ARGS"` (ARGS: the
 arguments after OUTPUT_DIR), in the background: `--background` lowers its priority and uses one CPU
 thread. Evaluators of one run take turns (a lock file, `curves.lock`): a second one waits, then evaluates
-only what is still missing.
+only what is still missing. `--checkpoint NAME_OR_INDEX` evaluates one checkpoint without waiting for
+the others: a SLURM job array evaluates a run with one task per checkpoint (evaluate_milestones.sh), and
+a last call without it draws the plot.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ logger = logging.getLogger("llava.eval.curves")
 RESULTS_FILE = "curves.jsonl"
 PLOT_FILE = "curves.png"
 LOCK_FILE = "curves.lock"
+APPEND_LOCK_FILE = "curves.append.lock"
 MILESTONE_PREFIX = "checkpoint-words-"
 FINAL = "final"
 WORD_COUNT_FILE = "word_count.json"  # written by training beside each milestone's and the final model's weights
@@ -136,6 +139,15 @@ def build_parser() -> ArgumentParser:
         "--background", action="store_true", help="lowest CPU priority and one CPU thread (beside training)"
     )
     parser.add_argument("--no-plot", action="store_true", help="leave out curves.png")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="NAME_OR_INDEX",
+        help="evaluate this checkpoint alone (its name, or its place in --list-checkpoints' order from 0): "
+        "one task of a job array; several such evaluators of one run work at once",
+    )
+    parser.add_argument(
+        "--list-checkpoints", action="store_true", help="print the run's finished checkpoints, one per line, and stop"
+    )
     return parser
 
 
@@ -240,9 +252,9 @@ def append_rows(output_dir: str, rows: list[dict]) -> None:
     (or cut short, which read_rows leaves out)."""
     path = os.path.join(output_dir, RESULTS_FILE)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    if not _ends_a_line(path):  # a write cut short: its half line must not swallow the first new row
-        text = b"\n" + text
-    with saving(path, "the curve results", needed=len(text)):
+    with appending(output_dir), saving(path, "the curve results", needed=len(text)):
+        if not _ends_a_line(path):  # a write cut short: its half line must not swallow the first new row
+            text = b"\n" + text
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, text)
@@ -279,6 +291,16 @@ def exclusive(output_dir: str):
         except BlockingIOError:
             logger.warning("another evaluator of %s is running: waiting for it to finish", output_dir)
             fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def appending(output_dir: str):
+    """One writer of curves.jsonl at a time, for as long as one append takes: evaluators of single
+    checkpoints (a job array's tasks) run side by side, and an append is not atomic on every file system
+    (NFS)."""
+    with open(os.path.join(output_dir, APPEND_LOCK_FILE), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
@@ -402,6 +424,32 @@ def sources(args) -> dict:
     if args.captions:
         wanted["captions"] = os.path.abspath(args.captions)
     return wanted
+
+
+def chosen_checkpoint(args) -> Checkpoint:
+    """The checkpoint --checkpoint names (a name, or an index into the run's checkpoints); one line if none."""
+    found = run_checkpoints(args.output_dir)
+    names = [c.name for c in found]
+    if args.checkpoint in names:
+        return found[names.index(args.checkpoint)]
+    if args.checkpoint.isdigit() and int(args.checkpoint) < len(found):
+        return found[int(args.checkpoint)]
+    raise InputError(
+        f"--checkpoint {args.checkpoint}: not one of the run's {len(found)} finished checkpoints "
+        f"(0-{len(found) - 1} or {', '.join(names)}) ({args.output_dir})"
+    )
+
+
+def evaluate_one(args) -> list[str]:
+    """Evaluates what is missing of the --checkpoint alone (no run-wide lock: a job array's tasks run at once)."""
+    checkpoint = chosen_checkpoint(args)
+    rows = read_rows(args.output_dir)
+    missing = {s: src for s, src in sources(args).items() if not suite_done(rows, checkpoint, s, src)}
+    if not missing:
+        return []
+    logger.warning("evaluating %s (%s words seen): %s", checkpoint.name, f"{checkpoint.words:,}", ", ".join(missing))
+    evaluate_checkpoint(checkpoint, args, missing)
+    return [checkpoint.name]
 
 
 def evaluate_run(args) -> list[str]:
@@ -536,6 +584,10 @@ def main(argv=None) -> dict:
         raise MissingInputFile(
             f"OUTPUT_DIR: no such folder, expected a training run's --output_dir ({args.output_dir})"
         )
+    if args.list_checkpoints:
+        names = [c.name for c in run_checkpoints(args.output_dir)]
+        print("\n".join(names), flush=True)
+        return {"checkpoints": names}
     args.pair_files, args.caption_samples = check_inputs(args)
     if not run_checkpoints(args.output_dir):
         raise InputError(
@@ -550,6 +602,9 @@ def main(argv=None) -> dict:
     if args.background:
         os.nice(19)  # beside training: what is left of the CPU, never what training needs
         torch.set_num_threads(1)
+    if args.checkpoint is not None:
+        evaluated = evaluate_one(args)
+        return {"evaluated": evaluated, "rows": read_rows(args.output_dir), "table": None, "plot": None}
     with exclusive(args.output_dir):
         evaluated = evaluate_run(args)
         rows = read_rows(args.output_dir)
