@@ -4,6 +4,7 @@ that `zero_shot` (and the pipeline) write results where the pipeline's collate_p
 
 import json
 import shutil
+import subprocess
 
 import pytest
 from transformers import AutoModelForCausalLM
@@ -57,6 +58,17 @@ def test_a_runs_milestones_become_revision_folders_the_results_follow(checkpoint
     assert towers == {kept.stat().st_ino} and kept.stat().st_nlink == len(rows) + 1
     table = (out / "revisions.tsv").read_text().splitlines()
     assert table[0] == "revision\tfolder\twords\tcheckpoint" and table[2].startswith("chck_1M\t")
+
+    # The hub layout: a branch per milestone, main last (a new branch starts from main's files).
+    script = (out / "upload_to_hub.sh").read_text().splitlines()
+    uploads = [line for line in script if line.startswith("hf upload")]
+    assert uploads == [
+        'hf upload "$REPO" words_40/bambi-italian . --revision words_40 --exclude exported_from.json',
+        'hf upload "$REPO" chck_1M/bambi-italian . --revision chck_1M --exclude exported_from.json',
+        'hf upload "$REPO" chck_1000M/bambi-italian . --revision chck_1000M --exclude exported_from.json',
+        'hf upload "$REPO" main/bambi-italian . --exclude exported_from.json',
+    ]
+    assert subprocess.run(["bash", "-n", str(out / "upload_to_hub.sh")]).returncode == 0
 
     # A rerun exports nothing again: each folder records the checkpoint it came from.
     stamp = (out / "chck_1M" / "bambi-italian" / "config.json").stat().st_mtime_ns

@@ -15,7 +15,8 @@ OUT_DIR/.shared-weights and hard-linked into every revision. A text-only checkpo
 `--text_only`) becomes its family's stock transformers model with its tokenizer (llava.eval.export_lm),
 which loads without remote code. OUT_DIR/revisions.tsv lists revision, folder, words and source
 checkpoint; a folder already exported from the same checkpoint the same way is kept (a rerun exports only
-what is new).
+what is new). OUT_DIR/upload_to_hub.sh USER/NAME puts the revisions on the Hugging Face hub as the
+pipeline reads them there: a branch per milestone, the final model on main.
 """
 
 from __future__ import annotations
@@ -108,7 +109,32 @@ def export_run(run_dir: str, out_dir: str, name: str | None = None, text_only: b
     )
     with saving(str(Path(out_dir) / "revisions.tsv"), "the revisions table", needed=len(table)):
         (Path(out_dir) / "revisions.tsv").write_text(table)
+        write_upload_script(Path(out_dir), name, rows)
     return rows
+
+
+UPLOAD_SCRIPT = "upload_to_hub.sh"
+
+
+def write_upload_script(out_dir: Path, name: str, rows: list[dict]) -> None:
+    """OUT_DIR/upload_to_hub.sh REPO_ID: the hub layout the pipeline's `--revision_name` reads, a branch per
+    revision (`hf upload` creates it) and the final model on main, uploaded last: a branch starts from
+    main's files, so main must not hold a model yet when the milestones' branches are made."""
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Uploads the revisions of {name} to the Hugging Face hub: bash {UPLOAD_SCRIPT} USER/{name}",
+        "# (needs huggingface_hub's `hf` command and a token with write access: hf auth login).",
+        "set -euo pipefail",
+        "REPO=${1:?usage: bash upload_to_hub.sh USER/NAME}",
+        'cd "$(dirname "${BASH_SOURCE[0]}")"',
+    ]
+    ordered = [r for r in rows if r["revision"] != "main"] + [r for r in rows if r["revision"] == "main"]
+    for row in ordered:
+        branch = "" if row["revision"] == "main" else f" --revision {row['revision']}"
+        lines.append(f'hf upload "$REPO" {row["revision"]}/{name} .{branch} --exclude {SOURCE_FILE}')
+    path = out_dir / UPLOAD_SCRIPT
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o755)
 
 
 def _exported_from(folder: Path) -> dict | None:
