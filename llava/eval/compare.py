@@ -32,7 +32,8 @@ from pathlib import Path
 
 from ..data.run_record import read_run_record
 from ..errors import ArgumentParser, InputError, UsageError, entry_point, saving
-from .curves import FINAL, MILESTONE_PREFIX, measure_of, measure_order, read_rows
+from .curve_report import FINAL, measure_of, measure_order
+from .curves import MILESTONE_PREFIX, read_rows
 
 logger = logging.getLogger("llava.eval.compare")
 
