@@ -101,3 +101,28 @@ def test_minimal_pairs_change_one_feature_or_the_order_of_two_words(tmp_path):
             assert lemma_of[g] == lemma_of[b] and grammar.FORMS[lemma_of[g]][0] == role, row
     # the same seed writes the same pairs
     assert grammar.minimal_pairs(40, seed=1) == rows
+
+
+def test_the_demos_babylm_tasks_read_as_the_pipeline_reads_them(tmp_path):
+    """Each folder is in its task's format (read by llava.eval.babylm's reader, which follows the
+    pipeline's), the image tasks' rows name pictures of the dataset beside them, and the right answer is
+    the one that matches the picture's subject."""
+    import datasets
+
+    from llava.demo.babylm_data import write_babylm_tasks
+    from llava.eval.babylm.tasks import read_task
+
+    specs = write_babylm_tasks(tmp_path, items=6)
+    for task, spec in specs.items():
+        name, _, paths = spec.partition("=")
+        parts = paths.split(",")
+        images = datasets.load_dataset(parts[1], split=parts[2]) if len(parts) == 3 else None
+        items = read_task(Path(parts[0]), name, images=images)
+        assert name == task and items, spec
+        if task == "blimp":  # the supplement's form: one UID per paradigm file
+            assert {i["UID"] for i in items} == set(grammar.PARADIGMS)
+        if task == "vqa":
+            assert all(len(i["sentences"]) == 8 and i["image"].size == (64, 64) for i in items)
+            assert all(i["completions"][0].strip() not in [c.strip() for c in i["completions"][1:]] for i in items)
+        if task == "winoground":
+            assert all(i["sentences"][0] != i["sentences"][1] for i in items)

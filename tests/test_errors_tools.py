@@ -472,7 +472,7 @@ def test_demo_failed_training_is_one_line_after_the_scripts_own_error(tmp_path):
         timeout=600,
     )
     assert result.returncode == 1
-    output_dir = tmp_path / "demo" / "checkpoints" / "llava-demo"
+    output_dir = tmp_path / "demo" / "checkpoints" / "llava-demo-video"
     assert re.fullmatch(
         rf"error: training failed: train_italian_video\.sh exited with status \d+, its own error is "
         rf"above \({re.escape(str(output_dir))}\)",

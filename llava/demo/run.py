@@ -42,6 +42,7 @@ from pathlib import Path
 
 from .. import errors
 from ..errors import InputError, UsageError, UserError, listing
+from .babylm_data import write_babylm_tasks
 from .grammar import ATTRIBUTE_WORDS, write_minimal_pairs
 from .synthetic import caption_corpus, make_dataset, save_gpt2, train_tokenizer
 
@@ -53,7 +54,10 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 ATTRIBUTES = {name: tuple(dict.fromkeys(words.values())) for name, words in ATTRIBUTE_WORDS.items()}
 # What a demo run writes in its workdir: a folder holding nothing else is an earlier run, which the
 # next run deletes; a folder holding anything else is refused, never deleted.
-WORKDIR_ENTRIES = {"data", "tokenizer", "models", "checkpoints", "loss.png", "curves.png", "results.json"}
+WORKDIR_ENTRIES = {"data", "tokenizer", "models", "checkpoints", "loss.png", "curves.png", "curves_text.png"}
+WORKDIR_ENTRIES |= {"results.json", "comparison"}
+# The two conditions trained on the same captions: with their clips, and the captions alone.
+CONDITIONS = ("video", "text")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Preset:
     select_layer: int = -2
     tunable_parts: str = "mm_vision_resampler,mm_mlp_adapter,mm_language_model"
     word_milestones: str = ""  # comma-separated word counts at which training saves a checkpoint
+    babylm_items: int = 48  # items per task (per paradigm for the minimal pairs) of the BabyLM-format tasks
 
 
 # Word milestones a decade apart from the first optimizer step (about 130 words, still at chance on the
@@ -77,7 +82,7 @@ PRESETS = {
     # training on 2 cores, as measured with other work beside it: 8-23 min for the full preset (2,100
     # steps), 4-8 min for the quick one (400 steps)
     "full": Preset(num_train=960, num_val=96, epochs=35, word_milestones="100,1000,10000,100000"),
-    "quick": Preset(num_train=320, num_val=48, epochs=20, word_milestones="100,1000,10000"),
+    "quick": Preset(num_train=320, num_val=48, epochs=20, word_milestones="100,1000,10000", babylm_items=16),
 }
 
 
@@ -96,10 +101,21 @@ def build_assets(workdir: Path, preset: Preset) -> dict:
     )
     return {
         **data,
+        "train_text": write_text_samples(data["train"], workdir / "data" / "train_text.json"),
         "minimal_pairs": write_minimal_pairs(workdir / "data" / "minimal_pairs.jsonl"),
+        "babylm": write_babylm_tasks(workdir / "data" / "babylm", items=preset.babylm_items),
         "gpt2": gpt2,
         "tower": save_demo_tower(workdir / "models" / "dinov2-demo"),
     }
+
+
+def write_text_samples(video_samples: str, path: Path) -> str:
+    """The text condition's data: the same captions as text-only samples (as prepare_webvid_italian.py
+    writes train_text.json), so that both conditions train on the same words."""
+    samples = json.loads(Path(video_samples).read_text())
+    text = [{"id": s["id"], "conversations": [s["conversations"][-1]]} for s in samples]
+    path.write_text(json.dumps(text, ensure_ascii=False, indent=1))
+    return str(path)
 
 
 def save_demo_tower(folder: Path) -> str:
@@ -122,9 +138,16 @@ def find_training_script() -> Path:
     )
 
 
-def training_flags(assets: dict, preset: Preset, output_dir: Path) -> dict[str, object]:
-    """The demo's settings, as training flags laid over the headline recipe (the benchmark of
-    --eval_milestones trains with them too)."""
+def training_flags(assets: dict, preset: Preset, output_dir: Path, condition: str = "video") -> dict[str, object]:
+    """The demo's settings, as training flags laid over the headline recipe (the text recipe for the
+    text condition; the benchmark of --eval_milestones trains with them too)."""
+    if condition == "text":
+        flags = training_flags(assets, preset, output_dir)
+        for visual in ("vision_tower", "video_folder", "mm_projector_lr", "mm_projector_hidden_size"):
+            del flags[visual]
+        for visual in ("mm_packer_num_heads", "mm_vision_select_layer"):
+            del flags[visual]
+        return flags | {"data_path": assets["train_text"], "mm_tunable_parts": "mm_language_model"}
     flags = {
         "model_name_or_path": assets["gpt2"],
         "vision_tower": assets["tower"],
@@ -152,19 +175,19 @@ def training_flags(assets: dict, preset: Preset, output_dir: Path) -> dict[str, 
     return flags
 
 
-def train(assets: dict, preset: Preset, output_dir: Path, script: Path) -> float:
+def train(assets: dict, preset: Preset, output_dir: Path, script: Path, condition: str = "video") -> float:
     """Runs the cluster script with plain bash: torchrun, two processes, DeepSpeed ZeRO-2 on the CPU, the
-    headline recipe with the demo's settings as flags. With word milestones, each milestone is evaluated
-    beside the training as it is saved (--eval_milestones), and the script evaluates the final model once
-    the training is done."""
+    headline recipe (MODE=text: the text recipe) with the demo's settings as flags. With word milestones,
+    each milestone is evaluated beside the training as it is saved (--eval_milestones), and the script
+    evaluates the final model once the training is done."""
     from ..train.command_line import tokens
 
-    env = {**os.environ, "MODE": "video", "NPROC": "2", "PYTHON": sys.executable}
-    flags = training_flags(assets, preset, output_dir) | {"deepspeed": "scripts/zero2.json"}
+    env = {**os.environ, "MODE": condition, "NPROC": "2", "PYTHON": sys.executable}
+    flags = training_flags(assets, preset, output_dir, condition) | {"deepspeed": "scripts/zero2.json"}
     if preset.word_milestones:
         # Beside the training rather than after it: measured on 2 cores, the quick demo's training and
         # curve took 5.1 min so, 6.4 min one after the other.
-        flags["eval_milestones"] = shlex.join(curve_arguments(assets))
+        flags["eval_milestones"] = shlex.join(curve_arguments(assets, condition))
     arguments = tokens(flags)
     start = time.perf_counter()
     # From the script's folder: --deepspeed is relative to it.
@@ -207,20 +230,16 @@ def evaluate(output_dir: Path, assets: dict) -> dict:
     return results
 
 
-def curve_arguments(assets: dict) -> list[str]:
-    """The arguments of `python -m llava.eval.curves` after OUTPUT_DIR: the grammar's minimal pairs and the
-    validation captions."""
-    return [
-        "--minimal-pairs",
-        assets["minimal_pairs"],
-        "--captions",
-        assets["val"],
-        "--video-folder",
-        assets["video_folder"],
-    ]
+def curve_arguments(assets: dict, condition: str = "video") -> list[str]:
+    """The arguments of `python -m llava.eval.curves` after OUTPUT_DIR: the grammar's minimal pairs, the
+    BabyLM-format tasks and, for the video condition, the validation captions."""
+    arguments = ["--minimal-pairs", assets["minimal_pairs"], "--babylm", *assets["babylm"].values()]
+    if condition == "video":
+        arguments += ["--captions", assets["val"], "--video-folder", assets["video_folder"]]
+    return arguments
 
 
-def learning_curve(output_dir: Path, assets: dict, png: Path) -> dict:
+def learning_curve(output_dir: Path, assets: dict, png: Path, condition: str = "video") -> dict:
     """The learning curve of the run (llava.eval.curves, which writes curves.jsonl and curves.png beside the
     checkpoints; a checkpoint that training did not evaluate yet is evaluated here): its rows, its table,
     and the plot copied to `png`."""
@@ -228,9 +247,18 @@ def learning_curve(output_dir: Path, assets: dict, png: Path) -> dict:
 
     # its own table printed here would come before the demo's; the demo prints it at the end
     with contextlib.redirect_stdout(io.StringIO()):
-        result = curves.main([str(output_dir), *curve_arguments(assets)])
+        result = curves.main([str(output_dir), *curve_arguments(assets, condition)])
     shutil.copyfile(result["plot"], png)
     return {"rows": result["rows"], "table": result["table"]}
+
+
+def comparison(runs: dict[str, Path], out: Path) -> dict:
+    """The two conditions side by side (llava.eval.compare): comparison.csv and a plot per task in `out`."""
+    from ..eval import compare
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = compare.main([*map(str, runs.values()), "--out", str(out)])
+    return {"csv": result["csv"], "header": result["header"], "rows": result["rows"], "plots": result["plots"]}
 
 
 def format_table(results: dict) -> str:
@@ -327,23 +355,37 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     print(f"demo ({'quick' if args.quick else 'full'}): {asdict(preset)}; writing to {workdir}", flush=True)
     assets = build_assets(workdir, preset)
-    output_dir = workdir / "checkpoints" / "llava-demo"
-    train_seconds = train(assets, preset, output_dir, script)
+    runs = {condition: workdir / "checkpoints" / f"llava-demo-{condition}" for condition in CONDITIONS}
+    train_seconds = {condition: train(assets, preset, runs[condition], script, condition) for condition in CONDITIONS}
+    output_dir = runs["video"]
     results = evaluate(output_dir, assets)
     results["curve"] = learning_curve(output_dir, assets, workdir / "curves.png")
+    results["text_curve"] = learning_curve(runs["text"], assets, workdir / "curves_text.png", "text")
+    results["comparison"] = comparison(runs, workdir / "comparison")
     results["train_seconds"] = train_seconds  # with the learning curve's evaluation, beside and after it
     results["total_seconds"] = time.perf_counter() - start
     plot_loss(output_dir / "trainer_state.json", workdir / "loss.png")
     (workdir / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1))
     print("\n" + format_table(results))
-    print("\nlearning curve (minimal pairs and validation captions by words seen):\n" + results["curve"]["table"])
+    print("\nlearning curve of the video model (by words seen):\n" + results["curve"]["table"])
+    print("\nthe two conditions on the same words (llava.eval.compare; BabyLM tasks in the pipeline's %):")
+    print(format_comparison(results["comparison"]))
     print(
-        f"\ntraining and its learning curve {train_seconds / 60:.1f} min, all {results['total_seconds'] / 60:.1f} "
-        f"min; loss curve {workdir / 'loss.png'}, learning curve {workdir / 'curves.png'}, captions "
-        f"{workdir / 'results.json'}",
+        f"\ntraining and learning curves {train_seconds['video'] / 60:.1f} min (video), "
+        f"{train_seconds['text'] / 60:.1f} min (text), all {results['total_seconds'] / 60:.1f} min; loss curve "
+        f"{workdir / 'loss.png'}, learning curves {workdir / 'curves.png'} and {workdir / 'curves_text.png'}, "
+        f"comparison {workdir / 'comparison'}, captions {workdir / 'results.json'}",
         flush=True,
     )
     return results
+
+
+def format_comparison(comparison: dict) -> str:
+    """The rows both conditions have (the caption measures are the video model's alone)."""
+    from ..eval.compare import format_matrix
+
+    both = [row for row in comparison["rows"] if all(cell != "" for cell in row[2:])]
+    return format_matrix(comparison["header"], both)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ArgumentParser, InputError, MissingInputFile, UsageError, check_input_folder, entry_point, saving
+from .babylm.tasks import IMAGE_TASKS
 from .curve_report import FINAL, format_table, measure_of, plot
 
 logger = logging.getLogger("llava.eval.curves")
@@ -278,33 +279,35 @@ def grammar_rows(model, tokenizer, files, group_by, batch_size) -> list[dict]:
 
 
 def babylm_rows(model, tokenizer, checkpoint, args) -> list[dict]:
-    """Each BabyLM task scored as the pipeline scores it, its files written where collate_preds reads them."""
+    """Each BabyLM task scored as the pipeline scores it, its files written where collate_preds reads them.
+    A model without a vision tower (the text condition) scores the image tasks on their text alone, as the
+    pipeline scores a text-only model (no --images_path): the row says `pictures: false`."""
+    import argparse
+
     from .babylm import zero_shot
     from .babylm.export import revision_name
 
-    run_name = Path(os.path.abspath(args.output_dir)).name
+    sees = model.get_vision_tower() is not None
+    results = Path(args.output_dir) / BABYLM_RESULTS / Path(os.path.abspath(args.output_dir)).name
     rows, scorers = [], {}
     for task_args, items in args.babylm_tasks:
-        pictures = task_args.images_path is not None
+        pictures = task_args.images_path is not None and sees
+        if task_args.images_path is not None and not sees:
+            task_args = argparse.Namespace(**{**vars(task_args), "images_path": None, "image_split": None})
+            items = [{k: v for k, v in item.items() if k != "image"} for item in items]
         if pictures not in scorers:
             scorers[pictures] = zero_shot.for_scoring(model, tokenizer, pictures)
         scored, processor = scorers[pictures]
         processor = zero_shot.checked_processor(processor, checkpoint.path, pictures)
-        out = (
-            (
-                Path(args.output_dir)
-                / BABYLM_RESULTS
-                / run_name
-                / revision_name(checkpoint.name)
-                / "zero_shot"
-                / "causal"
-            )
-            / task_args.task
-            / task_args.data_path.stem
+        out = results / revision_name(checkpoint.name) / "zero_shot" / "causal" / task_args.task
+        result = zero_shot.score(
+            task_args, items, scored, processor, out / task_args.data_path.stem, quiet=True, device=model.device
         )
-        result = zero_shot.score(task_args, items, scored, processor, out, quiet=True, device=model.device)
-        measure = f"babylm:{task_args.task}:{task_args.data_path.stem}"
-        rows.append({"measure": measure, "group": None, "value": result["average"], "n": len(items)})
+        row = {"measure": f"babylm:{task_args.task}:{task_args.data_path.stem}", "group": None}
+        row |= {"value": result["average"], "n": len(items)}
+        if task_args.task in IMAGE_TASKS:
+            row["pictures"] = pictures
+        rows.append(row)
     return rows
 
 
