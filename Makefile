@@ -10,8 +10,12 @@ LMMS_VENV ?= .venv-lmms
 LMMS_EVAL_VERSION ?= 0.7.3
 LMMS_PY := $(LMMS_VENV)/bin/python
 LMMS_STAMP := $(LMMS_VENV)/.installed
+# The BabyLM 2025 pipeline's transformers (its requirements.txt pins 4.51.3), without this package: where
+# the tests load exported folders as the pipeline would (make babylm-env).
+BABYLM_VENV ?= .venv-babylm
+BABYLM_STAMP := $(BABYLM_VENV)/.installed
 
-.PHONY: venv lmms-env test test-fast lint demo demo-quick check-wrapper clean
+.PHONY: venv lmms-env babylm-env test test-fast lint demo demo-quick check-wrapper clean
 
 venv: $(STAMP)
 
@@ -41,12 +45,21 @@ $(LMMS_STAMP): $(STAMP) requirements-lmms-eval.txt Makefile
 	$(PY) -m pip --python $(LMMS_PY) install --quiet --no-deps lmms-eval==$(LMMS_EVAL_VERSION)
 	touch $(LMMS_STAMP)
 
+# Its own packages (another transformers than ours), torch from the same local CPU build; no llava.
+babylm-env: $(BABYLM_STAMP)
+
+$(BABYLM_STAMP): requirements-babylm-pipeline.txt Makefile
+	rm -rf $(BABYLM_VENV)
+	$(PYTHON) -m venv $(BABYLM_VENV)
+	$(BABYLM_VENV)/bin/python -m pip install --quiet torch==$(TORCH_VERSION) -r requirements-babylm-pipeline.txt
+	touch $(BABYLM_STAMP)
+
 # Every test, spread over TEST_WORKERS processes (pytest-xdist; a module's tests stay together, so its
 # fixtures are built once). The multi-process tests (two ranks, a SLURM cluster) are in the mix: much of
 # their time is spent waiting (rendezvous, scheduling, signals, time limits), and measured on 2 cores
 # with two workers they took 8 min against 14 one at a time; their modules start first (conftest.py).
 TEST_WORKERS ?= 2
-test: $(STAMP) $(LMMS_STAMP)
+test: $(STAMP) $(LMMS_STAMP) $(BABYLM_STAMP)
 	$(PY) -m pytest -q -rs --durations=25 -n $(TEST_WORKERS) --dist loadfile tests
 
 # The inner loop: everything but the slow, distributed and SLURM tiers (markers in pyproject.toml), in
@@ -71,4 +84,4 @@ check-wrapper: $(STAMP)
 	$(PY) scripts_italian/test_gpt2_wrapper.py
 
 clean:
-	rm -rf $(VENV) $(LMMS_VENV) .pytest_cache
+	rm -rf $(VENV) $(LMMS_VENV) $(BABYLM_VENV) .pytest_cache

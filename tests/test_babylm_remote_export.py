@@ -11,6 +11,7 @@ import subprocess
 import sysconfig
 import textwrap
 import venv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,8 @@ from llava.testing import TINY_LANGUAGE_CONFIGS
 
 from babylm_helpers import gpt2_folder, llama_folder
 from model_helpers import llava_checkpoint
+from tiers import require_installed
+from train_helpers import ROOT
 
 FAMILIES = sorted(TINY_LANGUAGE_CONFIGS)
 TEXT = "the red ball rolls under the table"
@@ -124,12 +127,34 @@ def our_logits(checkpoint, image):
     return out
 
 
-@pytest.mark.slow  # seven families exported, then loaded in a second interpreter
-def test_every_family_loads_without_llava_and_gives_our_logits(checkpoints, tmp_path):
-    folders = {}
-    for family, checkpoint in checkpoints.items():
-        folders[family] = str(export_remote.export(str(checkpoint), str(tmp_path / "export" / family)))
-    python = environment_without_llava(tmp_path / "env")
+# The BabyLM pipeline's own transformers (its requirements.txt pins 4.51.3), installed by `make babylm-env`.
+PIPELINE_PYTHON = ROOT / ".venv-babylm" / "bin" / "python"
+# Transformers 5 stores Mixtral's experts fused (`mlp.experts.gate_up_proj`), which transformers 4 cannot
+# read: a Mixtral export needs transformers 5.
+NOT_IN_TRANSFORMERS_4 = {"llava_mixtral"}
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoints, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exported")
+    return {family: str(export_remote.export(str(c), str(root / family))) for family, c in checkpoints.items()}
+
+
+def pipeline_python() -> str:
+    if not PIPELINE_PYTHON.exists():
+        require_installed("the BabyLM pipeline's transformers", "make babylm-env", f"{PIPELINE_PYTHON} is missing")
+    return str(PIPELINE_PYTHON)
+
+
+@pytest.mark.slow  # every family loaded in a second interpreter
+@pytest.mark.parametrize("transformers_version", ["ours (5)", "the pipeline's (4.51.3)"])
+def test_every_family_loads_without_llava_and_gives_our_logits(checkpoints, exported, tmp_path, transformers_version):
+    if transformers_version.startswith("ours"):
+        python = environment_without_llava(tmp_path / "env")
+        folders = exported
+    else:
+        python = pipeline_python()
+        folders = {f: path for f, path in exported.items() if f not in NOT_IN_TRANSFORMERS_4}
     image_file = tmp_path / "picture.png"
     image = picture(image_file)
     results_file = tmp_path / "remote.safetensors"
@@ -140,19 +165,22 @@ def test_every_family_loads_without_llava_and_gives_our_logits(checkpoints, tmp_
         capture_output=True,
         text=True,
         timeout=600,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # every weight found where the loader looks for it (transformers 4 reports the others, 5 raises)
+    assert "newly initialized" not in result.stderr and "were not used" not in result.stderr, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["llava_modules"] == []
+    assert report["llava_modules"] == [] and sorted(report["classes"]) == sorted(folders)
     from safetensors.torch import load_file
 
     remote = load_file(results_file)
-    for family, checkpoint in checkpoints.items():
+    for family in folders:
         module, name, processor_class = report["classes"][family]
         assert module.startswith("transformers_modules.") and module.endswith(f".{family}"), family
         assert (name, processor_class) == (BY_LLAVA_TYPE[family].causal_lm, "LlavaFramesProcessor")
-        image_token = json.loads((tmp_path / "export" / family / "config.json").read_text())["image_token_index"]
-        for case, (ids, logits, visual) in our_logits(checkpoint, image).items():
+        image_token = json.loads((Path(folders[family]) / "config.json").read_text())["image_token_index"]
+        for case, (ids, logits, visual) in our_logits(checkpoints[family], image).items():
             got_ids = remote[f"{family}/{case}/ids"]
             mapped = got_ids.masked_fill(got_ids == image_token, IMAGE_TOKEN_INDEX)
             if case == "prepended":  # no image token in the text: the picture goes before it
@@ -169,6 +197,16 @@ def test_every_family_loads_without_llava_and_gives_our_logits(checkpoints, tmp_
             torch.testing.assert_close(got[..., vocab:], logits.amax(-1, keepdim=True) - IMAGE_TOKEN_GAP)
     # The checkpoint's Llama tokenizer adds a BOS, which stays first with a picture's token after it.
     assert remote["llava_llama/image_token/ids"][0, 0] != remote["llava_gpt2/image_token/ids"][0, 0]
+
+
+def test_auto_classes_imports_every_module_of_the_folder_itself():
+    """transformers 4 copies, from a local folder, only what the auto_map's module imports directly."""
+    import ast
+
+    tree = ast.parse((ROOT / "llava" / "modeling" / "auto_classes.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+    modules = {p.stem for p in (ROOT / "llava" / "modeling").glob("*.py")} - {"__init__", "auto_classes"}
+    assert imported == modules
 
 
 def test_the_processor_gives_our_pixels_in_transformers_forms(checkpoints):

@@ -73,7 +73,7 @@ class Preset:
     select_layer: int = -2
     tunable_parts: str = "mm_vision_resampler,mm_mlp_adapter,mm_language_model"
     word_milestones: str = ""  # comma-separated word counts at which training saves a checkpoint
-    babylm_items: int = 48  # items per task (per paradigm for the minimal pairs) of the BabyLM-format tasks
+    babylm_items: int = 24  # items per task (per paradigm for the minimal pairs) of the BabyLM-format tasks
 
 
 # Word milestones a decade apart from the first optimizer step (about 130 words, still at chance on the
@@ -82,7 +82,7 @@ PRESETS = {
     # training on 2 cores, as measured with other work beside it: 8-23 min for the full preset (2,100
     # steps), 4-8 min for the quick one (400 steps)
     "full": Preset(num_train=960, num_val=96, epochs=35, word_milestones="100,1000,10000,100000"),
-    "quick": Preset(num_train=320, num_val=48, epochs=20, word_milestones="100,1000,10000", babylm_items=16),
+    "quick": Preset(num_train=320, num_val=48, epochs=20, word_milestones="100,1000,10000", babylm_items=12),
 }
 
 

@@ -74,18 +74,16 @@ def processor_for(model, tokenizer):
 
 
 def auto_map(model) -> dict:
-    """config.json's `auto_map`: the family's config and causal-LM classes and the processor, by the file
-    (module) of llava/modeling that defines each."""
-    from ..modeling.processing_llava import LlavaFramesProcessor
+    """config.json's `auto_map`: the family's config and causal-LM classes and the processor, all through
+    llava/modeling/auto_classes.py (which imports every module of the folder, for transformers 4)."""
+    from ..modeling.processing_llava import AUTO_MODULE, LlavaFramesProcessor
 
-    def where(cls) -> str:
-        return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
-
-    return {
-        "AutoConfig": where(type(model.config)),
-        "AutoModelForCausalLM": where(type(model)),
-        "AutoProcessor": where(LlavaFramesProcessor),
+    classes = {
+        "AutoConfig": type(model.config),
+        "AutoModelForCausalLM": type(model),
+        "AutoProcessor": LlavaFramesProcessor,
     }
+    return {auto: f"{AUTO_MODULE}.{cls.__name__}" for auto, cls in classes.items()}
 
 
 def copy_model_code(out: Path) -> list[str]:
@@ -97,8 +95,25 @@ def copy_model_code(out: Path) -> list[str]:
     return names
 
 
-def split_tower_shard(out: Path) -> None:
-    """Rewrites the saved weights as two shards, the tower's and the rest, with transformers' index."""
+def tower_in_hub_layout(encoder, tower: dict) -> dict:
+    """The tower's tensors under the names of its hub checkpoints. Transformers 5 renames some of a
+    tower's weights when it loads them (DINOv2's attention: `attention.attention.query` ->
+    `attention.q_proj`) and maps the hub's names onto its own at every load, the tower's inside our model
+    too; transformers 4 knows only the hub's names. Written in those, the shard loads in both."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    marker = "vision_tower.vision_tower."
+    prefixes = {key.split(marker, 1)[0] + marker for key in tower}
+    if len(prefixes) != 1:
+        return tower
+    (prefix,) = prefixes
+    local = revert_weight_conversion(encoder, {key[len(prefix) :]: value for key, value in tower.items()})
+    return {prefix + key: value for key, value in dict(local).items()}
+
+
+def split_tower_shard(out: Path, encoder) -> None:
+    """Rewrites the saved weights as two shards, the tower's (in its hub layout) and the rest, with
+    transformers' index."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -113,12 +128,13 @@ def split_tower_shard(out: Path) -> None:
             os.remove(file)
     tower = {k: v for k, v in sorted(tensors.items()) if ".vision_tower." in f".{k}"}
     rest = {k: v for k, v in sorted(tensors.items()) if k not in tower}
+    tower = dict(sorted(tower_in_hub_layout(encoder, tower).items()))
     weight_map = {}
     for name, part in ((TOWER_SHARD, tower), (REST_SHARD, rest)):
         save_file(part, str(out / name), metadata={"format": "pt"})
         os.chmod(out / name, 0o666 & ~_umask())  # safetensors writes owner-only files; the others are shared
         weight_map.update(dict.fromkeys(part, name))
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    total = sum(t.numel() * t.element_size() for t in [*tower.values(), *rest.values()])
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
@@ -181,7 +197,7 @@ def export(
         # The weights as the classes hold them: transformers would write Mixtral's experts (and any `.mlp.`,
         # the tower's too) in the original layout, which only a registered conversion reads back.
         model.save_pretrained(folder, save_original_format=False)
-        split_tower_shard(folder)
+        split_tower_shard(folder, model.get_vision_tower().vision_tower)
         processor.save_pretrained(folder)
         copy_model_code(folder)
     if shared_dir is not None:

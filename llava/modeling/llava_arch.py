@@ -339,7 +339,10 @@ class LlavaMetaForCausalLM:
             return input_ids, position_ids, attention_mask, past_key_values, None, labels
 
         visual, zero = self.encode_with_stand_ins(clips, visual_stand_ins)
-        features = iter(visual)
+        # A family whose forward scales every input embedding (transformers 4's Gemma) gets the visual
+        # tokens divided by that scale first, so that they reach its layers as under transformers 5.
+        scale = getattr(self.get_model(), "visual_input_scale", 1.0)
+        features = iter(visual if scale == 1.0 else [f / scale for f in visual])
         text_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
         if zero is not None:
             text_embeds = text_embeds + zero

@@ -22,6 +22,8 @@ import torch
 # packer's grid, so they cannot apply.
 ASPECT_RATIO_MODES = ("square", "pad")
 PROCESSOR_FILE = "processor_config.json"
+# The module an exported folder's auto_map names (auto_classes.py: it imports every module of the folder).
+AUTO_MODULE = "auto_classes"
 
 
 def image_aspect_ratio(model_cfg) -> str:
@@ -147,8 +149,9 @@ class LlavaFramesProcessor:
         AutoProcessor)."""
         self.tokenizer.save_pretrained(folder)
         self.image_processor.save_pretrained(folder)
+        _tokenizer_config_for_both(folder)
         settings = {
-            "auto_map": {"AutoProcessor": f"{__name__.rsplit('.', 1)[-1]}.{type(self).__name__}"},
+            "auto_map": {"AutoProcessor": f"{AUTO_MODULE}.{type(self).__name__}"},
             "image_aspect_ratio": self.image_aspect_ratio,
         }
         with open(os.path.join(str(folder), PROCESSOR_FILE), "w") as f:
@@ -158,6 +161,23 @@ class LlavaFramesProcessor:
     def register_for_auto_class(cls, auto_class: str = "AutoProcessor") -> None:
         """Called by AutoProcessor on a class it loaded from a folder's code; saving writes the auto_map
         itself, so there is nothing to record."""
+
+
+def _tokenizer_config_for_both(folder) -> None:
+    """tokenizer_config.json in the forms both transformers 4 (the BabyLM pipeline pins 4.51) and 5 read:
+    the image token named in a dictionary (`{"image_token": "<image>"}`: 5 writes a list and a key of its
+    own, which 4 does not read as `tokenizer.image_token`), and a fast tokenizer's class under the name
+    both know (5 calls a plain tokenizers-backed one `TokenizersBackend`, 4 `PreTrainedTokenizerFast`)."""
+    path = os.path.join(str(folder), "tokenizer_config.json")
+    with open(path) as f:
+        config = json.load(f)
+    token = config.pop("image_token", None)
+    if token is not None:
+        config["extra_special_tokens"] = {"image_token": token}
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2, ensure_ascii=False)
 
 
 def _is_one_clip(videos) -> bool:
