@@ -50,7 +50,7 @@ def test_a_runs_milestones_become_revision_folders_the_results_follow(checkpoint
         config = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).config
         assert (
             config.model_type == "llava_gpt2"
-            and config.auto_map["AutoModelForCausalLM"] == "llava_gpt2.LlavaGPT2ForCausalLM"
+            and config.auto_map["AutoModelForCausalLM"] == "auto_classes.LlavaGPT2ForCausalLM"
         )
         towers.add((folder / export_remote.TOWER_SHARD).stat().st_ino)
     # The frozen tower is stored once: every revision's shard is a hard link to the one kept file.

@@ -73,3 +73,25 @@ def test_the_loader_rows_use_the_recipes_batch_and_workers():
     recipe = ["--config", str(ROOT / "recipes" / "italian_video.yaml")]
     assert int(value_of("per_device_train_batch_size", recipe)) == data_path.RECIPE_BATCH
     assert int(value_of("dataloader_num_workers", recipe)) == cli.DEFAULT_WORKERS
+
+
+def test_the_cost_section_survives_a_regeneration_of_the_table(tmp_path):
+    """babylm_cost writes its section into docs/benchmarks.md; the main benchmark's rewrite keeps it, and a
+    new cost run replaces it rather than adding a second."""
+    import argparse
+
+    from llava.bench import babylm_cost, report
+
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\nold table\n")
+    rows = [{"task": "blimp", "set": "fast", "items": 10, "s_per_item": 0.5}]
+    body = babylm_cost.report(rows, argparse.Namespace(items=4, image_items=1), "machine")
+    report.write_section(path, babylm_cost.SECTION, body)
+    assert "| 10 x 0.5000 = 5 |" in path.read_text() and "old table" in path.read_text()
+    report.write_markdown(path, "machine", {}, "--configs seed", "load")
+    text = path.read_text()
+    assert "old table" not in text and text.count(babylm_cost.SECTION) == 1 and "| 10 x 0.5000 = 5 |" in text
+    report.write_section(path, babylm_cost.SECTION, body.replace("0.5000", "0.2500").replace("= 5 |", "= 2 |"))
+    text = path.read_text()
+    assert text.count(babylm_cost.SECTION) == 1 and "= 2 |" in text and "= 5 |" not in text
+    assert text.startswith("# Benchmarks")

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from .report import write_section
 
 # Items per kind in the pipeline's evaluation sets (evaluation_pipeline/collate_preds.py's sizes: BLiMP's
 # fast set is 200 pairs for each of its 67 UIDs and the supplement's 50 for each of 5; EWoK's 100 for each
@@ -32,6 +35,7 @@ FAST_SET = {
     "ewok": 11 * 100,
     "entity_tracking": 606 + 607 + 606 + 606 + 568 + 159,
 }
+LABELS = {"blimp": "blimp + supplement + wug (as pairs)"}
 FULL_SET_PICTURES = {"winoground": 746, "vqa": 25230}
 
 
@@ -98,6 +102,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--items", type=int, default=128, help="items timed per text task")
     parser.add_argument("--image-items", type=int, default=4, help="items timed per image task")
     parser.add_argument("--workdir", default="bench_work", help="where the seed's models are built (reused)")
+    parser.add_argument("--output", default="docs/benchmarks.md", help="the file whose cost section it rewrites")
     args = parser.parse_args(argv)
 
     import datasets
@@ -135,18 +140,49 @@ def main(argv=None) -> list[dict]:
         for kind, size in FULL_SET_PICTURES.items():
             seconds = measure(kind, args.image_items, image_model, image_processor, folder, pictures)
             rows.append({"task": kind, "set": "full", "items": size, "s_per_item": seconds})
-    print(
-        f"| task | set | items | s per item (timed on {args.items} text / {args.image_items} image items) | s per checkpoint |"
+    body = report(rows, args, machine_line())
+    print(body)
+    if args.output:
+        write_section(Path(args.output), SECTION, body)
+    return rows
+
+
+SECTION = "## BabyLM evaluation cost"
+
+
+def machine_line() -> str:
+    import datetime
+    import platform
+
+    return (
+        f"Measured {datetime.date.today().isoformat()} on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), CPU only (float32)."
     )
-    print("|---|---|---:|---:|---:|")
+
+
+def report(rows: list[dict], args, machine: str) -> str:
+    lines = [
+        "`python -m llava.bench.babylm_cost`: seconds per checkpoint of the BabyLM 2025 pipeline's tasks,",
+        "scored as `llava.eval.babylm zero_shot` scores them, at the seed's shapes (GPT-2 12x768 with a",
+        "30,000-word head; for the image tasks the whole model with a DINOv2-large-shaped tower); each kind",
+        "of item timed on the demo's Italian sentences in the task's format, times the number of such items in",
+        "the pipeline's fast set (text) or full set (pictures). The real sets cannot be downloaded here: their",
+        "sentences are not these, so the token counts differ.",
+        machine,
+        "",
+        f"| task | set | items | s per item (timed on {args.items} text / {args.image_items} image items) "
+        "| s per checkpoint |",
+        "|---|---|---:|---:|---:|",
+    ]
     for r in rows:
         total = r["items"] * r["s_per_item"]
-        print(
-            f"| {r['task']} | {r['set']} | {r['items']:,} | {r['s_per_item']:.4f} | {r['items']:,} x {r['s_per_item']:.4f} = {total:,.0f} |"
+        lines.append(
+            f"| {LABELS.get(r['task'], r['task'])} | {r['set']} | {r['items']:,} | {r['s_per_item']:.4f} "
+            f"| {r['items']:,} x {r['s_per_item']:.4f} = {total:,.0f} |"
         )
     text_total = sum(r["items"] * r["s_per_item"] for r in rows if r["set"] == "fast")
-    print(f"\nthe fast set's text tasks: {text_total:,.0f} s ({text_total / 60:.1f} min) per checkpoint")
-    return rows
+    lines += ["", f"The fast set's text tasks: {text_total:,.0f} s ({text_total / 60:.1f} min) per checkpoint."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

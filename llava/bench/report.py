@@ -91,7 +91,32 @@ def write_markdown(path: Path, machine: str, results: dict[str, list[tuple[str, 
         lines += [f"## {name}", "", describe_shapes(SHAPES[name]), "", "| measure | value |", "| --- | --- |"]
         lines += [f"| {what} | {value} |" for what, value in rows]
         lines.append("")
-    text = "\n".join(lines)
+    text = "\n".join(lines) + kept_sections(path)
+    with errors.saving(str(path), "the benchmark table", needed=len(text.encode())):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+# Sections other benchmarks write into the same file (llava.bench.babylm_cost), kept when it is rewritten.
+OTHER_SECTIONS = ("## BabyLM evaluation cost",)
+
+
+def kept_sections(path: Path) -> str:
+    """The file's sections that another benchmark wrote (from such a heading to the end), or ''."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    starts = [text.index(h) for h in OTHER_SECTIONS if h in text]
+    return "\n" + text[min(starts) :] if starts else ""
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Puts `heading` and `body` at the end of the file, in place of an earlier section of that heading."""
+    text = path.read_text() if path.exists() else ""
+    if heading in text:
+        text = text[: text.index(heading)].rstrip("\n") + "\n"
+    text = (text + "\n" if text else "") + heading + "\n\n" + body.rstrip("\n") + "\n"
     with errors.saving(str(path), "the benchmark table", needed=len(text.encode())):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

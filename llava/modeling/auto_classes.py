@@ -9,7 +9,7 @@ from .constants import IMAGE_TOKEN_INDEX  # noqa: F401
 from .expected_warnings import unmasked_generation_steps  # noqa: F401
 from .families import FAMILIES  # noqa: F401
 from .frame_sampling import sample_indices  # noqa: F401
-from .llava_arch import LlavaMetaForCausalLM  # noqa: F401
+from .llava_arch import max_positions  # noqa: F401
 from .llava_gemma import LlavaGemmaConfig, LlavaGemmaForCausalLM  # noqa: F401
 from .llava_gpt2 import LlavaGPT2Config, LlavaGPT2ForCausalLM  # noqa: F401
 from .llava_llama import LlavaConfig, LlavaLlamaForCausalLM  # noqa: F401
