@@ -71,15 +71,6 @@ def _records(kind: str, n: int, rng: random.Random) -> list[dict]:
     ]  # fmt: skip
 
 
-def _task_args(kind: str, data: Path, pictures: Path | None):
-    from ..eval.babylm import zero_shot
-
-    argv = ["--task", kind, "--data_path", str(data), "--backend", "causal", "--model_path_or_name", "-"]
-    if pictures is not None:
-        argv += ["--images_path", str(pictures), "--image_split", "train", "--batch_size", "1"]
-    return zero_shot.build_parser().parse_args(argv)
-
-
 def measure(kind: str, n: int, model, processor, folder: Path, pictures: Path | None) -> float:
     """Seconds per item of `kind`, scoring n items after one unmeasured pass over a few."""
     from ..eval.babylm import zero_shot
@@ -89,7 +80,7 @@ def measure(kind: str, n: int, model, processor, folder: Path, pictures: Path | 
     name = "regular.jsonl" if kind == "entity_tracking" else f"{kind}.jsonl"
     rng = random.Random(0)
     (data / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _records(kind, n, rng)))
-    args = _task_args(kind, data, pictures)
+    args = zero_shot.task_args(kind, data, None if pictures is None else (pictures, "train"))
     items = zero_shot.read_items(args)
     zero_shot.score(args, items[: min(4, n)], model, processor, folder / "out", quiet=True, device="cpu")
     start = time.perf_counter()
@@ -105,10 +96,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--output", default="docs/benchmarks.md", help="the file whose cost section it rewrites")
     args = parser.parse_args(argv)
 
-    import datasets
     from PIL import Image
     from transformers import AutoTokenizer
 
+    from ..demo.babylm_data import write_pictures
     from ..eval.babylm import zero_shot
     from ..model.builder import causal_lm_class
     from ..modeling.vision_settings import VisionSettings
@@ -130,11 +121,7 @@ def main(argv=None) -> list[dict]:
         model.get_model().initialize_vision_modules(VisionSettings(vision_tower=assets["tower"]))
         model.eval()
         pictures = folder / "pictures"
-        pictures.mkdir()
-        frames = [Image.fromarray((torch.rand(360, 640, 3) * 255).byte().numpy()) for _ in range(4)]
-        datasets.Dataset.from_dict({"image": frames}).cast_column("image", datasets.Image()).to_parquet(
-            str(pictures / "train.parquet")
-        )
+        write_pictures(pictures, [Image.fromarray((torch.rand(360, 640, 3) * 255).byte().numpy()) for _ in range(4)])
         image_model, image_processor = zero_shot.for_scoring(model, tokenizer, pictures=True)
         image_processor = zero_shot.checked_processor(image_processor, assets["gpt2"], True)
         for kind, size in FULL_SET_PICTURES.items():

@@ -33,9 +33,19 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
-def _pictures(folder: Path, subjects: list[grammar.Subject], seed: int) -> None:
-    """A parquet dataset (one `image` column, a row per subject) of each subject's middle frame."""
+def write_pictures(folder: Path, pictures: list) -> str:
+    """`pictures` (PIL images) as a parquet dataset of one `image` column, split `train`, which
+    `datasets.load_dataset(folder, split="train")` reads as the pipeline does; returns the folder."""
     import datasets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = datasets.Dataset.from_dict({"image": pictures}).cast_column("image", datasets.Image())
+    table.to_parquet(str(folder / "train.parquet"))
+    return str(folder)
+
+
+def _pictures(folder: Path, subjects: list[grammar.Subject], seed: int) -> None:
+    """Each subject's middle frame, a row each (write_pictures)."""
     from PIL import Image
 
     from .synthetic import ClipSpec
@@ -45,9 +55,7 @@ def _pictures(folder: Path, subjects: list[grammar.Subject], seed: int) -> None:
     for s in subjects:
         clip = render_frames(ClipSpec(s.colour, s.shape, s.direction, s.count), seed=rng.randrange(2**31))
         frames.append(Image.fromarray(clip[len(clip) // 2]))
-    folder.mkdir(parents=True, exist_ok=True)
-    table = datasets.Dataset.from_dict({"image": frames}).cast_column("image", datasets.Image())
-    table.to_parquet(str(folder / "train.parquet"))
+    write_pictures(folder, frames)
 
 
 def _other(values, value, rng):

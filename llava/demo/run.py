@@ -42,6 +42,7 @@ from pathlib import Path
 
 from .. import errors
 from ..errors import InputError, UsageError, UserError, listing
+from ..eval.curve_report import aligned_columns
 from .babylm_data import write_babylm_tasks
 from .grammar import ATTRIBUTE_WORDS, write_minimal_pairs
 from .synthetic import caption_corpus, make_dataset, save_gpt2, train_tokenizer
@@ -138,15 +139,22 @@ def find_training_script() -> Path:
     )
 
 
+# The video condition's flags that the text condition leaves out (it has no tower).
+VISUAL_FLAGS = (
+    "vision_tower",
+    "video_folder",
+    "mm_projector_lr",
+    "mm_projector_hidden_size",
+    "mm_packer_num_heads",
+    "mm_vision_select_layer",
+)
+
+
 def training_flags(assets: dict, preset: Preset, output_dir: Path, condition: str = "video") -> dict[str, object]:
     """The demo's settings, as training flags laid over the headline recipe (the text recipe for the
     text condition; the benchmark of --eval_milestones trains with them too)."""
     if condition == "text":
-        flags = training_flags(assets, preset, output_dir)
-        for visual in ("vision_tower", "video_folder", "mm_projector_lr", "mm_projector_hidden_size"):
-            del flags[visual]
-        for visual in ("mm_packer_num_heads", "mm_vision_select_layer"):
-            del flags[visual]
+        flags = {k: v for k, v in training_flags(assets, preset, output_dir).items() if k not in VISUAL_FLAGS}
         return flags | {"data_path": assets["train_text"], "mm_tunable_parts": "mm_language_model"}
     flags = {
         "model_name_or_path": assets["gpt2"],
@@ -276,11 +284,7 @@ def format_table(results: dict) -> str:
                 f"{chance[attribute]:.0%}",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-        for r in rows
-    )
+    return aligned_columns([list(r) for r in rows])
 
 
 def plot_loss(trainer_state: Path, png: Path) -> None:
@@ -382,10 +386,8 @@ def main(argv=None) -> dict:
 
 def format_comparison(comparison: dict) -> str:
     """The rows both conditions have (the caption measures are the video model's alone)."""
-    from ..eval.compare import format_matrix
-
     both = [row for row in comparison["rows"] if all(cell != "" for cell in row[2:])]
-    return format_matrix(comparison["header"], both)
+    return aligned_columns([comparison["header"], *both])
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..data.run_record import read_run_record
 from ..errors import ArgumentParser, InputError, UsageError, entry_point, saving
-from .curve_report import FINAL, measure_of, measure_order
+from .curve_report import FINAL, aligned_columns, measure_of, measure_order
 from .curves import MILESTONE_PREFIX, read_rows
 
 logger = logging.getLogger("llava.eval.compare")
@@ -207,14 +207,6 @@ def _file_name(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
 
 
-def format_matrix(header: list[str], body: list[list[str]]) -> str:
-    table = [header, *body]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in table
-    )
-
-
 def main(argv=None) -> dict:
     parser = ArgumentParser(prog="python -m llava.eval.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="training runs' --output_dir, evaluated by curves")
@@ -238,7 +230,7 @@ def main(argv=None) -> dict:
             csv.writer(f).writerows([header, *body])
         os.replace(partial, csv_path)
     plots = [] if args.no_plot else plot(conditions, records, out_dir)
-    text = format_matrix(header, body)
+    text = aligned_columns([header, *body])
     print(text, flush=True)
     return {"csv": str(csv_path), "plots": plots, "header": header, "rows": body, "conditions": conditions}
 

@@ -105,10 +105,16 @@ def format_table(rows: list[dict]) -> str:
     chance = ["chance", ""] + [
         "" if measure_of(m).chance is None else cell(measure_of(m).chance, m) for m, _ in columns
     ]
-    table = [headers, *body, chance]
-    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    return aligned_columns([headers, *body, chance], left_columns=2)
+
+
+def aligned_columns(rows: list[list[str]], left_columns: int = 1) -> str:
+    """Rows of cells as text columns two spaces apart: the first `left_columns` flush left (names), the
+    others flush right (numbers)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in table
+        "  ".join(c.ljust(w) if i < left_columns else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
     )
 
 

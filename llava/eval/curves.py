@@ -149,16 +149,11 @@ def babylm_tasks(args) -> list:
         parts = paths.split(",")
         if not paths or len(parts) not in (1, 3):
             raise UsageError(f"--babylm {spec}: expected TASK=DATA_PATH or TASK=DATA_PATH,IMAGES_PATH,SPLIT")
-        argv = ["--task", task, "--data_path", parts[0], "--backend", "causal", "--model_path_or_name", "-"]
-        argv += ["--save_predictions"]
-        if len(parts) == 3:
-            argv += ["--images_path", parts[1], "--image_split", parts[2], "--batch_size", "1"]
-            if args.babylm_image_template:
-                argv += ["--image_template", args.babylm_image_template]
-        else:
-            argv += ["--batch_size", str(args.batch_size)]
-        task_args = zero_shot.build_parser().parse_args(argv)
-        zero_shot.check_args(task_args)
+        pictures = (parts[1], parts[2]) if len(parts) == 3 else None
+        template = args.babylm_image_template if pictures else None
+        task_args = zero_shot.task_args(
+            task, parts[0], pictures, args.batch_size, image_template=template, save_predictions=True
+        )
         tasks.append((task_args, zero_shot.read_items(task_args)))
     return tasks
 

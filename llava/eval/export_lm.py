@@ -97,24 +97,45 @@ def check_same_logits(model, stock, vocab_size: int, length: int = 16, atol: flo
     return diff
 
 
+def load_for_export(model_path: str, out: str, model_base: str | None, vision_tower: str | None):
+    """(tokenizer, model) of the checkpoint, on the CPU; the model folder and `out` checked first, before
+    anything is loaded (a plain language model passes too: its visual part is empty)."""
+    from ..serve.checks import check_model, check_output_folder
+
+    check_model(model_path, model_base)
+    check_output_folder(out)
+    tokenizer, model, _, _ = load_pretrained_model(model_path, model_base, device="cpu", vision_tower=vision_tower)
+    return tokenizer, model
+
+
+def weight_bytes(model) -> int:
+    """The weights' bytes, each storage once (a tied head shares the embeddings'): about what
+    save_pretrained writes."""
+    return sum({t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}.values())
+
+
+def add_source_arguments(parser) -> None:
+    """The flags that name the checkpoint to export and where it goes (every export command's)."""
+    parser.add_argument(
+        "--model-path", required=True, help="llava checkpoint (or an adapter-only run, with --model-base)"
+    )
+    parser.add_argument("--model-base", help="the language model of an adapter-only run")
+    parser.add_argument("--vision-tower", help="where an adapter-only run's tower is now, if it moved")
+    parser.add_argument("--out", required=True, help="output folder")
+
+
 def export(
     model_path: str, out: str, model_base: str | None = None, vision_tower: str | None = None, check: bool = True
 ):
     """Writes the stock language model and tokenizer of `model_path` to `out`; returns the stock model.
     The model folder and `out` are checked before anything is loaded; a full disk or a refused write while
     saving is one SaveError line naming `out`, with the space needed and free."""
-    from ..serve.checks import check_model, check_output_folder
-
-    check_model(model_path, model_base)  # a plain language model exports too (its visual part is empty)
-    check_output_folder(out)
-    tokenizer, model, _, _ = load_pretrained_model(model_path, model_base, device="cpu", vision_tower=vision_tower)
+    tokenizer, model = load_for_export(model_path, out, model_base, vision_tower)
     stock = to_stock(model)
     if check:
         diff = check_same_logits(model, stock, min(model.get_input_embeddings().num_embeddings, len(tokenizer)))
         logger.info("text-only logits of the export match the multimodal model's (max difference %.2g)", diff)
-    # The weights' bytes, each storage once (a tied head shares the embeddings'): about what save_pretrained writes.
-    needed = sum({t.data_ptr(): t.numel() * t.element_size() for t in stock.state_dict().values()}.values())
-    with saving(out, "the exported model", needed=needed):
+    with saving(out, "the exported model", needed=weight_bytes(stock)):
         os.makedirs(out, exist_ok=True)
         stock.save_pretrained(out)
         tokenizer.save_pretrained(out)
@@ -130,12 +151,7 @@ def export(
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m llava.eval.export_lm", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model-path", required=True, help="llava checkpoint (or an adapter-only run, with --model-base)"
-    )
-    parser.add_argument("--model-base", help="the language model of an adapter-only run")
-    parser.add_argument("--vision-tower", help="where an adapter-only run's tower is now, if it moved")
-    parser.add_argument("--out", required=True, help="output folder")
+    add_source_arguments(parser)
     parser.add_argument("--no-check", action="store_true", help="skip the logits comparison before saving")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

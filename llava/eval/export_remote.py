@@ -181,18 +181,15 @@ def export(
     shared_dir: str | None = None,
 ) -> Path:
     """Writes the self-contained folder of `model_path` to `out` (see the module's docstring)."""
-    from ..model.builder import load_pretrained_model
-    from ..serve.checks import check_model, check_output_folder
+    from .export_lm import load_for_export, weight_bytes
 
-    check_model(model_path, model_base)
-    check_output_folder(out)
-    tokenizer, model, _, _ = load_pretrained_model(model_path, model_base, device="cpu", vision_tower=vision_tower)
+    tokenizer, model = load_for_export(model_path, out, model_base, vision_tower)
     processor = processor_for(model, tokenizer)
     model.config.auto_map = auto_map(model)
     model.config.use_cache = True  # training turns the cache off; inference wants it
-    needed = sum({t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}.values())
     folder = Path(out)
-    with saving(out, "the exported model", needed=2 * needed):  # written once, then split into two shards
+    # written once, then split into two shards
+    with saving(out, "the exported model", needed=2 * weight_bytes(model)):
         folder.mkdir(parents=True, exist_ok=True)
         # The weights as the classes hold them: transformers would write Mixtral's experts (and any `.mlp.`,
         # the tower's too) in the original layout, which only a registered conversion reads back.
@@ -209,13 +206,10 @@ def export(
 
 
 def main(argv=None) -> int:
+    from .export_lm import add_source_arguments
+
     parser = ArgumentParser(prog="python -m llava.eval.export_remote", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model-path", required=True, help="llava checkpoint (or an adapter-only run, with --model-base)"
-    )
-    parser.add_argument("--model-base", help="the language model of an adapter-only run")
-    parser.add_argument("--vision-tower", help="where an adapter-only run's tower is now, if it moved")
-    parser.add_argument("--out", required=True, help="output folder")
+    add_source_arguments(parser)
     parser.add_argument("--shared-dir", help="keep the tower's shard here once and hard-link it into --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

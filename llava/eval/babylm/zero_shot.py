@@ -61,6 +61,25 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def task_args(task: str, data_path, pictures: tuple[str, str] | None = None, batch_size: int = 64, **flags):
+    """The arguments of one task for scoring a loaded model (`score`), as the command line would give them,
+    checked: `pictures` is (images path, split) for the image tasks (batch size 1 then); `flags`, other
+    flags by their names (`image_template="append_image_token"`, `save_predictions=True`)."""
+    argv = ["--task", task, "--data_path", str(data_path), "--backend", "causal", "--model_path_or_name", "-"]
+    if pictures is not None:
+        argv += ["--images_path", str(pictures[0]), "--image_split", str(pictures[1])]
+        batch_size = 1
+    argv += ["--batch_size", str(batch_size)]
+    for name, value in flags.items():
+        if value is True:
+            argv.append(f"--{name}")
+        elif value not in (None, False):
+            argv += [f"--{name}", str(value)]
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    return args
+
+
 def output_path(args) -> Path:
     """Where the pipeline writes a run's results (run.py's main)."""
     revision = args.revision_name or "main"
