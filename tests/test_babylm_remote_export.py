@@ -63,7 +63,8 @@ LOADER = textwrap.dedent("""
         }
         for case, kwargs in calls.items():
             encoded = processor(return_offsets_mapping=True, **kwargs)
-            ids, mask = torch.tensor(encoded["input_ids"]), torch.tensor(encoded["attention_mask"])
+            # A string is one unbatched row, as a tokenizer gives it.
+            ids, mask = torch.tensor([encoded["input_ids"]]), torch.tensor([encoded["attention_mask"]])
             pixels = {} if "pixel_values" not in encoded else {"pixel_values": torch.FloatTensor(encoded["pixel_values"])}
             with torch.no_grad():
                 logits = model(input_ids=ids, attention_mask=mask, **pixels).logits

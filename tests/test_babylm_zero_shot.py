@@ -283,3 +283,32 @@ def test_each_candidate_scores_its_completion_alone(setup, task, folder, prefix_
     for item, row in zip(items, scores.tolist()):
         for i, (sentence, got) in enumerate(zip(item["sentences"], row)):
             assert got == pytest.approx(completion_score(lm, tokenizer, prefix_of(item, i), sentence), abs=1e-4)
+
+
+def test_a_stopped_evaluation_goes_on_from_its_progress_file(setup, tmp_path):
+    """Batches a stopped run finished are read back from its progress file, not scored again; the
+    rest are scored; the file goes once the results are written."""
+    from llava.eval.babylm import progress
+
+    root, models, folders = setup
+    argv = ["--model_path_or_name", models["gpt2"], "--backend", "causal", "--task", "blimp"]
+    argv += ["--data_path", str(folders["blimp"]), "--batch_size", "2", "--save_predictions"]
+
+    def picked(out_dir):
+        args = zero_shot.build_parser().parse_args(argv + ["--output_dir", str(out_dir)])
+        zero_shot.main(argv + ["--output_dir", str(out_dir)])
+        predictions = json.loads((zero_shot.output_path(args) / "predictions.json").read_text())
+        return [p["pred"] for uid in predictions.values() for p in uid["predictions"]]
+
+    fresh = picked(tmp_path / "fresh")
+    args = zero_shot.build_parser().parse_args(argv + ["--output_dir", str(tmp_path / "resumed")])
+    items = zero_shot.read_items(args)
+    left = progress.Progress(zero_shot.output_path(args), "scores", zero_shot.progress_inputs(args, items))
+    # Batch 0 (one temperature, two items, two candidates): scores no model gave, each item's other
+    # candidate ahead of the one the model picked.
+    other = [1 if fresh[i] == items[i]["completions"][0] else 0 for i in (0, 1)]
+    left.add(0, [[[-9.0, -1.0] if o == 1 else [-1.0, -9.0] for o in other]])
+    resumed = picked(tmp_path / "resumed")
+    assert resumed[:2] == [items[i]["completions"][other[i]] for i in (0, 1)] != fresh[:2]
+    assert resumed[2:] == fresh[2:]
+    assert not left.path.exists()

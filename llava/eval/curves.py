@@ -286,6 +286,8 @@ def babylm_rows(model, tokenizer, checkpoint, args) -> list[dict]:
     results = Path(args.output_dir) / BABYLM_RESULTS / Path(os.path.abspath(args.output_dir)).name
     rows, scorers = [], {}
     for task_args, items in args.babylm_tasks:
+        # The checkpoint's folder in the arguments: a stopped evaluation goes on only for the same model.
+        task_args = argparse.Namespace(**{**vars(task_args), "model_path_or_name": str(checkpoint.path)})
         pictures = task_args.images_path is not None and sees
         if task_args.images_path is not None and not sees:
             task_args = argparse.Namespace(**{**vars(task_args), "images_path": None, "image_split": None})

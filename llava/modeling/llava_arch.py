@@ -34,7 +34,7 @@ from .splicing import pad_batch, splice_sample, truncate_text
 from .token_packer import build_vision_resampler
 from .vision_settings import VisionSettings
 from .vision_tower import VisionTower, build_vision_tower
-from .visual_inputs import as_clips, cover_image_token, from_pixel_values
+from .visual_inputs import as_clips, cover_image_token, encoder_view, from_pixel_values
 from .zero3 import embedding_std, gathered_parameters, zero3_init
 
 logger = logging.getLogger(__name__)
@@ -180,15 +180,9 @@ def _parameters(fn) -> frozenset[str]:
     return frozenset(inspect.signature(fn).parameters)
 
 
-class _NotGiven:
-    """Default of `generate(images=...)`: tells a LLaVA-style call (images given, even None) apart from
-    a plain transformers call."""
-
-    def __repr__(self) -> str:
-        return "<not given>"
-
-
-_NOT_GIVEN = _NotGiven()
+# Default of `generate(images=...)`: tells a LLaVA-style call (images given, even None) apart from a plain
+# transformers call.
+_NOT_GIVEN = object()
 
 
 class LlavaMetaForCausalLM:
@@ -201,6 +195,8 @@ class LlavaMetaForCausalLM:
 
     def get_vision_tower(self) -> VisionTower | None:
         return self.get_model().get_vision_tower()
+
+    git = property(encoder_view)  # the name the BabyLM pipeline's DevBench runner reads (encoder_view)
 
     def _language_model_method(self, name: str):
         return _next_definition(type(self), name).__get__(self, type(self))
@@ -387,6 +383,7 @@ class LlavaMetaForCausalLM:
         logits_to_keep=0,
         visual_stand_ins=None,
         pixel_values=None,
+        token_type_ids=None,  # segment ids, as BERT-style processors give them: these models have none
         **kwargs,
     ):
         if pixel_values is not None:  # transformers' form, as an exported folder's processor gives it

@@ -90,8 +90,8 @@ class LlavaFramesProcessor:
 
     `images=` one picture or a list (each one frame: pixel_values (N, 3, S, S)); `videos=` one clip (its
     frames as a list or a (T, H, W, 3) array) or a list of clips (pixel_values (N, T, 3, S, S)). Text is
-    tokenized as a batch (a string is a batch of one) with the tokenizer's own special tokens; tokenizer
-    keywords (`return_offsets_mapping`, `padding`, ...) pass through. Without `return_tensors` the
+    tokenized as the tokenizer tokenizes it (a string is one row, unbatched without `return_tensors`), with
+    its own special tokens; tokenizer keywords (`return_offsets_mapping`, `padding`, ...) pass through. Without `return_tensors` the
     pixels are numpy arrays, as transformers' processors return them.
     """
 
@@ -111,7 +111,12 @@ class LlavaFramesProcessor:
             raise ValueError("pass images= or videos=, not both: a model input holds one kind of picture")
         data = {}
         if text is not None:
-            data.update(self.tokenizer([text] if isinstance(text, str) else list(text), **tokenizer_kwargs))
+            # As a tokenizer answers: a string gives one unbatched row unless tensors are asked for (the
+            # pipeline's reading task indexes `processor(word)["input_ids"]` as token ids). Segment ids are
+            # all zero (the models have no segments; their forward drops them), returned because callers
+            # written for BERT-style processors pop them (the pipeline's DevBench runner).
+            tokenizer_kwargs.setdefault("return_token_type_ids", True)
+            data.update(self.tokenizer(text, return_tensors=return_tensors, **tokenizer_kwargs))
         if images is not None:
             single = not isinstance(images, (list, tuple))
             data["pixel_values"] = image_pixels(
@@ -123,6 +128,12 @@ class LlavaFramesProcessor:
         if return_tensors is None and "pixel_values" in data:
             data["pixel_values"] = data["pixel_values"].numpy()
         return BatchFeature(data, tensor_type=return_tensors)
+
+    def decode(self, *args, **kwargs) -> str:
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def batch_decode(self, *args, **kwargs) -> list[str]:
+        return self.tokenizer.batch_decode(*args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path, **kwargs):

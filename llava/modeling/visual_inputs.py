@@ -5,6 +5,8 @@ into ours."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 
 from .constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -94,3 +96,11 @@ def cover_image_token(logits: torch.Tensor, image_token_index: int) -> torch.Ten
         return logits
     filler = (logits.amax(dim=-1, keepdim=True) - IMAGE_TOKEN_GAP).expand(*logits.shape[:-1], missing)
     return torch.cat([logits, filler], dim=-1)
+
+
+def encoder_view(model) -> SimpleNamespace:
+    """`model.git`: the vision encoder under the name the BabyLM pipeline's DevBench runner looks it up by
+    (its model type `git`, `model.git.image_encoder`). That runner scores a picture and a caption by the
+    loss of `model(input_ids, pixel_values, labels)` with the picture before the text, which is what
+    `forward(pixel_values=...)` does without an image token. A view, not a module: no weights are added."""
+    return SimpleNamespace(image_encoder=model.get_vision_tower())

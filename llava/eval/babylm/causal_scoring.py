@@ -50,28 +50,33 @@ def encode(processor, sentence: str, completion: str, image=None, image_sentence
 
 
 def candidate_batches(processor, items: list[dict], batch_size: int, image_template: str | None = None):
-    """Batches of `batch_size` items, in order: (items, per candidate position a (ids, mask, phrase,
-    pixels) tuple: right-padded tensors, and the batch's pictures or None). `processor` is the model's
-    processor or its tokenizer; `image_template` as the pipeline's templates write the image token in."""
-    tokenizer = getattr(processor, "tokenizer", processor)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    """Batches of `batch_size` items, in order: (items, their `encode_batch`)."""
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        candidates = []
-        for position in range(len(batch[0]["sentences"])):
-            encoded = []
-            for item in batch:
-                sentence, image = item["sentences"][position], item.get("image")
-                image_sentence = None
-                if image is not None and image_template is not None:
-                    image_sentence = image_template.format(image_token=tokenizer.image_token, text=sentence)
-                encoded.append(encode(processor, sentence, item["completions"][position], image, image_sentence))
-            ids = pad_sequence([torch.tensor(e[0]) for e in encoded], batch_first=True, padding_value=pad)
-            mask = pad_sequence([torch.ones(len(e[0]), dtype=torch.long) for e in encoded], batch_first=True)
-            phrase = pad_sequence([torch.tensor(e[1]) for e in encoded], batch_first=True)
-            pixels = None if encoded[0][2] is None else torch.cat([e[2] for e in encoded])
-            candidates.append((ids, mask, phrase, pixels))
-        yield batch, candidates
+        yield batch, encode_batch(processor, batch, image_template)
+
+
+def encode_batch(processor, batch: list[dict], image_template: str | None = None) -> list[tuple]:
+    """Per candidate position, a (ids, mask, phrase, pixels) tuple: right-padded tensors, and the batch's
+    pictures or None. `processor` is the model's processor or its tokenizer; `image_template` as the
+    pipeline's templates write the image token in."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    candidates = []
+    for position in range(len(batch[0]["sentences"])):
+        encoded = []
+        for item in batch:
+            sentence, image = item["sentences"][position], item.get("image")
+            image_sentence = None
+            if image is not None and image_template is not None:
+                image_sentence = image_template.format(image_token=tokenizer.image_token, text=sentence)
+            encoded.append(encode(processor, sentence, item["completions"][position], image, image_sentence))
+        ids = pad_sequence([torch.tensor(e[0]) for e in encoded], batch_first=True, padding_value=pad)
+        mask = pad_sequence([torch.ones(len(e[0]), dtype=torch.long) for e in encoded], batch_first=True)
+        phrase = pad_sequence([torch.tensor(e[1]) for e in encoded], batch_first=True)
+        pixels = None if encoded[0][2] is None else torch.cat([e[2] for e in encoded])
+        candidates.append((ids, mask, phrase, pixels))
+    return candidates
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ...errors import ArgumentParser, InputError, UsageError
-from . import causal_scoring, results
+from . import causal_scoring, progress, results
 from .tasks import IMAGE_TASKS, TASKS, read_task
 
 logger = logging.getLogger("llava.eval.babylm")
@@ -195,17 +195,33 @@ def score(args, items: list[dict], model, processor, out: Path, quiet: bool = Fa
     temperatures = causal_scoring.temperatures(args.min_temperature, args.max_temperature, args.temperature_interval)
     tally = results.Tally(args.task, temperatures)
     template = IMAGE_TEMPLATES.get(args.image_template) if args.images_path is not None else None
-    batches = causal_scoring.candidate_batches(processor, items, args.batch_size, template)
-    total = -(-len(items) // args.batch_size)
-    for batch, candidates in tqdm(batches, total=total, desc=f"{args.task} {args.data_path.stem}", disable=quiet):
-        tally.add(batch, causal_scoring.score_candidates(model, candidates, temperatures, device))
+    done = progress.Progress(out, "scores", progress_inputs(args, items))
+    starts = range(0, len(items), args.batch_size)
+    for number, start in enumerate(tqdm(starts, desc=f"{args.task} {args.data_path.stem}", disable=quiet)):
+        batch = items[start : start + args.batch_size]
+        if number not in done:
+            candidates = causal_scoring.encode_batch(processor, batch, template)
+            scores = causal_scoring.score_candidates(model, candidates, temperatures, device)
+            done.add(number, [scores[t].tolist() for t in temperatures])
+        tally.add(batch, {t: torch.tensor(s) for t, s in zip(temperatures, done[number])})
     best, average, text = results.write(out, args.task, tally, args.save_predictions)
+    done.finish()
     if not quiet:
         for t, value in average.items():
             print(f"{t}\t{value:.2f}")
         print()
         print(text, end="")
     return {"temperature": best, "average": average[best], "report": str(out / "best_temperature_report.txt")}
+
+
+def progress_inputs(args, items: list[dict]) -> list[str]:
+    """What a task's scores depend on, for its progress file: the model, the items' text and the flags
+    that change a score or its order."""
+    import json
+
+    text = json.dumps([{k: v for k, v in item.items() if k != "image"} for item in items], default=str)
+    flags = {k: str(v) for k, v in vars(args).items() if k not in ("output_dir", "save_predictions")}
+    return [args.model_path_or_name, text, json.dumps(flags, sort_keys=True)]
 
 
 def main(argv: list[str] | None = None) -> dict:
