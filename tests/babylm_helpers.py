@@ -167,3 +167,47 @@ def completion_score(model, tokenizer, prefix: str, sentence: str, temperature: 
     head, ids = tokenizer(prefix)["input_ids"], tokenizer(sentence)["input_ids"]
     assert ids[: len(head)] == head, (prefix, sentence)
     return sum(token_log_probs(model, ids, temperature)[len(head) - 1 :])
+
+
+def write_devbench(root: Path, things: int = 20) -> Path:
+    """DevBench's data in the pipeline's layout (assets/<task>/manifest.csv and its pictures, evals/...):
+    three vocabulary trials with two age bins of human choices, two TROG trials, `things` THINGS pictures
+    (more than one batch of 16) with a symmetric human similarity matrix."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+
+    def picture(path: Path) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (24 + len(path.name), 30, 3), dtype=np.uint8)).save(path)
+        return str(path.relative_to(path.parent.parent))
+
+    def human(trials: int, **extra) -> pd.DataFrame:
+        shares = rng.dirichlet(np.ones(4), size=trials)
+        table = pd.DataFrame(shares, columns=["image1", "image2", "image3", "image4"])
+        table.insert(0, "trial", np.arange(trials) + 1)
+        for key, value in extra.items():
+            table.insert(0, key, value)
+        return table
+
+    for task, words in (("lex-viz_vocab", ["ball", "cat", "box"]), ("gram-trog", ["red ball", "the cat sees"])):
+        folder = root / "assets" / task
+        rows = [{f"image{k}": picture(folder / "images" / f"{word}{k}.png") for k in range(1, 5)} for word in words]
+        pd.DataFrame([row | {"text1": word} for row, word in zip(rows, words)]).to_csv(
+            folder / "manifest.csv", index=False
+        )
+        (root / "evals" / task).mkdir(parents=True, exist_ok=True)
+    ages = pd.concat([human(3, age_bin=age) for age in (4, 25)])
+    ages.to_csv(root / "evals" / "lex-viz_vocab" / "human.csv", index=False)
+    human(2).to_csv(root / "evals" / "gram-trog" / "human.csv", index=False)
+    folder = root / "assets" / "sem-things"
+    names = [f"thing{n}" for n in range(things)]
+    rows = [{"text1": name, "image1": picture(folder / "object_images" / f"{name}.jpg")} for name in names]
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    similarity = rng.random((things, things))
+    (root / "evals" / "sem-things").mkdir(parents=True, exist_ok=True)
+    savemat(root / "evals" / "sem-things" / "spose_similarity.mat", {"spose_sim": (similarity + similarity.T) / 2})
+    return root

@@ -54,6 +54,9 @@ LOADER = textwrap.dedent("""
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(folder, padding_side="right", trust_remote_code=True)
         classes[family] = [type(model).__module__, type(model).__name__, type(processor).__name__]
+        # What the pipeline's DevBench runner (model type git) reads: the encoder, and segment ids it pops.
+        devbench = processor(text="x", images=picture, return_tensors="pt")
+        classes[family].append([type(model.git.image_encoder).__name__, "token_type_ids" in devbench])
         token = processor.tokenizer.image_token
         calls = {
             "text": dict(text=text),
@@ -177,7 +180,8 @@ def test_every_family_loads_without_llava_and_gives_our_logits(checkpoints, expo
 
     remote = load_file(results_file)
     for family in folders:
-        module, name, processor_class = report["classes"][family]
+        module, name, processor_class, devbench_view = report["classes"][family]
+        assert devbench_view == ["VisionTower", True], family
         assert module.startswith("transformers_modules.") and module.endswith(f".{family}"), family
         assert (name, processor_class) == (BY_LLAVA_TYPE[family].causal_lm, "LlavaFramesProcessor")
         image_token = json.loads((Path(folders[family]) / "config.json").read_text())["image_token_index"]

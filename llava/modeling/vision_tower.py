@@ -140,15 +140,44 @@ class VisionTower(nn.Module):
         return not any(p.requires_grad for p in self.vision_tower.parameters())
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) pixels -> (N, grid, grid, hidden) patch tokens of the selected layer."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.is_frozen):
-            out = self.vision_tower(pixel_values.to(dtype=self.dtype), output_hidden_states=True)
-            tokens = out.hidden_states[self.select_layer][:, self.num_prefix_tokens :]
+        """(N, 3, S, S) pixels -> (N, grid, grid, hidden) patch tokens of the selected layer.
+
+        The layer's tokens are taken by a hook on that layer, not from `output_hidden_states`: transformers 5
+        records hidden states with hooks of its own, and once the language model around the tower records
+        its hidden states, it has hooked the tower's layers a second time, so that the tower's list holds
+        each layer twice and an index into it picks another layer."""
+        layers = _encoder_layers(self.vision_tower)
+        state = self.select_layer % (len(layers) + 1)  # hidden state k: the input of layer 0, else layer k-1's output
+        taken = []
+        if state == 0:
+            handle = layers[0].register_forward_pre_hook(
+                lambda _m, args, kwargs: taken.append(_first(args, kwargs)), with_kwargs=True
+            )
+        else:
+            handle = layers[state - 1].register_forward_hook(lambda _m, _a, out: taken.append(_first((out,), {})))
+        try:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.is_frozen):
+                self.vision_tower(pixel_values.to(dtype=self.dtype))
+        finally:
+            handle.remove()
+        tokens = taken[0][:, self.num_prefix_tokens :]
         n, length, hidden = tokens.shape
         side = int(round(length**0.5))
         if side * side != length:
             raise ValueError(f"vision tower returned {length} patch tokens, which is not a square grid")
         return tokens.reshape(n, side, side, hidden)
+
+
+def _encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The encoder's transformer layers, in order (DINOv2: encoder.layer; CLIP, SigLIP: vision_model.encoder.layers)."""
+    inner = getattr(encoder, "vision_model", encoder).encoder
+    return inner.layer if hasattr(inner, "layer") else inner.layers
+
+
+def _first(args: tuple, kwargs: dict) -> torch.Tensor:
+    """A layer's hidden states among its inputs, or its output (a tensor, or a tuple that starts with it)."""
+    value = args[0] if args else kwargs["hidden_states"]
+    return value[0] if isinstance(value, tuple) else value
 
 
 # Keys of a tower's config that say nothing about its architecture.

@@ -4,9 +4,9 @@ docstring); each command's flags are its own (`COMMAND --help`)."""
 import sys
 
 from ...errors import UsageError, entry_point
-from . import export, reading, zero_shot
+from . import devbench, export, reading, zero_shot
 
-COMMANDS = {"export": export.main, "reading": reading.main, "zero_shot": zero_shot.main}
+COMMANDS = {"devbench": devbench.main, "export": export.main, "reading": reading.main, "zero_shot": zero_shot.main}
 
 
 def main(argv: list[str] | None = None):
