@@ -211,3 +211,28 @@ def write_devbench(root: Path, things: int = 20) -> Path:
     (root / "evals" / "sem-things").mkdir(parents=True, exist_ok=True)
     savemat(root / "evals" / "sem-things" / "spose_similarity.mat", {"spose_sim": (similarity + similarity.T) / 2})
     return root
+
+
+def write_reading(path: Path, rows: int = 40) -> Path:
+    """Reading data in the pipeline's CSV form: contexts and the next word (one of several tokens), a
+    previous context on most rows, random reading measures (some missing) and baseline predictors."""
+    import numpy as np
+    import pandas as pd
+
+    from llava.eval.babylm.reading import MEASURES
+
+    contexts = ["the cat sees", "the dogs see the", "a girl walks to the", "the boys walk to", "she has eaten the"]
+    words = ["the", " cats", "park", " school", " wugginess"]  # " wugginess" is several tokens
+    rng = np.random.default_rng(0)
+    table = []
+    for i in range(rows):
+        row = {"item": contexts[i % 5], "word": words[(i * 2) % 5]}
+        row |= {"prev_item": None if i % 6 == 0 else contexts[(i + 1) % 5], "prev_word": words[(i + 3) % 5]}
+        for measure in MEASURES:
+            row[measure] = float(rng.normal(200, 30)) if rng.random() > 0.1 else None
+        row |= {"Subtlex_log10": float(rng.normal(3, 1)), "length": int(rng.integers(2, 12))}
+        row |= {"context_length": int(rng.integers(3, 20)), "prev_length": int(rng.integers(2, 12))}
+        table.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(table).to_csv(path, index=False)
+    return path

@@ -170,7 +170,7 @@ def test_bad_inputs_are_one_line_each(setup, tmp_path):
         main(base + ["--data_path", str(tmp_path / "nowhere")])
     broken = write_devbench(tmp_path / "data", things=3)
     (broken / "assets" / "gram-trog" / "images" / "red ball3.png").unlink()
-    with pytest.raises(InputError, match=r"gram-trog/manifest.csv row 2: picture .*red ball3.png cannot be read"):
+    with pytest.raises(InputError, match=r"gram-trog/manifest.csv row 2: picture .*red ball3.png is missing"):
         main(base + ["--data_path", str(broken)])
 
 

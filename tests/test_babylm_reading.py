@@ -17,27 +17,13 @@ from llava.errors import InputError
 from llava.eval.babylm import progress, reading
 from llava.eval.babylm.__main__ import main
 
-from babylm_helpers import gpt2_folder, llama_folder
-
-CONTEXTS = ["the cat sees", "the dogs see the", "a girl walks to the", "the boys walk to", "she has eaten the"]
-WORDS = ["the", " cats", "park", " school", " wugginess"]  # " wugginess" is several tokens
+from babylm_helpers import gpt2_folder, llama_folder, write_reading
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("reading")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(40):
-        row = {"item": CONTEXTS[i % 5], "word": WORDS[(i * 2) % 5]}
-        row |= {"prev_item": None if i % 6 == 0 else CONTEXTS[(i + 1) % 5], "prev_word": WORDS[(i + 3) % 5]}
-        for measure in reading.MEASURES:
-            row[measure] = float(rng.normal(200, 30)) if rng.random() > 0.1 else None
-        row |= {"Subtlex_log10": float(rng.normal(3, 1)), "length": int(rng.integers(2, 12))}
-        row |= {"context_length": int(rng.integers(3, 20)), "prev_length": int(rng.integers(2, 12))}
-        rows.append(row)
-    data = root / "reading_data.csv"
-    pd.DataFrame(rows).to_csv(data, index=False)
+    data = write_reading(root / "reading_data.csv")
     return {"root": root, "data": data, "gpt2": gpt2_folder(root), "llama": llama_folder(root)}
 
 
@@ -154,3 +140,11 @@ def test_a_file_that_is_not_the_reading_data_is_one_line_naming_it(setup, tmp_pa
     pd.DataFrame({"item": ["a"], "word": ["b"]}).to_csv(bad, index=False)
     with pytest.raises(InputError, match=f"{bad}: not the reading data's format .*no column prev_item"):
         main(["reading", "--model_path_or_name", setup["gpt2"], "--backend", "causal", "--data_path", str(bad)])
+
+
+@pytest.mark.filterwarnings("ignore:The design matrix is rank-deficient")  # what so few rows give
+def test_too_few_rows_for_the_regression_is_one_line(setup, tmp_path):
+    few = write_reading(tmp_path / "few.csv", rows=12)
+    argv = ["reading", "--model_path_or_name", setup["gpt2"], "--backend", "causal", "--data_path", str(few)]
+    with pytest.raises(InputError, match="the baseline predictors fit its .* rows exactly .* many more rows than its"):
+        main(argv + ["--output_dir", str(tmp_path)])

@@ -180,6 +180,41 @@ def test_babylm_tasks_at_every_milestone_as_the_pipeline_scores_them(milestone_r
     assert curves.main([str(run), "--babylm", *specs, "--device", "cpu", "--no-plot"])["evaluated"] == []
 
 
+@pytest.mark.slow
+def test_reading_and_devbench_at_every_milestone_as_their_commands_score_them(milestone_run, tmp_path):
+    """--babylm reading=CSV and devbench=DIR: each checkpoint's scores as `llava.eval.babylm reading` and
+    `devbench` give them alone (DevBench's accuracies in percent), their files where the pipeline writes
+    them."""
+    import shutil
+
+    from llava.errors import UsageError
+    from llava.eval.babylm import devbench, reading
+
+    from babylm_helpers import write_devbench, write_reading
+
+    run = tmp_path / "run"
+    shutil.copytree(milestone_run, run, ignore=shutil.ignore_patterns("curves.*"))
+    data, pictures = write_reading(tmp_path / "reading.csv", rows=30), write_devbench(tmp_path / "devbench", things=5)
+    specs = [f"reading={data}", f"devbench={pictures}"]
+    result = curves.main([str(run), "--babylm", *specs, "--device", "cpu", "--no-plot", "--checkpoint", "final"])
+    rows = {r["measure"]: r for r in result["rows"]}
+    alone = reading.main(["--model_path_or_name", str(run), "--backend", "causal", "--data_path", str(data),
+                          "--output_dir", str(tmp_path / "alone")])  # fmt: skip
+    assert rows["babylm:reading:eye_tracking"]["value"] == alone["eye_tracking"]
+    assert rows["babylm:reading:self_paced_reading"]["value"] == alone["self_paced_reading"]
+    assert rows["babylm:reading:eye_tracking"]["chance"] == 0.0
+    scores = devbench.main(["--model", str(run), "--data_path", str(pictures), "--output_dir", str(tmp_path / "alone")])
+    assert rows["babylm:devbench:lex-viz_vocab"]["value"] == 100 * scores["lex-viz_vocab"]
+    assert rows["babylm:devbench:gram-trog"]["value"] == 100 * scores["gram-trog"]
+    assert rows["babylm:devbench:sem-things"]["value"] == scores["sem-things"]
+    assert rows["babylm:devbench:gram-trog"]["chance"] == 25.0
+    main = run / "babylm_results" / run.name / "main" / "zero_shot"
+    assert (main / "causal" / "reading" / "predictions.json").is_file()
+    assert (main / "devbench" / "sem-things_pairwise_sims.npy").is_file()
+    with pytest.raises(UsageError, match="--babylm reading=a,b,c: reading takes its data alone"):
+        curves.main([str(run), "--babylm", "reading=a,b,c"])
+
+
 def _job_env(**extra) -> dict:
     """This interpreter for the script, nothing inherited from an allocation, nothing downloaded."""
     import sys

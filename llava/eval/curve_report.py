@@ -34,16 +34,27 @@ BABYLM_CHANCE = {
     "blimp": 50.0, "ewok": 50.0, "comps": 50.0, "winoground": 50.0, "vqa": 12.5,
     "wug_adj": 0.0, "wug_past": 0.0, "entity_tracking": None,
 }  # fmt: skip
+# DevBench: four pictures per trial; THINGS' RSA is 0 for features unrelated to people's similarities.
+DEVBENCH_CHANCE = {"lex-viz_vocab": 25.0, "gram-trog": 25.0, "sem-things": 0.0}
 
 
 def measure_of(name: str) -> Measure | None:
-    """The measure a row names: a fixed one, or a BabyLM task's (`babylm:TASK:FOLDER`); None for others."""
+    """The measure a row names: a fixed one, or a BabyLM task's (`babylm:TASK:FOLDER`, the reading
+    task's and DevBench's `babylm:TASK:SCORE`); None for others."""
     if name in MEASURES:
         return MEASURES[name]
     parts = name.split(":") if isinstance(name, str) else []
-    if len(parts) == 3 and parts[0] == "babylm" and parts[1] in BABYLM_CHANCE:
-        unit = "Spearman's rho" if parts[1].startswith("wug") else "%"
-        return Measure(f"{parts[2]} ({unit})", parts[2], BABYLM_CHANCE[parts[1]])
+    if len(parts) != 3 or parts[0] != "babylm":
+        return None
+    task, part = parts[1], parts[2]
+    if task in BABYLM_CHANCE:
+        unit = "Spearman's rho" if task.startswith("wug") else "%"
+        return Measure(f"{part} ({unit})", part, BABYLM_CHANCE[task])
+    if task == "reading" and part in ("eye_tracking", "self_paced_reading"):
+        return Measure(f"{part} (% of R2 left)", part, 0.0, "no gain")
+    if task == "devbench" and part in DEVBENCH_CHANCE:
+        unit = "RSA rho" if part == "sem-things" else "%"
+        return Measure(f"{part} ({unit})", part, DEVBENCH_CHANCE[part])
     return None
 
 

@@ -56,33 +56,51 @@ def output_path(args) -> Path:
     return args.output_dir / args.model.split("/")[-1] / (args.revision or "main") / "zero_shot" / "devbench"
 
 
-def read_manifest(data_path: Path, task: str) -> list[dict]:
-    """Each trial's pictures (opened, RGB) and texts; one line naming the file that is missing or not in
-    the format."""
+def manifest(data_path: Path, task: str):
+    """(manifest file, its table, picture columns, text columns); one line naming the file that is missing
+    or not in the format."""
     import pandas as pd
-    from PIL import Image
 
-    folder = data_path / "assets" / task
-    manifest = folder / "manifest.csv"
-    if not manifest.is_file():
-        raise InputError(f"{manifest}: missing (DevBench's data: run its download_data.sh into {data_path})")
-    table = pd.read_csv(manifest)
+    file = data_path / "assets" / task / "manifest.csv"
+    if not file.is_file():
+        raise InputError(f"{file}: missing (DevBench's data: run its download_data.sh into {data_path})")
+    table = pd.read_csv(file)
     pictures = [c for c in table.columns if re.match("image[0-9]", c)]
     texts = [c for c in table.columns if re.match("text[0-9]", c)]
     if not pictures or not texts:
-        raise InputError(f"{manifest}: not a DevBench manifest (no image1.. and text1.. columns)")
+        raise InputError(f"{file}: not a DevBench manifest (no image1.. and text1.. columns)")
+    return file, table, pictures, texts
+
+
+def read_manifest(data_path: Path, task: str) -> list[dict]:
+    """Each trial's pictures (opened, RGB) and texts; one line naming the manifest's row whose picture
+    cannot be read."""
+    from PIL import Image
+
+    file, table, pictures, texts = manifest(data_path, task)
     trials = []
     for number, row in table.iterrows():
         opened = []
         for column in pictures:
-            path = folder / str(row[column])
+            path = file.parent / str(row[column])
             try:
                 with Image.open(path) as image:
                     opened.append(image.convert("RGB"))
             except (OSError, ValueError) as e:
-                raise InputError(f"{manifest} row {number + 2}: picture {path} cannot be read ({e})") from None
+                raise InputError(f"{file} row {number + 2}: picture {path} cannot be read ({e})") from None
         trials.append({"images": opened, "text": [row[c] for c in texts]})
     return trials
+
+
+def check_data(data_path: Path) -> None:
+    """Every file of the data there (the pictures by name, not decoded): one line for the first missing."""
+    read_human(data_path)
+    for task in (*CHOICE_TASKS, THINGS):
+        file, table, pictures, _ = manifest(data_path, task)
+        for number, row in table.iterrows():
+            for column in pictures:
+                if not (file.parent / str(row[column])).is_file():
+                    raise InputError(f"{file} row {number + 2}: picture {file.parent / str(row[column])} is missing")
 
 
 def read_human(data_path: Path):
@@ -125,14 +143,16 @@ def picture_features(model, processor, images, prefix: str, device) -> list[list
     return hidden.mean(dim=1).cpu().numpy().tolist()
 
 
-def score(args, model, processor, quiet: bool = False, device=None) -> str:
-    """The three tasks' scores (going on from a stopped run's progress), comparisons and files."""
+def score(args, model, processor, out: Path | None = None, quiet: bool = False, device=None) -> dict:
+    """The three tasks' scores (going on from a stopped run's progress), comparisons and files (in `out`,
+    by default where the pipeline writes them); returns the first picture's share of right choices per
+    picture-choice task, THINGS' rho, and results.txt's text (`text`)."""
     from tqdm import tqdm
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     human_vv, human_trog, human_things = read_human(args.data_path)
-    out = output_path(args)
+    out = out or output_path(args)
     out.mkdir(parents=True, exist_ok=True)
     prefix = "<image> " if args.model_type == "flamingo" else ""
     name = args.model.split("/")[-1]
@@ -171,10 +191,11 @@ def score(args, model, processor, quiet: bool = False, device=None) -> str:
     done.finish()
     if not quiet:
         print(text)
-    return text
+    accuracies = {"lex-viz_vocab": viz_vocab["accuracy"].iloc[0], "gram-trog": trog["accuracy"].iloc[0]}
+    return {k: float(v) for k, v in accuracies.items()} | {THINGS: float(things), "text": text}
 
 
-def run(args) -> str:
+def run(args) -> dict:
     if args.model_type not in MODEL_TYPES:
         raise UsageError(
             f"--model_type {args.model_type}: this project's models are scored as BabyLM models "
@@ -182,10 +203,10 @@ def run(args) -> str:
         )
     from .zero_shot import load_model_and_processor
 
-    read_human(args.data_path)  # a missing file is found before the model loads
+    check_data(args.data_path)  # a missing file is found before the model loads
     model, processor = load_model_and_processor(args.model, args.revision, pictures=True)
     return score(args, model, processor)
 
 
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> dict:
     return run(build_parser().parse_args(argv))

@@ -147,12 +147,28 @@ def fit(frame, measure: str, predictors: tuple[str, ...]) -> dict:
         "Change in R2 from baseline": float(model.rsquared) - float(base.rsquared),
         "AIC": float(model.aic),
         "Change in AIC from baseline": float(model.aic) - float(base.aic),
-        "explained share": (float(model.rsquared) - float(base.rsquared)) / (1 - float(base.rsquared)) * 100,
+        "baseline R2": float(base.rsquared),
+        "rows": int(base.nobs),
     }
 
 
-def write_results(frame, out: Path) -> str:
-    """The pipeline's files from the rows with their `pred` and `prev_pred`; returns the report's text."""
+def explained_share(fit: dict, terms: int) -> float:
+    """100 (R2 - R2_base) / (1 - R2_base); one line where the baseline already explains everything."""
+    if fit["baseline R2"] == 1:
+        raise InputError(
+            f"{fit['Predicted variable']}: the baseline predictors fit its {fit['rows']} rows exactly (R2 = 1); "
+            f"the regression needs many more rows than its {terms} terms"
+        )
+    return (fit["R2"] - fit["baseline R2"]) / (1 - fit["baseline R2"]) * 100
+
+
+# The report's two scores, by the names curves gives them.
+SCORES = {"EYE TRACKING SCORE": "eye_tracking", "SELF-PACED READING SCORE": "self_paced_reading"}
+
+
+def write_results(frame, out: Path) -> dict:
+    """The pipeline's files from the rows with their `pred` and `prev_pred`; returns the two scores (by
+    SCORES' names) and the report's text (`report`)."""
     out.mkdir(parents=True, exist_ok=True)
     with (out / "prediction.jsonl").open("w") as f:
         for index, row in frame.iterrows():
@@ -163,7 +179,7 @@ def write_results(frame, out: Path) -> str:
         json.dump({"reading": {"predictions": predictions}}, f)
     correlations = frame[["pred", *MEASURES]].corr()["pred"]
     (out / "correlations.txt").write_text("".join(f"{k}\t{v:.4f}\n" for k, v in correlations.items() if k != "pred"))
-    report = []
+    report, scores = [], {}
     for name, predictors, file, scored in (
         ("EYE TRACKING SCORE", BASELINE, "predictive_power.jsonl", lambda m: "RT" in m),
         ("SELF-PACED READING SCORE", SPILLOVER, "predictive_power_spillover.jsonl", lambda m: "self" in m),
@@ -171,15 +187,18 @@ def write_results(frame, out: Path) -> str:
         fits = [fit(frame, measure, predictors) for measure in MEASURES]
         with (out / file).open("w") as f:
             for one in fits:
-                print(json.dumps({k: v for k, v in one.items() if k != "explained share"}), file=f)
-        shares = [one["explained share"] for one in fits if scored(one["Predicted variable"])]
-        report.append(f"{name}: {sum(shares) / len(shares):.2f}\n")
+                print(json.dumps({k: v for k, v in one.items() if k not in ("baseline R2", "rows")}), file=f)
+        terms = len(predictors) * (len(predictors) + 1) // 2 + 2  # with the intercept and the surprisal
+        shares = [explained_share(one, terms) for one in fits if scored(one["Predicted variable"])]
+        scores[SCORES[name]] = sum(shares) / len(shares)
+        report.append(f"{name}: {scores[SCORES[name]]:.2f}\n")
     (out / "report.txt").write_text("".join(report))
-    return "".join(report)
+    return scores | {"report": "".join(report)}
 
 
-def score(args, frame, model, tokenizer, out: Path, quiet: bool = False, device=None) -> str:
-    """Surprisals of every row (resuming from a stopped run's progress file in `out`), then the files."""
+def score(args, frame, model, tokenizer, out: Path, quiet: bool = False, device=None) -> dict:
+    """Surprisals of every row (resuming from a stopped run's progress file in `out`), then the files;
+    returns write_results' scores."""
     from tqdm import tqdm
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -197,14 +216,14 @@ def score(args, frame, model, tokenizer, out: Path, quiet: bool = False, device=
         preds.append(done[index][0])
         prev_preds.append(done[index][1])
     frame["pred"], frame["prev_pred"] = preds, prev_preds
-    report = write_results(frame, out)
+    result = write_results(frame, out)
     done.finish()
     if not quiet:
-        print(report, end="")
-    return report
+        print(result["report"], end="")
+    return result
 
 
-def run(args) -> str:
+def run(args) -> dict:
     if args.backend != "causal":
         raise UsageError(
             f"--backend {args.backend}: only the causal backend is scored here (this project trains causal LMs)"
@@ -216,5 +235,5 @@ def run(args) -> str:
     return score(args, frame, model, tokenizer, output_path(args))
 
 
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> dict:
     return run(build_parser().parse_args(argv))
