@@ -2,7 +2,8 @@
 `python -m llava.bench.babylm_cost [--items N] [--image-items N]`.
 
 Scores tasks with `llava.eval.babylm zero_shot`'s scorer (the pipeline's batch size 64 for text, 1 with
-pictures) on the seed's model: GPT-2 12x768 with a 30,000-word head, and for the image tasks the whole
+pictures), `reading`'s (a row: the word's and the previous word's surprisal) and `devbench`'s (a picture and
+a word; THINGS pictures 16 a batch) on the seed's model: GPT-2 12x768 with a 30,000-word head, and for the image tasks the whole
 multimodal model with a DINOv2-large-shaped tower (random weights: the cost does not depend on them). The
 items are the demo's Italian sentences in the pipeline's formats, at the lengths of its tasks: BLiMP pairs
 of one sentence, EWoK pairs of a context and a target, entity-tracking items of a six-sentence story and
@@ -35,8 +36,17 @@ FAST_SET = {
     "ewok": 11 * 100,
     "entity_tracking": 606 + 607 + 606 + 606 + 568 + 159,
 }
-LABELS = {"blimp": "blimp + supplement + wug (as pairs)"}
+LABELS = {
+    "blimp": "blimp + supplement + wug (as pairs)",
+    "reading": "reading (rows: word and previous word)",
+    "devbench_pairs": "devbench lex-viz_vocab + gram-trog (picture-word pairs)",
+    "devbench_things": "devbench sem-things (pictures, 16 a batch)",
+}
 FULL_SET_PICTURES = {"winoground": 746, "vqa": 25230}
+REVISIONS = 29  # chck_1M ... chck_10M, chck_20M ... chck_100M, chck_200M ... chck_1000M, and main
+READING_ROWS = 1726  # collate_preds' READING_SIZE: the same set for the fast and full evaluations
+# DevBench's full set (collate_preds' shapes): 119 vocabulary and 76 TROG trials of four pictures, 1,854 THINGS.
+DEVBENCH_PAIRS, DEVBENCH_THINGS = (119 + 76) * 4, 1854
 
 
 def _records(kind: str, n: int, rng: random.Random) -> list[dict]:
@@ -88,6 +98,54 @@ def measure(kind: str, n: int, model, processor, folder: Path, pictures: Path | 
     return (time.perf_counter() - start) / n
 
 
+def measure_reading(n: int, model, tokenizer, folder: Path) -> float:
+    """Seconds per reading row (the word's and the previous word's surprisal, then the regressions), on n
+    rows of the demo's sentences with random reading measures, after one unmeasured pass over a few."""
+    import pandas as pd
+
+    from ..demo import grammar
+    from ..eval.babylm import reading
+
+    rng = random.Random(0)
+    subjects = grammar.all_subjects()
+    rows = []
+    for _ in range(n):
+        words = grammar.caption(rng.choice(subjects), rng.randrange(len(grammar.TEMPLATES))).split()
+        cut = rng.randrange(2, len(words))
+        row = {"item": " ".join(words[:cut]), "word": " " + words[cut], "prev_item": " ".join(words[: cut - 1])}
+        row |= {"prev_word": " " + words[cut - 1], "prev_length": len(words[cut - 1]), "length": len(words[cut])}
+        row |= {m: rng.gauss(200, 30) for m in reading.MEASURES}
+        rows.append(row | {"Subtlex_log10": rng.gauss(3, 1), "context_length": cut})
+    data = folder / "reading.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    args = reading.build_parser().parse_args(
+        ["--data_path", str(data), "--model_path_or_name", "-", "--backend", "causal"]
+    )
+    frame = reading.read_rows(data)
+    reading.score(args, frame.head(40).copy(), model, tokenizer, folder / "reading_warm", quiet=True, device="cpu")
+    start = time.perf_counter()
+    reading.score(args, frame, model, tokenizer, folder / "reading_out", quiet=True, device="cpu")
+    return (time.perf_counter() - start) / n
+
+
+def measure_devbench(trials: int, model, processor) -> tuple[float, float]:
+    """(seconds per picture-word pair, seconds per THINGS picture): `trials` trials of four pictures and
+    one batch of 16, after one unmeasured pair."""
+    from PIL import Image
+
+    from ..eval.babylm import devbench
+
+    pictures = [Image.fromarray((torch.rand(300, 400, 3) * 255).byte().numpy()) for _ in range(16)]
+    devbench.caption_scores(model, processor, {"images": pictures[:1], "text": ["palla"]}, "", "cpu")
+    start = time.perf_counter()
+    for t in range(trials):
+        devbench.caption_scores(model, processor, {"images": pictures[4 * t : 4 * t + 4], "text": ["palla"]}, "", "cpu")
+    pair = (time.perf_counter() - start) / (4 * trials)
+    start = time.perf_counter()
+    devbench.picture_features(model, processor, pictures, "", "cpu")
+    return pair, (time.perf_counter() - start) / len(pictures)
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m llava.bench.babylm_cost", description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=128, help="items timed per text task")
@@ -118,6 +176,8 @@ def main(argv=None) -> list[dict]:
         for kind, size in FAST_SET.items():
             seconds = measure(kind, args.items, text_model.eval(), text_processor, folder, None)
             rows.append({"task": kind, "set": "fast", "items": size, "s_per_item": seconds})
+        seconds = measure_reading(args.items, text_model.eval(), text_processor, folder)
+        rows.append({"task": "reading", "set": "fast", "items": READING_ROWS, "s_per_item": seconds})
         model.get_model().initialize_vision_modules(VisionSettings(vision_tower=assets["tower"]))
         model.eval()
         pictures = folder / "pictures"
@@ -127,6 +187,9 @@ def main(argv=None) -> list[dict]:
         for kind, size in FULL_SET_PICTURES.items():
             seconds = measure(kind, args.image_items, image_model, image_processor, folder, pictures)
             rows.append({"task": kind, "set": "full", "items": size, "s_per_item": seconds})
+        pair, picture = measure_devbench(args.image_items, image_model, image_processor)
+        rows.append({"task": "devbench_pairs", "set": "full", "items": DEVBENCH_PAIRS, "s_per_item": pair})
+        rows.append({"task": "devbench_things", "set": "full", "items": DEVBENCH_THINGS, "s_per_item": picture})
     body = report(rows, args, machine_line())
     print(body)
     if args.output:
@@ -150,11 +213,11 @@ def machine_line() -> str:
 def report(rows: list[dict], args, machine: str) -> str:
     lines = [
         "`python -m llava.bench.babylm_cost`: seconds per checkpoint of the BabyLM 2025 pipeline's tasks,",
-        "scored as `llava.eval.babylm zero_shot` scores them, at the seed's shapes (GPT-2 12x768 with a",
-        "30,000-word head; for the image tasks the whole model with a DINOv2-large-shaped tower); each kind",
-        "of item timed on the demo's Italian sentences in the task's format, times the number of such items in",
-        "the pipeline's fast set (text) or full set (pictures). The real sets cannot be downloaded here: their",
-        "sentences are not these, so the token counts differ.",
+        "scored as `llava.eval.babylm zero_shot`, `reading` and `devbench` score them, at the seed's shapes",
+        "(GPT-2 12x768 with a 30,000-word head; for the image tasks the whole model with a DINOv2-large-shaped",
+        "tower); each kind of item timed on the demo's Italian sentences in the task's format (random",
+        "pictures), times the number of such items in the pipeline's fast set (text) or full set (pictures).",
+        "The real sets cannot be downloaded here: their sentences are not these, so the token counts differ.",
         machine,
         "",
         f"| task | set | items | s per item (timed on {args.items} text / {args.image_items} image items) "
@@ -169,6 +232,17 @@ def report(rows: list[dict], args, machine: str) -> str:
         )
     text_total = sum(r["items"] * r["s_per_item"] for r in rows if r["set"] == "fast")
     lines += ["", f"The fast set's text tasks: {text_total:,.0f} s ({text_total / 60:.1f} min) per checkpoint."]
+    devbench = sum(r["items"] * r["s_per_item"] for r in rows if r["task"].startswith("devbench"))
+    if devbench:
+        lines.append(f"DevBench's three tasks: {devbench:,.0f} s ({devbench / 60:.1f} min) per checkpoint.")
+    lines += [
+        "",
+        f"A run to 1B words has {REVISIONS} revisions (28 milestones and the final model): the fast set's text",
+        f"tasks cost {REVISIONS * text_total / 3600:.0f} hours of this machine per run, which",
+        "`evaluate_milestones.sh` spreads over a job array. The image tasks run the tower once per candidate",
+        "sentence, as the pipeline calls the model (Winoground 2, VQA 8 per item), DevBench once per picture",
+        "and word: on a CPU VQA's full set alone is hours per checkpoint; they are a GPU's tasks.",
+    ]
     return "\n".join(lines)
 
 
