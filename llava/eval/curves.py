@@ -20,7 +20,8 @@ Measures:
 - BabyLM tasks (`--babylm`): each task's average as the 2025 BabyLM pipeline computes it
   (llava.eval.babylm zero_shot: blimp, ewok, entity_tracking, wug_adj, wug_past, comps; vqa and
   winoground with their pictures), one measure per data folder (`babylm:TASK:FOLDER`), in the pipeline's
-  units (percent; Spearman's rho for wug). The pipeline's own result files are written too, under
+  units (percent; Spearman's rho for wug); `reading=CSV` the reading task's two scores and `devbench=DIR`
+  DevBench's three (llava.eval.babylm reading, devbench; see babylm/milestones.py). The pipeline's own result files are written too, under
   OUTPUT_DIR/babylm_results/<run>/<revision>/zero_shot/causal/TASK/FOLDER, revisions named as
   `python -m llava.eval.babylm export` names them (chck_1M ... chck_1000M, main), so that its
   collate_preds reads them.
@@ -50,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ArgumentParser, InputError, MissingInputFile, UsageError, check_input_folder, entry_point, saving
-from .babylm.tasks import IMAGE_TASKS
+from .babylm.milestones import babylm_rows, babylm_tasks
 from .curve_report import FINAL, format_table, measure_of, plot
 
 logger = logging.getLogger("llava.eval.curves")
@@ -61,9 +62,6 @@ LOCK_FILE = "curves.lock"
 APPEND_LOCK_FILE = "curves.append.lock"
 MILESTONE_PREFIX = "checkpoint-words-"
 WORD_COUNT_FILE = "word_count.json"  # written by training beside each milestone's and the final model's weights
-BABYLM_RESULTS = "babylm_results"
-# BabyLM tasks the pipeline runs with commands of their own (llava.eval.babylm reading, devbench).
-SEPARATE_TASKS = ("reading", "devbench")
 
 
 @dataclass(frozen=True)
@@ -138,39 +136,6 @@ def check_arguments(output_dir: str, argv: list[str] | str) -> None:
     """The checks of a `--eval_milestones` value (the arguments after OUTPUT_DIR) before training starts."""
     argv = shlex.split(argv) if isinstance(argv, str) else list(argv)
     check_inputs(build_parser().parse_args([output_dir, *argv]))
-
-
-def babylm_tasks(args) -> list:
-    """Each --babylm SPEC as the zero-shot scorer's arguments, with its items read once (one line for a
-    malformed spec, a folder in the wrong format or a missing picture)."""
-    import argparse
-
-    from .babylm import devbench, reading, zero_shot
-
-    tasks = []
-    for spec in args.babylm or []:
-        task, _, paths = spec.partition("=")
-        parts = paths.split(",")
-        if not paths or len(parts) not in (1, 3):
-            raise UsageError(f"--babylm {spec}: expected TASK=DATA_PATH or TASK=DATA_PATH,IMAGES_PATH,SPLIT")
-        if task in SEPARATE_TASKS:  # the pipeline's reading and DevBench commands: data only
-            if len(parts) != 1:
-                raise UsageError(f"--babylm {spec}: {task} takes its data alone ({task}=DATA_PATH)")
-            nothing = dict(images_path=None, image_split=None, image_template=None, model_path_or_name="-")
-            task_args = argparse.Namespace(task=task, data_path=Path(parts[0]), backend="causal", **nothing)
-            if task == "reading":
-                tasks.append((task_args, reading.read_rows(task_args.data_path)))
-            else:
-                devbench.check_data(task_args.data_path)
-                tasks.append((task_args, None))
-            continue
-        pictures = (parts[1], parts[2]) if len(parts) == 3 else None
-        template = args.babylm_image_template if pictures else None
-        task_args = zero_shot.task_args(
-            task, parts[0], pictures, args.batch_size, image_template=template, save_predictions=True
-        )
-        tasks.append((task_args, zero_shot.read_items(task_args)))
-    return tasks
 
 
 # ------------------------------------------------------------------------------------------ the run's checkpoints
@@ -286,75 +251,6 @@ def grammar_rows(model, tokenizer, files, group_by, batch_size) -> list[dict]:
         for name, g in result["groups"].items()
     ]
     return rows
-
-
-def babylm_rows(model, tokenizer, checkpoint, args) -> list[dict]:
-    """Each BabyLM task scored as the pipeline scores it, its files written where collate_preds reads them.
-    A model without a vision tower (the text condition) scores the image tasks on their text alone, as the
-    pipeline scores a text-only model (no --images_path): the row says `pictures: false`."""
-    import argparse
-
-    from .babylm import zero_shot
-    from .babylm.export import revision_name
-
-    sees = model.get_vision_tower() is not None
-    results = Path(args.output_dir) / BABYLM_RESULTS / Path(os.path.abspath(args.output_dir)).name
-    rows, scorers = [], {}
-    for task_args, items in args.babylm_tasks:
-        # The checkpoint's folder in the arguments: a stopped evaluation goes on only for the same model.
-        task_args = argparse.Namespace(**{**vars(task_args), "model_path_or_name": str(checkpoint.path)})
-        if task_args.task in SEPARATE_TASKS:
-            rows += separate_task_rows(model, tokenizer, task_args, items, results / revision_name(checkpoint.name))
-            continue
-        pictures = task_args.images_path is not None and sees
-        if task_args.images_path is not None and not sees:
-            task_args = argparse.Namespace(**{**vars(task_args), "images_path": None, "image_split": None})
-            items = [{k: v for k, v in item.items() if k != "image"} for item in items]
-        if pictures not in scorers:
-            scorers[pictures] = zero_shot.for_scoring(model, tokenizer, pictures)
-        scored, processor = scorers[pictures]
-        processor = zero_shot.checked_processor(processor, checkpoint.path, pictures)
-        out = results / revision_name(checkpoint.name) / "zero_shot" / "causal" / task_args.task
-        result = zero_shot.score(
-            task_args, items, scored, processor, out / task_args.data_path.stem, quiet=True, device=model.device
-        )
-        row = {"measure": f"babylm:{task_args.task}:{task_args.data_path.stem}", "group": None}
-        row |= {"value": result["average"], "n": len(items)}
-        if task_args.task in IMAGE_TASKS:
-            row["pictures"] = pictures
-        rows.append(row)
-    return rows
-
-
-def separate_task_rows(model, tokenizer, task_args, items, revision_folder: Path) -> list[dict]:
-    """The reading task's two scores, or DevBench's three (accuracies in percent), its files written
-    where the pipeline writes them. A model without a vision tower has no DevBench scores (its pictures
-    are the task), as the pipeline runs DevBench on multimodal models only."""
-    import argparse
-
-    from .babylm import devbench, reading, zero_shot
-
-    if task_args.task == "reading":
-        stock, _ = zero_shot.for_scoring(model, tokenizer, False)
-        out = revision_folder / "zero_shot" / "causal" / "reading"
-        result = reading.score(task_args, items.copy(), stock, tokenizer, out, quiet=True, device=model.device)
-        return [
-            {"measure": f"babylm:reading:{name}", "group": None, "value": result[name], "n": len(items)}
-            for name in reading.SCORES.values()
-        ]
-    if model.get_vision_tower() is None:
-        logger.info("devbench: left out for a model without a vision tower")
-        return []
-    scored, processor = zero_shot.for_scoring(model, tokenizer, True)
-    dev_args = argparse.Namespace(
-        **vars(task_args), model=task_args.model_path_or_name, revision=None, model_type="git"
-    )
-    result = devbench.score(dev_args, scored, processor, revision_folder / "zero_shot" / "devbench", True, model.device)
-    scale = {"lex-viz_vocab": 100.0, "gram-trog": 100.0, devbench.THINGS: 1.0}
-    return [
-        {"measure": f"babylm:devbench:{name}", "group": None, "value": result[name] * factor, "n": None}
-        for name, factor in scale.items()
-    ]
 
 
 def caption_rows(model, tokenizer, processor, args, samples) -> list[dict]:
