@@ -6,6 +6,7 @@ each here makes it copy them all. A test checks that every module of the folder 
 """
 
 from .constants import IMAGE_TOKEN_INDEX  # noqa: F401
+from .coordinates import BINS  # noqa: F401
 from .expected_warnings import unmasked_generation_steps  # noqa: F401
 from .families import FAMILIES  # noqa: F401
 from .frame_sampling import sample_indices  # noqa: F401
