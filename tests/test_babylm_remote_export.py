@@ -328,12 +328,40 @@ def test_the_image_tasks_score_what_the_pipeline_scores(checkpoints, tmp_path, f
         items = read_task(tmp_path / folder, task, images=datasets.load_dataset(str(tmp_path / images), split=split))
         # the pictures are the datasets' rows the records name (image_1's column holds them reversed)
         named = [pictures[0], pictures[0]] if task == "winoground" else [pictures[1]]
-        assert [np.asarray(i["image"]).tolist() for i in items] == [np.asarray(p).tolist() for p in named]
+        assert [np.asarray(i["image"].load()).tolist() for i in items] == [np.asarray(p).tolist() for p in named]
         for batch, candidates in causal_scoring.candidate_batches(processor, items, 1, fill):
             got = causal_scoring.score_candidates(model, candidates, [1.0], "cpu")[1.0][0]
-            pixels = process_images([batch[0]["image"]], image_processor, model.config)[0]
+            pixels = process_images([batch[0]["image"].load()], image_processor, model.config)[0]
             expected = [
                 by_hand(model, tokenizer, pixels, sentence, completion, template is not None)
                 for sentence, completion in zip(batch[0]["sentences"], batch[0]["completions"])
             ]
             assert got.tolist() == pytest.approx(expected, abs=2e-3), (task, family, template)
+
+
+def test_a_picture_the_dataset_lacks_is_one_line_naming_the_record(tmp_path):
+    """A row or column the images dataset does not have is found when the records are read; a row whose
+    picture is empty when it is scored (pictures are decoded then, not all held at once)."""
+    import datasets
+
+    from llava.errors import InputError
+    from llava.eval.babylm import tasks
+
+    write_image_tasks(tmp_path)
+    images = datasets.load_dataset(str(tmp_path / "vqa_images"), split="train")
+    items = tasks.read_task(tmp_path / "vqa_filtered", "vqa", images=images)
+    assert isinstance(items[0]["image"], tasks.Picture)  # not decoded yet
+    assert items[0]["image"].load().size == picture(seed=1).size
+    bad = tmp_path / "bad_vqa"
+    bad.mkdir()
+    record = {"question": "q", "target_ans": "a", "distractors": ["b"], "idx_in_hf_dataset": 7}
+    (bad / "vqa.jsonl").write_text(json.dumps({**record, "idx_in_hf_dataset": 0}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(
+        InputError, match=r"bad_vqa/vqa.jsonl, line 2: image row 7 is not in the images dataset \(2 rows\)"
+    ):
+        tasks.read_task(bad, "vqa", images=images)
+    holes = datasets.Dataset.from_dict({"image": [picture(seed=0), None]}).cast_column("image", datasets.Image())
+    (bad / "vqa.jsonl").write_text(json.dumps({**record, "idx_in_hf_dataset": 1}) + "\n")
+    (item,) = tasks.read_task(bad, "vqa", images=holes)
+    with pytest.raises(InputError, match=r"bad_vqa/vqa.jsonl, line 1: image row 1 has no picture in column 'image'"):
+        item["image"].load()

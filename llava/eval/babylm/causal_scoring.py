@@ -62,11 +62,14 @@ def encode_batch(processor, batch: list[dict], image_template: str | None = None
     pipeline's templates write the image token in."""
     tokenizer = getattr(processor, "tokenizer", processor)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # Each item's picture decoded once for all its candidates: a Picture (tasks.py), a PIL image or None.
+    pictures = [item.get("image") for item in batch]
+    pictures = [p.load() if hasattr(p, "load") else p for p in pictures]
     candidates = []
     for position in range(len(batch[0]["sentences"])):
         encoded = []
-        for item in batch:
-            sentence, image = item["sentences"][position], item.get("image")
+        for item, image in zip(batch, pictures):
+            sentence = item["sentences"][position]
             image_sentence = None
             if image is not None and image_template is not None:
                 image_sentence = image_template.format(image_token=tokenizer.image_token, text=sentence)

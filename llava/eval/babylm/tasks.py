@@ -16,6 +16,7 @@ scores them.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...errors import InputError
@@ -39,7 +40,10 @@ def read_task(data_path: Path, task: str, full_sentence_scores: bool = False, im
         with path.open() as f:
             for number, line in enumerate(f, 1):
                 try:
-                    items.append(decode(json.loads(line.strip()), path, task, full_sentence_scores, images))
+                    item = decode(json.loads(line.strip()), path, task, full_sentence_scores, images)
+                    if "image" in item:
+                        item["image"] = replace(item["image"], where=f"{path}, line {number}")
+                    items.append(item)
                 except MissingImage as e:
                     raise InputError(f"{path}, line {number}: {e}") from None
                 except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
@@ -141,14 +145,32 @@ class MissingImage(LookupError):
     """A record names a picture the images dataset does not hold."""
 
 
-def picture(images, row, column: str):
-    """The RGB picture at `images[row][column]` (a `datasets` dataset), or MissingImage saying which."""
+@dataclass(frozen=True)
+class Picture:
+    """A record's picture, decoded only when it is scored (a full VQA set's pictures would not all fit in
+    memory at once): the images dataset, the row and column, and the record's file and line."""
+
+    images: object
+    row: int
+    column: str
+    where: str = ""
+
+    def load(self):
+        """The RGB picture; one line naming the record where the dataset holds none there."""
+        value = self.images[self.row][self.column]
+        if value is None:
+            raise InputError(f"{self.where}: image row {self.row} has no picture in column {self.column!r}")
+        return value.convert("RGB")
+
+
+def picture(images, row, column: str) -> Picture:
+    """The picture at `images[row][column]` (a `datasets` dataset), checked to be a row and column of it
+    (MissingImage saying which where not)."""
     if not isinstance(row, int) or not 0 <= row < len(images):
         raise MissingImage(f"image row {row!r} is not in the images dataset ({len(images)} rows)")
-    record = images[row]
-    if column not in record or record[column] is None:
-        raise MissingImage(f"image row {row} has no picture in column {column!r} (columns: {', '.join(record)})")
-    return record[column].convert("RGB")
+    if column not in images.column_names:
+        raise MissingImage(f"the images dataset has no column {column!r} (columns: {', '.join(images.column_names)})")
+    return Picture(images, row, column)
 
 
 def _vqa(raw: dict, images) -> dict:
