@@ -101,13 +101,14 @@ def next_token_probability(model, tokenizer, context: str, token_id: int, device
     return torch.softmax(logits[0], dim=-1)[token_id].item()
 
 
-def first_token(tokenizer, text: str) -> list[int]:
+def token_ids(tokenizer, text: str) -> list[int]:
+    """The ids of `text` tokenized alone, without special tokens."""
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def word_probability(model, tokenizer, context: str, word: str, device) -> float:
     """p(word | context) as the pipeline's causal get_p2 computes it (see the module's docstring)."""
-    targets = first_token(tokenizer, word)
+    targets = token_ids(tokenizer, word)
     if not targets:
         raise InputError(f"the word {word!r} (after {context[-40:]!r}) tokenizes to nothing")
     probabilities = [next_token_probability(model, tokenizer, context, targets[0], device)]
@@ -116,9 +117,7 @@ def word_probability(model, tokenizer, context: str, word: str, device) -> float
     context += tokenizer.decode(targets[0])
     for token in targets[1:]:
         piece = tokenizer.decode(token)
-        probabilities.append(
-            next_token_probability(model, tokenizer, context, first_token(tokenizer, piece)[0], device)
-        )
+        probabilities.append(next_token_probability(model, tokenizer, context, token_ids(tokenizer, piece)[0], device))
         context += piece
     return np.prod(probabilities)
 
