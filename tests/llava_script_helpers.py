@@ -408,10 +408,11 @@ def ov_to_video_args(assets, output_dir, mixture, steps=2, image_flags=None):
     ]
 
 
-def run_train_mem(args, launcher=(), timeout=600):
-    """`[launcher] llava/train/train_mem.py ARGS` in a fresh process, as the scripts start it."""
+def run_train_mem(args, launcher=(), timeout=600, environment=None):
+    """`[launcher] llava/train/train_mem.py ARGS` in a fresh process, as the scripts start it (with the
+    script's own `environment` variables)."""
     command = [*launcher, TRAIN_MEM, *args] if launcher else [sys.executable, TRAIN_MEM, *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(environment or {})}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -429,3 +430,51 @@ def without(args, *flags):
             continue
         out.append(token)
     return out
+
+
+def fork_script_args(script: str, assets, output_dir, data_path, epochs=1):
+    """The LLaVA-ST BabyLM fork's train_italian_video.sh or train_ln_t.sh (its 0fadac6 commit) as they call
+    train_mem.py: paths changed (their data names media by path from where training starts, so the folders
+    are '.' or empty), the epochs a size (80 and 5 there), the tiny run's packer heads and projector width."""
+    values = {
+        "model_name_or_path": assets["gpt2"], "version": "llama_v2", "data_path": str(data_path),
+        "image_folder": ".", "video_folder": "", "vision_tower": assets["tower"], "image_aspect_ratio": "pad",
+        "output_dir": str(output_dir), "mm_tunable_parts": "mm_vision_resampler,mm_mlp_adapter,mm_language_model",
+        "mm_vision_select_layer": "-2", "mm_projector_type": "mlp2x_gelu", "mm_resampler_type": "fast_slow_resampler",
+        "mm_perceiver_latents": "81", "mm_perceiver_latents_fast": "9", "mm_perceiver_depth": "2",
+        "use_downsample_image": "False", "fp16": "True", "attn_implementation": "eager",
+        "num_train_epochs": str(epochs), "per_device_train_batch_size": "4", "gradient_accumulation_steps": "4",
+        "learning_rate": "5e-4", "mm_projector_lr": "5e-4", "stage": "1", "save_strategy": "steps",
+        "save_steps": "230", "save_total_limit": "10", "weight_decay": "0.", "warmup_ratio": "0.1",
+        "lr_scheduler_type": "cosine", "logging_steps": "2", "model_max_length": "2048",
+        "gradient_checkpointing": "True", "dataloader_num_workers": "2", "lazy_preprocess": "True",
+        "report_to": "wandb", "video_fps": "1", "frames_upbound": "4", "num_frames": "4", "force_sample": "False",
+        "add_time_instruction": "False",
+    }  # fmt: skip
+    if script == "train_ln_t.sh":  # images of Localized Narratives; no video flags
+        for name in (
+            "video_folder",
+            "video_fps",
+            "frames_upbound",
+            "num_frames",
+            "force_sample",
+            "add_time_instruction",
+        ):
+            del values[name]
+        values |= {"mm_perceiver_latents": "64", "mm_perceiver_latents_fast": "32", "attn_implementation": "sdpa"}
+        values |= {"per_device_train_batch_size": "16", "save_steps": "2000", "save_total_limit": "50"}
+        values |= {"model_max_length": "32768", "fp16": "True"}
+    return [token for name, value in values.items() for token in (f"--{name}", value)] + TINY_SIZES
+
+
+# What each of the fork's scripts exports before training.
+FORK_ENVIRONMENT = {
+    "train_italian_video.sh": {
+        "USE_PLAIN_LM": "1", "MM_PERCEIVER_LATENTS": "81", "MM_PERCEIVER_LATENTS_FAST": "9",
+        "BABYLM_ENABLED": "false", "DECORD_EOF_RETRY_MAX": "2048000",
+    },
+    "train_ln_t.sh": {
+        "USE_PLAIN_LM": "1", "MM_PERCEIVER_LATENTS": "64", "MM_PERCEIVER_LATENTS_FAST": "32",
+        "BABYLM_ENABLED": "true", "BABYLM_WORD_LIMIT": "100000000",
+    },
+}  # fmt: skip

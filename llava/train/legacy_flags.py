@@ -205,7 +205,15 @@ LEGACY_FLAGS: dict[str, LegacyFlag] = {
     "mm_mask_drop_ratio_upper": _resampler_flag("masked_drop", float, None),
     "mm_mask_drop_ratio_lower": _resampler_flag("masked_drop", float, None),
     "mm_perceiver_depth": _resampler_flag("perceiver", int, 3),
-    "mm_perceiver_latents": _resampler_flag("perceiver", int, 32),
+    "mm_perceiver_latents": _translated(
+        "with --mm_resampler_type fast_slow_resampler (LLaVA-ST's), the slow track's tokens per frame: "
+        "--mm_slow_grid (the nearest grid that tiles the tower's patches); with LLaVA-NeXT's perceiver, no effect",
+        int,
+        32,
+    ),
+    "mm_perceiver_latents_fast": _translated(
+        "with --mm_resampler_type fast_slow_resampler, the fast track's tokens per frame: --mm_fast_grid", int, None
+    ),
     "mm_perceiver_ff_mult": _resampler_flag("perceiver", float, 4.0),
     "mm_perceiver_pretrained": _resampler_flag("perceiver", str, None),
     "mm_qformer_depth": _resampler_flag("qformer", int, 3),
@@ -214,6 +222,15 @@ LEGACY_FLAGS: dict[str, LegacyFlag] = {
     "mpt_attn_impl": _no_effect(
         "MPT's attention comes from --attn_implementation here (transformers' MPT: eager)", str, "triton"
     ),
+    # --- LLaVA-ST's
+    "stage": _refused(
+        "LLaVA-ST's stages 2 and 3 add its coordinate tokens, which this trainer does not build yet; "
+        "--stage 1 (content alignment) trains as every run here does",
+        str,
+        None,
+        ("1",),
+    ),
+    "use_downsample_image": _no_effect(PACKER_DOES_IT + " (an image is one frame)", bool, False),
     # --- training
     "cache_dir": _no_effect("models are read from the folders given or the Hugging Face cache (HF_HOME)", str, None),
     "bits": _refused(
@@ -296,6 +313,10 @@ def translate(settings: dict[str, object]) -> Translation:
             notes.append((logging.WARNING, f"--{name} {value} has no effect: {flag.why}"))
         if flag.kind is Kind.RENAMED:
             _rename(own, name, value, notes)
+    from . import fork_flags  # it reads this table
+
+    fork_flags.read_environment(own, legacy, notes, os.environ)
+    fork_flags.packer_from_latents(own, legacy, notes)
     parts = from_llava_switches(legacy, own.get("mm_tunable_parts"), notes)
     if parts is not None:
         own["mm_tunable_parts"] = parts

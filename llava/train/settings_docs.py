@@ -20,7 +20,7 @@ from pathlib import Path
 
 import transformers
 
-from . import legacy_flags, machine_settings, recipe
+from . import fork_flags, legacy_flags, machine_settings, recipe
 from .arguments import OWN_CLASSES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,6 +132,8 @@ def llava_flags_document() -> str:
         "| --- | --- |",
     ]
     lines += [f"| `--{name}` | {_cell(text)} |" for name, text in machine_settings.MACHINE_FLAGS.items()]
+    lines += ["", "The LLaVA-ST BabyLM fork's scripts and LLaVA-ST's resampler (llava/train/fork_flags.py):", ""]
+    lines += fork_flags.__doc__.split("\n\n")[1].splitlines()
     return "\n".join(lines) + "\n"
 
 
