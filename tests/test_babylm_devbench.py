@@ -172,6 +172,9 @@ def test_bad_inputs_are_one_line_each(setup, tmp_path):
     (broken / "assets" / "gram-trog" / "images" / "red ball3.png").unlink()
     with pytest.raises(InputError, match=r"gram-trog/manifest.csv row 2: picture .*red ball3.png is missing"):
         main(base + ["--data_path", str(broken)])
+    (broken / "assets" / "gram-trog" / "images" / "red ball3.png").write_bytes(b"not a picture")  # found when scored
+    with pytest.raises(InputError, match=r"gram-trog/manifest.csv row 2: picture .*red ball3.png cannot be read"):
+        main(base + ["--data_path", str(broken)])
 
 
 def test_stats_keep_the_pipelines_table_shapes():

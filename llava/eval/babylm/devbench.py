@@ -73,23 +73,31 @@ def manifest(data_path: Path, task: str):
 
 
 def read_manifest(data_path: Path, task: str) -> list[dict]:
-    """Each trial's pictures (opened, RGB) and texts; one line naming the manifest's row whose picture
-    cannot be read."""
+    """Each trial's picture files (opened when scored: THINGS' pictures would not all fit in memory) and
+    texts, and the manifest row it comes from."""
+    file, table, pictures, texts = manifest(data_path, task)
+    return [
+        {
+            "images": [file.parent / str(row[c]) for c in pictures],
+            "text": [row[c] for c in texts],
+            "where": f"{file} row {number + 2}",
+        }
+        for number, row in table.iterrows()
+    ]
+
+
+def open_pictures(trial: dict) -> dict:
+    """The trial with its pictures opened (RGB); one line naming the manifest's row where one cannot be."""
     from PIL import Image
 
-    file, table, pictures, texts = manifest(data_path, task)
-    trials = []
-    for number, row in table.iterrows():
-        opened = []
-        for column in pictures:
-            path = file.parent / str(row[column])
-            try:
-                with Image.open(path) as image:
-                    opened.append(image.convert("RGB"))
-            except (OSError, ValueError) as e:
-                raise InputError(f"{file} row {number + 2}: picture {path} cannot be read ({e})") from None
-        trials.append({"images": opened, "text": [row[c] for c in texts]})
-    return trials
+    opened = []
+    for path in trial["images"]:
+        try:
+            with Image.open(path) as image:
+                opened.append(image.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{trial['where']}: picture {path} cannot be read ({e})") from None
+    return trial | {"images": opened}
 
 
 def check_data(data_path: Path) -> None:
@@ -169,10 +177,10 @@ def score(args, model, processor, out: Path | None = None, quiet: bool = False, 
             key = f"{task}/{number}"
             if key not in done:
                 if task == THINGS:
-                    images = [image for trial in unit for image in trial["images"]]
+                    images = [image for trial in unit for image in open_pictures(trial)["images"]]
                     done.add(key, picture_features(model, processor, images, prefix, device))
                 else:
-                    done.add(key, caption_scores(model, processor, unit, prefix, device))
+                    done.add(key, caption_scores(model, processor, open_pictures(unit), prefix, device))
             results.append(done[key])
         if task == THINGS:
             arrays[task] = np.concatenate([np.asarray(r, dtype=np.float32) for r in results], axis=0)
