@@ -122,7 +122,7 @@ def test_the_demos_babylm_tasks_read_as_the_pipeline_reads_them(tmp_path):
         if task == "blimp":  # the supplement's form: one UID per paradigm file
             assert {i["UID"] for i in items} == set(grammar.PARADIGMS)
         if task == "vqa":
-            assert all(len(i["sentences"]) == 8 and i["image"].size == (64, 64) for i in items)
+            assert all(len(i["sentences"]) == 8 and i["image"].load().size == (64, 64) for i in items)
             assert all(i["completions"][0].strip() not in [c.strip() for c in i["completions"][1:]] for i in items)
         if task == "winoground":
             assert all(i["sentences"][0] != i["sentences"][1] for i in items)
