@@ -63,19 +63,24 @@ def babylm_rows(model, tokenizer, checkpoint, args) -> list[dict]:
     sees = model.get_vision_tower() is not None
     results = Path(args.output_dir) / BABYLM_RESULTS / Path(os.path.abspath(args.output_dir)).name
     rows, scorers = [], {}
+
+    def scorer(pictures: bool):
+        """(model, processor) as the tasks score them, made once per checkpoint (the text one copies the LM)."""
+        if pictures not in scorers:
+            scorers[pictures] = zero_shot.for_scoring(model, tokenizer, pictures)
+        return scorers[pictures]
+
     for task_args, items in args.babylm_tasks:
         # The checkpoint's folder in the arguments: a stopped evaluation goes on only for the same model.
         task_args = argparse.Namespace(**{**vars(task_args), "model_path_or_name": str(checkpoint.path)})
         if task_args.task in SEPARATE_TASKS:
-            rows += separate_task_rows(model, tokenizer, task_args, items, results / revision_name(checkpoint.name))
+            rows += separate_task_rows(model, scorer, task_args, items, results / revision_name(checkpoint.name))
             continue
         pictures = task_args.images_path is not None and sees
         if task_args.images_path is not None and not sees:
             task_args = argparse.Namespace(**{**vars(task_args), "images_path": None, "image_split": None})
             items = [{k: v for k, v in item.items() if k != "image"} for item in items]
-        if pictures not in scorers:
-            scorers[pictures] = zero_shot.for_scoring(model, tokenizer, pictures)
-        scored, processor = scorers[pictures]
+        scored, processor = scorer(pictures)
         processor = zero_shot.checked_processor(processor, checkpoint.path, pictures)
         out = results / revision_name(checkpoint.name) / "zero_shot" / "causal" / task_args.task
         result = zero_shot.score(
@@ -89,16 +94,16 @@ def babylm_rows(model, tokenizer, checkpoint, args) -> list[dict]:
     return rows
 
 
-def separate_task_rows(model, tokenizer, task_args, items, revision_folder: Path) -> list[dict]:
+def separate_task_rows(model, scorer, task_args, items, revision_folder: Path) -> list[dict]:
     """The reading task's two scores, or DevBench's three (accuracies in percent), its files written
     where the pipeline writes them. A model without a vision tower has no DevBench scores (its pictures
     are the task), as the pipeline runs DevBench on multimodal models only."""
     import argparse
 
-    from . import devbench, reading, zero_shot
+    from . import devbench, reading
 
     if task_args.task == "reading":
-        stock, _ = zero_shot.for_scoring(model, tokenizer, False)
+        stock, tokenizer = scorer(False)
         out = revision_folder / "zero_shot" / "causal" / "reading"
         result = reading.score(task_args, items.copy(), stock, tokenizer, out, quiet=True, device=model.device)
         return [
@@ -108,7 +113,7 @@ def separate_task_rows(model, tokenizer, task_args, items, revision_folder: Path
     if model.get_vision_tower() is None:
         logger.info("devbench: left out for a model without a vision tower")
         return []
-    scored, processor = zero_shot.for_scoring(model, tokenizer, True)
+    scored, processor = scorer(True)
     dev_args = argparse.Namespace(
         **vars(task_args), model=task_args.model_path_or_name, revision=None, model_type="git"
     )
