@@ -1,7 +1,7 @@
 """The LLaVA-ST BabyLM fork's command lines and switches: its Italian video script runs through
 train_mem.py with only paths (and its epoch count) changed; LLaVA-ST's fast_slow_resampler becomes the
 packer, its latent counts the nearest grids; the fork's environment variables read as the flags they stand
-for; what cannot be honoured (LLaVA-ST's stage 2, Llama-2's chat template on GPT-2) is one line."""
+for; what cannot be honoured (Llama-2's chat template on GPT-2) is one line."""
 
 import json
 import logging
@@ -114,6 +114,14 @@ def test_what_cannot_be_honoured_is_one_line(assets, monkeypatch):
         translate({"model_name_or_path": assets["gpt2"], "version": "llama_v2"}, monkeypatch)
     plain = translate({"model_name_or_path": assets["gpt2"], "version": "llama_v2"}, monkeypatch, USE_PLAIN_LM="1")
     assert plain.settings["version"] == "plain"
-    stage = translate({"stage": "2"}, monkeypatch).refusal
-    assert stage is not None and "--stage 2: LLaVA-ST's stages 2 and 3 add its coordinate tokens" in str(stage)
-    assert translate({"stage": "1", "use_downsample_image": "False"}, monkeypatch).refusal is None
+    with pytest.raises(legacy_flags.FlagError, match="--stage 4: LLaVA-ST's stages are 1, 2 and 3"):
+        translate({"stage": "4"}, monkeypatch)
+
+
+def test_llava_st_stages_two_and_three_train_with_coordinate_tokens(monkeypatch):
+    for stage in ("2", "3"):
+        result = translate({"stage": stage}, monkeypatch)
+        assert result.refusal is None and result.settings["coordinate_tokens"] is True
+        assert any(f"--stage {stage}: the model trains with coordinate tokens" in note for _, note in result.notes)
+    first = translate({"stage": "1", "use_downsample_image": "False"}, monkeypatch)
+    assert first.refusal is None and "coordinate_tokens" not in first.settings

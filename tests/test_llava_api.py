@@ -362,7 +362,7 @@ def test_llava_budgets_of_new_tokens_are_fitted_to_the_models_positions(loaded, 
     tokenizer, model, processor, context_len = loaded
     clip = processor.preprocess(frames[:8], return_tensors="pt")["pixel_values"]
     ids = torch.tensor([[IMAGE_TOKEN_INDEX]])
-    with caplog.at_level(logging.WARNING, logger="llava.modeling.llava_arch"):
+    with caplog.at_level(logging.WARNING, logger="llava.modeling.sequence_budget"):
         out = model.generate(
             ids, images=[clip], max_new_tokens=1024, min_new_tokens=1024, do_sample=False
         )  # lmms-eval's

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, IMAGE_TOKEN_INDEX
 from llava.model import LlavaGPT2ForCausalLM
+from llava.modeling.adapter_weights import adapter_state_dict
 from llava.train import train
 from llava.train.sampler import ModalityLengthGroupedSampler
 
@@ -116,7 +117,7 @@ def test_llava15_two_stages_carry_the_trained_adapter_into_stage_two(assets, tmp
     # --tune_mm_mlp_adapter trained the packer and the projector (and the embeddings) from their start
     set_seed(0)
     start = train.build_model(train.parse_args(without(llava15_pretrain_args(assets, tmp_path / "x"), "--deepspeed")))
-    initial = start.model.get_model().adapter_state_dict()
+    initial = adapter_state_dict(start.model.get_model())
     assert set(adapter) == set(initial)
     for prefix in ("vision_resampler.", "mm_projector.", "mm_pos_embed."):
         changed = [k for k in adapter if k.startswith(prefix) and not torch.equal(adapter[k], initial[k])]
@@ -128,7 +129,7 @@ def test_llava15_two_stages_carry_the_trained_adapter_into_stage_two(assets, tmp
     # stage 2 starts from exactly that adapter
     stage2_args = llava15_finetune_args(assets, tmp_path / "llava-v1.5", stage1 / "mm_projector.bin")
     model = train.build_model(train.parse_args(without(stage2_args, "--deepspeed"))).model
-    for key, value in model.get_model().adapter_state_dict().items():
+    for key, value in adapter_state_dict(model.get_model()).items():
         assert torch.equal(value, adapter[key]), key
 
     result = run_train_mem(stage2_args, launcher=[*TORCHRUN, "--nproc_per_node", "1"])

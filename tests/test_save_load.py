@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
 from llava.model import LlavaGPT2ForCausalLM
+from llava.modeling.adapter_weights import adapter_state_dict, load_adapter_weights
 from llava.testing import save_tiny_vision_tower, tiny_vision_args
 
 from model_helpers import FAMILIES, clip, llava_model, prompt, right_padded
@@ -66,25 +67,25 @@ def test_adapter_file_loads_back(tmp_path, tower_dir, prefix):
     with torch.no_grad():
         for p in trained.get_model().mm_pos_embed.parameters():
             p.normal_()
-    weights = {prefix + k: v for k, v in trained.get_model().adapter_state_dict().items()}
+    weights = {prefix + k: v for k, v in adapter_state_dict(trained.get_model()).items()}
     torch.save(weights, tmp_path / "mm_projector.bin")
 
     _, fresh = llava_model(
         "llava_gpt2", tmp_path / "b", tower_dir, pretrain_mm_mlp_adapter=str(tmp_path / "mm_projector.bin")
     )
-    got = fresh.get_model().adapter_state_dict()
-    assert set(got) == set(trained.get_model().adapter_state_dict())
-    for key, value in trained.get_model().adapter_state_dict().items():
+    got = adapter_state_dict(fresh.get_model())
+    assert set(got) == set(adapter_state_dict(trained.get_model()))
+    for key, value in adapter_state_dict(trained.get_model()).items():
         assert torch.equal(got[key], value), key
 
 
 def test_adapter_that_does_not_fit_is_refused(tmp_path, tower_dir):
     _, model = llava_model("llava_gpt2", tmp_path / "a", tower_dir)
-    weights = model.get_model().adapter_state_dict()
+    weights = adapter_state_dict(model.get_model())
     weights["mm_projector.0.weight"] = torch.zeros(3, 3)
     torch.save(weights, tmp_path / "bad.bin")
     with pytest.raises(RuntimeError, match="size mismatch"):
-        model.get_model().load_adapter_weights(str(tmp_path / "bad.bin"))
+        load_adapter_weights(model.get_model(), str(tmp_path / "bad.bin"))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -22,6 +22,7 @@ from llava.eval import captions
 from llava.generation import single_turn_prompt
 from llava.mm_utils import process_images, process_video_frames
 from llava.model.builder import causal_lm_class, load_pretrained_model
+from llava.modeling.adapter_weights import adapter_state_dict
 from llava.serve import cli
 from llava.testing import TINY_LANGUAGE_CONFIGS, tiny_vision_args
 from llava.train import train
@@ -275,8 +276,8 @@ def test_base_model_plus_adapter_gives_the_trained_model(assets, tmp_path, capsy
 
     # the adapter file itself works as model_path (its config.json beside it)
     _, from_file, _, _ = load_pretrained_model(str(out / "mm_projector.bin"), model_base=assets["gpt2"])
-    for key, value in from_file.get_model().adapter_state_dict().items():
-        assert torch.equal(value, trained.get_model().adapter_state_dict()[key]), key
+    for key, value in adapter_state_dict(from_file.get_model()).items():
+        assert torch.equal(value, adapter_state_dict(trained.get_model())[key]), key
 
     # the command line takes the same pair
     clip = f"{assets['video_folder']}/val_00000.mp4"
@@ -351,7 +352,7 @@ def test_base_plus_adapter_for_llama(tower_dir, tokenizer_dir, tmp_path):
                 p.add_(torch.randn_like(p) * 0.1)
     run = tmp_path / "run"
     model.config.save_pretrained(run)
-    torch.save(model.get_model().adapter_state_dict(), run / "mm_projector.bin")
+    torch.save(adapter_state_dict(model.get_model()), run / "mm_projector.bin")
 
     _, loaded, processor, context = load_pretrained_model(str(run), model_base=str(base))
     assert type(loaded).__name__ == "LlavaLlamaForCausalLM" and context == 256 and processor is not None

@@ -5,8 +5,10 @@
 writes DIR with the family's stock causal-LM class (GPT-2: `GPT2LMHeadModel`, `model_type` "gpt2"; Llama:
 `LlamaForCausalLM`; ...), its tokenizer and its generation config: what the BabyLM evaluation pipeline
 loads with `AutoModelForCausalLM.from_pretrained(DIR)`, without this package. Every visual weight (tower,
-resampler, projector, spatial/temporal embeddings) and every `mm_*` config key is dropped; the text-only
-logits are those of the multimodal model (checked before saving).
+resampler, projector, spatial/temporal embeddings), the coordinate tables of a model with coordinate tokens
+and every `mm_*` config key are dropped; the text-only logits are those of the multimodal model over its
+words (checked before saving). The tokenizer is the checkpoint's: a coordinate model's bin tokens stay in
+it, ids past the stock model's vocabulary that no text-only task writes.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import torch
 
 from ..errors import ArgumentParser, entry_point, saving
 from ..model.builder import LLAVA_TO_STOCK, load_pretrained_model
-from ..modeling.llava_arch import ADAPTER_MODULES
+from ..modeling.adapter_weights import ADAPTER_MODULES
+from ..modeling.coordinate_tokens import placeholder_ids
 
 logger = logging.getLogger("llava.export")
 
-VISUAL_MODULES = ("vision_tower", *ADAPTER_MODULES)
+# What a stock language model has no place for: the visual modules and the coordinate tables (whose bins a
+# text-only evaluation never reads or writes).
+VISUAL_MODULES = ("vision_tower", *ADAPTER_MODULES, "mm_coordinates")
 # Config keys never copied: bookkeeping that from_pretrained/save_pretrained write themselves, and the
 # llava model type and architectures (the stock class brings its own).
 _NOT_COPIED = {"model_type", "architectures", "transformers_version", "_name_or_path", "auto_map"}
@@ -89,8 +94,8 @@ def check_same_logits(model, stock, vocab_size: int, length: int = 16, atol: flo
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab_size, (1, length), generator=generator)
     device = next(model.parameters()).device
-    a = model(input_ids=ids.to(device)).logits.float().cpu()
     b = stock(input_ids=ids).logits.float()
+    a = model(input_ids=ids.to(device)).logits.float().cpu()[..., : b.shape[-1]]  # without coordinate bins
     diff = float((a - b).abs().max())
     if diff > atol:
         raise RuntimeError(f"the exported model's logits differ from the multimodal model's by {diff:.3g} (> {atol})")
@@ -133,7 +138,10 @@ def export(
     tokenizer, model = load_for_export(model_path, out, model_base, vision_tower)
     stock = to_stock(model)
     if check:
-        diff = check_same_logits(model, stock, min(model.get_input_embeddings().num_embeddings, len(tokenizer)))
+        words = min(
+            model.get_input_embeddings().num_embeddings, len(tokenizer), *placeholder_ids(model.config).values()
+        )
+        diff = check_same_logits(model, stock, words)
         logger.info("text-only logits of the export match the multimodal model's (max difference %.2g)", diff)
     with saving(out, "the exported model", needed=weight_bytes(stock)):
         os.makedirs(out, exist_ok=True)

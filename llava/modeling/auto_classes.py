@@ -5,7 +5,10 @@ local folder only the modules that the named module imports itself, not the ones
 each here makes it copy them all. A test checks that every module of the folder is imported here.
 """
 
+from .adapter_weights import ADAPTER_MODULES  # noqa: F401
 from .constants import IMAGE_TOKEN_INDEX  # noqa: F401
+from .coordinate_embedding import CoordinateEmbedding  # noqa: F401
+from .coordinate_tokens import PLACEHOLDERS  # noqa: F401
 from .coordinates import BINS  # noqa: F401
 from .expected_warnings import unmasked_generation_steps  # noqa: F401
 from .families import FAMILIES  # noqa: F401
@@ -21,6 +24,7 @@ from .llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM  # noqa: F401
 from .position_embedding import VisualPositionEmbedding  # noqa: F401
 from .processing_llava import LlavaFramesProcessor  # noqa: F401
 from .projector import build_vision_projector  # noqa: F401
+from .sequence_budget import fit_new_tokens  # noqa: F401
 from .splicing import splice_sample  # noqa: F401
 from .token_packer import build_vision_resampler  # noqa: F401
 from .vision_settings import VisionSettings  # noqa: F401

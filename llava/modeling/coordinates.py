@@ -5,7 +5,7 @@ Each axis has BINS bins, bin k standing for k / (BINS - 1). The model reads a va
 token (`<TEMP-INPUT>`, `<HEIGHT-INPUT>`, `<WIDTH-INPUT>`) whose embedding is the interpolation of the two
 nearest bins' input embeddings (`interpolate`); it writes one through a bin token (`<TEMP-042>`: an id
 past the word vocabulary, scored by an output head per axis), trained against a two-hot target, the
-value's weight shared by its two nearest bins (`two_hot`, `two_hot_loss`), and read back as its bin's
+value's weight shared by its two nearest bins (`two_hot`), and read back as its bin's
 value (`decode`, within half a bin of what was meant). `reparam` lets neighbouring bins learn together:
 on top of its own gradient, each bin's row receives every row's, weighted 2^-distance (its own included),
 while the forward value stays the row itself.
@@ -14,7 +14,6 @@ while the forward value stays the row itself.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 BINS = 100
 AXES = ("TEMP", "HEIGHT", "WIDTH")
@@ -58,12 +57,6 @@ def two_hot(values: torch.Tensor, bins: int = BINS) -> torch.Tensor:
     target.scatter_add_(1, lower.unsqueeze(1), (1 - weight).float().unsqueeze(1))
     target.scatter_add_(1, upper.unsqueeze(1), weight.float().unsqueeze(1))
     return target
-
-
-def two_hot_loss(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Mean over values of the cross-entropy between the two-hot target and softmax(logits) (n x bins)."""
-    target = two_hot(values, logits.shape[-1]).to(logits.dtype)
-    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
 def decode(logits_or_bins: torch.Tensor, bins: int = BINS) -> torch.Tensor:

@@ -20,16 +20,18 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 
 import torch
-from safetensors.torch import load_file
 
+from .adapter_weights import load_adapter_weights
 from .constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from .coordinate_embedding import CoordinateEmbedding, head_input
+from .coordinate_tokens import batch_values, coordinate_bins
 from .expected_warnings import unmasked_generation_steps
 from .frame_sampling import sample_indices
 from .position_embedding import VisualPositionEmbedding
 from .projector import build_vision_projector, match_output_scale
+from .sequence_budget import fit_new_tokens, max_positions  # noqa: F401 (max_positions: imported from here by callers)
 from .splicing import pad_batch, splice_sample, truncate_text
 from .token_packer import build_vision_resampler
 from .vision_settings import VisionSettings
@@ -38,18 +40,6 @@ from .visual_inputs import as_clips, cover_image_token, encoder_view, from_pixel
 from .zero3 import embedding_std, gathered_parameters, zero3_init
 
 logger = logging.getLogger(__name__)
-
-# The modules trained as "the adapter" and saved to mm_projector.bin when only they train.
-ADAPTER_MODULES = ("vision_resampler", "mm_projector", "mm_pos_embed")
-
-
-def max_positions(config) -> int | None:
-    """The number of positions the language model can attend over (GPT-2 n_positions, MPT max_seq_len)."""
-    for name in ("n_positions", "max_position_embeddings", "max_seq_len"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
 
 
 class LlavaMetaModel:
@@ -67,6 +57,19 @@ class LlavaMetaModel:
         settings = VisionSettings.from_config(config)
         if settings.vision_tower:
             self._build_vision_modules(build_vision_tower(config), settings)
+        if coordinate_bins(config):
+            self.mm_coordinates = CoordinateEmbedding(config)
+
+    def build_coordinate_embedding(self) -> None:
+        """Adds the coordinate tables that `config.mm_coordinate_bins` asks for (see coordinate_tokens.py's
+        `add_coordinate_tokens`), their rows at the word embeddings' scale."""
+        std = embedding_std(self.get_input_embeddings().weight)
+        with zero3_init():
+            self.mm_coordinates = CoordinateEmbedding(self.config, init_std=std)
+        self.mm_coordinates.to(self.get_input_embeddings().weight.device)
+
+    def coordinate_embedding(self) -> CoordinateEmbedding | None:
+        return getattr(self, "mm_coordinates", None)
 
     def _build_vision_modules(self, tower: VisionTower, settings: VisionSettings) -> None:
         config = self.config
@@ -125,37 +128,8 @@ class LlavaMetaModel:
             logger.info("visual modules come from the checkpoint's config (%s)", config.mm_vision_tower)
         adapter = settings.pretrain_mm_mlp_adapter
         if adapter:
-            self.load_adapter_weights(adapter)
+            load_adapter_weights(self, adapter)
         return fresh and not adapter
-
-    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """Resampler, projector and embedding weights, keyed relative to this model."""
-        return {
-            f"{name}.{key}": value
-            for name in ADAPTER_MODULES
-            for key, value in getattr(self, name).state_dict().items()
-        }
-
-    def load_adapter_weights(self, path: str) -> None:
-        """Loads an adapter file (mm_projector.bin or .safetensors); keys may carry any prefix before
-        the module name, as LLaVA's own files do (`model.mm_projector.0.weight`)."""
-        if path.endswith(".safetensors"):
-            weights = load_file(path)
-        else:
-            weights = torch.load(path, map_location="cpu", weights_only=True)
-        for name in ADAPTER_MODULES:
-            marker = f"{name}."
-            part = {k.split(marker, 1)[1]: v for k, v in weights.items() if marker in k}
-            module = getattr(self, name)
-            if not part and not any(True for _ in module.parameters()):
-                continue
-            with gathered_parameters(module, modify=True):
-                missing, unexpected = module.load_state_dict(part, strict=False)
-                if missing or unexpected:
-                    raise ValueError(
-                        f"{os.path.basename(path)} does not fit {name}: missing {missing}, unexpected {unexpected}"
-                    )
-        logger.info("loaded adapter weights from %s", path)
 
 
 @functools.cache
@@ -243,6 +217,10 @@ class LlavaMetaForCausalLM:
             tokens = model.mm_projector(packed.to(next(model.mm_projector.parameters(), packed).dtype))
             positions = model.vision_resampler.positions(num_frames)
             tokens = tokens + model.mm_pos_embed(positions).to(tokens.dtype)
+            coordinates = model.coordinate_embedding()
+            if coordinates is not None:  # LAPE: the token's place in the clip, in coordinate units
+                grid = (num_frames, tower.grid_size, tower.grid_size)
+                tokens = tokens + coordinates.visual_positions(positions, grid).to(tokens.dtype)
             for j, i in enumerate(index):
                 features[i] = tokens[j].to(embed_dtype)
         return features
@@ -310,6 +288,7 @@ class LlavaMetaForCausalLM:
         modalities=None,
         image_sizes=None,
         visual_stand_ins=(),
+        coordinate_values=None,
     ):
         """Splices visual tokens in at the placeholders; LLaVA's signature and return order:
         `(None, position_ids, attention_mask, past_key_values, inputs_embeds, labels)`. `image_sizes`
@@ -322,6 +301,7 @@ class LlavaMetaForCausalLM:
 
         `visual_stand_ins` (see `visual_stand_ins()`) are encoded together with the visual inputs and add an
         exact zero to the embeddings: the visual modules take part in the step, no sequence changes.
+        `coordinate_values`: the values of coordinate placeholders in `input_ids` (see coordinate_tokens.py).
         """
         if input_ids is None or (images is None and not visual_stand_ins):
             return input_ids, position_ids, attention_mask, past_key_values, None, labels
@@ -339,7 +319,7 @@ class LlavaMetaForCausalLM:
         # tokens divided by that scale first, so that they reach its layers as under transformers 5.
         scale = getattr(self.get_model(), "visual_input_scale", 1.0)
         features = iter(visual if scale == 1.0 else [f / scale for f in visual])
-        text_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
+        text_embeds = self.embed_text(input_ids.masked_fill(is_placeholder, 0), coordinate_values)
         if zero is not None:
             text_embeds = text_embeds + zero
         valid = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
@@ -356,6 +336,14 @@ class LlavaMetaForCausalLM:
             sequences.append(seq)
         positions, new_mask, embeds, new_labels = pad_batch(sequences, attention_mask, input_ids.device)
         return None, positions, new_mask, past_key_values, embeds, (new_labels if labels is not None else None)
+
+    def embed_text(self, input_ids, coordinate_values=None):
+        """Embeddings of ids: the word embeddings', and a model with coordinate tokens' own for its bins and
+        placeholders."""
+        coordinates = self.get_model().coordinate_embedding()
+        if coordinates is None:
+            return self.get_input_embeddings()(input_ids)
+        return coordinates.embed(input_ids, coordinate_values, self.get_input_embeddings())
 
     def _count_truncation(self, length: int, limit: int) -> None:
         model = self.get_model()
@@ -384,6 +372,8 @@ class LlavaMetaForCausalLM:
         visual_stand_ins=None,
         pixel_values=None,
         token_type_ids=None,  # segment ids, as BERT-style processors give them: these models have none
+        coordinate_values=None,
+        variables=None,
         **kwargs,
     ):
         if pixel_values is not None:  # transformers' form, as an exported folder's processor gives it
@@ -392,6 +382,11 @@ class LlavaMetaForCausalLM:
             images, input_ids, attention_mask, labels = from_pixel_values(
                 pixel_values, input_ids, attention_mask, labels, getattr(self.config, "image_token_index", None)
             )
+        coordinates = self.get_model().coordinate_embedding()
+        coordinate_values = batch_values(input_ids, coordinate_values, variables, self.config)
+        targets = None
+        if coordinates is not None and labels is not None:  # read before splicing moves the positions
+            targets = coordinates.output_targets(labels, coordinate_values)
         if inputs_embeds is None and (images is not None or visual_stand_ins):
             input_ids, position_ids, attention_mask, cache, inputs_embeds, labels = (
                 self.prepare_inputs_labels_for_multimodal(
@@ -403,8 +398,11 @@ class LlavaMetaForCausalLM:
                     images,
                     modalities,
                     visual_stand_ins=visual_stand_ins or (),
+                    coordinate_values=coordinate_values,
                 )
             )
+        elif inputs_embeds is None and coordinates is not None and input_ids is not None:
+            inputs_embeds, input_ids = self.embed_text(input_ids, coordinate_values), None
         if position_ids is not None and not self._language_model_takes("position_ids"):
             position_ids = None  # MPT: ALiBi needs no positions
         if position_ids is not None:
@@ -415,9 +413,20 @@ class LlavaMetaForCausalLM:
         # signature); passed on where the family's forward takes it.
         if logits_to_keep and self._language_model_takes("logits_to_keep"):
             kwargs["logits_to_keep"] = logits_to_keep
-        output = self._language_model_method("forward")(
-            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, labels=labels, **kwargs
-        )
+        language_model = self._language_model_method("forward")
+        if coordinates is None:
+            output = language_model(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, labels=labels, **kwargs
+            )
+        else:  # words and bins are scored together: the bins' logits follow the words'
+            with head_input(self.get_output_embeddings()) as seen:
+                output = language_model(
+                    input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+                )
+            bins = coordinates.logits(seen["hidden"]).to(output.logits.dtype)
+            output.logits = torch.cat([output.logits, bins], dim=-1)
+            if labels is not None:
+                output.loss = coordinates.loss(output.logits, labels, targets, kwargs.get("num_items_in_batch"))
         image_token = getattr(self.config, "image_token_index", None)
         if image_token is not None and getattr(output, "logits", None) is not None:
             output.logits = cover_image_token(output.logits, image_token)
@@ -427,7 +436,16 @@ class LlavaMetaForCausalLM:
         return argument in _parameters(_next_definition(type(self), "forward"))
 
     @torch.no_grad()
-    def generate(self, inputs=None, images=_NOT_GIVEN, modalities=None, image_sizes=None, **kwargs):
+    def generate(
+        self,
+        inputs=None,
+        images=_NOT_GIVEN,
+        modalities=None,
+        image_sizes=None,
+        coordinate_values=None,
+        variables=None,
+        **kwargs,
+    ):
         """Generation, two ways.
 
         Called as LLaVA code calls it, with an `images` argument (visual inputs, or None for a text-only
@@ -438,8 +456,10 @@ class LlavaMetaForCausalLM:
         generate = self._language_model_method("generate")
         if inputs is None:
             inputs = kwargs.pop("input_ids", None)
-        if images is _NOT_GIVEN:
+        coordinate_values = batch_values(inputs, coordinate_values, variables, self.config)
+        if images is _NOT_GIVEN and coordinate_values is None:
             return generate(inputs, **kwargs)
+        images = None if images is _NOT_GIVEN else images
         if inputs is None:
             raise ValueError(
                 "generate(images=...) needs the prompt's input ids (with one IMAGE_TOKEN_INDEX per visual input)"
@@ -449,40 +469,20 @@ class LlavaMetaForCausalLM:
         kwargs.pop("position_ids", None)  # recomputed from the new attention mask
         attention_mask = kwargs.pop("attention_mask", None)
         _, _, attention_mask, _, inputs_embeds, _ = self.prepare_inputs_labels_for_multimodal(
-            inputs, None, attention_mask, None, None, [] if images is None else images, modalities
+            inputs,
+            None,
+            attention_mask,
+            None,
+            None,
+            [] if images is None else images,
+            modalities,
+            coordinate_values=coordinate_values,
         )
         if inputs_embeds is None:  # no visual input: the prompt's own embeddings
-            inputs_embeds = self.get_input_embeddings()(inputs)
-        self._fit_new_tokens(inputs_embeds.shape[1], kwargs)
+            inputs_embeds = self.embed_text(inputs, coordinate_values)
+        fit_new_tokens(self, inputs_embeds.shape[1], kwargs)
         with unmasked_generation_steps():  # the mask is passed; see there why transformers still warns
             return generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
-
-    def _fit_new_tokens(self, prompt_length: int, kwargs: dict) -> None:
-        """Clients ask for LLaVA's budgets (lmms-eval: 1024 new tokens, run_llava: 512) whatever the model's
-        positions: a small LM (GPT-2: 1024 positions, 96 of them a clip's) gets what still fits."""
-        limit = max_positions(self.config)
-        if limit is None:
-            return
-        room = limit - prompt_length
-        if room <= 0:
-            raise ValueError(
-                f"the prompt with its visual tokens takes {prompt_length} positions; the language model has {limit}"
-            )
-        requested = kwargs.get("max_new_tokens")
-        if requested is not None and requested > room:
-            if not getattr(self, "_logged_new_token_limit", False):
-                logger.warning(
-                    "max_new_tokens=%d does not fit the language model's %d positions after a %d-token prompt; "
-                    "generating at most %d (logged once)",
-                    requested,
-                    limit,
-                    prompt_length,
-                    room,
-                )
-                self._logged_new_token_limit = True
-            kwargs["max_new_tokens"] = room
-            if kwargs.get("min_new_tokens") is not None:
-                kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], room)
 
     def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, images=None, modalities=None, **kwargs):
         inputs = self._language_model_method("prepare_inputs_for_generation")(

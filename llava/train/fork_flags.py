@@ -122,6 +122,18 @@ def packer_from_latents(own: dict, legacy: dict, notes: list[Note]) -> None:
         notes.append((logging.WARNING if rows * columns != latents[name] else logging.INFO, said))
 
 
+def coordinates_from_stage(own: dict, legacy: dict, notes: list[Note]) -> None:
+    """LLaVA-ST's --stage: 2 and 3 train with its coordinate tokens, which stage 2 adds (LLaVA-ST's stage
+    3 starts from a stage-2 checkpoint, which has them already)."""
+    stage = legacy.get("stage")
+    if stage is None or str(stage) == "1":
+        return
+    if str(stage) not in ("2", "3"):
+        raise FlagError(f"--stage {stage}: LLaVA-ST's stages are 1, 2 and 3")
+    own.setdefault("coordinate_tokens", True)
+    notes.append((logging.INFO, f"--stage {stage}: the model trains with coordinate tokens (--coordinate_tokens)"))
+
+
 def nearest_grid(tokens: int, side: int) -> tuple[int, int]:
     """(rows, columns), each dividing `side`, whose product is nearest `tokens` (then the squarest)."""
     divisors = [d for d in range(1, side + 1) if side % d == 0]

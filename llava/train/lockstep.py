@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..modeling.llava_arch import ADAPTER_MODULES
+from ..modeling.adapter_weights import ADAPTER_MODULES
 from .ranks import is_distributed
 
 
