@@ -12,6 +12,9 @@ Unreadable media are skipped, never replaced: `__getitem__` returns a skip recor
 index), the collator drops it and passes it on; training counts it over all ranks
 (llava/train/skipped_samples.py).
 
+A sample with coordinates (LLaVA-ST's `variables`, grounded_samples.py) also gives `coordinate_values`:
+a float tensor shaped like `input_ids`, each placeholder's value and NaN elsewhere, padded with NaN.
+
 Padding (see `ensure_pad_token`): a tokenizer without a pad token reuses EOS as pad. Nothing here
 derives anything from the pad id: the collator builds `attention_mask` from lengths and pads labels
 with IGNORE_INDEX, so a real EOS inside a sample stays attended and labelled.
@@ -32,6 +35,7 @@ from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from ..errors import UsageError
 from ..mm_utils import image_aspect_ratio
 from ..modeling.vision_settings import VisionSettings
+from .grounded_samples import coordinate_values, placeholder_token_ids, require_coordinate_tokens
 from .media import MediaReadError, load_pixels
 from .prompts import PromptSettings, with_prompt_options
 from .samples import MODALITIES, load_samples
@@ -94,8 +98,11 @@ class LazySupervisedDataset(Dataset):
         self.visual_tokens_per_input = visual_tokens_per_input
         self.with_prompts = with_prompts  # items carry `prompt_ids` (the turns before the answer): inference
         self.aspect_ratio = image_aspect_ratio(self.prompt)  # "square" where unset
+        # A sample with coordinates reads its values at its placeholders, which must be single tokens; boxes
+        # and spans written as numbers are coordinates only for a tokenizer that has them.
+        self.coordinate_ids = placeholder_token_ids(tokenizer) or {}
         # `samples`: the ones load_samples(data_path, seed) gives, where the caller has them already
-        self.samples = samples if samples is not None else load_samples(data_path, seed)
+        self.samples = samples if samples is not None else load_samples(data_path, seed, bool(self.coordinate_ids))
         self.num_truncated = 0  # per process: DataLoader workers each count their own
 
         present = {s["modality"] for s in self.samples} - {None}
@@ -110,6 +117,7 @@ class LazySupervisedDataset(Dataset):
                     f"a {modality} takes {visual} visual tokens, which leaves no room for text in "
                     f"--model_max_length {model_max_length}; use fewer frames, smaller packer grids or a longer context"
                 )
+        require_coordinate_tokens(self.samples, bool(self.coordinate_ids), data_path)
         self.feature_cache = feature_cache
         self.cache_keys = self._find_cached() if feature_cache is not None else {}
         counts = {m: sum(s["modality"] == m for s in self.samples) for m in (*MODALITIES, None)}
@@ -247,6 +255,13 @@ class LazySupervisedDataset(Dataset):
             "modality": sample["modality"],
             "truncated": cut,
         }
+        if "variables" in sample:
+            # On the final ids: a placeholder cut by _fit takes its value with it. The prompt's values are
+            # the first len(prompt_ids) of these (prompt_ids is a prefix of input_ids).
+            values = coordinate_values(
+                ids, turns, sample["variables"], self.coordinate_ids, self.template.keeps_text_of
+            )
+            item["coordinate_values"] = torch.tensor(values, dtype=torch.float32)
         if self.with_prompts:
             item["prompt_ids"] = self.template.prompt_ids(turns, self.tokenizer)
         return item
@@ -329,7 +344,7 @@ class DataCollatorForSupervisedDataset:
             labels[row, :n] = item["labels"]
             attention_mask[row, :n] = 1
         with_media = [i for i in kept if i.get("pixel_values") is not None or i.get("patch_features") is not None]
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
@@ -339,6 +354,19 @@ class DataCollatorForSupervisedDataset:
             ],
             "modalities": [i["modality"] for i in with_media],
         }
+        if any("coordinate_values" in i for i in kept):  # batches without coordinates stay as they were
+            batch["coordinate_values"] = _padded_values(kept, width)
+        return batch
+
+
+def _padded_values(kept: list[dict], width: int) -> torch.Tensor:
+    """Each item's `coordinate_values`, right-padded with NaN (no placeholder there); all NaN for an item
+    without coordinates."""
+    values = torch.full((len(kept), width), float("nan"), dtype=torch.float32)
+    for row, item in enumerate(kept):
+        if "coordinate_values" in item:
+            values[row, : len(item["coordinate_values"])] = item["coordinate_values"]
+    return values
 
 
 # -------------------------------------------------------------------------------------------- pad

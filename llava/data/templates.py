@@ -128,6 +128,10 @@ class Template:
         """`(input_ids, labels)` for training; labels only on the answers (and their end markers)."""
         raise NotImplementedError
 
+    def keeps_text_of(self, role: str) -> bool:
+        """Whether `tokenize` writes the text of a `role` turn ('user', 'assistant', 'system')."""
+        return True
+
     def prompt_ids(self, conversations: list[dict], tokenizer) -> list[int]:
         """Ids for generation: the conversation without its final answer (if it has one), ready for the
         model to write the next answer. Identical to the start of `tokenize`'s ids for the same turns."""
@@ -229,6 +233,9 @@ class PlainTemplate(ConversationTemplate):
 
     def _role(self, role, conv):
         return conv.roles[1] if role == "assistant" else conv.roles[0]  # system text is dropped like human text
+
+    def keeps_text_of(self, role):
+        return role == "assistant"  # of the other turns, only their visual placeholders
 
     def prompt_ids(self, conversations, tokenizer):
         conv, first = self.build(conversations, generation_prompt=True)

@@ -2,8 +2,9 @@
 
 Words are those of the answer text actually trained: the label tokens of each batch (prompts, visual
 positions, padding and skipped samples carry none), decoded without special tokens and split on
-whitespace, summed over every rank at each optimizer step. The count is saved in every checkpoint and
-read back on resume, so a resumed run crosses each milestone at the same step as an uninterrupted one.
+whitespace, coordinates left out (llava/data/words.py), summed over every rank at each optimizer step.
+The count is saved in every checkpoint and read back on resume, so a resumed run crosses each milestone
+at the same step as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from ..constants import IGNORE_INDEX
+from ..data.words import words_of_ids
 from ..errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -55,13 +57,9 @@ def parse_milestones(babylm: bool, custom: str | None) -> list[int]:
 
 
 def count_words(labels: torch.Tensor, tokenizer) -> int:
-    """Words of the trained answer text in a batch of labels."""
-    words = 0
-    for row in labels:
-        ids = row[row != IGNORE_INDEX].tolist()
-        if ids:
-            words += len(tokenizer.decode(ids, skip_special_tokens=True).split())
-    return words
+    """Words of the trained answer text in a batch of labels (coordinates are not words: data/words.py)."""
+    rows = [row[row != IGNORE_INDEX].tolist() for row in labels]
+    return words_of_ids([ids for ids in rows if ids], tokenizer)
 
 
 def read_word_count(checkpoint: str) -> int:
