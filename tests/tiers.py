@@ -2,8 +2,8 @@
 
 Two kinds of missing setup stop a test before it runs:
 
-- setup the repository installs itself (.ci/setup_slurm.sh, .ci/setup_browser.sh, the dev extra): SLURM and
-  munge, `ip` and `nsenter`, chromium and chromedriver, selenium. `require_installed` skips such a test on a
+- setup the repository installs itself (.ci/setup_slurm.sh, .ci/setup_browser.sh, .ci/setup_java.sh, the dev
+  extra): SLURM and munge, `ip` and `nsenter`, chromium and chromedriver, selenium, java. `require_installed` skips such a test on a
   developer's machine, saying what is missing and what installs it; in CI (`CI=true`, as GitHub Actions and
   most CI systems set it, and as .ci/run sets it) it fails the test with the same words, so that CI cannot
   pass with a tier silently skipped because an install went wrong.
