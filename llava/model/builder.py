@@ -12,11 +12,13 @@ import logging
 import os
 
 from ..errors import InputError
+from ..modeling.adapter_weights import load_adapter_weights
 from ..modeling.expected_warnings import stock_config_in_family
 from ..modeling.families import BY_LLAVA_TYPE, LLAVA_TO_STOCK, STOCK_TO_LLAVA
 from ..modeling.vision_settings import VisionSettings
 from ..modeling.vision_tower import tower_architecture
 from .load_options import apply_config_options, attention_request, quantization_config, resolve_device, resolve_dtype
+from .lora import STACK_KEY, check_lora_folder, merge_adapters
 from .model_folder import (  # noqa: F401
     ADAPTER_FILES,
     MissingModelFile,
@@ -26,6 +28,7 @@ from .model_folder import (  # noqa: F401
     family_from_config,
     family_of,
     is_llava_checkpoint,
+    is_lora_folder,
     read_config,
 )
 
@@ -92,6 +95,10 @@ def load_pretrained_model(
       `model_base`; the visual modules are rebuilt from the run's `mm_*` settings, the tower's weights
       from the folder its `mm_vision_tower` names (or from `vision_tower`, where it has moved), and the
       adapter (resampler, projector, embeddings) from the file.
+    - `model_base` given and `model_path` a LoRA run's folder (LLaVA names such folders `...-lora`; here
+      what the folder holds decides): the model the run trained is rebuilt as above (or loaded whole
+      where `model_base` is a llava checkpoint), its `non_lora_trainables.bin` loaded, and its LoRA
+      adapter merged into the weights, after the adapters it was trained on top of (lora.py).
 
     Where it goes and how (see load_options): `device` (or LLaVA's `device_map`; "auto" is the GPU where
     there is one, else the CPU), `dtype` (or `torch_dtype`, a dtype or its name; default the checkpoint's),
@@ -108,7 +115,7 @@ def load_pretrained_model(
 
     from ..modeling.llava_arch import max_positions
 
-    del model_name  # LLaVA picks a code path by name; here config.json says what the checkpoint is
+    del model_name  # LLaVA picks a code path by name; here the folder's files say what it holds
     kwargs.pop("multimodal", None)
     attn = attention_request(
         attn_implementation, bool(kwargs.pop("use_flash_attn", False) or kwargs.pop("use_flash_attention_2", False))
@@ -127,7 +134,10 @@ def load_pretrained_model(
         model = from_pretrained(family, model_path, config=_config(family, model_path, *options), **kwargs)
         tokenizer_path = model_path
     else:
-        model = _model_from_base_and_adapter(model_path, model_base, vision_tower, options, kwargs)
+        if is_lora_folder(model_path):
+            model = _model_from_base_and_lora(model_path, model_base, vision_tower, options, kwargs)
+        else:
+            model = _model_from_base_and_adapter(model_path, model_base, vision_tower, options, kwargs)
         folder = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
         tokenizer_path = folder if os.path.isfile(os.path.join(folder, "tokenizer_config.json")) else model_base
     if quantization is None:
@@ -161,8 +171,6 @@ def _model_from_base_and_adapter(
     model_path: str, model_base: str, vision_tower: str | None, options: tuple, kwargs: dict
 ):
     """The base language model with the visual modules of an adapter-only run (see load_pretrained_model)."""
-    from ..modeling.vision_tower import image_processor_from_dict
-
     if os.path.isdir(model_path):
         folder, adapter = model_path, adapter_file(model_path)
         if adapter is None:
@@ -186,12 +194,66 @@ def _model_from_base_and_adapter(
         raise InputError(
             f"--model-path config.json has no mm_vision_tower/mm_vision_config: not the config of a visual run ({config_file})"
         )
-
     base_config = check_model_folder(model_base, "--model-base")
     if is_llava_checkpoint(base_config):
         raise InputError(
             f"--model-base already has visual modules: pass the plain language model the adapter was trained on ({model_base})"
         )
+    model = _base_for_run(run, config_file, model_base, base_config, vision_tower, options, kwargs)
+    load_adapter_weights(model.get_model(), adapter)
+    if "dtype" in kwargs:
+        model = model.to(kwargs["dtype"])
+    return model
+
+
+def _model_from_base_and_lora(model_path: str, model_base: str, vision_tower: str | None, options: tuple, kwargs: dict):
+    """The model a LoRA run trained, its adapters merged (see load_pretrained_model). The base is the
+    language model the run started from: a plain one (the visual modules rebuilt from the run's config,
+    as for an adapter-only run) or a llava checkpoint (loaded whole)."""
+    config_file = check_lora_folder(model_path)
+    run = read_config(config_file, "--model-path")
+    base_config = check_model_folder(model_base, "--model-base")
+    if run.get("mm_vision_tower") and not is_llava_checkpoint(base_config):
+        model = _base_for_run(run, config_file, model_base, base_config, vision_tower, options, kwargs, lora=True)
+    else:
+        family = _family_for_run(run, base_config, model_base, model_path)
+        model = from_pretrained(family, model_base, config=_config(family, model_base, *options), **kwargs)
+    model, _ = merge_adapters(model, model_path, run)
+    if model.config.vocab_size != run.get("vocab_size", model.config.vocab_size):
+        raise InputError(
+            f"the LoRA run's vocabulary has {run['vocab_size']} tokens, the merged model {model.config.vocab_size}: "
+            f"--model-base is not the language model it was trained on ({model_base}, {config_file})"
+        )
+    _take_run_settings(model.config, run)
+    if "dtype" in kwargs:
+        model = model.to(kwargs["dtype"])
+    return model
+
+
+# The run's config.json keys that describe how it was saved or trained, not the model: the loaded model
+# keeps its own (use_cache: training turns the cache off; inference wants it).
+_BOOKKEEPING_KEYS = {
+    "architectures",
+    "transformers_version",
+    "_name_or_path",
+    "model_type",
+    "dtype",
+    "torch_dtype",
+    "use_cache",
+}
+
+
+def _take_run_settings(config, run: dict) -> None:
+    """The settings a LoRA run recorded (its prompt template, prompt options, ...) onto the merged model's
+    config, as LLaVA loads its base with the run's config. The adapter list is not taken: the weights now
+    hold those adapters."""
+    for key, value in run.items():
+        if key not in _BOOKKEEPING_KEYS and key != STACK_KEY and key not in _LM_SHAPE_KEYS:
+            setattr(config, key, value)
+
+
+def _family_for_run(run: dict, base_config: dict, model_base: str, folder: str) -> str:
+    """The family of `model_base`, which must be the run's."""
     family = family_from_config(base_config, model_base)
     run_family = run.get("model_type")
     run_family = STOCK_TO_LLAVA.get(run_family, run_family)
@@ -199,9 +261,30 @@ def _model_from_base_and_adapter(
         raise InputError(
             f"the adapter was trained on a {run_family} model, but --model-base is a {family} model ({folder}, {model_base})"
         )
+    return family
+
+
+def _base_for_run(
+    run: dict,
+    config_file: str,
+    model_base: str,
+    base_config: dict,
+    vision_tower: str | None,
+    options: tuple,
+    kwargs: dict,
+    lora: bool = False,
+):
+    """A plain base language model with the visual modules a run's config describes (the tower's weights
+    from its folder), before the run's own weights are loaded. `lora`: the run may have grown the
+    vocabulary (its non-LoRA weights then hold the embeddings, and loading them grows the base's)."""
+    from ..modeling.vision_tower import image_processor_from_dict
+
+    folder = os.path.dirname(config_file)
+    family = _family_for_run(run, base_config, model_base, folder)
     model = from_pretrained(family, model_base, config=_config(family, model_base, *options), **kwargs)
     base = model.config.to_dict()
-    differing = {k: (base[k], run[k]) for k in _LM_SHAPE_KEYS if k in base and k in run and base[k] != run[k]}
+    keys = [k for k in _LM_SHAPE_KEYS if not (lora and k == "vocab_size")]
+    differing = {k: (base[k], run[k]) for k in keys if k in base and k in run and base[k] != run[k]}
     if differing:
         raise InputError(
             "--model-base is not the language model the adapter was trained on: "
@@ -211,7 +294,7 @@ def _model_from_base_and_adapter(
 
     tower_path = vision_tower or run["mm_vision_tower"]
     _check_tower_available(tower_path, config_file)
-    # The run's settings as its config recorded them; the adapter is loaded below, after the tower's check.
+    # The run's settings as its config recorded them; its weights are loaded by the caller.
     model.get_model().initialize_vision_modules(VisionSettings.from_config(run).replace(vision_tower=tower_path))
 
     config = model.config
@@ -228,9 +311,6 @@ def _model_from_base_and_adapter(
         logger.warning("the tower folder's image processor differs from the run's; using the run's")
         model.get_vision_tower().image_processor = image_processor_from_dict(run["mm_image_processor"])
         config.mm_image_processor = run["mm_image_processor"]
-    model.get_model().load_adapter_weights(adapter)
-    if "dtype" in kwargs:
-        model = model.to(kwargs["dtype"])
     return model
 
 

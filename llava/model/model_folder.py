@@ -18,6 +18,8 @@ from ..modeling.families import LLAVA_TYPES, STOCK_TO_LLAVA, SUPPORTED_TEXT
 logger = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("mm_projector.bin", "mm_projector.safetensors")
+# A LoRA run's folder (lora.py): peft's adapter beside the run's config.json, no model weights.
+LORA_CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -45,6 +47,12 @@ def check_model_folder(path: str, what: str = "--model-path") -> dict:
     weights (an adapter-only run's folder among them: its language model is loaded from elsewhere).
     """
     local_without_weights = os.path.isdir(path) and not has_weights(path)
+    if local_without_weights and is_lora_folder(path):
+        raise InputError(
+            f"{what} folder holds a LoRA adapter ({LORA_CONFIG_FILE}) but no model weights: load it with the "
+            "language model it was trained on (--model-base; in training, --load_lora_path), or merge it into a "
+            f"plain checkpoint with python -m llava.model.merge_lora ({path})"
+        )
     adapter = adapter_file(path) if local_without_weights else None
     if adapter:
         raise InputError(
@@ -64,6 +72,11 @@ def check_model_folder(path: str, what: str = "--model-path") -> dict:
 
 def has_weights(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_FILES)
+
+
+def is_lora_folder(folder: str) -> bool:
+    """Whether a folder holds a LoRA adapter (a --lora_enable run's output or checkpoint)."""
+    return os.path.isfile(os.path.join(folder, LORA_CONFIG_FILE))
 
 
 def adapter_file(folder: str) -> str | None:

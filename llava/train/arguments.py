@@ -46,6 +46,12 @@ class ModelArguments:
             "help": f"Comma-separated parts to train, of: {', '.join(TUNABLE_PARTS)}. mm_mlp_adapter without mm_vision_resampler also trains an untrained packer."
         },
     )
+    coordinate_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Give the model LLaVA-ST's coordinate tokens (100 bins per axis for time, height and width; <TEMP-INPUT> and friends in samples, <TEMP-042> in answers), the stage 2 of LLaVA-ST (--stage 2 sets it). A checkpoint that has them keeps them."
+        },
+    )
     attn_implementation: str | None = field(
         default=None,
         metadata={
@@ -84,6 +90,35 @@ class DataArguments:
         default=0.05,
         metadata={
             "help": "Abort when more than this share of the samples is skipped as unreadable (0.05: one sample in twenty)."
+        },
+    )
+
+
+@dataclass
+class LoraArguments:
+    """LoRA as LLaVA trains it (llava/model/lora.py), with LLaVA-ST's stacked adapters."""
+
+    lora_enable: bool = field(
+        default=False,
+        metadata={
+            "help": "Train LoRA adapters on the language model's linear layers: the adapters train and the language model's own weights stay frozen, whatever --mm_tunable_parts says of mm_language_model; its visual parts train as it says. Saved as LLaVA saves it (adapter_model.safetensors, adapter_config.json, non_lora_trainables.bin, config.json): load_pretrained_model(OUTPUT_DIR, model_base=the --model_name_or_path) merges it; python -m llava.model.merge_lora writes it as a plain checkpoint."
+        },
+    )
+    lora_r: int = field(default=64, metadata={"help": "Rank of the LoRA adapters."})
+    lora_alpha: int = field(
+        default=16, metadata={"help": "LoRA's scale: an adapter's update is multiplied by lora_alpha / lora_r."}
+    )
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA adapters' input."})
+    lora_bias: str = field(
+        default="none",
+        metadata={
+            "help": "Biases that train with the adapters: none, all (every bias of the language model) or lora_only (those of the adapted layers)."
+        },
+    )
+    load_lora_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "LLaVA-ST's stacked adapters: the output folder of an earlier --lora_enable run, merged into the model (its non-LoRA weights loaded, its adapter merged) before training; with --lora_enable a new adapter trains on top, and the run's config.json records the folders merged under it (lora_merged_adapters), which loading merges first."
         },
     )
 
@@ -159,10 +194,11 @@ class RunArguments:
     vision: VisionSettings
     prompt: PromptSettings
     data: DataArguments
+    lora: LoraArguments
     training: TrainingArguments
 
 
-OWN_CLASSES = (ModelArguments, VisionSettings, PromptSettings, DataArguments, TrainingArguments)
+OWN_CLASSES = (ModelArguments, VisionSettings, PromptSettings, DataArguments, LoraArguments, TrainingArguments)
 OWN_FIELDS = {f.name: f for cls in OWN_CLASSES for f in fields(cls)}
 # LLaVA's legacy flags, for --help (with LLaVA's defaults): the settings reach the parser translated, with
 # none of them left.
@@ -285,6 +321,18 @@ def check(args: RunArguments) -> None:
             "the default) reduces the visual tokens here, sized by --mm_fast_grid/--mm_slow_grid; or none for every patch"
         )
     parse_tunable_parts(args.model.mm_tunable_parts)
+    check_lora(args.lora)
+
+
+def check_lora(lora: LoraArguments) -> None:
+    from ..model.lora import BIASES
+
+    if lora.lora_bias not in BIASES:
+        raise UsageError(f"--lora_bias {lora.lora_bias}: choose one of {', '.join(BIASES)}")
+    if lora.lora_r < 1 or lora.lora_alpha <= 0:
+        raise UsageError(f"--lora_r {lora.lora_r} and --lora_alpha {lora.lora_alpha} must be positive")
+    if not 0 <= lora.lora_dropout < 1:
+        raise UsageError(f"--lora_dropout {lora.lora_dropout} must be at least 0 and below 1")
 
 
 def check_deepspeed_config(config) -> None:

@@ -2,7 +2,7 @@
 for: what each one does here, in one table.
 
 LLaVA-1.5's and LLaVA-NeXT's published scripts pass flags that transformers 5 renamed or dropped, or that
-belong to features built differently here (anyres tiling, spatial pooling of video frames, LoRA). Every
+belong to features built differently here (anyres tiling, spatial pooling of video frames, quantization). Every
 such flag is decided in `LEGACY_FLAGS`, so that a published command line runs with only its paths
 changed, or stops at once with one line naming the alternative. `translate` turns a run's settings (a
 mapping, recipe.py) into settings of this trainer's own argument classes before they are parsed; the
@@ -223,34 +223,28 @@ LEGACY_FLAGS: dict[str, LegacyFlag] = {
         "MPT's attention comes from --attn_implementation here (transformers' MPT: eager)", str, "triton"
     ),
     # --- LLaVA-ST's
-    "stage": _refused(
-        "LLaVA-ST's stages 2 and 3 add its coordinate tokens, which this trainer does not build yet; "
-        "--stage 1 (content alignment) trains as every run here does",
+    "stage": _translated(
+        "LLaVA-ST's training stage: 1 (content alignment) trains as every run here does; 2 (coordinate "
+        "alignment) and 3 (multi-task instruction tuning) give the model coordinate tokens (--coordinate_tokens)",
         str,
         None,
-        ("1",),
     ),
     "use_downsample_image": _no_effect(PACKER_DOES_IT + " (an image is one frame)", bool, False),
     # --- training
     "cache_dir": _no_effect("models are read from the folders given or the Hugging Face cache (HF_HOME)", str, None),
     "bits": _refused(
-        "4/8-bit (QLoRA) training is not supported: it needs LoRA adapters, which this trainer does not build; train in bf16/fp16 (--bf16 True), train fewer parts (--mm_tunable_parts), or use DeepSpeed ZeRO-3",
+        "4/8-bit (QLoRA) training is not supported: LoRA adapters train on a 16/32-bit model here; use --lora_enable True with --bf16 True, train fewer parts (--mm_tunable_parts), or use DeepSpeed ZeRO-3",
         int,
         16,
         (32,),
     ),
     "double_quant": _used_only_with("--bits 4/8", bool, True),
     "quant_type": _used_only_with("--bits 4/8", str, "nf4"),
-    "lora_enable": _refused(
-        "LoRA training is not supported: the trainer trains whole parts; train fewer parts (--mm_tunable_parts mm_vision_resampler,mm_mlp_adapter) or use DeepSpeed ZeRO-3 for memory",
-        bool,
-        False,
+    "lora_weight_path": _refused(
+        "LLaVA defines it and never reads it; to start from a trained adapter use --load_lora_path (LLaVA-ST's: it is merged, then a new adapter trains on top)",
+        str,
+        "",
     ),
-    "lora_r": _used_only_with("--lora_enable", int, 64),
-    "lora_alpha": _used_only_with("--lora_enable", int, 16),
-    "lora_dropout": _used_only_with("--lora_enable", float, 0.05),
-    "lora_weight_path": _used_only_with("--lora_enable", str, ""),
-    "lora_bias": _used_only_with("--lora_enable", str, "none"),
     "group_by_modality_length_auto": _renamed(
         "group_by_modality_length", "LLaVA-NeXT's variant; the last, mixed batch is kept rather than dropped"
     ),
@@ -317,6 +311,7 @@ def translate(settings: dict[str, object]) -> Translation:
 
     fork_flags.read_environment(own, legacy, notes, os.environ)
     fork_flags.packer_from_latents(own, legacy, notes)
+    fork_flags.coordinates_from_stage(own, legacy, notes)
     parts = from_llava_switches(legacy, own.get("mm_tunable_parts"), notes)
     if parts is not None:
         own["mm_tunable_parts"] = parts

@@ -3,11 +3,11 @@ wrong path or a broken data file fails in seconds and in one line, not minutes i
 
 What is checked: --output_dir can be written; --model_name_or_path is a model folder (or hub id) of a
 family we load; --vision_tower, --pretrain_mm_mlp_adapter, --video_folder and --image_folder exist where
-given; every file --data_path names is read and every sample validated, with
+given, and --load_lora_path is a LoRA run's folder; every file --data_path names is read and every sample validated (its coordinates included), with
 every problem listed in the one line (up to data.files.SHOWN_PROBLEMS); data with clips or images has a
-vision tower to see them, and its media can be found; --eval_milestones has milestones to evaluate, and
-the evaluation's arguments and files are right (a wrong path would otherwise show only in curves.log,
-after the first milestone).
+vision tower to see them, and its media can be found; data with coordinates has a model with coordinate
+tokens; --eval_milestones has milestones to evaluate, and the evaluation's arguments and files are right
+(a wrong path would otherwise show only in curves.log, after the first milestone).
 
 `python -m llava.train.preflight ARGS` (the same ARGS as `python -m llava.train.train`) runs only these
 checks and prints one line: `ok: ...` with status 0, or `error: ...` with status 1 (2 for a wrong
@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 from ..data.dataset import media_path
 from ..data.files import data_error
+from ..data.grounded_samples import require_coordinate_tokens
 from ..data.samples import read_samples
 from ..errors import InputError, UsageError, check_input_file, check_input_folder, check_writable, entry_point
+from ..model.lora import check_lora_folder
 from ..model.model_folder import check_model_folder, config_file_of, is_llava_checkpoint, read_config
 from ..modeling.token_packer import validate_grid
 from ..modeling.vision_tower import processor_output_size
@@ -62,11 +64,19 @@ def check(args) -> Checked:
     model_args, vision, data_args, training_args = args.model, args.vision, args.data, args.training
     check_writable(training_args.output_dir, "--output_dir")
     wrong: list[str] = []
+    if training_args.eval_milestones and args.lora.lora_enable:
+        # The evaluation loads each milestone with no flags; a LoRA run saves adapters.
+        raise UsageError(
+            "--eval_milestones cannot evaluate a --lora_enable run's milestones (they hold LoRA adapters): "
+            "evaluate them after merging each with python -m llava.model.merge_lora"
+        )
     if training_args.eval_milestones:
         _collect(wrong, check_eval_milestones, training_args)
     config = _collect(wrong, check_model_folder, model_args.model_name_or_path, "--model_name_or_path")
     tower_config_file = _collect(wrong, check_tower, vision.vision_tower) if vision.vision_tower else None
     _collect(wrong, check_input_file, vision.pretrain_mm_mlp_adapter, "--pretrain_mm_mlp_adapter")
+    if args.lora.load_lora_path:
+        _collect(wrong, check_lora_folder, args.lora.load_lora_path, "--load_lora_path")
     _collect(wrong, check_input_folder, data_args.video_folder, "--video_folder")
     _collect(wrong, check_input_folder, data_args.image_folder, "--image_folder")
     # A --feature_cache folder not there yet is not an error: train_italian_video.sh fills it after these
@@ -79,9 +89,11 @@ def check(args) -> Checked:
         check_packer_grids(vision, tower_config_file)
     if not data_args.data_path:
         raise UsageError("--data_path is required: the JSON list or JSONL file of training samples")
-    samples, problems = read_samples(data_args.data_path, training_args.seed)
+    coordinates = has_coordinate_tokens(config, args)
+    samples, problems = read_samples(data_args.data_path, training_args.seed, numbers=coordinates)
     if problems:
         raise data_error(problems)
+    require_coordinate_tokens(samples, coordinates, data_args.data_path)
     present = sorted({s["modality"] for s in samples} - {None})
     if present and not (vision.vision_tower or is_llava_checkpoint(config)):
         counts = " and ".join(f"{sum(s['modality'] == m for s in samples)} {m}" for m in present)
@@ -92,6 +104,12 @@ def check(args) -> Checked:
     for modality in present:
         _check_media_found(samples, modality, data_args)
     return Checked(samples, config)
+
+
+def has_coordinate_tokens(config: dict, args) -> bool:
+    """The model has coordinate tokens (its config records their bins), or the run gives it them
+    (--coordinate_tokens, which LLaVA-ST's --stage 2 sets)."""
+    return bool(config.get("mm_coordinate_bins")) or bool(args.model.coordinate_tokens)
 
 
 def _collect(wrong: list[str], check, *args):

@@ -30,6 +30,7 @@ GROUPS = {
     "VisionSettings": "The visual modules (recorded in the model config as mm_*)",
     "PromptSettings": "How prompts are written (recorded in the model config)",
     "DataArguments": "The data",
+    "LoraArguments": "LoRA adapters on the language model (as LLaVA trains them; LLaVA-ST's stacked adapters)",
     "TrainingArguments": "Training (this trainer's own settings)",
 }
 

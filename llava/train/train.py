@@ -29,9 +29,12 @@ from ..data.templates import trained_version
 from ..errors import UsageError
 from ..model.builder import family_of, from_pretrained
 from ..model.load_options import attention_request
+from ..model.lora import is_lora_model
+from ..modeling.coordinate_tokens import add_coordinate_tokens
+from ..modeling.coordinates import BINS
 from ..modeling.families import BY_LLAVA_TYPE, FAMILIES
 from ..modeling.llava_arch import max_positions
-from . import checkpoints, exit_policy, preemption, preflight
+from . import checkpoints, exit_policy, lora, preemption, preflight
 from .arguments import RunArguments, parse_args
 from .callbacks import LossProgressBar
 from .describe import describe
@@ -41,7 +44,7 @@ from .milestone_eval import BackgroundEvaluators
 from .milestones import WordMilestoneCallback, parse_milestones, read_word_count
 from .skipped_samples import SkipTracker
 from .trainer import LlavaTrainer
-from .tunable_parts import apply_tunable_parts
+from .tunable_parts import apply_tunable_parts, coordinate_tables_train
 
 logger = logging.getLogger("llava.train")
 
@@ -71,11 +74,18 @@ def build_model(args: RunArguments) -> BuiltModel:
     fresh_adapter = False
     if args.vision.vision_tower or model.get_vision_tower() is not None:
         fresh_adapter = bool(model.get_model().initialize_vision_modules(args.vision))
+    merged = []
+    if args.lora.load_lora_path:
+        model, merged, loaded_adapter = lora.merge_earlier_adapters(model, args.lora.load_lora_path)
+        fresh_adapter = fresh_adapter and not loaded_adapter
     prompt = args.prompt.over(model.config)
     prompt.write(model.config)  # inference writes its prompts the way this run trains on them
     version = args.model.version or trained_version(model.config)
     model.config.conv_template = version
-    apply_tunable_parts(model, args.model.mm_tunable_parts, fresh_adapter=fresh_adapter)
+    if args.lora.lora_enable:
+        model = lora.add_adapters(model, args.lora, merged)
+    lora_bias = args.lora.lora_bias if args.lora.lora_enable else None
+    apply_tunable_parts(model, args.model.mm_tunable_parts, fresh_adapter=fresh_adapter, lora_bias=lora_bias)
     if args.training.activation_checkpointing:
         # A frozen LM gives checkpointed blocks inputs that need no grad; with reentrant checkpointing
         # the adapter would then get none. Requiring grad on the embeddings' output avoids that.
@@ -164,7 +174,8 @@ def add_visual_tokens(model, tokenizer, prompt: PromptSettings) -> None:
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     logger.info("added %s to the tokenizer (%d tokens now)", ", ".join(tokens), len(tokenizer))
-    if not any(p.requires_grad for p in model.get_input_embeddings().parameters()):
+    # (A LoRA run trains them once the data is built: lora.train_grown_embeddings.)
+    if not is_lora_model(model) and not any(p.requires_grad for p in model.get_input_embeddings().parameters()):
         logger.warning(
             "the embeddings of %s do not train in this run (the language model is frozen): they keep their "
             "initial values; add mm_language_model to --mm_tunable_parts to learn them",
@@ -188,6 +199,9 @@ def build_data(args: RunArguments, built: BuiltModel, tokenizer, samples: list[d
             )
         cache = FeatureCache(data.feature_cache, tower)
     add_visual_tokens(model, tokenizer, built.prompt)
+    if args.model.coordinate_tokens and add_coordinate_tokens(model, tokenizer):  # the last change to the vocabulary
+        coordinate_tables_train(model, args.model.mm_tunable_parts)
+        logger.info("added coordinate tokens: %d bins per axis (%d tokens now)", BINS, len(tokenizer))
     visual_tokens = None
     if tower is not None:
         inner = model.get_model()
@@ -217,7 +231,11 @@ def model_and_data(args: RunArguments, samples: list[dict] | None = None):
     trains (the benchmarks and tests build these without a trainer)."""
     built = build_model(args)
     tokenizer = load_tokenizer(built)
-    return (built, tokenizer, *build_data(args, built, tokenizer, samples))
+    rows = built.model.get_input_embeddings().num_embeddings
+    data = build_data(args, built, tokenizer, samples)
+    if args.lora.lora_enable:
+        lora.train_grown_embeddings(built.model, rows)
+    return (built, tokenizer, *data)
 
 
 def build_trainer(

@@ -15,7 +15,8 @@ from transformers import Trainer, TrainerCallback
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from .. import errors
-from ..modeling.llava_arch import ADAPTER_MODULES
+from ..model.lora import is_lora_model, load_non_lora_weights, save_non_lora_weights
+from ..modeling.adapter_weights import ADAPTER_MODULES, adapter_state_dict
 from . import checkpoints
 from .lockstep import stand_ins_for_step, uses_every_parameter
 from .milestones import count_words, remove_word_count, write_word_count
@@ -228,11 +229,22 @@ class LlavaTrainer(Trainer):
         tower = model.get_vision_tower()
         if tower is not None:  # every saved model carries its preprocessing
             tower.image_processor.save_pretrained(output_dir)
+        if is_lora_model(model) and self.args.should_save:  # beside the adapter peft wrote, as LLaVA saves
+            save_non_lora_weights(model, output_dir, state_dict)
         if _only_adapter_trains(model):
-            weights = model.get_model().adapter_state_dict()
+            weights = adapter_state_dict(model.get_model())
             if state_dict is not None:  # gathered weights (ZeRO-3): take the adapter's from them
                 weights = {k: state_dict[f"{model.base_model_prefix}.{k}"] for k in weights}
             torch.save({k: v.detach().cpu() for k, v in weights.items()}, os.path.join(output_dir, ADAPTER_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # The Trainer restores a LoRA model's adapter from the checkpoint; the other weights that train
+        # (packer, projector, ...) are in non_lora_trainables.bin. (Under DeepSpeed its own checkpoint
+        # restores every weight, and this is not called.)
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model = self.model if model is None else model
+        if is_lora_model(model):
+            load_non_lora_weights(model, resume_from_checkpoint)
 
     @contextlib.contextmanager
     def _saving(self, path: str, what: str, needed: int | None = None, discard: bool = False):

@@ -70,12 +70,14 @@ def from_llava_switches(switches: dict, given_parts: str | None, notes: list) ->
     return chosen
 
 
-def apply_tunable_parts(model, parts: str, fresh_adapter: bool = False) -> None:
+def apply_tunable_parts(model, parts: str, fresh_adapter: bool = False, lora_bias: str | None = None) -> None:
     """Sets what trains. Where the adapter starts untrained (`fresh_adapter`: built in this run, not
     loaded) and only part of it is chosen, the rest of it trains too: a random frozen packer or projector
-    would make the trained part learn around noise."""
+    would make the trained part learn around noise. `lora_bias` (a model with LoRA adapters, and its
+    --lora_bias): the language model's own weights stay frozen and its adapters train, whatever the parts
+    say of mm_language_model; the visual parts train as they say (LLaVA's LoRA recipe)."""
     chosen = parse_tunable_parts(parts)
-    model.requires_grad_("mm_language_model" in chosen)
+    model.requires_grad_("mm_language_model" in chosen and lora_bias is None)
     inner = model.get_model()
     if inner.get_vision_tower() is not None:
         adapter = set(ADAPTER_PARTS)
@@ -94,5 +96,18 @@ def apply_tunable_parts(model, parts: str, fresh_adapter: bool = False) -> None:
         inner.vision_resampler.requires_grad_("mm_vision_resampler" in chosen)
         inner.mm_projector.requires_grad_("mm_mlp_adapter" in chosen)
         inner.mm_pos_embed.requires_grad_("mm_mlp_adapter" in chosen)
+    coordinate_tables_train(model, parts)
+    if lora_bias is not None:
+        from ..model.lora import train_adapters
+
+        train_adapters(model, lora_bias)
     if not any(p.requires_grad for p in model.parameters()):
         raise UsageError(f"--mm_tunable_parts {parts!r} leaves nothing to train in this model")
+
+
+def coordinate_tables_train(model, parts: str) -> None:
+    """A model's coordinate tables (LLaVA-ST's LAPE) train with the language model, whose words they sit
+    beside, and with the adapter, whose visual tokens they place."""
+    tables = model.get_model().coordinate_embedding()
+    if tables is not None:
+        tables.requires_grad_(bool(parse_tunable_parts(parts) & {"mm_language_model", *ADAPTER_PARTS}))
