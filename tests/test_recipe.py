@@ -170,3 +170,16 @@ def test_auto_precision_follows_the_gpu(monkeypatch, bf16_gpu, expected):
     assert (settings["bf16"], settings["fp16"]) == expected
     settings, _ = for_this_machine({"bf16": "False", "fp16": "auto"})  # bf16 turned off by hand on an A100: float32
     assert settings["fp16"] is (not bf16_gpu)
+
+
+def test_llava_st_stage_recipes_read_as_its_three_stages():
+    """recipes/llava_st_stage{1,2,3}.yaml, each on the one before: the settings LLaVA-ST's stage scripts
+    give, as this trainer parses them (--stage 2 and 3 set --coordinate_tokens)."""
+    stages = {n: parse_args(["--config", str(ROOT / "recipes" / f"llava_st_stage{n}.yaml")]) for n in (1, 2, 3)}
+    assert [s.model.coordinate_tokens for s in stages.values()] == [False, True, True]
+    assert [s.lora.lora_enable for s in stages.values()] == [False, True, True]
+    assert stages[2].lora.lora_r == 128 and stages[2].lora.lora_alpha == 256
+    assert stages[1].model.mm_tunable_parts == "mm_vision_resampler,mm_mlp_adapter"
+    assert stages[3].lora.load_lora_path == "./checkpoints/llava-st-stage2"
+    assert stages[3].vision.pretrain_mm_mlp_adapter in (None, "")
+    assert stages[1].model.model_name_or_path == "./models/bambi-gpt2-italian"  # the headline model

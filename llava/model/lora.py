@@ -27,7 +27,7 @@ from transformers.pytorch_utils import Conv1D
 
 from ..errors import InputError, listing
 from ..modeling.zero3 import gathered_parameters
-from .model_folder import LORA_CONFIG_FILE, MissingModelFile, is_lora_folder
+from .model_folder import LORA_CONFIG_FILE, MissingModelFile, is_lora_folder, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ def load_non_lora_weights(model, folder: str) -> list[str]:
     weights = {plain_name(k): v for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
     target = model.get_base_model() if is_lora_model(model) else model
     _grow_embeddings(target, weights)
+    _add_coordinate_tables(target, folder, weights)
     names = {plain_name(k): k for k in target.state_dict() if not is_lora_parameter(k)}
     unexpected = sorted(set(weights) - set(names))
     if unexpected:
@@ -188,6 +189,17 @@ def _grow_embeddings(model, weights: dict) -> None:
     saved = weights.get(plain_name(name)) if name else None
     if saved is not None and saved.shape[0] > embeddings.shape[0]:
         model.resize_token_embeddings(saved.shape[0])
+
+
+def _add_coordinate_tables(model, folder: str, weights: dict) -> None:
+    """Where the run gave its model coordinate tokens (--coordinate_tokens, LLaVA-ST's stage 2), the model
+    they load into gets the tables first, as the run's config describes them (their weights follow)."""
+    if not any(".mm_coordinates." in f".{name}" for name in weights) or model.get_model().coordinate_embedding():
+        return
+    run = read_config(os.path.join(folder, "config.json"), "the LoRA folder")
+    for key in ("mm_coordinate_bins", "mm_coordinate_placeholder_ids"):
+        setattr(model.config, key, run[key])
+    model.get_model().build_coordinate_embedding()
 
 
 def adapter_stack(folder: str, config: dict) -> list[str]:

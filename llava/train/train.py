@@ -63,6 +63,9 @@ class BuiltModel:
     max_length: int | None
     num_frames: int
     prompt: PromptSettings
+    # Where the tokenizer comes from: the language model's folder, or --load_lora_path's, whose run may
+    # have added tokens (coordinate tokens: LLaVA-ST's stage 3 on top of stage 2).
+    tokenizer_path: str
 
 
 def build_model(args: RunArguments) -> BuiltModel:
@@ -99,6 +102,7 @@ def build_model(args: RunArguments) -> BuiltModel:
         sequence_budget(args.training.model_max_length, model.config, path),
         frames_per_clip(args.vision.num_frames, model.config),
         prompt,
+        args.lora.load_lora_path or path,
     )
 
 
@@ -153,7 +157,7 @@ def check_model_class_name(name: str | None, family: str) -> None:
 
 
 def load_tokenizer(built: BuiltModel):
-    return AutoTokenizer.from_pretrained(built.path, model_max_length=built.max_length)
+    return AutoTokenizer.from_pretrained(built.tokenizer_path, model_max_length=built.max_length)
 
 
 def add_visual_tokens(model, tokenizer, prompt: PromptSettings) -> None:
