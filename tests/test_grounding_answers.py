@@ -1,11 +1,11 @@
-"""Generated answers read back as boxes, spans and tubes (llava.eval.grounding_answers), on strings written
-by hand in both writings: LLaVA-ST's coordinate tokens and plain digits. Badly written answers (a missing
+"""Generated answers read back as boxes, spans and tubes (llava.data.grounding_answers, ELC captions
+included), on strings written by hand in both writings: LLaVA-ST's coordinate tokens and plain digits. Badly written answers (a missing
 bracket, three numbers, a token of the wrong axis, an end before its start, a value past 1) give None,
 never an exception; ELC's caption is cut out of the answer as LLaVA-ST cuts it."""
 
 import pytest
 
-from llava.eval.grounding_answers import elc_caption, parse_box, parse_span, parse_tube, token_value
+from llava.data.grounding_answers import elc_caption, parse_box, parse_span, parse_tube, token_value
 from llava.modeling.coordinates import BINS, bin_token
 
 

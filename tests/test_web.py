@@ -143,7 +143,8 @@ def ask(connection, upload=None, sample=None):
         "strip": strip,
         "reference": reference,
         "captions": texts[: len(NAMES)],
-        "blind": texts[len(NAMES) :],
+        "blind": texts[len(NAMES) : 2 * len(NAMES)],
+        "grounding": texts[2 * len(NAMES) :],
     }
 
 

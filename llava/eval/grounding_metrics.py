@@ -18,25 +18,14 @@ Boxes are `[x1, y1, x2, y2]` and spans `[start, end]`, normalised to [0, 1] of t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+
+# A box or span as a model may write it (one rule, shared with the answers' reader and the web page).
+from ..data.grounding_answers import well_formed
 
 REC_THRESHOLDS = (0.5,)
 TVG_THRESHOLDS = (0.3, 0.5, 0.7)
 STVG_THRESHOLDS = (0.3, 0.5, 0.7)
-
-
-def well_formed(values, size: int) -> bool:
-    """`size` finite numbers in [0, 1], each end at or after its start."""
-    if values is None or not isinstance(values, Sequence) or len(values) != size:
-        return False
-    try:
-        numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
-        return False
-    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in numbers):
-        return False
-    return all(numbers[i] <= numbers[i + size // 2] for i in range(size // 2))
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:

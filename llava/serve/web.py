@@ -17,7 +17,9 @@ The page shows:
 - each checkpoint's caption (greedy unless the temperature is raised), exactly as serve.cli captions;
 - beside it, the video-blind control: the same checkpoint given blank frames (the processor's mean
   colour, as many as the clip's) in place of the clip: what it says without seeing anything;
-- the reference caption (the sample's last answer) for a sample of --data.
+- the reference caption (the sample's last answer) for a sample of --data;
+- where a caption holds boxes or spans (coordinate tokens or digits), those drawn on the frames; coordinate
+  tokens are written as numbers in the captions (web_grounding.py; docs/web_page.md).
 
 Models are loaded once, at start; requests are served one at a time, each user getting their own results.
 A file that is not a clip or an image, a broken clip, or one larger than --max-upload-mb gets one error

@@ -4,7 +4,9 @@ computed by web_captions.Captioner; this module only lays it out.
 The caption event runs in gradio's queue with a concurrency limit of 1 (one request at a time goes to
 the models; the others wait their turn, each answered on its own connection). Its API name is
 `caption`, so a gradio_client can ask for captions too:
-`Client(url).predict(handle_file(path), None, 0.0, 1.0, 64, 0, api_name="/caption")`.
+`Client(url).predict(handle_file(path), None, 0.0, 1.0, 64, 0, api_name="/caption")` returns the status,
+the strip, the reference, then per checkpoint its caption, then its control, then its where-and-when
+panel (web_grounding.py: the HTML of the boxes and spans its caption holds, drawn on the frames).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import gradio as gr
 
 from ..errors import one_line
 from .web_captions import BLIND_LABEL, Captioner, Decoding
+from .web_grounding import CSS as GROUNDING_CSS
+from .web_grounding import grounding_html, readable
 
 logger = logging.getLogger("llava.serve.web")
 
@@ -28,9 +32,12 @@ as many as the clip's) in place of the clip, i.e. what it says without seeing an
 # Text stays in the page's own fonts: gradio's default theme asks Google Fonts for its typefaces, which a
 # cluster node may not reach.
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-CSS = """
+CSS = (
+    """
 #status .error { color: #b91c1c; font-weight: 600; }
 """
+    + GROUNDING_CSS
+)
 
 
 def status_html(text: str, error: bool = False) -> str:
@@ -86,7 +93,7 @@ def build_page(captioner: Captioner, data_name: str | None = None, decoding: Dec
                     visible=bool(choices),
                     elem_id="reference",
                 )
-                captions, blinds = [], []
+                captions, blinds, groundings = [], [], []
                 with gr.Row(equal_height=True):
                     for i, name in enumerate(names):
                         with gr.Column(min_width=240):
@@ -97,10 +104,13 @@ def build_page(captioner: Captioner, data_name: str | None = None, decoding: Dec
                             blinds.append(
                                 gr.Textbox(label=f"{name}: {BLIND_LABEL}", interactive=False, elem_id=f"blind-{i}")
                             )
+                            # Boxes and spans the caption holds, drawn on the frames (empty where it holds none).
+                            groundings.append(gr.HTML("", elem_id=f"grounding-{i}"))
 
         def describe(upload_path, sample_index, temperature, top_p, max_new_tokens, seed):
-            """Runs in the queue: the outputs of one request (status, strip, reference, captions, controls)."""
-            empty = [[], ""] + [""] * (2 * len(names))
+            """Runs in the queue: the outputs of one request (status, strip, reference, captions, controls,
+            where-and-when panels). Captions and controls show coordinate tokens as numbers."""
+            empty = [[], ""] + [""] * (3 * len(names))
             try:
                 decoding = Decoding(int(max_new_tokens), float(temperature), float(top_p), int(seed or 0))
                 if upload_path:
@@ -116,18 +126,20 @@ def build_page(captioner: Captioner, data_name: str | None = None, decoding: Dec
                     message = f"captioning failed ({type(e).__name__}); the server's log has the details"
                 return [status_html(f"error: {message}", True), *empty]
             strip = [(frame.image, frame.label) for frame in described.frames]
+            images, labels = [f.image for f in described.frames], [f.label for f in described.frames]
             return [
                 status_html(described.summary()),
                 strip,
                 described.reference or "",
-                *[c.caption for c in described.captions],
-                *[c.blind for c in described.captions],
+                *[readable(c.caption) for c in described.captions],
+                *[readable(c.blind) for c in described.captions],
+                *[grounding_html(c.caption, images, labels, c.blind) for c in described.captions],
             ]
 
         run.click(
             describe,
             [upload, sample, temperature, top_p, max_new_tokens, seed],
-            [status, frames, reference, *captions, *blinds],
+            [status, frames, reference, *captions, *blinds, *groundings],
             api_name="caption",
             concurrency_limit=1,
             concurrency_id="models",

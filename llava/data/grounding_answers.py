@@ -1,5 +1,6 @@
 """A model's generated answer read back as a box, a span or a tube (a box per moment), in the two writings
-a model can use, for scoring by grounding_metrics.
+a model can use, for scoring (llava.eval.grounding_metrics) and for drawing on the web page (llava.serve.web_grounding).
+It lives in the data layer, beside grounding_tasks.py that writes these answers, so that both may import it.
 
 Coordinate tokens, as LLaVA-ST's models write them (its inference/src/utils.py: `replace_and_normalize`,
 then `parse_box_from_text`, `parse_span_from_text`, `parse_stpair_from_text`):
@@ -17,17 +18,19 @@ As in LLaVA-ST, the first box (span) written in the answer is the prediction, an
 the answer. What this project adds: a box of tokens must have its axes in order (a `<HEIGHT-...>` where a
 width belongs is no box), and a box or span whose values are not coordinates (outside [0, 1], an end before
 its start) is returned as None. None means the model wrote no usable answer: grounding_metrics scores it as
-a counted miss. Nothing here raises on any text.
+a counted miss. ELC's event caption is cut out of an answer as LLaVA-ST's metrics cut it (`elc_caption`).
+Nothing here raises on any text.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 
 from ..modeling.coordinates import BINS
-from .grounding_metrics import well_formed
 
-__all__ = ["parse_box", "parse_span", "parse_tube", "elc_caption", "token_value"]
+__all__ = ["parse_box", "parse_span", "parse_tube", "token_value", "well_formed"]
 
 # LLaVA-ST's number: digits, optionally a fraction.
 _NUMBER = r"\d+(?:\.\d+)?"
@@ -71,6 +74,19 @@ def _first(text: str, tokens: re.Pattern, digits: re.Pattern) -> list[float] | N
     if match.re is tokens:
         return [token_value(k) for k in match.groups()]
     return [float(v) for v in match.groups()]
+
+
+def well_formed(values, size: int) -> bool:
+    """`size` finite numbers in [0, 1], each end at or after its start."""
+    if values is None or not isinstance(values, Sequence) or len(values) != size:
+        return False
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return False
+    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in numbers):
+        return False
+    return all(numbers[i] <= numbers[i + size // 2] for i in range(size // 2))
 
 
 def _checked(values: list[float] | None, size: int) -> list[float] | None:
