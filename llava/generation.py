@@ -46,6 +46,26 @@ def single_turn_prompt(template, tokenizer, text: str, modality: str | None, pre
     return template.prompt_ids(prepare(turns) if prepare else turns, tokenizer)
 
 
+def _left_padded_values(values: list, width: int) -> torch.Tensor | None:
+    """The prompts' coordinate placeholder values (one float tensor per prompt, or None for a prompt without
+    placeholders) left-padded with NaN to `width`, as the prompts are; None where no prompt has any."""
+    if not any(v is not None for v in values):
+        return None
+    batch = torch.full((len(values), width), float("nan"))
+    for row, v in enumerate(values):
+        if v is not None and len(v):
+            batch[row, width - len(v) :] = torch.as_tensor(v, dtype=torch.float32)
+    return batch
+
+
+def _answer_ids(row: torch.Tensor, ends: set[int]) -> list[int]:
+    """A generated row up to its first end id (EOS, end of turn, padding): what decoding keeps when special
+    tokens stay in the text."""
+    ids = row.tolist()
+    cut = next((k for k, token in enumerate(ids) if token in ends), len(ids))
+    return ids[:cut]
+
+
 def _visual_inputs(entry) -> list[torch.Tensor]:
     if entry is None:
         return []
@@ -63,6 +83,8 @@ def generate_texts(
     top_p: float | None = 1.0,
     num_beams: int = 1,
     stop_strings=(),
+    coordinate_values: list | None = None,
+    keep_special_tokens: bool = False,
 ) -> list[str]:
     """One batch: `prompts[i]` (ids with IMAGE_TOKEN_INDEX placeholders) with `images[i]` (a (T, 3, S, S)
     clip, a (3, S, S) or (1, 3, S, S) image, a list of them in placeholder order, or None for a text-only
@@ -72,12 +94,19 @@ def generate_texts(
     prompt starts from BOS (or EOS where there is none). Generation stops at EOS, at the end-of-turn
     tokens the vocabulary has, and at `stop_strings` (a template's end-of-answer text, such as `</s>` or
     `###`, which a tokenizer may spell with several tokens); the text is cut before a stop string.
+
+    `coordinate_values`: per prompt, the values of its coordinate placeholders (a float tensor as long as
+    the prompt, NaN elsewhere; None for a prompt without any), as dataset items carry them.
+    `keep_special_tokens`: the text keeps special tokens (a grounding model's bin tokens, `<WIDTH-012>`),
+    cut at the first EOS, end-of-turn or padding token instead of skipping them.
     """
     if len(prompts) != len(images):
         raise ValueError(f"{len(prompts)} prompts but {len(images)} visual entries")
     # A text-only prompt under the plain template is empty (the human text is dropped): start it the way a
     # document starts, from BOS (GPT-2: its end-of-text token).
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    values = coordinate_values or [None] * len(prompts)
+    values = [v if len(p) else None for p, v in zip(prompts, values)]
     prompts = [list(p) if len(p) else [start] for p in prompts]
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -94,6 +123,9 @@ def generate_texts(
     stops = [s for s in stop_strings if s]
     if stops:
         decoding.update(stop_strings=stops, tokenizer=tokenizer)
+    values = _left_padded_values(values, width)
+    if values is not None:
+        decoding["coordinate_values"] = values.to(device)
     # images= is always passed (None for text-only prompts): generate then returns only the new tokens.
     out = model.generate(
         ids,
@@ -108,7 +140,12 @@ def generate_texts(
     )
     # A stop string that is a special token (`<|im_end|>`, a Llama `</s>`) ended generation as a stop id and
     # is skipped in decoding; one spelled with ordinary tokens (`###`, `</s>` for GPT-2) is cut here.
-    return [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops) for row in out]
+    if keep_special_tokens:
+        ends = {pad, *stop_token_ids(tokenizer)}
+        texts = [tokenizer.decode(_answer_ids(row, ends), skip_special_tokens=False) for row in out]
+    else:
+        texts = [tokenizer.decode(row, skip_special_tokens=True) for row in out]
+    return [cut_at_stop(text, stops) for text in texts]
 
 
 def caption(
@@ -119,12 +156,15 @@ def caption(
     images: list,
     batch_size: int | None = None,
     progress: bool = False,
+    coordinate_values: list | None = None,
     **decoding,
 ) -> list[str]:
     """generate_texts over `prompts` and `images` in batches of `batch_size` (all in one where None),
     stopping at `template`'s end-of-answer strings; `decoding`: generate_texts' max_new_tokens,
-    temperature, top_p, num_beams."""
+    temperature, top_p, num_beams, keep_special_tokens. `coordinate_values`: per prompt, its placeholders'
+    values (generate_texts), or None where no prompt has any."""
     size = batch_size or max(len(prompts), 1)
+    values = coordinate_values or [None] * len(prompts)
     texts = []
     for start in tqdm(range(0, len(prompts), size), desc="captions", disable=not progress, file=sys.stderr):
         texts += generate_texts(
@@ -133,6 +173,7 @@ def caption(
             prompts[start : start + size],
             images[start : start + size],
             stop_strings=template.stop_strings,
+            coordinate_values=values[start : start + size],
             **decoding,
         )
     return texts

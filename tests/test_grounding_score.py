@@ -208,8 +208,8 @@ def test_a_missing_file_an_unknown_task_and_an_unknown_command(tmp_path):
     assert ended.stderr == f"error: PREDICTIONS file does not exist ({tmp_path / 'nothing.jsonl'})\n"
     ended = score("--task", "vqa", tmp_path / "nothing.jsonl")
     assert ended.returncode == 2 and "invalid choice: 'vqa'" in ended.stderr
-    ended = run_cli(grounding.cli, ["predict"])
-    assert ended.returncode == 2 and ended.stderr == "error: unknown command 'predict' (commands: score)\n"
+    ended = run_cli(grounding.cli, ["rank"])
+    assert ended.returncode == 2 and ended.stderr == "error: unknown command 'rank' (commands: predict, score)\n"
     ended = run_cli(grounding.cli, [])
     assert ended.returncode == 0 and "score" in ended.stdout
 

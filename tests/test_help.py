@@ -43,6 +43,7 @@ ENTRY_POINTS = {
     "eval.lmms_task": (PYTHON + ["-m", "llava.eval.lmms_task"], "--video-folder"),
     "eval.babylm zero_shot": (PYTHON + ["-m", "llava.eval.babylm", "zero_shot"], "--model_path_or_name"),
     "eval.babylm export": (PYTHON + ["-m", "llava.eval.babylm", "export"], "RUN_DIR"),
+    "eval.grounding predict": (PYTHON + ["-m", "llava.eval.grounding", "predict"], "--max-new-tokens"),
     "eval.grounding score": (PYTHON + ["-m", "llava.eval.grounding", "score"], "--task"),
     "bench": (PYTHON + ["-m", "llava.bench"], "--configs"),
     "bench.versions": (PYTHON + ["-m", "llava.bench.versions"], "--before"),

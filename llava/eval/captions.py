@@ -158,9 +158,12 @@ def generate_captions(
     batch_size: int = 16,
     max_new_tokens: int = 32,
     progress: bool = False,
+    keep_special_tokens: bool = False,
 ) -> list[str]:
     """Greedy captions of dataset items (load_items), each with its own clip: the prompt is the item's
-    (its conversation before the answer, as training wrote it), cut at `version`'s end of answer."""
+    (its conversation before the answer, as training wrote it, with the values of its coordinate
+    placeholders), cut at `version`'s end of answer. `keep_special_tokens`: bin tokens stay in the text
+    (grounding answers; generation.generate_texts)."""
     return caption(
         model,
         tokenizer,
@@ -169,8 +172,17 @@ def generate_captions(
         [i["pixel_values"] for i in items],
         batch_size=batch_size,
         progress=progress,
+        coordinate_values=[prompt_values(item) for item in items],
         max_new_tokens=max_new_tokens,
+        keep_special_tokens=keep_special_tokens,
     )
+
+
+def prompt_values(item: dict):
+    """The values of the coordinate placeholders of an item's prompt (the first len(prompt_ids) of its
+    `coordinate_values`: the prompt is a prefix of input_ids), or None where it has none."""
+    values = item.get("coordinate_values")
+    return None if values is None else values[: len(item["prompt_ids"])]
 
 
 def check_inputs(model_path, data_path, video_folder=None, image_folder=None, model_base=None) -> list[dict]:

@@ -4,11 +4,11 @@ package's docstring); each command's flags are its own (`COMMAND --help`)."""
 import sys
 
 from ...errors import UsageError, entry_point
-from . import score
+from . import predict, score
 
-# A command is a module with `main(argv)`. `predict` (a model over a set -> the predictions JSONL that
-# `score` reads) belongs here when it is written.
-COMMANDS = {"score": score.main}
+# A command is a module with `main(argv)`: `predict` (a model over a set -> the predictions JSONL that
+# `score` reads) and `score`.
+COMMANDS = {"predict": predict.main, "score": score.main}
 
 
 def main(argv: list[str] | None = None):

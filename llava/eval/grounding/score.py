@@ -6,7 +6,7 @@ The predictions file holds one JSON object per line:
     {"id": "vid7-q2", "task": "stvg", "answer": "<the model's generated text>", "truth": {...}}
 
 `id` is unique in the file, `task` is the scored task, `answer` the text as generated (coordinate tokens
-or plain digits: llava.eval.grounding_answers reads both). Every coordinate in `truth` is normalised to
+or plain digits: llava.data.grounding_answers reads both). Every coordinate in `truth` is normalised to
 [0, 1] of the picture's width and height, or of the clip's duration; boxes are [x1, y1, x2, y2]:
 
 | task | truth | scores (llava.eval.grounding_metrics; ELC: grounding_captions) |
@@ -32,8 +32,8 @@ import json
 import os
 from pathlib import Path
 
+from ...data import grounding_answers as answers
 from ...errors import ArgumentParser, InputError, check_input_file, saving
-from .. import grounding_answers as answers
 from .. import grounding_captions, grounding_metrics
 
 TASKS = ("rec", "tvg", "stvg", "svg", "elc")
@@ -157,7 +157,7 @@ def read_predictions(path: str, task: str) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def _frame(moment: float, frames: int) -> int:
+def frame_index(moment: float, frames: int) -> int:
     # LLaVA-ST: frame split[0] + round(k / (num_frames - 1) * (duration - 1)) of bin k; here the moment is
     # already k / 99, and frames are counted from the segment's start. Python's round, as there.
     return round(moment * (frames - 1))
@@ -168,7 +168,7 @@ def predicted_boxes(answer: str, frames: int) -> dict[int, list[float] | None] |
     tube = answers.parse_tube(answer)
     if tube is None:
         return None
-    return {_frame(moment, frames): box for moment, box in tube.items()}
+    return {frame_index(moment, frames): box for moment, box in tube.items()}
 
 
 def _tube_items(items: list[dict], with_span: bool) -> list[dict]:
