@@ -33,13 +33,16 @@ from .coordinates import AXES, interpolate, reparam, smoothing_matrix, two_hot
 
 
 class CoordinateEmbedding(nn.Module):
-    def __init__(self, config, init_std: float | None = None):
+    def __init__(self, config):
         super().__init__()
         self.bins = coordinate_bins(config)
         self.config = config  # its vocab_size is where the bin ids start
         hidden = config.hidden_size
+        # An output head is a table of the same shape, one row per bin, applied as a linear layer (`logits`).
+        # Every table is read through its module's forward (`_table`), as DeepSpeed ZeRO-3 gathers a
+        # partitioned weight only for the forward of the module that holds it.
         self.inputs = nn.ModuleDict({axis.lower(): nn.Embedding(self.bins, hidden) for axis in AXES})
-        self.outputs = nn.ModuleDict({axis.lower(): nn.Linear(hidden, self.bins, bias=False) for axis in AXES})
+        self.outputs = nn.ModuleDict({axis.lower(): nn.Embedding(self.bins, hidden) for axis in AXES})
         ids = placeholder_ids(config)
         # placeholder id -> its axis's index
         self.placeholder_axis = {ids[p]: AXES.index(axis) for p, (axis, _) in PLACEHOLDERS.items() if p in ids}
@@ -49,8 +52,6 @@ class CoordinateEmbedding(nn.Module):
         # Not a buffer: transformers 5 builds a model on the meta device and leaves buffers that are not in
         # the checkpoint unset; the matrix is a constant of `bins`, made where it is used.
         self._smoothing: torch.Tensor | None = None
-        if init_std is not None:
-            self.reset_parameters(init_std)
 
     @property
     def vocab_size(self) -> int:
@@ -64,9 +65,10 @@ class CoordinateEmbedding(nn.Module):
 
     def _table(self, kind: str, axis: int) -> torch.Tensor:
         module = (self.inputs if kind == "input" else self.outputs)[AXES[axis].lower()]
-        if self._smoothing is None or self._smoothing.device != module.weight.device:
-            self._smoothing = smoothing_matrix(self.bins).to(module.weight.device)
-        return reparam(module.weight, self._smoothing)
+        device = module.weight.device
+        if self._smoothing is None or self._smoothing.device != device:
+            self._smoothing = smoothing_matrix(self.bins).to(device)
+        return reparam(module(torch.arange(self.bins, device=device)), self._smoothing)
 
     # ------------------------------------------------------------------------------------ reading
     def embed(self, input_ids: torch.Tensor, values: torch.Tensor | None, word_embeddings: nn.Module) -> torch.Tensor:

@@ -65,8 +65,11 @@ class LlavaMetaModel:
         `add_coordinate_tokens`), their rows at the word embeddings' scale."""
         std = embedding_std(self.get_input_embeddings().weight)
         with zero3_init():
-            self.mm_coordinates = CoordinateEmbedding(self.config, init_std=std)
-        self.mm_coordinates.to(self.get_input_embeddings().weight.device)
+            tables = CoordinateEmbedding(self.config)
+        # After construction: under ZeRO-3 each table is partitioned as soon as it is built.
+        with gathered_parameters(tables, modify=True):
+            tables.reset_parameters(std)
+        self.mm_coordinates = tables.to(self.get_input_embeddings().weight.device)
 
     def coordinate_embedding(self) -> CoordinateEmbedding | None:
         return getattr(self, "mm_coordinates", None)
