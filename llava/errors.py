@@ -116,6 +116,23 @@ def entry_point(main):
     return run
 
 
+def subcommands(doc: str, commands: dict):
+    """The `main(argv=None)` of `python -m PACKAGE COMMAND ...`: `commands` maps a name to its module's
+    `main(argv)`, which gets the rest of the command line; no command or --help prints `doc`'s first
+    paragraph (its `COMMAND` written as the names), an unknown one is a UsageError naming the others."""
+
+    def main(argv: list[str] | None = None):
+        argv = sys.argv[1:] if argv is None else argv
+        if not argv or argv[0] in ("-h", "--help"):
+            print(doc.split("\n\n")[0].replace("COMMAND", "|".join(commands)))
+            return 0
+        if argv[0] not in commands:
+            raise UsageError(f"unknown command {argv[0]!r} (commands: {', '.join(commands)})")
+        return commands[argv[0]](argv[1:])
+
+    return main
+
+
 class OneLineArgumentErrors:
     """Mixed into an argparse parser: its errors (a wrong value, an unknown or missing flag) become one
     UsageError line pointing at --help, instead of the usage text and a line of their own."""

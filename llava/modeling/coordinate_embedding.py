@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .constants import IGNORE_INDEX
-from .coordinate_tokens import PLACEHOLDERS, coordinate_bins, placeholder_ids
+from .coordinate_tokens import OUTPUT_PLACEHOLDERS, PLACEHOLDERS, coordinate_bins, placeholder_ids
 from .coordinates import AXES, interpolate, reparam, smoothing_matrix, two_hot
 
 
@@ -46,9 +46,7 @@ class CoordinateEmbedding(nn.Module):
         ids = placeholder_ids(config)
         # placeholder id -> its axis's index
         self.placeholder_axis = {ids[p]: AXES.index(axis) for p, (axis, _) in PLACEHOLDERS.items() if p in ids}
-        self.output_placeholder_axis = {
-            ids[p]: AXES.index(axis) for p, (axis, _) in PLACEHOLDERS.items() if p.endswith("-OUTPUT>") and p in ids
-        }
+        self.output_placeholder_axis = {ids[p]: self.placeholder_axis[ids[p]] for p in OUTPUT_PLACEHOLDERS if p in ids}
         # Not a buffer: transformers 5 builds a model on the meta device and leaves buffers that are not in
         # the checkpoint unset; the matrix is a constant of `bins`, made where it is used.
         self._smoothing: torch.Tensor | None = None

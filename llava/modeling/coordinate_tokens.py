@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .coordinates import AXES, BINS, bin_tokens, input_placeholder, output_placeholder
+from .coordinates import AXES, BINS, bin_token, bin_tokens, input_placeholder, output_placeholder
 
 # placeholder -> (axis, LLaVA-ST's `variables` key), in LLaVA-ST's order.
 PLACEHOLDERS = {
@@ -47,10 +47,6 @@ def placeholder_ids(config) -> dict[str, int]:
     return dict(getattr(config, "mm_coordinate_placeholder_ids", None) or {})
 
 
-def first_bin_id(config, axis: str) -> int:
-    return config.vocab_size + AXES.index(axis) * coordinate_bins(config)
-
-
 def add_coordinate_tokens(model, tokenizer, bins: int = BINS) -> bool:
     """Gives `model` (a llava model) and `tokenizer` coordinate tokens; returns False where they have them.
 
@@ -60,14 +56,14 @@ def add_coordinate_tokens(model, tokenizer, bins: int = BINS) -> bool:
     coordinate tables (see coordinate_embedding.py), not by the word embeddings."""
     config = model.config
     if coordinate_bins(config):
-        if tokenizer.convert_tokens_to_ids(bin_tokens("TEMP", 1)[0]) != first_bin_id(config, "TEMP"):
+        if tokenizer.convert_tokens_to_ids(bin_token("TEMP", 0)) != config.vocab_size:
             raise ValueError("the tokenizer does not hold this model's coordinate tokens at their ids")
         return False
     tokenizer.add_tokens(list(PLACEHOLDERS), special_tokens=True)
     model.resize_token_embeddings(len(tokenizer))
     vocab_size = model.get_input_embeddings().weight.shape[0]
     tokenizer.add_tokens([t for axis in AXES for t in bin_tokens(axis, bins)], special_tokens=True)
-    if tokenizer.convert_tokens_to_ids(bin_tokens("TEMP", bins)[0]) != vocab_size:
+    if tokenizer.convert_tokens_to_ids(bin_token("TEMP", 0)) != vocab_size:
         raise ValueError("the tokenizer's coordinate tokens did not land right after the word vocabulary")
     config.mm_coordinate_bins = bins
     config.mm_coordinate_placeholder_ids = {p: tokenizer.convert_tokens_to_ids(p) for p in PLACEHOLDERS}
